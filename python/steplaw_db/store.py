@@ -1,0 +1,323 @@
+"""The store: runs and their loss curves in Parquet, read back as Polars frames."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import polars as pl
+
+from . import _native
+from .errors import InvalidArgumentError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_DB = "steplaw.db"
+
+#: Schema of the points table (see docs/store.md).
+POINTS_SCHEMA = {
+    "run_id": pl.String,
+    "metric": pl.String,
+    "step": pl.Int64,
+    "tokens": pl.Int64,
+    "value": pl.Float64,
+    "lr": pl.Float64,
+}
+
+#: Summary-table columns recognised without ``map=`` (the public Step Law CSV among them).
+_NAME_COLUMNS = ("exp_name", "name", "run_name", "run")
+_FINAL_LOSS_COLUMNS = ("loss", "final_loss", "train_loss", "final loss")
+_SMOOTH_LOSS_COLUMNS = ("smooth loss", "smooth_loss", "smoothed_loss", "final_smooth_loss")
+
+
+def default_path() -> str:
+    """The store path used when none is given: ``$STEPLAW_DB`` or ``./steplaw.db``."""
+    return os.environ.get("STEPLAW_DB", DEFAULT_DB)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest (or a table import) did."""
+
+    runs_found: int
+    added: int
+    updated: int
+    unchanged: int
+    failed: list[tuple[str, str]]
+    points: int
+    bytes_read: int
+    malformed_lines: int
+    warnings: list[str]
+    seconds: float
+    version: int
+    committed: bool
+    strict_refused: bool = field(default=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when no run failed."""
+        return not self.failed
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_read / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """The closing lines an ingest prints."""
+        lines = [
+            f"runs: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.failed)} failed (of {self.runs_found} found)",
+            f"points: {self.points:,}; read {self.bytes_read / 1e6:,.1f} MB in {self.seconds:.2f} s "
+            f"({self.mb_per_s:,.0f} MB/s)",
+        ]
+        if self.malformed_lines:
+            lines.append(f"skipped {self.malformed_lines:,} malformed line(s); first ones:")
+            lines += [f"  {w}" for w in self.warnings]
+        if self.failed:
+            lines.append("failed runs:")
+            lines += [f"  {src}: {why}" for src, why in self.failed]
+        if self.strict_refused:
+            lines.append("--strict: nothing was committed because some runs failed")
+        elif self.committed:
+            lines.append(f"committed store version {self.version}")
+        else:
+            lines.append(f"nothing to commit; store stays at version {self.version}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _report(d: Mapping[str, Any], strict: bool = False) -> IngestReport:
+    r = IngestReport(**{k: d[k] for k in IngestReport.__dataclass_fields__ if k in d})
+    r.failed = [tuple(x) for x in r.failed]  # type: ignore[misc]
+    r.strict_refused = strict and bool(r.failed) and not r.committed
+    return r
+
+
+def _pairs(values: Mapping[str, Any] | Iterable[str] | None, what: str) -> list[tuple[str, str]]:
+    """``{"k": v}`` or ``["k=v", ...]`` -> ``[("k", "v"), ...]``."""
+    if values is None:
+        return []
+    if isinstance(values, Mapping):
+        return [(str(k), str(v)) for k, v in values.items()]
+    out = []
+    for item in values:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgumentError(f"{what} '{item}': expected key=value")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+class Store:
+    """A steplaw-db store: a directory of Parquet files and versioned manifests.
+
+    Open one with :func:`steplaw_db.open`. Every read goes through the newest manifest, so a
+    reader never sees a half-committed ingest; writers take a lock (a second writer gets
+    :class:`~steplaw_db.errors.StoreLockedError`, or waits ``wait`` seconds).
+    """
+
+    def __init__(self, path: PathLike | None = None, *, create: bool = True) -> None:
+        self._native = _native.Store(os.fspath(path if path is not None else default_path()), create)
+
+    def __repr__(self) -> str:
+        return f"steplaw_db.Store({str(self.path)!r}, version={self.version})"
+
+    @property
+    def path(self) -> Path:
+        return Path(self._native.path)
+
+    @property
+    def version(self) -> int:
+        """The newest committed version (0 for an empty store)."""
+        return int(self._native.snapshot()["version"])
+
+    # -- writing -------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        *,
+        format: str | None = None,
+        metric: str | None = None,
+        metrics: Sequence[str] = (),
+        name_template: str | None = None,
+        set: Mapping[str, Any] | Iterable[str] | None = None,
+        recipe: str | None = None,
+        seq_len: int = 2048,
+        force: bool = False,
+        strict: bool = False,
+        progress: bool = False,
+        wait: float = 0.0,
+    ) -> IngestReport:
+        """Ingest every run found under ``paths`` (directories, any depth, or log files).
+
+        A run is a directory holding log files: Step Law ``train_log_<k>.txt``, Megatron text
+        logs (``*.log``/``*.txt``), ``*.jsonl`` or ``*.csv`` metrics; ``format`` forces one.
+        The training loss is found by name (``lm loss``, ``loss``, ``train/loss``, ...) and
+        stored as metric ``"loss"``; ``metric`` names another source field for it, and
+        ``metrics`` stores further series under their own names.
+
+        Configuration comes from the log, then the run's name (``name_template``, default
+        Step Law names), then a sidecar ``config.json``/``config.yaml``/``args.json``, then
+        ``set`` and ``recipe``; N, batch tokens and D are derived where missing.
+
+        Unchanged runs are skipped; changed ones replaced (``force`` re-reads everything).
+        A run whose files cannot be read fails alone and is listed in the report; with
+        ``strict`` nothing is committed if any run fails.
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        options = {
+            "format": format,
+            "metric": metric,
+            "metrics": [m for m in metrics],
+            "name_template": name_template,
+            "set": _pairs(set, "set"),
+            "recipe": recipe,
+            "seq_len": int(seq_len),
+            "force": force,
+            "strict": strict,
+            "progress": progress,
+            "wait": float(wait),
+        }
+        return _report(self._native.ingest([os.fspath(p) for p in paths], options), strict)
+
+    def import_table(
+        self,
+        path: PathLike,
+        *,
+        map: Mapping[str, str] | Iterable[str] | None = None,
+        name_template: str | None = None,
+        set: Mapping[str, Any] | Iterable[str] | None = None,
+        recipe: str | None = None,
+        seq_len: int = 2048,
+        wait: float = 0.0,
+    ) -> IngestReport:
+        """Import a summary table (CSV or Parquet): one row per run with its final loss.
+
+        Columns are matched to run fields by name (``N``, ``D``, ``lr``, ``bs`` in sequences,
+        ``h``, ``numl``, ...; ``loss`` is the raw final loss, ``smooth loss`` the smoothed one,
+        ``exp_name`` the run name); ``map`` renames columns (``{"column": "field"}`` or
+        ``["column=field"]``). The public Step Law CSV reads correctly with no options.
+        Imported runs have status ``summary-only`` and no curve.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidArgumentError(f"{path}: no such file")
+        if path.suffix.lower() == ".parquet":
+            df = pl.read_parquet(path)
+        else:
+            df = pl.read_csv(path, infer_schema_length=10000)
+        renames = dict(_pairs(map, "map"))
+        missing = [c for c in renames if c not in df.columns]
+        if missing:
+            raise InvalidArgumentError(f"{path}: no column(s) {missing} to map (columns: {df.columns})")
+        roles = {c: renames.get(c, c) for c in df.columns}
+
+        def find(role_names: Sequence[str]) -> str | None:
+            for want in role_names:
+                for col, role in roles.items():
+                    if role == want:
+                        return col
+            return None
+
+        name_col = find(("name", *_NAME_COLUMNS))
+        loss_col = find(("final_loss", *_FINAL_LOSS_COLUMNS))
+        smooth_col = find(("smooth_loss", *_SMOOTH_LOSS_COLUMNS))
+        special = {name_col, loss_col, smooth_col}
+        rows = []
+        for i, rec in enumerate(df.iter_rows(named=True)):
+            fields = [(roles[c], _text(v)) for c, v in rec.items() if c not in special and v is not None]
+            rows.append(
+                {
+                    "name": str(rec[name_col]) if name_col and rec[name_col] is not None else f"row{i + 1}",
+                    "fields": fields,
+                    "final_loss": _float(rec[loss_col]) if loss_col else None,
+                    "smooth_loss": _float(rec[smooth_col]) if smooth_col else None,
+                }
+            )
+        options = {
+            "name_template": name_template,
+            "set": _pairs(set, "set"),
+            "recipe": recipe,
+            "seq_len": int(seq_len),
+            "wait": float(wait),
+        }
+        return _report(self._native.import_summaries(str(path.resolve()), rows, options))
+
+    def compact(self, wait: float = 0.0) -> dict:
+        """Merge small segments, drop replaced runs' points and delete files no current
+        version uses. Afterwards ``points/*.parquet`` and ``runs/*.parquet`` can be globbed."""
+        return dict(self._native.compact(wait))
+
+    # -- reading -------------------------------------------------------------------------
+    def files(self) -> dict:
+        """The files of the newest version (for other tools): runs file and segments."""
+        return dict(self._native.snapshot())
+
+    def runs(self) -> pl.DataFrame:
+        """One row per run: identity, configuration, status and curve summary."""
+        snap = self._native.snapshot()
+        if snap["runs_file"] is None:
+            return _empty_runs()
+        return pl.read_parquet(snap["runs_file"])
+
+    def scan_points(self) -> pl.LazyFrame:
+        """All points of the newest version, lazily (columns: run_id, metric, step, tokens,
+        value, lr). Points of replaced runs that still sit in old segments are filtered out."""
+        snap = self._native.snapshot()
+        clean = [s["file"] for s in snap["segments"] if s["live_runs"] is None]
+        frames = [pl.scan_parquet(clean)] if clean else []
+        for s in snap["segments"]:
+            if s["live_runs"] is not None:
+                frames.append(pl.scan_parquet(s["file"]).filter(pl.col("run_id").is_in(s["live_runs"])))
+        if not frames:
+            return pl.LazyFrame(schema=POINTS_SCHEMA)
+        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+
+    def points(self, run_ids: int | Sequence[int] | None = None, metric: str | None = "loss") -> pl.DataFrame:
+        """Points of ``run_ids`` (all runs if None) for ``metric`` (all metrics if None),
+        sorted by run and step."""
+        lf = self.scan_points()
+        if metric is not None:
+            lf = lf.filter(pl.col("metric") == metric)
+        if run_ids is not None:
+            ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
+            lf = lf.filter(pl.col("run_id").is_in(ids))
+        return lf.collect()
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 9e18:
+        return str(int(v))
+    return str(v)
+
+
+def _float(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _empty_runs() -> pl.DataFrame:
+    i, f, s = pl.Int64, pl.Float64, pl.String
+    schema = {
+        "run_id": s, "name": s, "source": s, "format": s, "fingerprint": s,
+        "N": i, "D": i, "lr": f, "bs": i, "seq_len": i, "bs_tokens": i, "steps": i, "lr_min": f,
+        "h": i, "ffnh": i, "numh": i, "numl": i, "n_experts": i, "top_k": i, "recipe": s, "tags": s,
+        "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
+        "n_malformed": i, "ingested_at": pl.Datetime("us", "UTC"),
+    }  # fmt: skip
+    return pl.DataFrame(schema=schema)
+
+
+def open(path: PathLike | None = None, *, create: bool = True) -> Store:  # noqa: A001
+    """Open (or create) the store at ``path`` (default ``$STEPLAW_DB`` or ``./steplaw.db``)."""
+    return Store(path, create=create)

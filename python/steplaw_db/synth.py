@@ -1,0 +1,580 @@
+"""Synthetic hyperparameter sweeps with a known ground truth.
+
+``write_sweep`` writes one directory per training run, in the log formats the ingester reads
+(Step Law's loguru Megatron fork, Megatron-LM, JSONL and CSV metrics), plus ``truth.json`` at the
+top level.  The runs follow a Step Law optimum (GUIDE.md section 2) and a quadratic loss
+landscape in (ln lr, ln B) around a Chinchilla loss (Epoch AI's refit), so the analysis can be
+checked against the truth it is supposed to recover.
+
+Pure Python + numpy + polars; deliberately imports nothing from the rest of ``steplaw_db``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "FORMATS",
+    "DEFAULT_CELLS",
+    "DEFAULT_D",
+    "DEFAULT_SHAPES",
+    "GroundTruth",
+    "TRUTH",
+    "LR_COEF",
+    "LR_EXP_N",
+    "LR_EXP_D",
+    "BS_COEF",
+    "BS_EXP_D",
+    "LOSS_E",
+    "LOSS_A",
+    "LOSS_B",
+    "LOSS_ALPHA",
+    "LOSS_BETA",
+    "LANDSCAPE_A",
+    "LANDSCAPE_B",
+    "LOSS_INIT",
+    "DIVERGE_LR_FACTOR",
+    "DIVERGE_START",
+    "DIVERGE_LOSS",
+    "RUN_NAME_RE",
+    "n_params",
+    "lr_opt",
+    "bs_tokens_opt",
+    "loss_opt",
+    "landscape",
+    "run_name",
+    "parse_run_name",
+    "write_sweep",
+]
+
+# --------------------------------------------------------------------------------------------
+# Ground truth
+# --------------------------------------------------------------------------------------------
+
+# Step Law (Li et al. 2025): eta* = 1.79 N^-0.713 D^0.307 (peak LR), B* = 0.58 D^0.571 (tokens).
+LR_COEF = 1.79
+LR_EXP_N = -0.713
+LR_EXP_D = 0.307
+BS_COEF = 0.58
+BS_EXP_D = 0.571
+
+# Chinchilla form L = E + A / N^alpha + B / D^beta, Epoch AI's refit (Besiroglu et al. 2024).
+LOSS_E = 1.82
+LOSS_A = 482.01
+LOSS_B = 2085.43
+LOSS_ALPHA = 0.3478
+LOSS_BETA = 0.3658
+
+# Landscape L = Lopt * (1 + a (ln lr - ln lr*)^2 + b (ln B - ln B*)^2):
+# halving (or doubling) the LR costs +0.3 %, halving (or doubling) the batch +0.5 %.
+LANDSCAPE_A = 0.003 / math.log(2.0) ** 2
+LANDSCAPE_B = 0.005 / math.log(2.0) ** 2
+
+LOSS_INIT = 10.8  # loss at t = 0 (about ln(vocab))
+DIVERGE_LR_FACTOR = 2.0**1.25  # runs with lr >= factor * lr* diverge (when diverge=True): the top LRs of the default grid
+DIVERGE_START = 0.7  # fraction of the steps where a diverging run's loss starts to rise
+DIVERGE_LOSS = 7.5  # level the loss of a diverging run rises towards
+DIVERGE_NAN = 2  # a diverging run's last entries that read nan
+WARMUP_FRACTION = 0.01  # linear warm-up over the first 1 % of the steps, then cosine to lr_min
+
+FORMATS = ("steplaw", "megatron", "jsonl", "csv")
+
+# Two dense shapes of the public Step Law data, each at two token budgets.
+DEFAULT_SHAPES = ((960, 9368, 15, 7), (1280, 9472, 10, 10))
+DEFAULT_D = (2e10, 8e10)
+DEFAULT_CELLS = tuple((*shape, d) for shape in DEFAULT_SHAPES for d in DEFAULT_D)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The laws the synthetic sweep is generated from (all module constants in one place)."""
+
+    lr_coef: float = LR_COEF
+    lr_exp_N: float = LR_EXP_N
+    lr_exp_D: float = LR_EXP_D
+    bs_coef: float = BS_COEF
+    bs_exp_D: float = BS_EXP_D
+    loss_E: float = LOSS_E
+    loss_A: float = LOSS_A
+    loss_B: float = LOSS_B
+    loss_alpha: float = LOSS_ALPHA
+    loss_beta: float = LOSS_BETA
+    landscape_a: float = LANDSCAPE_A
+    landscape_b: float = LANDSCAPE_B
+    loss_init: float = LOSS_INIT
+    diverge_lr_factor: float = DIVERGE_LR_FACTOR
+    diverge_start: float = DIVERGE_START
+    diverge_loss: float = DIVERGE_LOSS
+    diverge_nan: int = DIVERGE_NAN
+    warmup_fraction: float = WARMUP_FRACTION
+
+    def lr_opt(self, N, D):
+        """Optimal peak learning rate (Step Law)."""
+        return self.lr_coef * np.power(N, self.lr_exp_N) * np.power(D, self.lr_exp_D)
+
+    def bs_tokens_opt(self, D):
+        """Optimal global batch in tokens (Step Law)."""
+        return self.bs_coef * np.power(D, self.bs_exp_D)
+
+    def loss_opt(self, N, D):
+        """Final loss at the optimum (Chinchilla form, Epoch AI's refit)."""
+        return (
+            self.loss_E
+            + self.loss_A / np.power(N, self.loss_alpha)
+            + self.loss_B / np.power(D, self.loss_beta)
+        )
+
+    def landscape(self, N, D, lr, bs_tokens):
+        """Noise-free final loss of a run with peak ``lr`` and batch ``bs_tokens``."""
+        x = np.log(lr) - np.log(self.lr_opt(N, D))
+        y = np.log(bs_tokens) - np.log(self.bs_tokens_opt(D))
+        return self.loss_opt(N, D) * (1.0 + self.landscape_a * x * x + self.landscape_b * y * y)
+
+    def diverges(self, N, D, lr):
+        return np.asarray(lr) >= self.diverge_lr_factor * self.lr_opt(N, D)
+
+
+TRUTH = GroundTruth()
+
+
+def n_params(h: int, ffnh: int, numl: int) -> int:
+    """Non-embedding parameters of a dense SwiGLU transformer: numl (4 h^2 + 3 h ffnh)."""
+    return int(numl) * (4 * int(h) ** 2 + 3 * int(h) * int(ffnh))
+
+
+def lr_opt(N, D):
+    return TRUTH.lr_opt(N, D)
+
+
+def bs_tokens_opt(D):
+    return TRUTH.bs_tokens_opt(D)
+
+
+def loss_opt(N, D):
+    return TRUTH.loss_opt(N, D)
+
+
+def landscape(N, D, lr, bs_tokens):
+    return TRUTH.landscape(N, D, lr, bs_tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# Run names
+# --------------------------------------------------------------------------------------------
+
+RUN_NAME_RE = re.compile(
+    r"^(?P<prefix>.*?)_h(?P<h>\d+)_ffnh(?P<ffnh>\d+)_numh(?P<numh>\d+)_numl(?P<numl>\d+)"
+    r"_lr(?P<lr>[0-9.eE+-]+)_bs(?P<bs>\d+)_ti(?P<steps>\d+)_mlr(?P<lr_min>[0-9.eE+-]+)$"
+)
+
+
+def run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min, prefix="synth") -> str:
+    return (
+        f"{prefix}_h{h}_ffnh{ffnh}_numh{numh}_numl{numl}"
+        f"_lr{lr:.3e}_bs{bs}_ti{steps}_mlr{lr_min:.2e}"
+    )
+
+
+def parse_run_name(name: str) -> dict:
+    """Inverse of :func:`run_name` (also reads real Step Law names such as
+    ``step2v2_0618_h960_ffnh9368_numh15_numl7_lr3.453e-04_bs736_ti66342_mlr1.00e-05``)."""
+    m = RUN_NAME_RE.match(name)
+    if m is None:
+        raise ValueError(f"not a Step Law run name: {name!r}")
+    g = m.groupdict()
+    out = {k: int(g[k]) for k in ("h", "ffnh", "numh", "numl", "bs", "steps")}
+    out["lr"] = float(g["lr"])
+    out["lr_min"] = float(g["lr_min"])
+    out["prefix"] = g["prefix"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
+
+
+def _iterations(steps: int, points: int) -> np.ndarray:
+    """interval, 2 interval, ..., with the last entry exactly ``steps``."""
+    interval = max(1, steps // max(1, points))
+    it = np.arange(interval, steps + 1, interval, dtype=np.int64)
+    if it.size == 0 or it[-1] != steps:
+        it = np.append(it, np.int64(steps))
+    return it
+
+
+def _lr_schedule(t: np.ndarray, steps: int, lr: float, lr_min: float) -> np.ndarray:
+    """Linear warm-up over the first 1 % of the steps, then cosine decay from lr to lr_min."""
+    warm = max(1, int(round(WARMUP_FRACTION * steps)))
+    t = t.astype(np.float64)
+    span = max(1, steps - warm)
+    prog = np.clip((t - warm) / span, 0.0, 1.0)
+    cos = lr_min + 0.5 * (lr - lr_min) * (1.0 + np.cos(np.pi * prog))
+    return np.where(t < warm, lr * t / warm, cos)
+
+
+def _decay(t: np.ndarray, steps: int) -> np.ndarray:
+    """Smooth decreasing g with g(0) = 1 and g(steps) = 0 (a power law in t + t0)."""
+    t0 = steps / 100.0
+    end = (steps + t0) ** -0.5
+    g = ((t + t0) ** -0.5 - end) / (t0**-0.5 - end)
+    return np.clip(g, 0.0, 1.0)  # rounding can give -1e-17 at t = steps
+
+
+def _curves(spec: dict):
+    """Per-entry arrays of one run: iterations, lr, loss (noisy, nan at a divergence's end),
+    grad norm and time per iteration. Deterministic in (seed, run index)."""
+    steps = spec["steps"]
+    it = _iterations(steps, spec["points"])
+    n = it.size
+    rng = np.random.default_rng([spec["seed"], 1, spec["index"]])
+    eps_loss = rng.standard_normal(n)
+    eps_gn = rng.standard_normal(n)
+    eps_ms = rng.standard_normal(n)
+
+    t = it.astype(np.float64)
+    g = _decay(t, steps)
+    final = spec["true_final_loss"]
+    loss = final + (LOSS_INIT - final) * g
+    gn = 0.15 + 1.5 * np.sqrt(g)
+    if spec["diverged"]:
+        t_div = DIVERGE_START * steps
+        rise = np.where(t >= t_div, 1.0 - np.exp(-(t - t_div) / (0.05 * steps)), 0.0)
+        loss = loss + (DIVERGE_LOSS - loss) * rise
+        gn = gn * (1.0 + 20.0 * rise)
+    loss = loss * (1.0 + spec["noise"] * eps_loss)
+    gn = np.abs(gn * (1.0 + 0.05 * eps_gn))
+    if spec["diverged"]:
+        k = min(DIVERGE_NAN, n)
+        loss[n - k :] = np.nan
+        gn[n - k :] = np.nan
+    lr = _lr_schedule(it, steps, spec["lr"], spec["lr_min"])
+    ms = spec["ms_per_iter"] * (1.0 + 0.02 * eps_ms)
+    return it, lr, loss, gn, ms
+
+
+# --------------------------------------------------------------------------------------------
+# Formats
+# --------------------------------------------------------------------------------------------
+
+_BASE_TIME = np.datetime64("2024-06-18T12:00:00.000", "ms")
+
+_STEPLAW_LINE = (
+    "%s | INFO     | megatron.core.trainerv2:training_log:812 - iter %8d/%8d"
+    " | consumed samples: %12d | learning rate: %.6E | global batch size: %5d"
+    " | lm loss: %.6E | grad norm: %.3f |\n"
+)
+_MEGATRON_LINE = (
+    " [%s] iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f"
+    " | learning rate: %.6E | global batch size: %5d | lm loss: %.6E | loss scale: 1.0"
+    " | grad norm: %.3f | number of skipped iterations: %3d | number of nan iterations: %3d |\n"
+)
+_JSONL_LINE = '{"step": %d, "loss": %.7g, "lr": %.7g}\n'
+_CSV_LINE = "%d,%.7g,%.7g\n"
+
+
+def _timestamps(ms_offsets: np.ndarray, base: np.datetime64, unit: str) -> list:
+    """``YYYY-MM-DD HH:MM:SS[.mmm]`` strings (vectorised: numpy formats, one byte is patched)."""
+    ts = base + np.round(ms_offsets).astype(np.int64).astype("timedelta64[ms]")
+    s = np.datetime_as_string(ts, unit=unit)
+    width = s.dtype.itemsize // 4
+    b = s.astype(f"S{width}")
+    b.view(np.uint8).reshape(-1, width)[:, 10] = ord(" ")  # the ISO 'T'
+    return b.astype(f"U{width}").tolist()
+
+
+def _format_steplaw_lines(ts, it, steps, consumed, lr, bs, loss, gn) -> str:
+    n = len(it)
+    text = "".join(
+        map(
+            _STEPLAW_LINE.__mod__,
+            zip(ts, it, [steps] * n, consumed, lr, [bs] * n, loss, gn),
+        )
+    )
+    # '%E' writes nan as 'NAN'; no other upper-case NAN can occur in these lines.
+    return text.replace("NAN", "nan") if "NAN" in text else text
+
+
+def _format_megatron_lines(ts, it, steps, consumed, ms, lr, bs, loss, gn, nan_flags) -> str:
+    n = len(it)
+    text = "".join(
+        map(
+            _MEGATRON_LINE.__mod__,
+            zip(ts, it, [steps] * n, consumed, ms, lr, [bs] * n, loss, gn, [0] * n, nan_flags),
+        )
+    )
+    return text.replace("NAN", "nan") if "NAN" in text else text
+
+
+def _config(spec: dict) -> dict:
+    return {
+        "hidden_size": spec["h"],
+        "ffn_hidden_size": spec["ffnh"],
+        "num_layers": spec["numl"],
+        "num_attention_heads": spec["numh"],
+        "seq_length": spec["seq_len"],
+        "global_batch_size": spec["bs"],
+        "lr": spec["lr"],
+        "min_lr": spec["lr_min"],
+        "train_iters": spec["steps"],
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "wb") as f:
+        f.write(text.encode("ascii"))
+
+
+def _write_run(spec: dict) -> int:
+    """Write one run directory; returns the number of log entries."""
+    d = Path(spec["out"]) / spec["name"]
+    d.mkdir(parents=True, exist_ok=True)
+    it, lr, loss, gn, ms = _curves(spec)
+    n = it.size
+    steps, bs, fmt = spec["steps"], spec["bs"], spec["fmt"]
+    it_l = it.tolist()
+    lr_l = lr.tolist()
+    loss_l = loss.tolist()
+
+    if fmt in ("steplaw", "megatron"):
+        consumed = (it * bs).tolist()
+        gn_l = gn.tolist()
+        setup_ms = 5000.0
+        # wall clock: start of run + setup + cumulative iteration times
+        t_ms = setup_ms + np.cumsum(np.diff(np.concatenate(([0], it))) * ms)
+        base = _BASE_TIME + np.timedelta64(int(spec["index"]) * 60_000, "ms")
+        if fmt == "steplaw":
+            ts = _timestamps(t_ms, base, "ms")
+            pre_ts = _timestamps(np.array([10.0, 900.0, 2500.0]), base, "ms")
+            pre = (
+                f"{pre_ts[0]} | INFO     | megatron.training:initialize:57 - "
+                f"initializing torch distributed with world size 8\n"
+                f"{pre_ts[1]} | INFO     | megatron.training:setup:101 - "
+                f"building model with {spec['numl']} layers\n"
+                f"{pre_ts[2]} | INFO     | megatron.training:setup:133 - "
+                f"number of parameters (non-embedding): {spec['N']}\n"
+            )
+            body = _format_steplaw_lines(ts, it_l, steps, consumed, lr_l, bs, loss_l, gn_l)
+            _write_text(d / "train_log_0.txt", pre + body)
+        else:
+            ts = _timestamps(t_ms, base, "s")
+            pre_ts = _timestamps(np.array([0.0]), base, "s")
+            nan_flags = np.isnan(loss).astype(np.int64).tolist()
+            pre = (
+                f"using world size: 8, data-parallel size: 8, tensor-model-parallel size: 1\n"
+                f"building GPT model ...\n"
+                f"[after dataloaders are built] datetime: {pre_ts[0]}\n"
+                f"training ...\n"
+            )
+            body = _format_megatron_lines(
+                ts, it_l, steps, consumed, ms.tolist(), lr_l, bs, loss_l, gn_l, nan_flags
+            )
+            _write_text(d / "train.log", pre + body)
+    elif fmt == "jsonl":
+        text = "".join(map(_JSONL_LINE.__mod__, zip(it_l, loss_l, lr_l)))
+        if spec["diverged"]:
+            text = text.replace("nan", "NaN")  # keys hold no 'nan'
+        _write_text(d / "metrics.jsonl", text)
+    elif fmt == "csv":
+        text = "step,loss,lr\n" + "".join(map(_CSV_LINE.__mod__, zip(it_l, loss_l, lr_l)))
+        _write_text(d / "metrics.csv", text)
+    else:  # pragma: no cover - checked in write_sweep
+        raise ValueError(fmt)
+
+    if fmt != "steplaw":
+        with open(d / "config.json", "w") as f:
+            json.dump(_config(spec), f, indent=2)
+            f.write("\n")
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _centred(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64) - (n // 2)
+
+
+def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt, out):
+    runs, cell_rows = [], []
+    index = 0
+    for c, cell in enumerate(cells):
+        if len(cell) != 5:
+            raise ValueError(f"a cell is (h, ffnh, numh, numl, D), got {cell!r}")
+        h, ffnh, numh, numl = (int(v) for v in cell[:4])
+        D = float(cell[4])
+        N = n_params(h, ffnh, numl)
+        lr_star = float(TRUTH.lr_opt(N, D))
+        b_star = float(TRUTH.bs_tokens_opt(D))
+        l_star = float(TRUTH.loss_opt(N, D))
+        # deterministic per-cell offset of the grid, in grid steps, so that the optimum
+        # falls between grid points
+        off_lr, off_bs = np.random.default_rng([seed, 0, c]).uniform(-0.5, 0.5, size=2)
+        lrs = [float(f"{v:.3e}") for v in lr_star * 2.0 ** ((_centred(n_lr) + off_lr) / 2.0)]
+        bss = []
+        for v in b_star * 2.0 ** ((_centred(n_bs) + off_bs) / 2.0) / seq_len:
+            b = max(1, int(round(v)))
+            if b not in bss:  # tiny budgets: rounding can merge grid levels
+                bss.append(b)
+        cell_rows.append(
+            {
+                "cell": c,
+                "h": h,
+                "ffnh": ffnh,
+                "numh": numh,
+                "numl": numl,
+                "N": N,
+                "D": D,
+                "lr_opt": lr_star,
+                "bs_tokens_opt": b_star,
+                "bs_seqs_opt": b_star / seq_len,
+                "loss_opt": l_star,
+                "lr_grid_offset": float(off_lr),
+                "bs_grid_offset": float(off_bs),
+                "lr_grid": lrs,
+                "bs_grid": bss,
+            }
+        )
+        for lr in lrs:
+            for bs in bss:
+                steps = max(1, int(round(D / (bs * seq_len))))
+                bs_tokens = bs * seq_len
+                name = run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min)
+                runs.append(
+                    {
+                        "index": index,
+                        "cell": c,
+                        "name": name,
+                        "N": N,
+                        "D": D,
+                        "h": h,
+                        "ffnh": ffnh,
+                        "numh": numh,
+                        "numl": numl,
+                        "lr": lr,
+                        "bs": bs,
+                        "seq_len": seq_len,
+                        "bs_tokens": bs_tokens,
+                        "steps": steps,
+                        "true_final_loss": float(TRUTH.landscape(N, D, lr, bs_tokens)),
+                        "diverged": bool(diverge and TRUTH.diverges(N, D, lr)),
+                        "lr_opt": lr_star,
+                        "bs_tokens_opt": b_star,
+                        # throughput of 8 GPUs at 150 TFLOP/s each
+                        "ms_per_iter": max(10.0, 6.0 * N * bs_tokens / 1.2e15 * 1e3),
+                        "lr_min": lr_min,
+                        "seed": seed,
+                        "noise": noise,
+                        "points": points,
+                        "fmt": fmt,
+                        "out": str(out),
+                    }
+                )
+                index += 1
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("two runs of the sweep get the same name; give the cells distinct shapes or D")
+    return runs, cell_rows
+
+
+def _pool_context():
+    # 'fork' needs no re-import of this module in the children (it may have been loaded from
+    # a file path); the children only use numpy, never polars.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def write_sweep(
+    out,
+    *,
+    fmt: str = "steplaw",
+    cells: Sequence[tuple] | None = None,
+    n_lr: int = 7,
+    n_bs: int = 5,
+    points: int = 200,
+    noise: float = 0.005,
+    seed: int = 0,
+    diverge: bool = True,
+    seq_len: int = 2048,
+    lr_min: float = 1e-5,
+    workers: int = 1,
+) -> pl.DataFrame:
+    """Write a synthetic sweep to ``out`` (one directory per run + ``truth.json``).
+
+    Returns one row per run: name, N, D, h, ffnh, numh, numl, lr, bs, seq_len, bs_tokens,
+    steps, true_final_loss (noise-free landscape value), diverged, lr_opt, bs_tokens_opt.
+    The output is byte-identical whatever ``workers`` is.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if n_lr < 1 or n_bs < 1 or points < 1 or seq_len < 1:
+        raise ValueError("n_lr, n_bs, points and seq_len must be >= 1")
+    cells = list(DEFAULT_CELLS if cells is None else cells)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(seed)
+    runs, cell_rows = _plan(
+        cells, int(n_lr), int(n_bs), int(seq_len), float(lr_min), seed, bool(diverge),
+        float(noise), int(points), fmt, out,
+    )
+
+    workers = max(1, min(int(workers), len(runs)))
+    if workers == 1:
+        n_entries = [_write_run(r) for r in runs]
+    else:
+        chunk = max(1, len(runs) // (4 * workers))
+        with _pool_context().Pool(workers) as pool:
+            n_entries = pool.map(_write_run, runs, chunksize=chunk)
+
+    counts = [0] * len(cell_rows)
+    for r in runs:
+        counts[r["cell"]] += 1
+    for row, k in zip(cell_rows, counts):
+        row["n_runs"] = k
+    truth = {
+        "description": "steplaw_db.synth ground truth: lr* = lr_coef N^lr_exp_N D^lr_exp_D, "
+        "B* (tokens) = bs_coef D^bs_exp_D, L = Lopt (1 + a (ln lr/lr*)^2 + b (ln B/B*)^2), "
+        "Lopt = E + A/N^alpha + B/D^beta",
+        "law": asdict(TRUTH),
+        "settings": {
+            "fmt": fmt,
+            "n_lr": int(n_lr),
+            "n_bs": int(n_bs),
+            "points": int(points),
+            "noise": float(noise),
+            "seed": seed,
+            "diverge": bool(diverge),
+            "seq_len": int(seq_len),
+            "lr_min": float(lr_min),
+            "n_runs": len(runs),
+            "n_entries": int(sum(n_entries)),
+        },
+        "cells": cell_rows,
+    }
+    with open(out / "truth.json", "w") as f:
+        json.dump(truth, f, indent=2)
+        f.write("\n")
+
+    cols = [
+        "name", "N", "D", "h", "ffnh", "numh", "numl", "lr", "bs", "seq_len", "bs_tokens",
+        "steps", "true_final_loss", "diverged", "lr_opt", "bs_tokens_opt",
+    ]
+    schema = {
+        "name": pl.Utf8, "N": pl.Int64, "D": pl.Float64, "h": pl.Int64, "ffnh": pl.Int64,
+        "numh": pl.Int64, "numl": pl.Int64, "lr": pl.Float64, "bs": pl.Int64,
+        "seq_len": pl.Int64, "bs_tokens": pl.Int64, "steps": pl.Int64,
+        "true_final_loss": pl.Float64, "diverged": pl.Boolean, "lr_opt": pl.Float64,
+        "bs_tokens_opt": pl.Float64,
+    }
+    return pl.DataFrame({c: [r[c] for r in runs] for c in cols}, schema=schema)

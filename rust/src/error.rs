@@ -1,0 +1,46 @@
+//! The one error type of the core. The Python binding maps each variant to a class of
+//! the `steplaw_db.SteplawError` hierarchy.
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// A log or table could not be understood.
+    #[error("{location}: {message}")]
+    Parse { location: String, message: String },
+
+    /// The store is damaged or cannot be committed to.
+    #[error("store {path}: {message}")]
+    Store { path: PathBuf, message: String },
+
+    /// Another process holds the store's write lock.
+    #[error("store {path} is locked by another writer ({holder}); retry when it has finished")]
+    Locked { path: PathBuf, holder: String },
+
+    /// The caller asked for something that makes no sense (bad option, unknown field, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+    pub fn parse(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Parse { location: location.into(), message: message.into() }
+    }
+    pub fn store(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Error::Store { path: path.as_ref().to_path_buf(), message: message.into() }
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Store { path: PathBuf::new(), message: format!("parquet: {e}") }
+    }
+}

@@ -1,0 +1,208 @@
+//! A run's configuration from its name (a template), a sidecar config file, and the user's
+//! overrides; and its status from its loss curve.
+use std::path::Path;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::{canonical_field, status, RunConfig};
+use crate::store::Series;
+
+/// Sidecar files read for a run's configuration, in the order they are tried.
+pub const SIDECARS: &[&str] = &["config.json", "config.yaml", "config.yml", "args.json", "hparams.yaml"];
+
+/// How a run's name encodes its configuration.
+#[derive(Debug, Clone)]
+pub enum NameTemplate {
+    /// Step Law names: `_`-separated tokens such as `h960`, `ffnh9368`, `numl7`,
+    /// `lr3.453e-04`, `bs736`, `ti66342`, `mlr1.00e-05`, wherever they stand.
+    StepLaw,
+    /// A user's template such as `{*}_lr{lr}_bs{bs}_seed{seed}`: `{field}` captures a value
+    /// (unknown fields become tags), `{*}` matches anything.
+    Pattern(Regex),
+}
+
+/// Step Law's name tokens (prefix, field); longest prefixes first so `ffnh` is not `h`.
+const STEP_LAW_TOKENS: &[(&str, &str)] =
+    &[("ffnh", "ffnh"), ("numh", "numh"), ("numl", "numl"), ("mlr", "lr_min"), ("seq", "seq_len"), ("lr", "lr"), ("bs", "bs"), ("ti", "steps"), ("h", "h")];
+
+impl NameTemplate {
+    pub fn parse(template: Option<&str>) -> Result<NameTemplate> {
+        let Some(t) = template else { return Ok(NameTemplate::StepLaw) };
+        if t == "steplaw" {
+            return Ok(NameTemplate::StepLaw);
+        }
+        let mut re = String::from("^");
+        let mut rest = t;
+        while let Some(open) = rest.find('{') {
+            re.push_str(&regex::escape(&rest[..open]));
+            let close = rest[open..].find('}').ok_or_else(|| Error::Invalid(format!("name template '{t}': '{{' without '}}'")))?;
+            let name = &rest[open + 1..open + close];
+            if name == "*" {
+                re.push_str(".*?");
+            } else if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit()) {
+                re.push_str(&format!("(?P<{name}>.+?)"));
+            } else {
+                return Err(Error::Invalid(format!("name template '{t}': bad field name '{{{name}}}'")));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        re.push_str(&regex::escape(rest));
+        re.push('$');
+        Regex::new(&re).map(NameTemplate::Pattern).map_err(|e| Error::Invalid(format!("name template '{t}': {e}")))
+    }
+
+    /// The configuration a name encodes (empty when it does not match).
+    pub fn read(&self, name: &str) -> Result<RunConfig> {
+        let mut c = RunConfig::default();
+        match self {
+            NameTemplate::StepLaw => {
+                for token in name.split('_') {
+                    for (prefix, field) in STEP_LAW_TOKENS {
+                        if let Some(v) = token.strip_prefix(prefix) {
+                            if v.parse::<f64>().is_ok() && v.starts_with(|ch: char| ch.is_ascii_digit()) {
+                                c.set(field, v, false)?;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            NameTemplate::Pattern(re) => {
+                if let Some(caps) = re.captures(name) {
+                    for field in re.capture_names().flatten() {
+                        if let Some(m) = caps.name(field) {
+                            c.set(field, m.as_str(), true)
+                                .map_err(|e| Error::parse(format!("run name '{name}'"), e.to_string()))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Known keys anywhere in a (possibly nested) config, shallowest first; the first value
+/// found for a field wins.
+fn collect_fields(root: &Value, path: &Path) -> Result<RunConfig> {
+    let mut c = RunConfig::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut level = vec![root];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for v in level {
+            let Value::Object(map) = v else { continue };
+            for (k, v) in map {
+                match (canonical_field(k), scalar_text(v)) {
+                    (Some(field), Some(text)) if seen.insert(field) => {
+                        c.set(field, &text, false)
+                            .map_err(|e| Error::parse(format!("{}: key '{k}'", path.display()), e.to_string()))?;
+                    }
+                    _ if v.is_object() => next.push(v),
+                    _ => {}
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(c)
+}
+
+/// Read the first sidecar config found in `dir`, if any.
+pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)>> {
+    for name in SIDECARS {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let value: Value = if name.ends_with(".json") {
+            serde_json::from_slice(&bytes).map_err(|e| Error::parse(format!("{}:{}", path.display(), e.line()), format!("invalid JSON: {e}")))?
+        } else {
+            serde_yaml::from_slice(&bytes).map_err(|e| {
+                let line = e.location().map_or(0, |l| l.line());
+                Error::parse(format!("{}:{line}", path.display()), format!("invalid YAML: {e}"))
+            })?
+        };
+        return Ok(Some((collect_fields(&value, &path)?, path)));
+    }
+    Ok(None)
+}
+
+/// complete / incomplete / diverged, from the training-loss series and the planned steps.
+///
+/// Diverged: a NaN or infinite loss anywhere, or a tail (median of the last five points)
+/// above 1.5x the lowest loss reached: the run gave back most of what it learned.
+/// Incomplete: the last step is more than one log interval short of the planned steps
+/// (Step Law's rule). Without planned steps a run counts as complete.
+pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
+    if loss.values.iter().any(|v| !v.is_finite()) {
+        return status::DIVERGED;
+    }
+    let min = loss.values.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut tail: Vec<f64> = loss.values[loss.len().saturating_sub(5)..].to_vec();
+    tail.sort_by(|a, b| a.total_cmp(b));
+    if let Some(&median) = tail.get(tail.len() / 2) {
+        if min > 0.0 && median > 1.5 * min {
+            return status::DIVERGED;
+        }
+    }
+    let (Some(planned), Some(&last)) = (planned_steps, loss.steps.last()) else { return status::COMPLETE };
+    let interval = match loss.steps[..] {
+        [a, b, ..] => b - a,
+        _ => 0,
+    };
+    if last < planned - interval {
+        status::INCOMPLETE
+    } else {
+        status::COMPLETE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_step_law_names() {
+        let c = NameTemplate::StepLaw
+            .read("step2v2_0618_h960_ffnh9368_numh15_numl7_lr3.453e-04_bs736_ti66342_mlr1.00e-05")
+            .unwrap();
+        assert_eq!((c.h, c.ffnh, c.numh, c.numl), (Some(960), Some(9368), Some(15), Some(7)));
+        assert_eq!((c.lr, c.bs, c.steps, c.lr_min), (Some(3.453e-4), Some(736), Some(66342), Some(1e-5)));
+    }
+
+    #[test]
+    fn user_templates_capture_fields_and_tags() {
+        let t = NameTemplate::parse(Some("{*}-lr{lr}-bs{bs}-seed{seed}")).unwrap();
+        let c = t.read("gpt2-small-lr0.001-bs64-seed3").unwrap();
+        assert_eq!((c.lr, c.bs), (Some(0.001), Some(64)));
+        assert_eq!(c.tags["seed"], "3");
+        assert!(NameTemplate::parse(Some("{lr")).is_err());
+        let bad = NameTemplate::parse(Some("lr{lr}")).unwrap();
+        assert!(bad.read("lrfast").is_err());
+    }
+
+    fn series(values: &[f64]) -> Series {
+        Series { steps: (1..=values.len() as i64).map(|s| s * 10).collect(), values: values.to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(30)), status::COMPLETE);
+        assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(40)), status::COMPLETE); // one interval short
+        assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(100)), status::INCOMPLETE);
+        assert_eq!(run_status(&series(&[5.0, f64::NAN, 3.0]), None), status::DIVERGED);
+        assert_eq!(run_status(&series(&[9.0, 3.0, 2.5, 6.0, 7.0, 7.5]), None), status::DIVERGED);
+    }
+}

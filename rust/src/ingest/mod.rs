@@ -1,0 +1,446 @@
+//! `ingest`: discover runs, parse their logs in parallel, write their points into new
+//! segments and commit them with their records in one new store version.
+pub mod config;
+pub mod discover;
+pub mod series;
+pub mod summary;
+pub mod tabular;
+pub mod text;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::model::{now_us, run_id_for, FileStat, RunConfig, RunId, RunRecord};
+use crate::store::{SegmentEntry, Series, Store};
+use config::NameTemplate;
+use discover::RunSource;
+use series::{RunParse, LOSS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Step Law's Megatron fork: `train_log_<k>.txt`, loguru lines.
+    Steplaw,
+    /// Megatron-LM text logs.
+    Megatron,
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Steplaw => "steplaw",
+            Format::Megatron => "megatron",
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+    pub fn from_name(s: &str) -> Result<Format> {
+        Ok(match s {
+            "steplaw" => Format::Steplaw,
+            "megatron" => Format::Megatron,
+            "jsonl" => Format::Jsonl,
+            "csv" => Format::Csv,
+            _ => return Err(Error::Invalid(format!("unknown format '{s}' (steplaw, megatron, jsonl, csv)"))),
+        })
+    }
+}
+
+/// Which series to keep: the training loss (found by name unless `loss` names it) and any
+/// further metrics by their names in the log.
+#[derive(Debug, Clone, Default)]
+pub struct MetricSelection {
+    pub loss: Option<String>,
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub format: Option<Format>,
+    pub metrics: MetricSelection,
+    pub name_template: Option<String>,
+    /// `--set key=value`, applied after the name and the sidecar config.
+    pub set: Vec<(String, String)>,
+    pub recipe: Option<String>,
+    pub seq_len: i64,
+    pub force: bool,
+    pub strict: bool,
+    pub progress: bool,
+    /// How long to wait for another writer's lock before giving up.
+    pub wait: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            format: None,
+            metrics: MetricSelection::default(),
+            name_template: None,
+            set: Vec::new(),
+            recipe: None,
+            seq_len: crate::model::DEFAULT_SEQ_LEN,
+            force: false,
+            strict: false,
+            progress: false,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    pub runs_found: usize,
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// (run source, reason)
+    pub failed: Vec<(String, String)>,
+    pub points: u64,
+    pub bytes_read: u64,
+    pub malformed_lines: u64,
+    /// The first few bad lines, `file:line: reason`.
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+    /// The store version after the ingest (unchanged if nothing was committed).
+    pub version: u64,
+    pub committed: bool,
+}
+
+const MAX_WARNINGS: usize = 20;
+
+enum Outcome {
+    Unchanged { run_id: RunId, files: Vec<FileStat> },
+    Parsed(Box<ParsedRun>),
+    Failed { source: String, reason: String },
+}
+
+struct ParsedRun {
+    record: RunRecord,
+    series: Vec<Series>,
+    messages: Vec<String>,
+    bytes: u64,
+}
+
+/// The bytes of a log file: mapped when it is large (no copy out of the page cache, no
+/// zeroed buffer to fault in), read when small.
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Read(v) => v,
+        }
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<FileBytes> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len >= 1 << 20 {
+        // SAFETY: the map is read-only and private to this function's caller; a log that is
+        // appended to meanwhile only grows past the mapped length. A file truncated under us
+        // could fault (SIGBUS), as with any mmap reader; logs are not truncated in place.
+        if let Ok(m) = unsafe { memmap2::Mmap::map(&file) } {
+            return Ok(FileBytes::Mapped(m));
+        }
+    }
+    let mut v = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut &file, &mut v).map_err(|e| Error::io(path, e))?;
+    Ok(FileBytes::Read(v))
+}
+
+fn count_points(p: &RunParse) -> usize {
+    p.series.values().map(|b| b.series.len()).sum()
+}
+
+fn stat_files(src: &RunSource) -> Result<Vec<FileStat>> {
+    src.files
+        .iter()
+        .map(|(p, _)| {
+            let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+            let mtime_ns = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i128);
+            Ok(FileStat { path: p.to_string_lossy().into_owned(), size: m.len(), mtime_ns })
+        })
+        .collect()
+}
+
+/// Why a file cannot be a log at all: empty, or binary.
+fn check_text(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    if data.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(Error::parse(path.display().to_string(), "empty file"));
+    }
+    if memchr::memchr(0, &data[..data.len().min(8192)]).is_some() {
+        return Err(Error::parse(path.display().to_string(), "binary file (NUL bytes), not a text log"));
+    }
+    Ok(())
+}
+
+struct Context<'a> {
+    opts: &'a IngestOptions,
+    template: NameTemplate,
+    overrides: RunConfig,
+    existing: HashMap<RunId, &'a RunRecord>,
+}
+
+fn process(ctx: &Context, src: &RunSource) -> Outcome {
+    let run_id = run_id_for(&src.key);
+    match parse_run(ctx, src, run_id) {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed { source: src.key.clone(), reason: e.to_string() },
+    }
+}
+
+fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
+    let files = stat_files(src)?;
+    let previous = ctx.existing.get(&run_id);
+    if !ctx.opts.force && previous.is_some_and(|r| r.files == files) {
+        return Ok(Outcome::Unchanged { run_id, files });
+    }
+    // Megatron lines are 150-300 bytes, JSONL/CSV rows shorter: a generous guess costs only
+    // address space (untouched pages), a short one costs copies.
+    let total_size: u64 = files.iter().map(|f| f.size).sum();
+    let mut parse = RunParse { capacity_hint: (total_size / 100) as usize, ..Default::default() };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    // The streaming hasher is slower than one-shot: feed it each file's one-shot digest.
+    let mut bytes = 0u64;
+    for (path, format) in &src.files {
+        let data = read_file(path)?;
+        bytes += data.len() as u64;
+        hasher.update(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
+        check_text(path, &data)?;
+        let label = path.display().to_string();
+        let points_before = count_points(&parse);
+        let sel = &ctx.opts.metrics;
+        match format {
+            Format::Steplaw | Format::Megatron => text::parse(&data, &label, sel, &mut parse),
+            Format::Jsonl => tabular::parse_jsonl(&data, &label, sel, &mut parse),
+            Format::Csv => tabular::parse_csv(&data, &label, sel, &mut parse),
+        }
+        // A file that yields nothing fails the run, unless it is a text log that has merely
+        // not reached its first training line (a job that just restarted).
+        let yielded = count_points(&parse) > points_before;
+        let just_started = matches!(format, Format::Steplaw | Format::Megatron) && src.files.len() > 1 && parse.malformed == 0;
+        if !yielded && !just_started {
+            let looked_for = sel.loss.clone().unwrap_or_else(|| match format {
+                Format::Steplaw | Format::Megatron => text::LOSS_KEYS.join("', '"),
+                _ => tabular::LOSS_KEYS.join("', '"),
+            });
+            let detail = parse.messages.first().map(|m| format!("; first problem: {m}")).unwrap_or_default();
+            return Err(Error::parse(
+                label,
+                format!("no {} log lines with a training loss ('{looked_for}') found{detail}", format.name()),
+            ));
+        }
+    }
+    let fingerprint = format!("xxh3:{:016x}", hasher.digest());
+    if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) {
+        return Ok(Outcome::Unchanged { run_id, files });
+    }
+    let Some(loss) = parse.series.get(LOSS).map(|b| &b.series) else {
+        return Err(Error::parse(src.key.clone(), "no training-loss values in this run's logs"));
+    };
+
+    // Configuration: the log < the name < the sidecar file < the user's overrides.
+    let mut config = RunConfig { steps: parse.planned_steps, bs: parse.batch_size, ..Default::default() };
+    config.merge_from(&ctx.template.read(&src.name)?);
+    if let Some((side, _)) = config::read_sidecar(&src.dir)? {
+        config.merge_from(&side);
+    }
+    config.merge_from(&ctx.overrides);
+    config.derive(ctx.opts.seq_len);
+
+    let status = config::run_status(loss, config.steps).to_string();
+    let final_step = loss.steps.last().copied();
+    let final_loss = loss.values.iter().rev().find(|v| v.is_finite()).copied();
+    let mut series: Vec<Series> = parse.series.into_values().map(|b| b.series).collect();
+    fill_tokens(&mut series, parse.tokens_are_samples, &config);
+    let n_points = series.iter().map(|s| s.len() as u64).sum();
+    let record = RunRecord {
+        run_id,
+        name: src.name.clone(),
+        source: src.key.clone(),
+        format: src.files[0].1.name().to_string(),
+        fingerprint,
+        config,
+        n_points,
+        final_step,
+        final_loss,
+        smooth_loss: None,
+        status,
+        ingested_at_us: now_us(),
+        n_malformed: parse.malformed,
+        segment: None,
+        files,
+    };
+    Ok(Outcome::Parsed(Box::new(ParsedRun { record, series, messages: parse.messages, bytes })))
+}
+
+/// Tokens seen at each point: consumed samples x seq_len where the log counts samples,
+/// else step x batch tokens where the batch is known; the log's own token counts stay.
+fn fill_tokens(series: &mut [Series], tokens_are_samples: bool, config: &RunConfig) {
+    for s in series {
+        if s.tokens.len() == s.len() && !s.tokens.is_empty() {
+            if tokens_are_samples {
+                let seq = config.seq_len.unwrap_or(crate::model::DEFAULT_SEQ_LEN);
+                s.tokens.iter_mut().filter(|t| **t >= 0).for_each(|t| *t *= seq);
+            }
+        } else if let Some(bt) = config.bs_tokens {
+            s.tokens = s.steps.iter().map(|&st| st * bt).collect();
+        } else {
+            s.tokens.clear();
+        }
+    }
+}
+
+fn progress_bar(show: bool, n: usize) -> indicatif::ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(n as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} ingest [{bar:30}] {pos}/{len} runs {msg} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Ingest every run found under `paths` into `store`.
+pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+    let t0 = Instant::now();
+    let mut overrides = RunConfig::default();
+    for (k, v) in &opts.set {
+        overrides.set(k, v, true).map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
+    }
+    if let Some(r) = &opts.recipe {
+        overrides.recipe = Some(r.clone());
+    }
+    let template = NameTemplate::parse(opts.name_template.as_deref())?;
+    let sources = discover::discover(paths, opts.format)?;
+
+    let mut tx = store.begin(opts.wait)?;
+    let base_runs = tx.base.runs.clone();
+    let ctx = Context {
+        opts,
+        template,
+        overrides,
+        existing: base_runs.iter().map(|r| (r.run_id, r)).collect(),
+    };
+    let mut report = IngestReport { runs_found: sources.len(), version: tx.base.version, ..Default::default() };
+    let mut changed: HashMap<RunId, RunRecord> = HashMap::new();
+    let mut restat: HashMap<RunId, Vec<FileStat>> = HashMap::new();
+    let pb = progress_bar(opts.progress, sources.len());
+
+    // One worker per core takes the next run, parses it and writes its points into a
+    // segment of its own (encoding Parquet is a third of the work: it must not queue behind
+    // one writer). This thread only keeps the books. The channel is bounded so outcomes never
+    // pile up; series are dropped as soon as they are written.
+    let workers = rayon::current_num_threads().clamp(1, sources.len().max(1));
+    let next = AtomicUsize::new(0);
+    let (tx_out, rx) = sync_channel::<Outcome>(4 * workers);
+    let written: Result<Vec<SegmentEntry>> = std::thread::scope(|scope| {
+        let (ctx, sources, next) = (&ctx, &sources, &next);
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let sender = tx_out.clone();
+                let writer = tx.segment_writer(w);
+                scope.spawn(move || -> Result<Vec<SegmentEntry>> {
+                    let mut writer = writer?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(src) = sources.get(i) else { break };
+                        let mut outcome = process(ctx, src);
+                        if let Outcome::Parsed(p) = &mut outcome {
+                            p.record.segment = Some(writer.add_run(p.record.run_id, &p.series)?);
+                            p.series = Vec::new();
+                        }
+                        if sender.send(outcome).is_err() {
+                            break;
+                        }
+                    }
+                    writer.finish()
+                })
+            })
+            .collect();
+        drop(tx_out);
+        for outcome in rx {
+            pb.inc(1);
+            match outcome {
+                Outcome::Unchanged { run_id, files } => {
+                    report.unchanged += 1;
+                    restat.insert(run_id, files);
+                }
+                Outcome::Failed { source, reason } => report.failed.push((source, reason)),
+                Outcome::Parsed(p) => {
+                    let ParsedRun { record, messages, bytes, .. } = *p;
+                    report.bytes_read += bytes;
+                    report.points += record.n_points;
+                    report.malformed_lines += record.n_malformed;
+                    let room = MAX_WARNINGS.saturating_sub(report.warnings.len());
+                    report.warnings.extend(messages.into_iter().take(room));
+                    if ctx.existing.contains_key(&record.run_id) {
+                        report.updated += 1;
+                    } else {
+                        report.added += 1;
+                    }
+                    changed.insert(record.run_id, record);
+                    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+                    pb.set_message(format!("{:.0} MB/s", report.bytes_read as f64 / 1e6 / secs));
+                }
+            }
+        }
+        let mut segments = Vec::new();
+        for h in handles {
+            segments.extend(h.join().map_err(|_| Error::Invalid("an ingest worker panicked".into()))??);
+        }
+        Ok(segments)
+    });
+    pb.finish_and_clear();
+    let segments = written?;
+    report.failed.sort();
+
+    let nothing_changed = changed.is_empty() && restat.iter().all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
+    let refuse = opts.strict && !report.failed.is_empty();
+    if refuse || nothing_changed {
+        for s in &segments {
+            let _ = std::fs::remove_file(store.root().join(&s.file));
+        }
+    } else {
+        let mut runs: Vec<RunRecord> = Vec::with_capacity(base_runs.len() + changed.len());
+        for r in &base_runs {
+            match changed.remove(&r.run_id) {
+                Some(new) => runs.push(new),
+                None => {
+                    let mut r = r.clone();
+                    if let Some(files) = restat.remove(&r.run_id) {
+                        r.files = files; // touched but identical: remember the new stats
+                    }
+                    runs.push(r);
+                }
+            }
+        }
+        let mut added: Vec<RunRecord> = changed.into_values().collect();
+        added.sort_by(|a, b| a.source.cmp(&b.source));
+        runs.extend(added);
+        tx.add_segments(segments);
+        let m = tx.commit(runs)?;
+        report.version = m.version;
+        report.committed = true;
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,123 @@
+//! What a reader produces for one run: a series per metric, built point by point with the
+//! restart rule, plus what the log says of the configuration and of its own bad lines.
+use std::collections::BTreeMap;
+
+use crate::store::Series;
+
+/// How many bad lines are described in full (the rest are only counted).
+pub const MAX_MESSAGES: usize = 5;
+
+/// Well-known metric names: the training loss and the validation loss.
+pub const LOSS: &str = "loss";
+pub const VAL_LOSS: &str = "val_loss";
+
+/// Appends points in log order. A step at or before the last one means the job restarted
+/// from a checkpoint: the points from that step on are replaced (the later log wins).
+#[derive(Debug, Default)]
+pub struct SeriesBuilder {
+    pub series: Series,
+    pub restarts: u64,
+}
+
+impl SeriesBuilder {
+    pub fn push(&mut self, step: i64, value: f64, lr: Option<f64>, tokens: Option<i64>) {
+        let s = &mut self.series;
+        if let Some(&last) = s.steps.last() {
+            if step <= last {
+                let cut = s.steps.partition_point(|&x| x < step);
+                s.steps.truncate(cut);
+                s.values.truncate(cut);
+                s.lr.truncate(cut);
+                s.tokens.truncate(cut);
+                self.restarts += 1;
+            }
+        }
+        s.steps.push(step);
+        s.values.push(value);
+        // lr / tokens columns are kept only when every point has them: pad lazily.
+        push_padded(&mut s.lr, lr, s.steps.len(), f64::NAN);
+        push_padded(&mut s.tokens, tokens, s.steps.len(), -1);
+    }
+}
+
+fn push_padded<T: Copy>(col: &mut Vec<T>, v: Option<T>, len: usize, missing: T) {
+    match v {
+        Some(x) => {
+            col.resize(len - 1, missing);
+            col.push(x);
+        }
+        None if !col.is_empty() => col.resize(len, missing),
+        None => {}
+    }
+}
+
+/// Everything the readers learned from one run's files.
+#[derive(Debug, Default)]
+pub struct RunParse {
+    pub series: BTreeMap<String, SeriesBuilder>,
+    /// Planned steps (the total after the slash in `iter 35/ 69259`).
+    pub planned_steps: Option<i64>,
+    /// Global batch size in sequences, as the log prints it.
+    pub batch_size: Option<i64>,
+    /// Token columns hold consumed samples (Megatron); multiply by seq_len once known.
+    pub tokens_are_samples: bool,
+    pub lines: u64,
+    pub malformed: u64,
+    /// Points a new series should make room for (a guess from the file sizes), so the
+    /// vectors grow without copying.
+    pub capacity_hint: usize,
+    pub messages: Vec<String>,
+}
+
+impl RunParse {
+    pub fn push(&mut self, metric: &str, step: i64, value: f64, lr: Option<f64>, tokens: Option<i64>) {
+        if let Some(b) = self.series.get_mut(metric) {
+            b.push(step, value, lr, tokens);
+        } else {
+            let mut b = SeriesBuilder { series: Series::new(metric), restarts: 0 };
+            let s = &mut b.series;
+            s.steps.reserve(self.capacity_hint);
+            s.values.reserve(self.capacity_hint);
+            s.lr.reserve(self.capacity_hint);
+            s.tokens.reserve(self.capacity_hint);
+            b.push(step, value, lr, tokens);
+            self.series.insert(metric.to_string(), b);
+        }
+    }
+
+    /// Count a bad line; describe it if it is among the first few.
+    pub fn malformed(&mut self, file: &str, line: u64, what: impl FnOnce() -> String) {
+        self.malformed += 1;
+        if self.messages.len() < MAX_MESSAGES {
+            self.messages.push(format!("{file}:{line}: {}", what()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_replaces_points_from_the_restart_step_on() {
+        let mut b = SeriesBuilder::default();
+        for (s, v) in [(10, 5.0), (20, 4.0), (30, 3.5), (40, 3.4), (20, 4.1), (30, 3.6), (30, 3.7)] {
+            b.push(s, v, None, None);
+        }
+        assert_eq!(b.series.steps, vec![10, 20, 30]);
+        assert_eq!(b.series.values, vec![5.0, 4.1, 3.7]);
+        assert_eq!(b.restarts, 2);
+        assert!(b.series.lr.is_empty());
+    }
+
+    #[test]
+    fn lr_column_is_padded_when_it_appears_late() {
+        let mut b = SeriesBuilder::default();
+        b.push(1, 1.0, None, None);
+        b.push(2, 1.0, Some(0.1), None);
+        b.push(3, 1.0, None, None);
+        assert_eq!(b.series.lr.len(), 3);
+        assert!(b.series.lr[0].is_nan() && b.series.lr[2].is_nan());
+        assert_eq!(b.series.lr[1], 0.1);
+    }
+}

@@ -1,0 +1,200 @@
+//! Metric files with named columns: JSONL (one object a line) and long CSV (a header, then
+//! one row a step). Both map their column names the same way.
+use serde_json::Value;
+
+use super::series::{RunParse, LOSS, VAL_LOSS};
+use super::text::parse_f64;
+use super::MetricSelection;
+
+pub const STEP_KEYS: &[&str] = &["step", "_step", "iteration", "iter", "global_step", "trainer/global_step", "Step"];
+pub const LOSS_KEYS: &[&str] =
+    &["loss", "train/loss", "train_loss", "lm_loss", "lm loss", "train/lm_loss", "training_loss", "train/loss_avg"];
+pub const LR_KEYS: &[&str] = &["lr", "learning_rate", "train/lr", "train/learning_rate", "learning rate"];
+pub const TOKEN_KEYS: &[&str] = &["tokens", "consumed_tokens", "train/tokens", "num_tokens", "tokens_seen"];
+pub const VAL_KEYS: &[&str] = &["val_loss", "val/loss", "eval_loss", "eval/loss", "validation_loss", "valid/loss"];
+
+/// Which column plays which part, resolved once per file from its names.
+struct Roles {
+    step: usize,
+    loss: Option<usize>,
+    lr: Option<usize>,
+    tokens: Option<usize>,
+    val: Option<usize>,
+    extra: Vec<(usize, String)>,
+}
+
+fn pick(names: &[&str], candidates: &[&str]) -> Option<usize> {
+    candidates.iter().find_map(|c| names.iter().position(|n| n == c))
+}
+
+fn roles(names: &[&str], sel: &MetricSelection) -> Option<Roles> {
+    let loss = match &sel.loss {
+        Some(k) => names.iter().position(|n| n == k),
+        None => pick(names, LOSS_KEYS),
+    };
+    Some(Roles {
+        step: pick(names, STEP_KEYS)?,
+        loss,
+        lr: pick(names, LR_KEYS),
+        tokens: pick(names, TOKEN_KEYS),
+        val: pick(names, VAL_KEYS),
+        extra: sel.extra.iter().filter_map(|e| names.iter().position(|n| n == e).map(|i| (i, e.clone()))).collect(),
+    })
+}
+
+fn emit(r: &Roles, step: i64, get: &dyn Fn(usize) -> Option<f64>, out: &mut RunParse) {
+    let lr = r.lr.and_then(get);
+    let tokens = r.tokens.and_then(get).map(|t| t as i64);
+    if let Some(v) = r.loss.and_then(get) {
+        out.push(LOSS, step, v, lr, tokens);
+    }
+    if let Some(v) = r.val.and_then(get) {
+        out.push(VAL_LOSS, step, v, None, tokens);
+    }
+    for (i, name) in &r.extra {
+        if let Some(v) = get(*i) {
+            out.push(name, step, v, lr, tokens);
+        }
+    }
+}
+
+fn json_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        // Python's json writes NaN/Infinity bare; they are turned into strings before parsing.
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Python's `json.dumps` writes NaN, Infinity and -Infinity, which are not JSON.
+fn quote_non_finite(line: &str) -> String {
+    line.replace("-Infinity", "\"-inf\"").replace("Infinity", "\"inf\"").replace("NaN", "\"NaN\"")
+}
+
+pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
+    let mut line_no = 0u64;
+    for raw in data.split(|&b| b == b'\n') {
+        line_no += 1;
+        let line = raw.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, Value> = match serde_json::from_slice(line) {
+            Ok(o) => o,
+            Err(first) => match std::str::from_utf8(line).ok().map(quote_non_finite).map(|s| serde_json::from_str(&s)) {
+                Some(Ok(o)) => o,
+                _ => {
+                    out.malformed(file, line_no, || format!("not a JSON object: {first}"));
+                    continue;
+                }
+            },
+        };
+        let names: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let Some(r) = roles(&names, sel) else {
+            out.malformed(file, line_no, || format!("no step field (one of {})", STEP_KEYS.join(", ")));
+            continue;
+        };
+        let values: Vec<&Value> = obj.values().collect();
+        let Some(step) = json_number(values[r.step]).filter(|s| s.is_finite() && *s >= 0.0) else {
+            out.malformed(file, line_no, || format!("field '{}': not a step number", names[r.step]));
+            continue;
+        };
+        emit(&r, step as i64, &|i| json_number(values[i]), out);
+    }
+    out.lines += line_no;
+}
+
+pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
+    // A last row without its newline may be cut short (a file still being written), and a
+    // cut number still parses: set it aside.
+    let (body, tail) = match memchr::memrchr(b'\n', data) {
+        Some(i) if i + 1 < data.len() => (&data[..=i], &data[i + 1..]),
+        _ => (data, &data[data.len()..]),
+    };
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(body);
+    let header: Vec<String> = match rdr.headers() {
+        Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
+        Err(e) => {
+            out.malformed(file, 1, || format!("unreadable header: {e}"));
+            return;
+        }
+    };
+    let names: Vec<&str> = header.iter().map(String::as_str).collect();
+    let Some(r) = roles(&names, sel) else {
+        out.malformed(file, 1, || format!("no step column (one of {})", STEP_KEYS.join(", ")));
+        return;
+    };
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0u64;
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                out.malformed(file, line, || format!("unreadable row: {e}"));
+                continue;
+            }
+        }
+        rows += 1;
+        let line = record.position().map_or(rows + 1, |p| p.line());
+        if record.len() != header.len() {
+            let n = record.len();
+            out.malformed(file, line, || format!("{n} fields where the header has {}", header.len()));
+            continue;
+        }
+        let Some(step) = parse_f64(record[r.step].trim_ascii()).filter(|s| s.is_finite() && *s >= 0.0) else {
+            out.malformed(file, line, || format!("column '{}': not a step number", names[r.step]));
+            continue;
+        };
+        emit(&r, step as i64, &|i| parse_f64(record[i].trim_ascii()), out);
+    }
+    if !tail.trim_ascii().is_empty() {
+        let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
+    }
+    out.lines += rows + 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(f: fn(&[u8], &str, &MetricSelection, &mut RunParse), s: &str) -> RunParse {
+        let mut out = RunParse::default();
+        f(s.as_bytes(), "m", &MetricSelection::default(), &mut out);
+        out
+    }
+
+    #[test]
+    fn jsonl_with_aliases_nan_and_bad_lines() {
+        let p = run(
+            parse_jsonl,
+            "{\"_step\": 1, \"train/loss\": 3.0, \"lr\": 0.1}\n{\"_step\": 2, \"train/loss\": NaN}\n{\"_step\": 3, \"train/lo\n{\"_step\": 4, \"eval/loss\": 2.5}\n",
+        );
+        let s = &p.series[LOSS].series;
+        assert_eq!(s.steps, vec![1, 2]);
+        assert!(s.values[1].is_nan());
+        assert_eq!(p.series[VAL_LOSS].series.values, vec![2.5]);
+        assert_eq!(p.malformed, 1);
+        assert!(p.messages[0].starts_with("m:3:"), "{:?}", p.messages);
+    }
+
+    #[test]
+    fn csv_with_lr_empty_cells_and_short_rows() {
+        let p = run(parse_csv, "step,loss,lr\n1,3.0,0.1\n2,,0.1\n3,2.5\n4,2.4,0.05\n");
+        let s = &p.series[LOSS].series;
+        assert_eq!(s.steps, vec![1, 4]);
+        assert_eq!(s.lr, vec![0.1, 0.05]);
+        assert_eq!(p.malformed, 1);
+        assert!(p.messages[0].starts_with("m:4:"), "{:?}", p.messages);
+    }
+
+    #[test]
+    fn csv_unterminated_last_row_is_skipped() {
+        let p = run(parse_csv, "step,loss\n1,3.0\n2,2.9");
+        assert_eq!(p.series[LOSS].series.steps, vec![1]);
+        assert_eq!(p.malformed, 1);
+    }
+}

@@ -1,0 +1,449 @@
+//! Megatron-style text logs, the Step Law fork's loguru lines included:
+//! `... iter       35/   69259 | consumed samples: 4935 | learning rate: 1.1E-02 | ... | lm loss: 2.73E+00 |`
+//! The hot path of an ingest: lines are found with memchr, fields are compared as bytes,
+//! and only the numbers that are kept are parsed. Nothing is allocated per line.
+use memchr::memmem::Finder;
+
+use super::series::{RunParse, LOSS, VAL_LOSS};
+use super::MetricSelection;
+
+/// Names under which Megatron logs print the training loss, best first.
+pub const LOSS_KEYS: &[&str] = &["lm loss", "lm loss only", "loss", "train loss", "training loss"];
+/// Names of the loss on Megatron's validation lines (`validation loss at iteration 100 | lm loss value: ...`).
+const VAL_KEYS: &[&[u8]] = &[b"lm loss value", b"lm loss", b"loss"];
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
+    let mut v: i64 = 0;
+    let mut n = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as i64)?;
+        n += 1;
+    }
+    (n > 0).then_some((v, n))
+}
+
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    if let Some(v) = parse_f64_fast(s) {
+        return Some(v);
+    }
+    // Numbers are ASCII: checking that is cheaper than full UTF-8 validation.
+    if !s.is_ascii() {
+        return None;
+    }
+    // SAFETY: ASCII bytes are valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(s) }.parse::<f64>().ok()
+}
+
+/// Clinger's fast path for plain decimals (`2.737994E+00`, `0.0003`): with at most 15
+/// significant digits and a power of ten up to 22 both the mantissa and 10^e are exact
+/// doubles, so one IEEE multiplication or division rounds correctly: the same result as
+/// `str::parse`, at a fraction of the cost. Anything else returns None (the caller then uses
+/// the standard parser).
+fn parse_f64_fast(s: &[u8]) -> Option<f64> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+        1e19, 1e20, 1e21, 1e22,
+    ];
+    let (neg, mut i) = match s.first()? {
+        b'-' => (true, 1),
+        b'+' => (false, 1),
+        _ => (false, 0),
+    };
+    let mut mantissa: u64 = 0;
+    let mut scale: i32 = 0;
+    let digits_start = i;
+    while i < s.len() && s[i].is_ascii_digit() {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add((s[i] - b'0') as u64);
+        i += 1;
+    }
+    let mut n_digits = i - digits_start;
+    if i < s.len() && s[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < s.len() && s[i].is_ascii_digit() {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add((s[i] - b'0') as u64);
+            i += 1;
+        }
+        scale = -((i - frac_start) as i32);
+        n_digits += i - frac_start;
+    }
+    let seen_digit = n_digits > 0;
+    // Up to 15 digits fit exactly in a double (and never overflow the u64); more, leading
+    // zeros included, goes to the general parser.
+    if n_digits > 15 {
+        return None;
+    }
+    if !seen_digit {
+        return None;
+    }
+    if i < s.len() && (s[i] == b'e' || s[i] == b'E') {
+        i += 1;
+        let (eneg, j) = match s.get(i) {
+            Some(b'-') => (true, i + 1),
+            Some(b'+') => (false, i + 1),
+            _ => (false, i),
+        };
+        i = j;
+        let start = i;
+        let mut e: i32 = 0;
+        while i < s.len() && s[i].is_ascii_digit() && i - start < 4 {
+            e = e * 10 + (s[i] - b'0') as i32;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        scale += if eneg { -e } else { e };
+    }
+    if i != s.len() {
+        return None;
+    }
+    let m = mantissa as f64;
+    let v = if scale >= 0 {
+        *POW10.get(scale as usize)? * m
+    } else {
+        m / *POW10.get((-scale) as usize)?
+    };
+    Some(if neg { -v } else { v })
+}
+
+fn skip_spaces(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    i
+}
+
+/// Where a line's `iter N/M` (or `iteration N/M`, or `iteration N |`) is: (step, total,
+/// where "iter" starts, index after the numbers). None when it is not a training-log line.
+fn find_iteration(finder: &Finder, line: &[u8]) -> Option<(i64, Option<i64>, usize, usize)> {
+    let mut from = 0;
+    while let Some(off) = finder.find(&line[from..]) {
+        let p = from + off;
+        from = p + 4;
+        if p > 0 && (line[p - 1].is_ascii_alphanumeric() || line[p - 1] == b'_') {
+            continue;
+        }
+        let mut i = p + 4;
+        if line[i..].starts_with(b"ation") {
+            i += 5;
+        }
+        let j = skip_spaces(line, if line.get(i) == Some(&b':') { i + 1 } else { i });
+        if j == i {
+            continue; // "iterations", "iter_time", ...
+        }
+        let Some((step, n)) = parse_uint(&line[j..]) else { continue };
+        let k = skip_spaces(line, j + n);
+        if line.get(k) == Some(&b'/') {
+            let t = skip_spaces(line, k + 1);
+            if let Some((total, m)) = parse_uint(&line[t..]) {
+                return Some((step, Some(total), p, t + m));
+            }
+        } else if line.get(k) == Some(&b'|') {
+            return Some((step, None, p, k));
+        }
+    }
+    None
+}
+
+struct Wanted<'a> {
+    loss_keys: Vec<&'a [u8]>,
+    extra: Vec<(&'a [u8], &'a str)>,
+}
+
+/// Parse Megatron-style lines of `data` into `out`. `file` names the file in messages.
+/// The fields of a standard Megatron line: `lm loss`, `learning rate`, `consumed samples`,
+/// `global batch size`. One pass over the '|' separators with a dispatch on each field's
+/// first letter; most lines of most logs take this path and skip the fields nobody asked for.
+/// Returns (loss text, lr, consumed samples, batch) when the line has an `lm loss` field.
+fn read_standard_fields(fields: &[u8]) -> Option<(&[u8], Option<f64>, Option<i64>, Option<&[u8]>)> {
+    let (mut loss, mut lr, mut samples, mut batch) = (None, None, None, None);
+    let mut start = 0;
+    while start < fields.len() {
+        let end = memchr::memchr(b'|', &fields[start..]).map_or(fields.len(), |i| start + i);
+        let mut k = start;
+        while k < end && fields[k] == b' ' {
+            k += 1;
+        }
+        let field = &fields[k..end];
+        start = end + 1;
+        // Only the fields we keep are trimmed and parsed.
+        let value_of = |key: &[u8]| field.strip_prefix(key).and_then(|rest| rest.strip_prefix(b":")).map(trim);
+        match field.first() {
+            Some(b'l') => {
+                if let Some(v) = value_of(b"lm loss") {
+                    loss = Some(v);
+                } else if let Some(v) = value_of(b"learning rate") {
+                    lr = parse_f64(v);
+                }
+            }
+            Some(b'c') => samples = value_of(b"consumed samples").and_then(parse_uint).map(|x| x.0),
+            Some(b'g') => batch = value_of(b"global batch size").or(batch),
+            _ => {}
+        }
+    }
+    loss.map(|l| (l, lr, samples, batch))
+}
+
+pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
+    let finder = Finder::new(b"iter");
+    // The direct search serves the default selection only: a chosen loss key or extra
+    // metrics need the general field scan.
+    let standard = sel.loss.is_none() && sel.extra.is_empty();
+    let mut last_batch: Option<&[u8]> = None;
+    let validation = Finder::new(b"validation");
+    let evaluation = Finder::new(b"evaluation");
+    let wanted = Wanted {
+        loss_keys: match &sel.loss {
+            Some(k) => vec![k.as_bytes()],
+            None => LOSS_KEYS.iter().map(|k| k.as_bytes()).collect(),
+        },
+        extra: sel.extra.iter().map(|k| (k.as_bytes(), k.as_str())).collect(),
+    };
+    out.tokens_are_samples = true;
+    let mut line_no: u64 = 0;
+    let mut start = 0;
+    let ends_with_newline = data.last() == Some(&b'\n');
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+        let line = &data[start..end];
+        start = end + 1;
+        line_no += 1;
+        let Some((step, total, at, rest)) = find_iteration(&finder, line) else { continue };
+        let is_last_unterminated = end == data.len() && !ends_with_newline;
+        if is_last_unterminated && trim(line).last() != Some(&b'|') {
+            out.malformed(file, line_no, || "truncated last line (is the file still being written?)".into());
+            continue;
+        }
+        // Megatron's validation lines read "validation loss at iteration 100 | ...".
+        let is_validation = {
+            let head = &line[..at];
+            head.ends_with(b"loss at ") && (validation.find(head).is_some() || evaluation.find(head).is_some())
+        };
+        if !is_validation {
+            if let Some((loss, lr, samples, batch)) = standard.then(|| read_standard_fields(&line[rest..])).flatten() {
+                match parse_f64(loss) {
+                    Some(v) => out.push(LOSS, step, v, lr, samples),
+                    None => out.malformed(file, line_no, || {
+                        format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(loss))
+                    }),
+                }
+                if total.is_some() {
+                    out.planned_steps = total;
+                }
+                // Only the last line's batch size is kept: parse it once, at the end.
+                if batch.is_some() {
+                    last_batch = batch;
+                }
+                continue;
+            }
+        }
+        if let Some(b) = last_batch.take().and_then(parse_uint) {
+            out.batch_size = Some(b.0); // keep the order: this line's own batch comes later
+        }
+        parse_fields(line, rest, step, total, is_validation, &wanted, file, line_no, out);
+    }
+    if let Some(b) = last_batch.and_then(parse_uint) {
+        out.batch_size = Some(b.0);
+    }
+    out.lines += line_no;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_fields(
+    line: &[u8],
+    rest: usize,
+    step: i64,
+    total: Option<i64>,
+    is_validation: bool,
+    wanted: &Wanted,
+    file: &str,
+    line_no: u64,
+    out: &mut RunParse,
+) {
+    let mut loss: Option<(usize, &[u8])> = None; // (priority, value text)
+    let mut lr = None;
+    let mut samples = None;
+    let mut batch = None;
+    let mut extras: [Option<&[u8]>; 8] = [None; 8];
+    let keys: &[&[u8]] = if is_validation {
+        VAL_KEYS
+    } else {
+        &wanted.loss_keys
+    };
+    // Fields are `key: value |`. One SIMD scan finds every ':' and '|' of the line; the
+    // first ':' after a '|' splits key from value.
+    let fields = &line[rest..];
+    let mut delims = memchr::memchr2_iter(b':', b'|', fields).chain(std::iter::once(fields.len()));
+    let mut field_start = 0;
+    let mut colon: Option<usize> = None;
+    while let Some(d) = delims.next() {
+        if d < fields.len() && fields[d] == b':' {
+            colon.get_or_insert(d);
+            continue;
+        }
+        let (start, end) = (field_start, d);
+        field_start = d + 1;
+        let Some(c) = colon.take() else { continue };
+        let key = trim(&fields[start..c]);
+        let value = trim(&fields[c + 1..end]);
+        if let Some(prio) = keys.iter().position(|k| *k == key) {
+            if loss.is_none_or(|(p, _)| prio < p) {
+                loss = Some((prio, value));
+            }
+        } else if key == b"learning rate" {
+            lr = parse_f64(value);
+        } else if key == b"consumed samples" {
+            samples = parse_uint(value).map(|(v, _)| v);
+        } else if key == b"global batch size" {
+            batch = parse_uint(value).map(|(v, _)| v);
+        } else if let Some(i) = wanted.extra.iter().position(|(k, _)| *k == key) {
+            if i < extras.len() {
+                extras[i] = Some(value);
+            }
+        }
+    }
+    let metric = if is_validation { VAL_LOSS } else { LOSS };
+    match loss {
+        Some((_, text)) => match parse_f64(text) {
+            Some(v) => out.push(metric, step, v, lr, samples),
+            None => {
+                let key = String::from_utf8_lossy(keys[loss.map_or(0, |l| l.0)]).into_owned();
+                out.malformed(file, line_no, || {
+                    format!("field '{key}': cannot read '{}' as a number", String::from_utf8_lossy(text))
+                });
+                return;
+            }
+        },
+        None if is_validation => return,
+        None => {
+            let names = keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>().join("' or '");
+            out.malformed(file, line_no, || format!("no field '{names}' on this log line"));
+            return;
+        }
+    }
+    for (i, v) in extras.iter().enumerate() {
+        if let (Some(text), Some((_, name))) = (v, wanted.extra.get(i)) {
+            if let Some(x) = parse_f64(text) {
+                out.push(name, step, x, lr, samples);
+            }
+        }
+    }
+    if total.is_some() {
+        out.planned_steps = total;
+    }
+    if batch.is_some() {
+        out.batch_size = batch;
+    }
+}
+
+/// Does this text look like a Megatron-style training log? (For files whose name says nothing.)
+pub fn sniff(head: &[u8]) -> bool {
+    let finder = Finder::new(b"iter");
+    head.split(|&b| b == b'\n')
+        .any(|line| find_iteration(&finder, line).is_some() && memchr::memmem::find(line, b"loss").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> RunParse {
+        let mut out = RunParse::default();
+        parse(s.as_bytes(), "f.txt", &MetricSelection::default(), &mut out);
+        out
+    }
+
+    const LOGURU: &str = "2024-06-18 12:00:00.010 | INFO     | megatron.core.trainerv2:training_log:812 - iter       35/   69259 | consumed samples:         4935 | learning rate: 1.100000E-02 | global batch size:   141 | lm loss: 2.737994E+00 | grad norm: 0.412 |\n";
+
+    #[test]
+    fn reads_a_step_law_loguru_line() {
+        let p = parse_str(LOGURU);
+        let s = &p.series[LOSS].series;
+        assert_eq!(s.steps, vec![35]);
+        assert_eq!(s.values, vec![2.737994]);
+        assert_eq!(s.lr, vec![0.011]);
+        assert_eq!(s.tokens, vec![4935]);
+        assert_eq!(p.planned_steps, Some(69259));
+        assert_eq!(p.batch_size, Some(141));
+        assert_eq!(p.malformed, 0);
+    }
+
+    #[test]
+    fn reads_megatron_lm_lines_and_validation() {
+        let text = " [2024-06-18 12:00:00] iteration      100/  500000 | consumed samples:        51200 | elapsed time per iteration (ms): 1234.5 | learning rate: 1.000000E-04 | global batch size:   512 | lm loss: 7.123456E+00 | loss scale: 1.0 | grad norm: 1.234 | number of skipped iterations:   0 | number of nan iterations:   0 |\n validation loss at iteration 100 | lm loss value: 7.5 | lm loss PPL: 1808.0 |\n";
+        let p = parse_str(text);
+        assert_eq!(p.series[LOSS].series.values, vec![7.123456]);
+        assert_eq!(p.series[VAL_LOSS].series.values, vec![7.5]);
+        assert_eq!(p.malformed, 0);
+    }
+
+    #[test]
+    fn other_lines_are_ignored_and_bad_numbers_counted() {
+        let text = format!(
+            "building model\nsaved checkpoint at iteration 1000 to /ckpt\n{}{}",
+            LOGURU.replace("2.737994E+00", "2.7x"),
+            LOGURU.replace("iter       35", "iter       36")
+        );
+        let p = parse_str(&text);
+        assert_eq!(p.series[LOSS].series.steps, vec![36]);
+        assert_eq!(p.malformed, 1);
+        assert!(p.messages[0].starts_with("f.txt:3: field 'lm loss'"), "{:?}", p.messages);
+    }
+
+    #[test]
+    fn nan_and_inf_are_values_and_a_truncated_tail_is_skipped() {
+        let text = format!(
+            "{}{}{}",
+            LOGURU.replace("2.737994E+00", "nan"),
+            LOGURU.replace("iter       35", "iter       36").replace("2.737994E+00", "inf"),
+            &LOGURU.replace("iter       35", "iter       37")[..150]
+        );
+        let p = parse_str(&text);
+        let v = &p.series[LOSS].series.values;
+        assert!(v[0].is_nan() && v[1].is_infinite());
+        assert_eq!(v.len(), 2);
+        assert_eq!(p.malformed, 1);
+        assert!(p.messages[0].contains("truncated"), "{:?}", p.messages);
+    }
+
+    #[test]
+    fn fast_float_path_agrees_with_std() {
+        let cases = [
+            "2.737994E+00", "1.100000E-02", "0", "-0.5", "+3", "1e-5", "3.453e-04", "123456789012345",
+            "0.1", "9.999999E+22", "7.", ".5", "1234567890123456789", "1e400", "nan", "inf", "-", "1e", "1.2.3", "",
+        ];
+        for c in cases {
+            let std = c.parse::<f64>().ok();
+            let fast = parse_f64(c.as_bytes());
+            assert_eq!(fast.map(f64::to_bits), std.map(f64::to_bits), "{c}");
+        }
+        // exhaustive-ish: every %E form of many values round-trips bit for bit
+        let mut x = 1.234567e-7_f64;
+        for _ in 0..2000 {
+            for text in [format!("{x:.6E}"), format!("{x:.7}"), format!("{x}")] {
+                assert_eq!(parse_f64(text.as_bytes()).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{text}");
+            }
+            x *= 1.0173;
+        }
+    }
+
+    #[test]
+    fn lm_loss_only_is_a_loss_key() {
+        let p = parse_str(&LOGURU.replace("lm loss:", "lm loss only:"));
+        assert_eq!(p.series[LOSS].series.values, vec![2.737994]);
+    }
+}

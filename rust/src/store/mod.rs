@@ -1,0 +1,324 @@
+//! The on-disk store: immutable Parquet segments of points, a runs table, and numbered
+//! manifests that say which files make up each version.
+//!
+//! Commit protocol (see docs/store.md): under an exclusive lock on `_lock`, new segment and
+//! runs files are written under temporary names, fsynced and renamed into place; then the
+//! manifest of the next version is written to a temporary file, fsynced, and hard-linked to
+//! `_manifest/<version>.json`, which fails if that name exists (create-new). A reader takes the
+//! newest manifest, so it sees either the old version or the new one whole; files no manifest
+//! names are garbage that `compact` removes.
+mod manifest;
+mod points;
+pub mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use manifest::{Manifest, SegmentEntry};
+pub use points::{Series, SegmentWriter, POINT_FIELDS};
+
+use crate::error::{Error, Result};
+use crate::model::{now_us, RunId, RunRecord};
+use table::{Column, Field, Kind, TableWriter};
+
+const MANIFEST_DIR: &str = "_manifest";
+const POINTS_DIR: &str = "points";
+const RUNS_DIR: &str = "runs";
+const LOCK_FILE: &str = "_lock";
+
+/// A store directory. Cheap to open; every read goes through the newest manifest.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Where a test may ask a commit to stop dead (`STEPLAW_DB_CRASH_AT`), to show that a kill
+/// at that moment leaves the store at its previous version.
+fn crash_point(name: &str) {
+    if std::env::var("STEPLAW_DB_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("steplaw-db: simulated crash at {name}");
+        std::process::abort();
+    }
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// A file name no other writer will pick: version, process and clock.
+fn unique_suffix() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let key = format!("{}-{}", std::process::id(), t.as_nanos());
+    format!("{:08x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as u32)
+}
+
+
+impl Store {
+    /// Open the store at `root`, creating an empty one if `create` and it does not exist.
+    pub fn open(root: impl AsRef<Path>, create: bool) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let manifest_dir = root.join(MANIFEST_DIR);
+        if !manifest_dir.is_dir() {
+            if !create {
+                return Err(Error::store(&root, "no store here (no _manifest directory); ingest something first"));
+            }
+            if root.exists() && !root.is_dir() {
+                return Err(Error::store(&root, "exists and is not a directory"));
+            }
+            for d in [MANIFEST_DIR, POINTS_DIR, RUNS_DIR] {
+                fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
+            }
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The newest committed manifest (version 0, empty, for a new store).
+    pub fn latest(&self) -> Result<Manifest> {
+        manifest::read_latest(&self.root.join(MANIFEST_DIR))
+    }
+
+    /// Take the write lock, waiting up to `wait` for another writer to finish.
+    pub fn begin(&self, wait: Duration) -> Result<Transaction> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        let start = Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = lock.read_to_string(&mut holder);
+                    let holder = if holder.trim().is_empty() { "unknown process".to_string() } else { holder.trim().to_string() };
+                    return Err(Error::Locked { path: self.root.clone(), holder });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+            }
+        }
+        // Who holds the lock, for the next writer's error message. The lock itself is the
+        // OS's (flock), so a killed writer never leaves a stale lock behind.
+        let _ = lock.set_len(0).and_then(|_| lock.rewind()).and_then(|_| {
+            write!(lock, "pid {} since {} us", std::process::id(), now_us())
+        });
+        let base = self.latest()?;
+        Ok(Transaction { store: self.clone(), _lock: lock, base, new_segments: Vec::new() })
+    }
+
+    /// Rewrite segments that hold replaced runs or are small into fresh ones, then delete
+    /// every file the newest manifest does not name. Afterwards `points/*.parquet` and
+    /// `runs/*.parquet` hold exactly the current store, for tools that glob them.
+    pub fn compact(&self, wait: Duration) -> Result<CompactReport> {
+        let mut tx = self.begin(wait)?;
+        let runs = tx.base.runs.clone();
+        let live: HashMap<RunId, &str> =
+            runs.iter().filter_map(|r| r.segment.as_deref().map(|s| (r.run_id, s))).collect();
+        let mut rewrite = Vec::new();
+        for seg in &tx.base.segments {
+            let all_live = seg.run_ids.iter().all(|id| live.get(id) == Some(&seg.file.as_str()));
+            if !(all_live && seg.rows >= points::COMPACT_MIN_ROWS) {
+                rewrite.push(seg.clone());
+            }
+        }
+        let has_dead_rows = |s: &SegmentEntry| s.run_ids.iter().any(|id| live.get(id) != Some(&s.file.as_str()));
+        // One small segment and nothing to drop: rewriting it would change nothing.
+        if rewrite.len() == 1 && !has_dead_rows(&rewrite[0]) {
+            rewrite.clear();
+        }
+        let mut report = CompactReport { segments_rewritten: rewrite.len(), ..Default::default() };
+        let mut moved: HashMap<RunId, String> = HashMap::new();
+        if !rewrite.is_empty() {
+            let mut writer = tx.segment_writer(0)?;
+            for seg in &rewrite {
+                let keep_ids: HashSet<RunId> =
+                    seg.run_ids.iter().copied().filter(|id| live.get(id) == Some(&seg.file.as_str())).collect();
+                writer.copy_rows_of(&self.root.join(&seg.file), &keep_ids)?;
+            }
+            let written = writer.finish()?;
+            for entry in &written {
+                for id in &entry.run_ids {
+                    moved.insert(*id, entry.file.clone());
+                }
+            }
+            tx.new_segments.extend(written);
+        }
+        let mut new_runs = runs;
+        for r in &mut new_runs {
+            if let Some(seg) = moved.get(&r.run_id) {
+                r.segment = Some(seg.clone());
+            }
+        }
+        let manifest = tx.commit(new_runs)?;
+        // Now nothing current refers to anything but `manifest`: delete the rest.
+        let mut named: HashSet<PathBuf> = manifest.segments.iter().map(|s| self.root.join(&s.file)).collect();
+        if let Some(r) = &manifest.runs_file {
+            named.insert(self.root.join(r));
+        }
+        let newest = manifest::file_name(manifest.version);
+        for dir in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
+            let d = self.root.join(dir);
+            for entry in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+                let p = entry.map_err(|e| Error::io(&d, e))?.path();
+                let is_current = if dir == MANIFEST_DIR { p.file_name().is_some_and(|n| n == newest.as_str()) } else { named.contains(&p) };
+                if !is_current {
+                    report.bytes_freed += p.metadata().map(|m| m.len()).unwrap_or(0);
+                    report.files_removed += 1;
+                    fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                }
+            }
+        }
+        report.version = manifest.version;
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CompactReport {
+    pub version: u64,
+    pub segments_rewritten: usize,
+    pub files_removed: usize,
+    pub bytes_freed: u64,
+}
+
+/// A write in progress: holds the lock until committed or dropped. Dropping it without
+/// committing leaves the store as it was (its files are garbage for `compact`).
+pub struct Transaction {
+    store: Store,
+    _lock: File,
+    pub base: Manifest,
+    new_segments: Vec<SegmentEntry>,
+}
+
+impl Transaction {
+    pub fn version(&self) -> u64 {
+        self.base.version + 1
+    }
+
+    /// A writer of new segments; `writer` tells concurrent writers' file names apart.
+    pub fn segment_writer(&self, writer: usize) -> Result<SegmentWriter> {
+        SegmentWriter::new(self.store.root.clone(), POINTS_DIR, self.version(), writer)
+    }
+
+    pub fn add_segments(&mut self, entries: Vec<SegmentEntry>) {
+        self.new_segments.extend(entries);
+    }
+
+    /// Commit `runs` as the complete runs table of the next version. Segments of the base
+    /// version that no run refers to any more are dropped from the manifest.
+    pub fn commit(self, runs: Vec<RunRecord>) -> Result<Manifest> {
+        let root = &self.store.root;
+        let version = self.version();
+        crash_point("after-segments");
+        let runs_name = format!("runs-{version:08}-{}.parquet", unique_suffix());
+        let runs_dir = root.join(RUNS_DIR);
+        let tmp = runs_dir.join(format!(".tmp-{runs_name}"));
+        write_runs_table(&tmp, &runs)?;
+        fs::rename(&tmp, runs_dir.join(&runs_name)).map_err(|e| Error::io(&tmp, e))?;
+        fsync_dir(&runs_dir)?;
+        fsync_dir(&root.join(POINTS_DIR))?;
+
+        let referenced: HashSet<&str> = runs.iter().filter_map(|r| r.segment.as_deref()).collect();
+        let segments: Vec<SegmentEntry> = self
+            .base
+            .segments
+            .iter()
+            .chain(self.new_segments.iter())
+            .filter(|s| referenced.contains(s.file.as_str()))
+            .cloned()
+            .collect();
+        let manifest = Manifest {
+            format: manifest::FORMAT.to_string(),
+            version,
+            created_at_us: now_us(),
+            runs_file: Some(format!("{RUNS_DIR}/{runs_name}")),
+            segments,
+            runs,
+        };
+        crash_point("before-manifest");
+        manifest::write_new(&root.join(MANIFEST_DIR), &manifest)?;
+        Ok(manifest)
+    }
+}
+
+pub const RUN_FIELDS: &[Field] = &[
+    table::field("run_id", Kind::Int64, false),
+    table::field("name", Kind::Utf8, false),
+    table::field("source", Kind::Utf8, false),
+    table::field("format", Kind::Utf8, false),
+    table::field("fingerprint", Kind::Utf8, false),
+    table::field("N", Kind::Int64, true),
+    table::field("D", Kind::Int64, true),
+    table::field("lr", Kind::Float64, true),
+    table::field("bs", Kind::Int64, true),
+    table::field("seq_len", Kind::Int64, true),
+    table::field("bs_tokens", Kind::Int64, true),
+    table::field("steps", Kind::Int64, true),
+    table::field("lr_min", Kind::Float64, true),
+    table::field("h", Kind::Int64, true),
+    table::field("ffnh", Kind::Int64, true),
+    table::field("numh", Kind::Int64, true),
+    table::field("numl", Kind::Int64, true),
+    table::field("n_experts", Kind::Int64, true),
+    table::field("top_k", Kind::Int64, true),
+    table::field("recipe", Kind::Utf8, true),
+    table::field("tags", Kind::Utf8, false),
+    table::field("n_points", Kind::Int64, false),
+    table::field("final_step", Kind::Int64, true),
+    table::field("final_loss", Kind::Float64, true),
+    table::field("smooth_loss", Kind::Float64, true),
+    table::field("status", Kind::Utf8, false),
+    table::field("n_malformed", Kind::Int64, false),
+    table::field("ingested_at", Kind::Timestamp, false),
+];
+
+fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
+    let mut w = TableWriter::create(path, RUN_FIELDS, &[])?;
+    let c = |f: fn(&RunRecord) -> Option<i64>| Column::opt_int64(runs.iter().map(f));
+    let columns = vec![
+        Column::int64(runs.iter().map(|r| r.run_id).collect()),
+        Column::utf8(runs.iter().map(|r| &r.name)),
+        Column::utf8(runs.iter().map(|r| &r.source)),
+        Column::utf8(runs.iter().map(|r| &r.format)),
+        Column::utf8(runs.iter().map(|r| &r.fingerprint)),
+        c(|r| r.config.n_params),
+        c(|r| r.config.tokens),
+        Column::opt_float64(runs.iter().map(|r| r.config.lr)),
+        c(|r| r.config.bs),
+        c(|r| r.config.seq_len),
+        c(|r| r.config.bs_tokens),
+        c(|r| r.config.steps),
+        Column::opt_float64(runs.iter().map(|r| r.config.lr_min)),
+        c(|r| r.config.h),
+        c(|r| r.config.ffnh),
+        c(|r| r.config.numh),
+        c(|r| r.config.numl),
+        c(|r| r.config.n_experts),
+        c(|r| r.config.top_k),
+        Column::opt_utf8(runs.iter().map(|r| r.config.recipe.as_deref())),
+        Column::utf8(runs.iter().map(|r| serde_json::to_string(&r.config.tags).unwrap_or_default())),
+        Column::int64(runs.iter().map(|r| r.n_points as i64).collect()),
+        c(|r| r.final_step),
+        Column::opt_float64(runs.iter().map(|r| r.final_loss)),
+        Column::opt_float64(runs.iter().map(|r| r.smooth_loss)),
+        Column::utf8(runs.iter().map(|r| &r.status)),
+        Column::int64(runs.iter().map(|r| r.n_malformed as i64).collect()),
+        Column::int64(runs.iter().map(|r| r.ingested_at_us).collect()),
+    ];
+    w.write_row_group(&columns)?;
+    w.finish()?;
+    Ok(())
+}

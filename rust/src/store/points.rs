@@ -1,0 +1,266 @@
+//! Points segments: Parquet files of (run_id, metric, step, tokens, value, lr), grouped by
+//! run and sorted by step within each run's series.
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use parquet::data_type::ByteArray;
+
+use super::table::{self, Column, Field, Kind, TableWriter, Values};
+use super::SegmentEntry;
+use crate::error::{Error, Result};
+use crate::model::RunId;
+
+pub const POINT_FIELDS: &[Field] = &[
+    table::field("run_id", Kind::Int64, false),
+    table::field("metric", Kind::Utf8, false),
+    table::field("step", Kind::Int64, false),
+    table::field("tokens", Kind::Int64, true),
+    table::field("value", Kind::Float64, false),
+    table::field("lr", Kind::Float64, true),
+];
+
+/// Rows a row group holds before it is flushed.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows after which a segment file is closed and the next one begun.
+const SEGMENT_ROWS: u64 = 16 << 20;
+/// Segments smaller than this are merged by `compact`.
+pub const COMPACT_MIN_ROWS: u64 = 1 << 20;
+
+/// One metric's series of a run, sorted by step with unique steps. `lr` and `tokens` are
+/// empty when the log does not have them, else as long as `steps`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub metric: String,
+    pub steps: Vec<i64>,
+    pub values: Vec<f64>,
+    pub lr: Vec<f64>,
+    pub tokens: Vec<i64>,
+}
+
+impl Series {
+    pub fn new(metric: impl Into<String>) -> Self {
+        Series { metric: metric.into(), ..Default::default() }
+    }
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Buffers {
+    run_id: Vec<i64>,
+    metric: Vec<ByteArray>,
+    step: Vec<i64>,
+    tokens: Vec<i64>,
+    tokens_valid: Vec<bool>,
+    value: Vec<f64>,
+    lr: Vec<f64>,
+    lr_valid: Vec<bool>,
+}
+
+impl Buffers {
+    fn len(&self) -> usize {
+        self.step.len()
+    }
+    fn take_columns(&mut self) -> Vec<Column> {
+        let b = std::mem::take(self);
+        vec![
+            Column::int64(b.run_id),
+            Column { values: Values::Utf8(b.metric), valid: None },
+            Column::int64(b.step),
+            Column { values: Values::Int64(b.tokens), valid: Some(b.tokens_valid) },
+            Column::float64(b.value),
+            Column { values: Values::Float64(b.lr), valid: Some(b.lr_valid) },
+        ]
+    }
+
+    /// Take back the vectors of written columns, emptied, so the next row group reuses
+    /// their memory instead of faulting in fresh pages.
+    fn recycle(&mut self, columns: Vec<Column>) {
+        let mut it = columns.into_iter().map(|c| (c.values, c.valid));
+        let mut next = || it.next().expect("six columns");
+        if let ((Values::Int64(mut a), _), (Values::Utf8(mut b), _), (Values::Int64(mut c), _), (Values::Int64(mut d), Some(mut dv)), (Values::Float64(mut e), _), (Values::Float64(mut f), Some(mut fv))) = (next(), next(), next(), next(), next(), next()) {
+            a.clear(); b.clear(); c.clear(); d.clear(); dv.clear(); e.clear(); f.clear(); fv.clear();
+            *self = Buffers { run_id: a, metric: b, step: c, tokens: d, tokens_valid: dv, value: e, lr: f, lr_valid: fv };
+        }
+    }
+}
+
+struct OpenSegment {
+    writer: TableWriter,
+    tmp: PathBuf,
+    name: String,
+    run_ids: Vec<RunId>,
+}
+
+/// Streams runs' points into one or more new segment files of a transaction.
+pub struct SegmentWriter {
+    root: PathBuf,
+    dir: &'static str,
+    version: u64,
+    writer: usize,
+    buf: Buffers,
+    open: Option<OpenSegment>,
+    done: Vec<SegmentEntry>,
+    next_index: usize,
+}
+
+impl SegmentWriter {
+    pub(super) fn new(root: PathBuf, dir: &'static str, version: u64, writer: usize) -> Result<Self> {
+        Ok(SegmentWriter { root, dir, version, writer, buf: Buffers::default(), open: None, done: Vec::new(), next_index: 0 })
+    }
+
+    fn segment(&mut self) -> Result<&mut OpenSegment> {
+        if self.open.is_none() {
+            let name =
+                format!("seg-{:08}-{:02}-{:04}-{}.parquet", self.version, self.writer, self.next_index, super::unique_suffix());
+            self.next_index += 1;
+            let tmp = self.root.join(self.dir).join(format!(".tmp-{name}"));
+            let writer = TableWriter::create(&tmp, POINT_FIELDS, &["run_id", "step", "tokens"])?;
+            self.open = Some(OpenSegment { writer, tmp, name, run_ids: Vec::new() });
+        }
+        Ok(self.open.as_mut().expect("just opened"))
+    }
+
+    /// Add all series of one run. Returns the segment file (relative to the store root)
+    /// that will hold them.
+    pub fn add_run(&mut self, run_id: RunId, series: &[Series]) -> Result<String> {
+        let dir = self.dir;
+        let seg = self.segment()?;
+        seg.run_ids.push(run_id);
+        let file = format!("{dir}/{}", seg.name);
+        for s in series {
+            let metric = ByteArray::from(s.metric.as_bytes().to_vec());
+            let b = &mut self.buf;
+            let n = s.len();
+            b.run_id.extend(std::iter::repeat_n(run_id, n));
+            b.metric.extend(std::iter::repeat_n(metric, n));
+            b.step.extend_from_slice(&s.steps);
+            b.value.extend_from_slice(&s.values);
+            if s.tokens.len() == n {
+                b.tokens.extend(s.tokens.iter().copied().filter(|&t| t >= 0));
+                b.tokens_valid.extend(s.tokens.iter().map(|&t| t >= 0));
+            } else {
+                b.tokens_valid.extend(std::iter::repeat_n(false, n));
+            }
+            if s.lr.len() == n {
+                b.lr.extend(s.lr.iter().copied().filter(|x| x.is_finite()));
+                b.lr_valid.extend(s.lr.iter().map(|x| x.is_finite()));
+            } else {
+                b.lr_valid.extend(std::iter::repeat_n(false, n));
+            }
+        }
+        if self.buf.len() >= ROW_GROUP_ROWS {
+            self.flush()?;
+        }
+        Ok(file)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.len() == 0 {
+            return Ok(());
+        }
+        let columns = self.buf.take_columns();
+        let seg = self.segment()?;
+        seg.writer.write_row_group(&columns)?;
+        let full = seg.writer.rows() >= SEGMENT_ROWS;
+        self.buf.recycle(columns);
+        if full {
+            self.close_segment()?;
+        }
+        Ok(())
+    }
+
+    fn close_segment(&mut self) -> Result<()> {
+        if let Some(seg) = self.open.take() {
+            let rows = seg.writer.finish()?;
+            let target = self.root.join(self.dir).join(&seg.name);
+            fs::rename(&seg.tmp, &target).map_err(|e| Error::io(&target, e))?;
+            self.done.push(SegmentEntry { file: format!("{}/{}", self.dir, seg.name), rows, run_ids: seg.run_ids });
+        }
+        Ok(())
+    }
+
+    /// Copy the rows of the given runs from an existing segment (for `compact`).
+    pub fn copy_rows_of(&mut self, path: &Path, run_ids: &HashSet<RunId>) -> Result<()> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let cols = table::read_columns(path, &["run_id", "metric", "step", "tokens", "value", "lr"])?;
+        let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else { unreachable!() };
+        let (Values::Int64(rid), Values::Utf8(metric), Values::Int64(step), Values::Float64(value)) =
+            (&run_col.values, &metric_col.values, &step_col.values, &value_col.values)
+        else {
+            return Err(Error::store(path, "unexpected column types in segment"));
+        };
+        let tokens = expand_nullable_i64(tokens_col);
+        let lr = expand_nullable_f64(lr_col);
+        // Rows are grouped by run and by metric: copy each contiguous block as a series.
+        let mut start = 0;
+        let n = step.len();
+        let mut current_run: Option<(RunId, Vec<Series>)> = None;
+        while start < n {
+            let mut end = start + 1;
+            while end < n && rid[end] == rid[start] && metric[end] == metric[start] {
+                end += 1;
+            }
+            let id = rid[start];
+            if run_ids.contains(&id) {
+                let series = Series {
+                    metric: std::str::from_utf8(metric[start].data()).unwrap_or_default().to_string(),
+                    steps: step[start..end].to_vec(),
+                    values: value[start..end].to_vec(),
+                    lr: lr[start..end].to_vec(),
+                    tokens: tokens[start..end].to_vec(),
+                };
+                match &mut current_run {
+                    Some((cur, list)) if *cur == id => list.push(series),
+                    _ => {
+                        if let Some((cur, list)) = current_run.take() {
+                            self.add_run(cur, &list)?;
+                        }
+                        current_run = Some((id, vec![series]));
+                    }
+                }
+            }
+            start = end;
+        }
+        if let Some((cur, list)) = current_run {
+            self.add_run(cur, &list)?;
+        }
+        Ok(())
+    }
+
+    /// Flush, close and rename every segment into place; returns their manifest entries.
+    pub fn finish(mut self) -> Result<Vec<SegmentEntry>> {
+        self.flush()?;
+        self.close_segment()?;
+        Ok(self.done)
+    }
+}
+
+fn expand_nullable_i64(c: &Column) -> Vec<i64> {
+    let Values::Int64(v) = &c.values else { return vec![] };
+    match &c.valid {
+        None => v.clone(),
+        Some(valid) => {
+            let mut it = v.iter();
+            valid.iter().map(|&ok| if ok { *it.next().unwrap_or(&-1) } else { -1 }).collect()
+        }
+    }
+}
+
+fn expand_nullable_f64(c: &Column) -> Vec<f64> {
+    let Values::Float64(v) = &c.values else { return vec![] };
+    match &c.valid {
+        None => v.clone(),
+        Some(valid) => {
+            let mut it = v.iter();
+            valid.iter().map(|&ok| if ok { *it.next().unwrap_or(&f64::NAN) } else { f64::NAN }).collect()
+        }
+    }
+}

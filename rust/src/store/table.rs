@@ -1,0 +1,256 @@
+//! Plain Parquet tables through the parquet crate's low-level column API (no Arrow: it
+//! would triple the compile time for what is here a handful of flat columns).
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use parquet::basic::{Compression, Encoding};
+use parquet::column::reader::ColumnReader;
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int64,
+    Float64,
+    Utf8,
+    /// Microseconds since the epoch, UTC.
+    Timestamp,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub nullable: bool,
+}
+
+pub const fn field(name: &'static str, kind: Kind, nullable: bool) -> Field {
+    Field { name, kind, nullable }
+}
+
+/// One column's values. `valid` is None when every value is present; otherwise it has one
+/// flag per row and `values` holds only the present values, as Parquet stores them.
+#[derive(Debug, Clone)]
+pub enum Values {
+    Int64(Vec<i64>),
+    Float64(Vec<f64>),
+    Utf8(Vec<ByteArray>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub values: Values,
+    pub valid: Option<Vec<bool>>,
+}
+
+impl Column {
+    pub fn int64(values: Vec<i64>) -> Self {
+        Column { values: Values::Int64(values), valid: None }
+    }
+    pub fn float64(values: Vec<f64>) -> Self {
+        Column { values: Values::Float64(values), valid: None }
+    }
+    pub fn utf8<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> Self {
+        let v = values.into_iter().map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec())).collect();
+        Column { values: Values::Utf8(v), valid: None }
+    }
+    pub fn opt_int64(values: impl IntoIterator<Item = Option<i64>>) -> Self {
+        let (valid, present) = split_options(values);
+        Column { values: Values::Int64(present), valid: Some(valid) }
+    }
+    /// Non-finite floats are stored as null.
+    pub fn opt_float64(values: impl IntoIterator<Item = Option<f64>>) -> Self {
+        let (valid, present) = split_options(values.into_iter().map(|v| v.filter(|x| x.is_finite())));
+        Column { values: Values::Float64(present), valid: Some(valid) }
+    }
+    pub fn opt_utf8<S: AsRef<str>>(values: impl IntoIterator<Item = Option<S>>) -> Self {
+        let (valid, present) =
+            split_options(values.into_iter().map(|v| v.map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec()))));
+        Column { values: Values::Utf8(present), valid: Some(valid) }
+    }
+    pub fn len(&self) -> usize {
+        match (&self.valid, &self.values) {
+            (Some(v), _) => v.len(),
+            (None, Values::Int64(v)) => v.len(),
+            (None, Values::Float64(v)) => v.len(),
+            (None, Values::Utf8(v)) => v.len(),
+        }
+    }
+}
+
+fn split_options<T>(values: impl IntoIterator<Item = Option<T>>) -> (Vec<bool>, Vec<T>) {
+    let mut valid = Vec::new();
+    let mut present = Vec::new();
+    for v in values {
+        valid.push(v.is_some());
+        if let Some(x) = v {
+            present.push(x);
+        }
+    }
+    (valid, present)
+}
+
+fn message_type(fields: &[Field]) -> String {
+    let mut s = String::from("message schema {\n");
+    for f in fields {
+        let rep = if f.nullable { "OPTIONAL" } else { "REQUIRED" };
+        let ty = match f.kind {
+            Kind::Int64 => "INT64".to_string(),
+            Kind::Float64 => "DOUBLE".to_string(),
+            Kind::Utf8 => "BYTE_ARRAY".to_string(),
+            Kind::Timestamp => "INT64".to_string(),
+        };
+        let logical = match f.kind {
+            Kind::Utf8 => " (STRING)",
+            Kind::Timestamp => " (TIMESTAMP(MICROS,true))",
+            _ => "",
+        };
+        s.push_str(&format!("  {rep} {ty} {}{logical};\n", f.name));
+    }
+    s.push('}');
+    s
+}
+
+/// Writes row groups of a fixed schema to one Parquet file. `finish` flushes and fsyncs,
+/// so a file that `finish` returned for is complete on disk.
+pub struct TableWriter {
+    fields: Vec<Field>,
+    writer: SerializedFileWriter<File>,
+    path: std::path::PathBuf,
+    rows: u64,
+}
+
+impl TableWriter {
+    /// `delta_columns`: integer columns that grow steadily (steps, tokens), stored with
+    /// DELTA_BINARY_PACKED, which shrinks them to a few bits a row.
+    pub fn create(path: &Path, fields: &[Field], delta_columns: &[&str]) -> Result<Self> {
+        let schema = Arc::new(parse_message_type(&message_type(fields))?);
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_size(1 << 20)
+            // Min/max per column chunk is what readers prune with; per-page statistics cost a
+            // comparison per value for nothing.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            // Dictionaries pay for low-cardinality text only; measured values are nearly all
+            // distinct, and hashing each one costs more than it saves.
+            .set_dictionary_enabled(false);
+        for f in fields.iter().filter(|f| f.kind == Kind::Utf8) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name), true);
+        }
+        for name in delta_columns {
+            let col = ColumnPath::from(*name);
+            props = props.set_column_encoding(col, Encoding::DELTA_BINARY_PACKED);
+        }
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build()))?;
+        Ok(TableWriter { fields: fields.to_vec(), writer, path: path.to_path_buf(), rows: 0 })
+    }
+
+    pub fn write_row_group(&mut self, columns: &[Column]) -> Result<()> {
+        assert_eq!(columns.len(), self.fields.len(), "one column per field");
+        let n = columns.first().map_or(0, Column::len);
+        if columns.iter().any(|c| c.len() != n) {
+            return Err(Error::store(&self.path, "columns of unequal length"));
+        }
+        let mut rg = self.writer.next_row_group()?;
+        let mut i = 0;
+        let mut def = Vec::new();
+        while let Some(mut col) = rg.next_column()? {
+            let c = &columns[i];
+            let levels = c.valid.as_ref().map(|valid| {
+                def.clear();
+                def.extend(valid.iter().map(|&v| v as i16));
+                def.as_slice()
+            });
+            match &c.values {
+                Values::Int64(v) => col.typed::<Int64Type>().write_batch(v, levels, None)?,
+                Values::Float64(v) => col.typed::<DoubleType>().write_batch(v, levels, None)?,
+                Values::Utf8(v) => col.typed::<ByteArrayType>().write_batch(v, levels, None)?,
+            };
+            col.close()?;
+            i += 1;
+        }
+        rg.close()?;
+        self.rows += n as u64;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn finish(self) -> Result<u64> {
+        let path = self.path.clone();
+        let file = self.writer.into_inner()?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Read the named columns of a Parquet file whole. Nullable columns come back with their
+/// validity; row groups are concatenated.
+pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::store(path, e.to_string()))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let indices: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == *n)
+                .ok_or_else(|| Error::store(path, format!("no column '{n}'")))
+        })
+        .collect::<Result<_>>()?;
+    let mut out: Vec<Column> = indices
+        .iter()
+        .map(|&i| {
+            let nullable = schema.column(i).max_def_level() > 0;
+            let values = match schema.column(i).physical_type() {
+                parquet::basic::Type::INT64 => Values::Int64(Vec::new()),
+                parquet::basic::Type::DOUBLE => Values::Float64(Vec::new()),
+                _ => Values::Utf8(Vec::new()),
+            };
+            Column { values, valid: nullable.then(Vec::new) }
+        })
+        .collect();
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g)?;
+        let rows = rg.metadata().num_rows() as usize;
+        for (k, &i) in indices.iter().enumerate() {
+            let mut def: Vec<i16> = Vec::new();
+            let col = &mut out[k];
+            let want_def = col.valid.is_some();
+            macro_rules! read_all {
+                ($reader:expr, $buf:expr) => {{
+                    let mut r = $reader;
+                    let mut got = 0;
+                    while got < rows {
+                        let (recs, _, _) =
+                            r.read_records(rows - got, if want_def { Some(&mut def) } else { None }, None, $buf)?;
+                        if recs == 0 {
+                            break;
+                        }
+                        got += recs;
+                    }
+                }};
+            }
+            match (rg.get_column_reader(i)?, &mut col.values) {
+                (ColumnReader::Int64ColumnReader(r), Values::Int64(buf)) => read_all!(r, buf),
+                (ColumnReader::DoubleColumnReader(r), Values::Float64(buf)) => read_all!(r, buf),
+                (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(buf)) => read_all!(r, buf),
+                _ => return Err(Error::store(path, format!("column '{}' has an unexpected type", names[k]))),
+            }
+            if let Some(valid) = &mut col.valid {
+                valid.extend(def.iter().map(|&d| d > 0));
+            }
+        }
+    }
+    Ok(out)
+}
