@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The real public data lives beside the project (../shared/data); STEPLAW_SHARED_DATA overrides.
+SHARED = Path(os.environ.get("STEPLAW_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 STEPLAW_CSV = SHARED / "steplaw" / "dense_lr_bs_loss.csv"
 
 

@@ -19,7 +19,7 @@ DEFAULT_DB = "steplaw.db"
 
 #: Schema of the points table (see docs/store.md).
 POINTS_SCHEMA = {
-    "run_id": pl.String,
+    "run_id": pl.Int64,
     "metric": pl.String,
     "step": pl.Int64,
     "tokens": pl.Int64,
@@ -309,7 +309,7 @@ def _float(v: Any) -> float | None:
 def _empty_runs() -> pl.DataFrame:
     i, f, s = pl.Int64, pl.Float64, pl.String
     schema = {
-        "run_id": s, "name": s, "source": s, "format": s, "fingerprint": s,
+        "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s,
         "N": i, "D": i, "lr": f, "bs": i, "seq_len": i, "bs_tokens": i, "steps": i, "lr_min": f,
         "h": i, "ffnh": i, "numh": i, "numl": i, "n_experts": i, "top_k": i, "recipe": s, "tags": s,
         "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
