@@ -141,8 +141,9 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)
 
 /// complete / incomplete / diverged, from the training-loss series and the planned steps.
 ///
-/// Diverged: a NaN or infinite loss anywhere, or a tail (median of the last five points)
-/// above 1.5x the lowest loss reached: the run gave back most of what it learned.
+/// Diverged: a NaN or infinite loss anywhere, a tail (median of the last five points)
+/// above 1.5x the lowest loss reached (the run gave back most of what it learned), or a last
+/// point above 3x it (a blow-up at the very end still ruins the final loss).
 /// Incomplete: the last step is more than one log interval short of the planned steps
 /// (Step Law's rule). Without planned steps a run counts as complete.
 pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
@@ -153,7 +154,8 @@ pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
     let mut tail: Vec<f64> = loss.values[loss.len().saturating_sub(5)..].to_vec();
     tail.sort_by(|a, b| a.total_cmp(b));
     if let Some(&median) = tail.get(tail.len() / 2) {
-        if min > 0.0 && median > 1.5 * min {
+        let last = loss.values[loss.len() - 1];
+        if min > 0.0 && (median > 1.5 * min || last > 3.0 * min) {
             return status::DIVERGED;
         }
     }

@@ -278,7 +278,7 @@ fn parse_fields(
     let mut lr = None;
     let mut samples = None;
     let mut batch = None;
-    let mut extras: [Option<&[u8]>; 8] = [None; 8];
+    let mut extras: Vec<Option<&[u8]>> = vec![None; wanted.extra.len()];
     let keys: &[&[u8]] = if is_validation {
         VAL_KEYS
     } else {
@@ -311,9 +311,7 @@ fn parse_fields(
         } else if key == b"global batch size" {
             batch = parse_uint(value).map(|(v, _)| v);
         } else if let Some(i) = wanted.extra.iter().position(|(k, _)| *k == key) {
-            if i < extras.len() {
-                extras[i] = Some(value);
-            }
+            extras[i] = Some(value);
         }
     }
     let metric = if is_validation { VAL_LOSS } else { LOSS };

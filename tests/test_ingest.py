@@ -1,0 +1,303 @@
+"""`ingest`: formats, configuration, bad input, restarts, incremental re-ingest and the CLI.
+
+Bad input first: every malformed file below must fail its own run only (or skip its own bad
+lines), never the ingest, never the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import steplaw_db as sl
+from steplaw_db.cli import app
+
+RUN = "step2v2_0618_h960_ffnh9368_numh15_numl7_lr3.453e-04_bs736_ti{ti}_mlr1.00e-05"
+N_960 = 7 * (4 * 960**2 + 3 * 960 * 9368)
+
+
+def steplaw_line(it: int, total: int, loss: float | str, lr: float = 3.453e-4, bs: int = 736) -> str:
+    loss_text = loss if isinstance(loss, str) else f"{loss:E}"
+    return (
+        f"2024-06-18 12:00:00.010 | INFO     | megatron.core.trainerv2:training_log:812 - iter {it:>8}/{total:>8} "
+        f"| consumed samples: {it * bs:>12} | learning rate: {lr:E} | global batch size: {bs:>5} "
+        f"| lm loss: {loss_text} | grad norm: 0.412 |\n"
+    )
+
+
+def write_run(root: Path, ti: int = 10, losses=None, name: str | None = None, file: str = "train_log_0.txt") -> Path:
+    run = root / (name or RUN.format(ti=ti))
+    run.mkdir(parents=True, exist_ok=True)
+    losses = losses if losses is not None else [3.0 - 0.1 * i for i in range(1, ti + 1)]
+    (run / file).write_text("".join(steplaw_line(i, ti, v) for i, v in enumerate(losses, 1)))
+    return run
+
+
+def loss_of(db: sl.Store, name: str) -> pl.DataFrame:
+    run_id = db.runs().filter(pl.col("name") == name)["run_id"].item()
+    return db.points(run_id)
+
+
+# -- the happy path -------------------------------------------------------------------------
+
+
+def test_step_law_run_configuration_and_points(tmp_path):
+    run = write_run(tmp_path / "runs", ti=10)
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.added == 1 and report.points == 10
+    row = db.runs().row(0, named=True)
+    assert row["name"] == run.name and row["format"] == "steplaw"
+    assert (row["h"], row["ffnh"], row["numh"], row["numl"]) == (960, 9368, 15, 7)
+    assert row["N"] == N_960
+    assert row["lr"] == pytest.approx(3.453e-4) and row["lr_min"] == pytest.approx(1e-5)
+    assert (row["bs"], row["seq_len"], row["bs_tokens"]) == (736, 2048, 736 * 2048)
+    assert row["steps"] == 10 and row["D"] == 10 * 736 * 2048
+    assert row["status"] == "complete" and row["final_step"] == 10 and row["n_points"] == 10
+    pts = db.points()
+    assert pts["step"].to_list() == list(range(1, 11))
+    assert pts["value"].to_list() == pytest.approx([3.0 - 0.1 * i for i in range(1, 11)])
+    assert pts["tokens"].to_list() == [i * 736 * 2048 for i in range(1, 11)]
+    assert pts["lr"].to_list() == pytest.approx([3.453e-4] * 10)
+    assert pts.schema == pl.Schema(sl.store.POINTS_SCHEMA)
+
+
+def test_incomplete_run_is_marked(tmp_path):
+    write_run(tmp_path / "runs", ti=10, losses=[3.0, 2.9, 2.8])
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "runs")
+    assert db.runs()["status"].item() == "incomplete"
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "1.0E+05"])
+def test_nan_inf_or_blown_up_loss_marks_run_diverged(tmp_path, bad):
+    write_run(tmp_path / "runs", ti=6, losses=[3.0, 2.9, 2.8, 2.9, 4.0, bad])
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok
+    assert db.runs()["status"].item() == "diverged"
+    values = db.points()["value"].to_list()
+    assert len(values) == 6 and values[:3] == [3.0, 2.9, 2.8]
+    assert not math.isfinite(values[-1]) or values[-1] == 1e5
+
+
+def test_jsonl_and_csv_metrics_with_lr_and_extra_metrics(tmp_path):
+    a = tmp_path / "runs" / "a"
+    a.mkdir(parents=True)
+    lines = [{"step": s, "train/loss": 3.0 - s / 100, "lr": 1e-3, "grad_norm": 0.5} for s in range(10, 60, 10)]
+    lines.append({"step": 60, "train/loss": float("nan")})
+    (a / "metrics.jsonl").write_text("".join(json.dumps(x).replace("NaN", "NaN") + "\n" for x in lines))
+    (a / "config.json").write_text(json.dumps({"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4}))
+    b = tmp_path / "runs" / "b"
+    b.mkdir()
+    (b / "metrics.csv").write_text("step,loss,lr,val_loss\n1,3.5,0.001,\n2,3.4,0.001,3.6\n3,3.3,0.0009,\n")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs", metrics=["grad_norm"], set=["seq_len=1024", "bs=8"], recipe="web")
+    assert report.ok and report.added == 2
+    runs = db.runs().sort("name")
+    assert runs["format"].to_list() == ["jsonl", "csv"]
+    assert runs["recipe"].to_list() == ["web", "web"]
+    assert runs["bs_tokens"].to_list() == [8 * 1024, 8 * 1024]
+    assert runs["N"][0] == 4 * (4 * 256**2 + 3 * 256 * 1024)
+    a_id, b_id = runs["run_id"].to_list()
+    la = db.points(a_id)
+    assert la["step"].to_list() == [10, 20, 30, 40, 50, 60] and math.isnan(la["value"][-1])
+    assert db.points(a_id, metric="grad_norm")["value"].to_list() == [0.5] * 5
+    lb = db.points(b_id)
+    assert lb["value"].to_list() == [3.5, 3.4, 3.3] and lb["lr"].to_list() == [0.001, 0.001, 0.0009]
+
+
+def test_metric_option_chooses_another_loss_field(tmp_path):
+    a = tmp_path / "runs" / "a"
+    a.mkdir(parents=True)
+    (a / "m.csv").write_text("step,loss,my_loss\n1,3.0,9.0\n2,2.9,8.0\n")
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs", metric="my_loss").ok
+    assert db.points()["value"].to_list() == [9.0, 8.0]
+
+
+def test_name_template_and_sidecar_yaml_override(tmp_path):
+    run = tmp_path / "runs" / "exp_w512_d8_lr0.002"
+    run.mkdir(parents=True)
+    (run / "log.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n')
+    (run / "config.yaml").write_text("num_layers: 6\nffn_hidden_size: 2048\nglobal_batch_size: 32\n")
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs", name_template="exp_w{h}_d{numl}_lr{lr}").ok
+    row = db.runs().row(0, named=True)
+    # the sidecar overrides the name's numl; lr from the name
+    assert (row["h"], row["numl"], row["ffnh"], row["bs"]) == (512, 6, 2048, 32)
+    assert row["lr"] == pytest.approx(0.002)
+    assert row["N"] == 6 * (4 * 512**2 + 3 * 512 * 2048)
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_truncated_and_malformed_lines_are_skipped_and_counted(tmp_path):
+    run = write_run(tmp_path / "runs", ti=5)
+    log = run / "train_log_0.txt"
+    text = log.read_text().splitlines(keepends=True)
+    text.insert(2, text[2][: text[2].index("lm loss:") + 9] + "\n")  # a line cut in the middle of its fields
+    text.append(text[-1][:120])  # a truncated last line (the job was killed mid-write)
+    log.write_text("".join(text))
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.points == 5
+    assert report.malformed_lines >= 1
+    assert any("train_log_0.txt:3" in w for w in report.warnings), report.warnings
+
+
+def test_non_utf8_bytes_in_a_line(tmp_path):
+    run = write_run(tmp_path / "runs", ti=4)
+    log = run / "train_log_0.txt"
+    data = log.read_bytes().replace(b"INFO", b"INF\xff\xfe", 1)
+    log.write_bytes(b"\xc3\x28 garbage header \x80\n" + data)
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.points == 4
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty"),
+        (bytes(range(256)) * 64, "binary"),
+        (b"hello world\nno metrics here\n", "loss"),
+    ],
+    ids=["empty", "binary", "no-loss"],
+)
+def test_bad_file_fails_its_run_only(tmp_path, content, reason):
+    write_run(tmp_path / "runs", ti=3)
+    bad = tmp_path / "runs" / "bad_run"
+    bad.mkdir()
+    (bad / "train_log_0.txt").write_bytes(content)
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert not report.ok and report.added == 1 and report.committed
+    [(source, why)] = report.failed
+    assert "bad_run" in source and reason in why.lower()
+    assert db.runs().height == 1
+
+
+def test_strict_commits_nothing_when_a_run_fails(tmp_path):
+    write_run(tmp_path / "runs", ti=3)
+    (tmp_path / "runs" / "bad").mkdir()
+    (tmp_path / "runs" / "bad" / "metrics.jsonl").write_text("")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs", strict=True)
+    assert report.strict_refused and not report.committed
+    assert db.version == 0 and db.runs().height == 0
+
+
+def test_duplicate_steps_and_restart_later_wins(tmp_path):
+    run = tmp_path / "runs" / RUN.format(ti=6)
+    run.mkdir(parents=True)
+    first = [steplaw_line(i, 6, 3.0 - 0.1 * i) for i in range(1, 5)]  # steps 1..4, then a crash
+    (run / "train_log_0.txt").write_text("".join(first))
+    resumed = [steplaw_line(i, 6, 2.0 - 0.1 * i) for i in range(3, 7)]  # restart from step 3
+    (run / "train_log_1.txt").write_text("".join(resumed))
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").ok
+    pts = db.points()
+    assert pts["step"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert pts["value"].to_list() == pytest.approx([2.9, 2.8, 1.7, 1.6, 1.5, 1.4])
+    assert db.runs()["status"].item() == "complete"
+
+
+def test_steps_going_backwards_within_one_file(tmp_path):
+    losses = [3.0, 2.9, 2.8, 2.7]
+    run = write_run(tmp_path / "runs", ti=4, losses=losses)
+    log = run / "train_log_0.txt"
+    log.write_text(log.read_text() + steplaw_line(3, 4, 1.0) + steplaw_line(4, 4, 0.9) + steplaw_line(4, 4, 0.8))
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "runs")
+    pts = db.points()
+    assert pts["step"].to_list() == [1, 2, 3, 4]
+    assert pts["value"].to_list() == pytest.approx([3.0, 2.9, 1.0, 0.8])
+
+
+# -- incremental ----------------------------------------------------------------------------
+
+
+def test_incremental_reingest_skips_unchanged_and_replaces_grown(tmp_path):
+    write_run(tmp_path / "runs", ti=10, losses=[3.0, 2.9, 2.8])
+    write_run(tmp_path / "runs", ti=20)
+    db = sl.open(tmp_path / "db")
+    first = db.ingest(tmp_path / "runs")
+    assert first.added == 2
+    again = db.ingest(tmp_path / "runs")
+    assert (again.added, again.updated, again.unchanged, again.committed) == (0, 0, 2, False)
+    # the incomplete run's log grows: its points are replaced, the other run is untouched
+    write_run(tmp_path / "runs", ti=10)
+    grown = db.ingest(tmp_path / "runs")
+    assert (grown.added, grown.updated, grown.unchanged) == (0, 1, 1)
+    runs = db.runs()
+    assert sorted(runs["status"].to_list()) == ["complete", "complete"]
+    assert db.points().height == 30
+    forced = db.ingest(tmp_path / "runs", force=True)
+    assert forced.unchanged == 0 and forced.updated == 0 or forced.updated + forced.unchanged == 2
+    assert db.points().height == 30
+
+
+def test_run_ids_are_stable_across_stores(tmp_path):
+    write_run(tmp_path / "runs", ti=5)
+    a, b = sl.open(tmp_path / "a"), sl.open(tmp_path / "b")
+    a.ingest(tmp_path / "runs")
+    b.ingest(tmp_path / "runs")
+    assert a.runs()["run_id"].to_list() == b.runs()["run_id"].to_list()
+    assert a.runs()["run_id"].dtype == pl.Int64
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def test_cli_exit_codes_and_runs_output(tmp_path):
+    runner = CliRunner()
+    write_run(tmp_path / "runs", ti=3)
+    db = str(tmp_path / "db")
+    ok = runner.invoke(app, ["--db", db, "ingest", str(tmp_path / "runs")])
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "runs" / "bad").mkdir()
+    (tmp_path / "runs" / "bad" / "train_log_0.txt").write_bytes(b"")
+    some_failed = runner.invoke(app, ["--db", db, "ingest", str(tmp_path / "runs")])
+    assert some_failed.exit_code == 1 and "bad" in some_failed.output
+    usage = runner.invoke(app, ["--db", db, "ingest", str(tmp_path / "runs"), "--format", "nope"])
+    assert usage.exit_code == 2
+    missing = runner.invoke(app, ["--db", db, "ingest", str(tmp_path / "nowhere")])
+    assert missing.exit_code in (1, 2) and "nowhere" in missing.output
+    for fmt, reader in [("csv", pl.read_csv), ("json", pl.read_json), ("parquet", pl.read_parquet)]:
+        out = tmp_path / f"runs.{fmt}"
+        res = runner.invoke(app, ["--db", db, "runs", "--format", fmt, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        assert reader(out)["name"].to_list() == [RUN.format(ti=3)]
+    table = runner.invoke(app, ["--db", db, "runs"])
+    assert table.exit_code == 0 and "h960" in table.output
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and sl.__version__ in version.output
+
+
+def test_cli_db_from_environment(tmp_path, monkeypatch):
+    write_run(tmp_path / "runs", ti=3)
+    monkeypatch.setenv("STEPLAW_DB", str(tmp_path / "envdb"))
+    res = CliRunner().invoke(app, ["ingest", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert sl.open(tmp_path / "envdb").runs().height == 1
+
+
+def test_many_extra_metrics_from_text_logs(tmp_path):
+    run = write_run(tmp_path / "runs", ti=3)
+    log = run / "train_log_0.txt"
+    extra = "".join(f" m{k}: {k}.5 |" for k in range(10))
+    log.write_text("".join(line.rstrip("\n") + extra + "\n" for line in log.read_text().splitlines(keepends=True)))
+    db = sl.open(tmp_path / "db")
+    names = ["grad norm"] + [f"m{k}" for k in range(10)]
+    assert db.ingest(tmp_path / "runs", metrics=names).ok
+    stored = db.points(metric=None).group_by("metric").agg(pl.col("value").first(), pl.len())
+    got = dict(zip(stored["metric"], stored["value"]))
+    assert got == {"loss": pytest.approx(2.9), "grad norm": 0.412, **{f"m{k}": k + 0.5 for k in range(10)}}
+    assert (stored["len"] == 3).all()
