@@ -290,6 +290,70 @@ class Store:
             lf = lf.filter(pl.col("run_id").is_in(ids))
         return lf.collect()
 
+    def final_losses(
+        self,
+        smooth: str = "robust",
+        *,
+        width: float | None = None,
+        unit: str = "fraction",
+        weight: float | None = None,
+        at: int | None = None,
+        at_tokens: int | None = None,
+        at_fraction: float | None = None,
+        metric: str = "loss",
+    ) -> pl.DataFrame:
+        """The final loss of every run, raw and smoothed, beside its configuration.
+
+        ``smooth`` is one of:
+
+        - ``"robust"`` (default): a local linear fit at the end of the curve over the last
+          ``width`` (tricube kernel, Huber weights): unbiased on a curve that is still falling,
+          and a loss spike barely moves it (docs/final-loss.md compares the modes);
+        - ``"steplaw"``: Step Law's public ``smooth loss`` exactly (a reflect-mode Gaussian
+          filter, sigma = min(100, 1% of the entries) / log interval), to compare with theirs;
+        - ``"gaussian"``: a one-sided Gaussian kernel mean with sigma ``width``;
+        - ``"ema"``: TensorBoard's debiased exponential moving average with ``weight``
+          (default 0.6);
+        - ``"tail-mean"``: the mean over the last ``width`` of the tokens;
+        - ``"none"``: the last logged value.
+
+        ``width`` is in ``unit``: ``"fraction"`` of the run (default 0.1), ``"steps"`` or
+        ``"tokens"``. The budget is the end of the run unless ``at`` (a step), ``at_tokens``
+        or ``at_fraction`` (of the planned steps) says otherwise.
+
+        Summary-only runs (from :meth:`import_table`) have no curve: their imported final loss
+        (the smoothed one when the table had it) is used, with ``origin == "imported"``.
+        Returns one row per run with columns ``run_id``, ``name``, ``recipe``, ``N``, ``D``,
+        ``lr``, ``bs``, ``seq_len``, ``bs_tokens``, ``steps``, shape fields, ``status``,
+        ``raw_loss``, ``loss`` (smoothed), ``step``, ``points_used`` and ``origin``.
+        """
+        budgets = [(k, v) for k, v in (("step", at), ("tokens", at_tokens), ("fraction", at_fraction)) if v is not None]
+        if len(budgets) > 1:
+            raise InvalidArgumentError("give at most one of at, at_tokens and at_fraction")
+        at_kind, at_value = budgets[0] if budgets else ("end", 0.0)
+        if at_kind == "fraction" and not 0 < float(at_value) <= 1:
+            raise InvalidArgumentError(f"at_fraction must be in (0, 1], got {at_value}")
+        cols = self._native.final_losses(
+            metric, smooth, None if width is None else float(width), unit,
+            None if weight is None else float(weight), at_kind, float(at_value),
+        )  # fmt: skip
+        finals = pl.DataFrame(
+            cols,
+            schema={
+                "run_id": pl.Int64, "raw_loss": pl.Float64, "loss": pl.Float64, "step": pl.Int64,
+                "points_used": pl.Int64, "origin": pl.String,
+            },
+        )  # fmt: skip
+        runs = self.runs().select(_FINAL_CONFIG_COLUMNS)
+        return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
+
+
+#: Configuration columns carried into final-loss frames.
+_FINAL_CONFIG_COLUMNS = [
+    "run_id", "name", "recipe", "N", "D", "lr", "bs", "seq_len", "bs_tokens", "steps",
+    "h", "ffnh", "numh", "numl", "n_experts", "top_k", "tags", "status",
+]  # fmt: skip
+
 
 def _text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer() and abs(v) < 9e18:

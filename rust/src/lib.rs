@@ -1,8 +1,10 @@
 //! steplaw-db's core: log readers, the store, and (later) curves, cells and fits.
 //! Free of Python: the bindings live in `py` behind the `python` feature.
 pub mod error;
+pub mod finals;
 pub mod ingest;
 pub mod model;
+pub mod smooth;
 pub mod store;
 
 #[cfg(feature = "python")]

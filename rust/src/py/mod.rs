@@ -11,6 +11,8 @@ use pyo3::types::{PyDict, PyList};
 use crate::error::Error;
 use crate::ingest::summary::{import_summaries, SummaryOptions, SummaryRow};
 use crate::ingest::{ingest, Format, IngestOptions, IngestReport, MetricSelection};
+use crate::finals::final_losses;
+use crate::smooth::{At, Smoothing, Width};
 use crate::store;
 
 /// Raise the `steplaw_db.errors` class that matches `e` (a pure-Python hierarchy, so its
@@ -167,6 +169,42 @@ impl PyStore {
             segments.append(s)?;
         }
         d.set_item("segments", segments)?;
+        Ok(d)
+    }
+
+    /// Final losses of every run: columns as lists (run_id, raw_loss, loss, step,
+    /// points_used, origin).
+    #[pyo3(signature = (metric, smooth, width, unit, weight, at_kind, at_value))]
+    #[allow(clippy::too_many_arguments)]
+    fn final_losses<'py>(
+        &self,
+        py: Python<'py>,
+        metric: String,
+        smooth: String,
+        width: Option<f64>,
+        unit: String,
+        weight: Option<f64>,
+        at_kind: String,
+        at_value: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let width = width.map(|w| Width::new(w, &unit)).transpose().map_err(to_py)?;
+        let smoothing = Smoothing::new(&smooth, width, weight).map_err(to_py)?;
+        let at = match at_kind.as_str() {
+            "end" => At::End,
+            "step" => At::Step(at_value as i64),
+            "tokens" => At::Tokens(at_value as i64),
+            "fraction" => At::Fraction(at_value),
+            other => return Err(to_py(Error::Invalid(format!("unknown budget kind '{other}'")))),
+        };
+        let store = self.inner.clone();
+        let rows = py.detach(move || final_losses(&store, &metric, smoothing, at)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("run_id", rows.iter().map(|r| r.run_id).collect::<Vec<_>>())?;
+        d.set_item("raw_loss", rows.iter().map(|r| r.raw_loss).collect::<Vec<_>>())?;
+        d.set_item("loss", rows.iter().map(|r| r.loss).collect::<Vec<_>>())?;
+        d.set_item("step", rows.iter().map(|r| r.step).collect::<Vec<_>>())?;
+        d.set_item("points_used", rows.iter().map(|r| r.points_used).collect::<Vec<_>>())?;
+        d.set_item("origin", rows.iter().map(|r| r.origin).collect::<Vec<_>>())?;
         Ok(d)
     }
 

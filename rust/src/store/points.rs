@@ -264,3 +264,82 @@ fn expand_nullable_f64(c: &Column) -> Vec<f64> {
         }
     }
 }
+
+/// Every live run's series of `metric` in the manifest's segments, read in parallel over
+/// row groups. A run's points sit in the segment its record names; rows of replaced runs in
+/// older segments are skipped.
+pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str) -> Result<Vec<(RunId, Series)>> {
+    use rayon::prelude::*;
+    use std::collections::HashMap;
+    let live: HashMap<&str, HashSet<RunId>> = manifest.runs.iter().fold(HashMap::new(), |mut m, r| {
+        if let Some(seg) = r.segment.as_deref() {
+            m.entry(seg).or_default().insert(r.run_id);
+        }
+        m
+    });
+    let mut units = Vec::new();
+    for seg in &manifest.segments {
+        if let Some(ids) = live.get(seg.file.as_str()) {
+            let path = root.join(&seg.file);
+            for g in 0..table::row_groups(&path)? {
+                units.push((path.clone(), g, ids));
+            }
+        }
+    }
+    let parts: Vec<Vec<(RunId, Series)>> = units
+        .par_iter()
+        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids))
+        .collect::<Result<_>>()?;
+    // A series split across two row groups of one file comes back as two adjacent parts.
+    let mut out: Vec<(RunId, Series)> = Vec::new();
+    for (id, s) in parts.into_iter().flatten() {
+        match out.last_mut() {
+            Some((last, prev)) if *last == id && prev.steps.last() < s.steps.first() => {
+                prev.steps.extend(s.steps);
+                prev.values.extend(s.values);
+                prev.lr.extend(s.lr);
+                prev.tokens.extend(s.tokens);
+            }
+            _ => out.push((id, s)),
+        }
+    }
+    Ok(out)
+}
+
+fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>) -> Result<Vec<(RunId, Series)>> {
+    let cols = table::read_columns_of_groups(path, &["run_id", "metric", "step", "tokens", "value", "lr"], Some(group))?;
+    let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else { unreachable!() };
+    let (Values::Int64(rid), Values::Utf8(metrics), Values::Int64(step), Values::Float64(value)) =
+        (&run_col.values, &metric_col.values, &step_col.values, &value_col.values)
+    else {
+        return Err(Error::store(path, "unexpected column types in segment"));
+    };
+    let tokens = expand_nullable_i64(tokens_col);
+    let lr = expand_nullable_f64(lr_col);
+    let mut out = Vec::new();
+    let n = step.len();
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && rid[end] == rid[start] && metrics[end] == metrics[start] {
+            end += 1;
+        }
+        if metrics[start].data() == metric.as_bytes() && live.contains(&rid[start]) {
+            let tokens = &tokens[start..end];
+            let lr = &lr[start..end];
+            out.push((
+                rid[start],
+                Series {
+                    metric: metric.to_string(),
+                    steps: step[start..end].to_vec(),
+                    values: value[start..end].to_vec(),
+                    // All-missing optional columns read back as absent, as they were written.
+                    tokens: if tokens.iter().all(|&t| t == -1) { vec![] } else { tokens.to_vec() },
+                    lr: if lr.iter().all(|x| x.is_nan()) { vec![] } else { lr.to_vec() },
+                },
+            ));
+        }
+        start = end;
+    }
+    Ok(out)
+}

@@ -194,11 +194,25 @@ impl TableWriter {
     }
 }
 
+fn open_reader(path: &Path) -> Result<SerializedFileReader<File>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    SerializedFileReader::new(file).map_err(|e| Error::store(path, e.to_string()))
+}
+
+/// How many row groups a Parquet file has (units of parallel reading).
+pub fn row_groups(path: &Path) -> Result<usize> {
+    Ok(open_reader(path)?.num_row_groups())
+}
+
 /// Read the named columns of a Parquet file whole. Nullable columns come back with their
 /// validity; row groups are concatenated.
 pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| Error::store(path, e.to_string()))?;
+    read_columns_of_groups(path, names, None)
+}
+
+/// Like `read_columns`, of one row group only when `group` is given.
+pub fn read_columns_of_groups(path: &Path, names: &[&str], group: Option<usize>) -> Result<Vec<Column>> {
+    let reader = open_reader(path)?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let indices: Vec<usize> = names
         .iter()
@@ -220,7 +234,11 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
             Column { values, valid: nullable.then(Vec::new) }
         })
         .collect();
-    for g in 0..reader.num_row_groups() {
+    let groups = match group {
+        Some(g) => g..g + 1,
+        None => 0..reader.num_row_groups(),
+    };
+    for g in groups {
         let rg = reader.get_row_group(g)?;
         let rows = rg.metadata().num_rows() as usize;
         for (k, &i) in indices.iter().enumerate() {
