@@ -160,6 +160,62 @@ def runs(
     _write_frame(store.runs(), fmt, output, RUN_TABLE_COLUMNS)
 
 
+FINAL_TABLE_COLUMNS = ["name", "status", "N", "D", "lr", "bs", "raw_loss", "loss", "step", "points_used", "origin"]
+OPTIMA_TABLE_COLUMNS = [
+    "N", "D", "recipe", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "near_optimal",
+    "lr_quad", "bs_tokens_quad", "lr_opt", "bs_tokens_opt", "convex", "flags",
+]  # fmt: skip
+
+
+def _final_frame(ctx: typer.Context, input_: Optional[Path], smooth: str, width: Optional[float], unit: str, at: Optional[int]) -> pl.DataFrame:
+    """Final losses from a table file (``--input``) or from the store."""
+    if input_ is not None:
+        from .optima import read_final_table
+
+        return _run(lambda: read_final_table(input_))
+    store = _run(lambda: _open(ctx, create=False))
+    return _run(lambda: store.final_losses(smooth, width=width, unit=unit, at=at))
+
+
+_SMOOTH_HELP = "Smoothing: robust (default), steplaw, gaussian, ema, tail-mean, none."
+
+
+@app.command()
+def final(
+    ctx: typer.Context,
+    smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
+    width: Optional[float] = typer.Option(None, "--width", help="Smoothing width, in --unit [default: 0.1 of the run]."),
+    unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
+    at: Optional[int] = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+) -> None:
+    """Final loss of every run, raw and smoothed."""
+    _write_frame(_final_frame(ctx, None, smooth, width, unit, at), fmt, output, FINAL_TABLE_COLUMNS)
+
+
+@app.command()
+def optima(
+    ctx: typer.Context,
+    by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
+    threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal band (relative loss)."),
+    method: str = typer.Option("grid", "--method", help="Optimum per cell: grid or quadratic."),
+    input_: Optional[Path] = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
+    smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
+    include_diverged: bool = typer.Option(False, "--include-diverged", help="Keep diverged runs."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+) -> None:
+    """Per (N, D) cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
+    from . import optima as opt
+
+    final_df = _final_frame(ctx, input_, smooth, None, "fraction", None)
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    include = ("diverged",) if include_diverged else ()
+    cells = _run(lambda: opt.optima(final_df, by=keys, threshold=threshold, method=method, include=include))
+    _write_frame(cells, fmt, output, [*keys, *[c for c in OPTIMA_TABLE_COLUMNS if c not in keys]])
+
+
 @app.command()
 def compact(ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")) -> None:
     """Drop replaced runs' points, merge small segments, delete unused files."""

@@ -1,5 +1,6 @@
 //! steplaw-db's core: log readers, the store, and (later) curves, cells and fits.
 //! Free of Python: the bindings live in `py` behind the `python` feature.
+pub mod cells;
 pub mod error;
 pub mod finals;
 pub mod ingest;

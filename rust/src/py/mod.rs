@@ -221,8 +221,52 @@ impl PyStore {
     }
 }
 
+/// Quadratic fits of many cells' landscapes (see `crate::cells`): one dict per cell, or
+/// None where the points cannot identify a quadratic.
+#[pyfunction]
+#[pyo3(signature = (cell, x, y, z, draws, seed))]
+fn fit_cells<'py>(
+    py: Python<'py>,
+    cell: Vec<usize>,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    z: Vec<f64>,
+    draws: usize,
+    seed: u64,
+) -> PyResult<Bound<'py, PyList>> {
+    if [x.len(), y.len(), z.len()].iter().any(|&n| n != cell.len()) {
+        return Err(to_py(Error::Invalid("fit_cells: cell, x, y and z must have one length".into())));
+    }
+    let fits = py.detach(move || crate::cells::fit_cells(&cell, &x, &y, &z, draws, seed));
+    let out = PyList::empty(py);
+    for (fit, spread) in fits {
+        let Some(q) = fit else {
+            out.append(py.None())?;
+            continue;
+        };
+        let d = PyDict::new(py);
+        d.set_item("coef", q.coef.to_vec())?;
+        d.set_item("centre", q.centre)?;
+        d.set_item("hessian", q.hessian.iter().map(|r| r.to_vec()).collect::<Vec<_>>())?;
+        d.set_item("convex", q.convex)?;
+        d.set_item("vertex", q.vertex)?;
+        d.set_item("r2", q.r2)?;
+        d.set_item("points", q.points)?;
+        if let Some(s) = spread {
+            d.set_item("sd", s.sd)?;
+            d.set_item("x_interval", s.x_interval)?;
+            d.set_item("y_interval", s.y_interval)?;
+            d.set_item("draws", s.draws)?;
+            d.set_item("non_convex_draws", s.non_convex)?;
+        }
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fit_cells, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyStore>()?;
     Ok(())
