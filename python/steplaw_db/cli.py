@@ -263,23 +263,21 @@ def demo(
     report = _run(lambda: store.ingest(sweep, progress=True))
     typer.echo(report.summary())
     runs_df = store.runs()
-    cells = (
-        runs_df.group_by("N", "D")
-        .agg(
-            pl.len().alias("runs"),
-            (pl.col("status") == "complete").sum().alias("complete"),
-            (pl.col("status") == "diverged").sum().alias("diverged"),
-            pl.col("lr").min().alias("lr_min"),
-            pl.col("lr").max().alias("lr_max"),
-            pl.col("bs").min().alias("bs_min"),
-            pl.col("bs").max().alias("bs_max"),
-            pl.col("final_loss").min().alias("best_final_loss"),
-        )
-        .sort("N", "D")
-    )
-    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160):
-        typer.echo("\ncells (N, D) of the sweep:")
-        typer.echo(str(cells))
+    from . import optima as opt
+
+    cells = opt.optima(store.final_losses(), method="quadratic")
+    truth = cells.select(
+        "N", "D",
+        lr_true=pl.struct("N", "D").map_elements(lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64),
+        bs_tokens_true=pl.col("D").map_elements(lambda d: float(synth.TRUTH.bs_tokens_opt(d)), return_dtype=pl.Float64),
+    )  # fmt: skip
+    shown = cells.join(truth, on=["N", "D"]).select(
+        "N", "D", "runs", "near_optimal", "loss_min", "lr_grid", "lr_quad", "lr_true",
+        "bs_tokens_grid", "bs_tokens_quad", "bs_tokens_true", "flags",
+    )  # fmt: skip
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, float_precision=4):
+        typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
+        typer.echo(str(shown))
     typer.echo(f"\nstore: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
     typer.echo(f'try: steplaw-db --db {db_path} runs   or   python -c "import steplaw_db as sl; print(sl.open(\'{db_path}\').points())"')
 

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{read_metric, Store};
+use crate::store::{read_metric, Store, Want};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -23,7 +23,8 @@ pub struct FinalRow {
 pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -> Result<Vec<FinalRow>> {
     smoothing.validate()?;
     let manifest = store.latest()?;
-    let series = read_metric(store.root(), &manifest, metric)?;
+    let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
+    let series = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false })?;
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();
     let mut rows: Vec<FinalRow> = series

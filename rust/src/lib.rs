@@ -3,6 +3,7 @@
 pub mod cells;
 pub mod error;
 pub mod finals;
+pub mod fit;
 pub mod ingest;
 pub mod model;
 pub mod smooth;

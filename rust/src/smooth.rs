@@ -109,6 +109,16 @@ impl Smoothing {
         Ok(s)
     }
 
+    /// Whether the mode reads token counts (a width in tokens, or the tail-mean's fraction
+    /// of tokens).
+    pub fn uses_tokens(&self) -> bool {
+        match self {
+            Smoothing::Gaussian(w) | Smoothing::Robust(w) => matches!(w, Width::Tokens(_)),
+            Smoothing::TailMean(w) => !matches!(w, Width::Steps(_)),
+            _ => false,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad_width = |w: &Width| match *w {
             Width::Steps(x) | Width::Tokens(x) => !(x > 0.0 && x.is_finite()),
@@ -290,13 +300,16 @@ fn weighted_line(x: &[f64], y: &[f64], w: &[f64]) -> Option<(f64, f64)> {
     Some((my - b * mx, b))
 }
 
+/// The median by selection (O(n): it runs once per IRLS iteration).
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
+    let (_, &mut upper, _) = v.select_nth_unstable_by(n / 2, |a, b| a.total_cmp(b));
     if n % 2 == 1 {
-        v[n / 2]
+        upper
     } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
+        // The lower middle is the largest of the half below.
+        let lower = v[..n / 2].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        0.5 * (lower + upper)
     }
 }
 

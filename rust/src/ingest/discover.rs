@@ -2,7 +2,7 @@
 //! a log file given on its own).
 use std::path::{Path, PathBuf};
 
-use super::{text, Format};
+use super::{text, tfevents, Format};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     let by_name = if step_law_index(name).is_some() {
         Some(Format::Steplaw)
+    } else if name.starts_with("events.out.tfevents.") {
+        Some(Format::TfEvents)
     } else {
         match ext.as_str() {
             "jsonl" => Some(Format::Jsonl),
@@ -47,6 +49,47 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
         (None, Some(g)) => Some(g),
         (None, None) => sniff_file(path).then_some(Format::Megatron),
     }
+}
+
+fn list_files(dir: &Path, forced: Option<Format>, files: &mut Vec<(PathBuf, Format)>, keep: impl Fn(Format) -> bool) -> Result<()> {
+    let listing = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for f in listing.flatten() {
+        let p = f.path();
+        if f.file_type().is_ok_and(|t| t.is_file()) {
+            if let Some(fmt) = classify(&p, forced).filter(|f| keep(*f)) {
+                files.push((p, fmt));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dir_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+}
+
+/// Is `dir` one whose event files its parent run claims (see [`part_dirs`])?
+fn is_part_of_parent(dir: &Path) -> bool {
+    tfevents::is_part_dir(dir_name(dir)) || dir.parent().is_some_and(|p| dir_name(p) == "training_eval")
+}
+
+/// The sub-directories of a run directory whose event files are the run's: `train/`,
+/// `eval/` and the like, and `training_eval/<task>/`.
+fn part_dirs(dir: &Path) -> Vec<PathBuf> {
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        v.sort();
+        v
+    };
+    let mut parts = Vec::new();
+    for sub in subdirs(dir).into_iter().filter(|s| tfevents::is_part_dir(dir_name(s))) {
+        if dir_name(&sub) == "training_eval" {
+            parts.extend(subdirs(&sub));
+        } else {
+            parts.push(sub);
+        }
+    }
+    parts
 }
 
 fn order_files(files: &mut [(PathBuf, Format)]) {
@@ -89,14 +132,12 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<RunSour
                 continue;
             }
             let mut files = Vec::new();
-            let listing = std::fs::read_dir(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-            for f in listing.flatten() {
-                let p = f.path();
-                if f.file_type().is_ok_and(|t| t.is_file()) {
-                    if let Some(fmt) = classify(&p, forced) {
-                        files.push((p, fmt));
-                    }
-                }
+            let folded_away = entry.depth() > 0 && is_part_of_parent(entry.path());
+            list_files(entry.path(), forced, &mut files, |fmt| !(folded_away && fmt == Format::TfEvents))?;
+            // Event files of `train/`, `eval/`, `training_eval/<task>/` ... below a run
+            // directory belong to that run (T5X, TF Estimator, Keras write them so).
+            for part in part_dirs(entry.path()) {
+                list_files(&part, forced, &mut files, |fmt| fmt == Format::TfEvents)?;
             }
             if files.is_empty() {
                 continue;

@@ -6,6 +6,7 @@ pub mod series;
 pub mod summary;
 pub mod tabular;
 pub mod text;
+pub mod tfevents;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -19,7 +20,7 @@ use crate::model::{now_us, run_id_for, FileStat, RunConfig, RunId, RunRecord};
 use crate::store::{SegmentEntry, Series, Store};
 use config::NameTemplate;
 use discover::RunSource;
-use series::{RunParse, LOSS};
+use series::{RunParse, LOSS, VAL_LOSS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -29,15 +30,20 @@ pub enum Format {
     Megatron,
     Jsonl,
     Csv,
+    /// TensorBoard event files, `events.out.tfevents.*`.
+    TfEvents,
 }
 
 impl Format {
+    pub const NAMES: &'static [&'static str] = &["steplaw", "megatron", "jsonl", "csv", "tensorboard"];
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Steplaw => "steplaw",
             Format::Megatron => "megatron",
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
+            Format::TfEvents => "tensorboard",
         }
     }
     pub fn from_name(s: &str) -> Result<Format> {
@@ -46,7 +52,8 @@ impl Format {
             "megatron" => Format::Megatron,
             "jsonl" => Format::Jsonl,
             "csv" => Format::Csv,
-            _ => return Err(Error::Invalid(format!("unknown format '{s}' (steplaw, megatron, jsonl, csv)"))),
+            "tensorboard" | "tfevents" => Format::TfEvents,
+            _ => return Err(Error::Invalid(format!("unknown format '{s}' ({})", Format::NAMES.join(", ")))),
         })
     }
 }
@@ -221,38 +228,62 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
         let data = read_file(path)?;
         bytes += data.len() as u64;
         hasher.update(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
-        check_text(path, &data)?;
         let label = path.display().to_string();
+        if *format == Format::TfEvents {
+            // Binary: only emptiness is checked here (a writer that has not flushed yet).
+            if data.is_empty() && src.files.len() == 1 {
+                return Err(Error::parse(label, "empty file"));
+            }
+        } else {
+            check_text(path, &data)?;
+        }
         let points_before = count_points(&parse);
+        let malformed_before = parse.malformed;
         let sel = &ctx.opts.metrics;
         match format {
             Format::Steplaw | Format::Megatron => text::parse(&data, &label, sel, &mut parse),
             Format::Jsonl => tabular::parse_jsonl(&data, &label, sel, &mut parse),
             Format::Csv => tabular::parse_csv(&data, &label, sel, &mut parse),
+            Format::TfEvents => {
+                let rel = path.parent().and_then(|p| p.strip_prefix(&src.dir).ok()).unwrap_or(std::path::Path::new(""));
+                let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+                tfevents::parse(&data, &label, &tfevents::prefix_for(&dirs), &mut parse)
+            }
         }
-        // A file that yields nothing fails the run, unless it is a text log that has merely
-        // not reached its first training line (a job that just restarted).
+        // A file that yields nothing fails the run, unless it is a log that has merely not
+        // reached its first point (a job that just restarted) beside others.
         let yielded = count_points(&parse) > points_before;
-        let just_started = matches!(format, Format::Steplaw | Format::Megatron) && src.files.len() > 1 && parse.malformed == 0;
+        let may_be_empty = matches!(format, Format::Steplaw | Format::Megatron | Format::TfEvents);
+        let just_started = may_be_empty && src.files.len() > 1 && parse.malformed == malformed_before;
         if !yielded && !just_started {
+            let detail = parse.messages.first().map(|m| format!("; first problem: {m}")).unwrap_or_default();
+            if *format == Format::TfEvents {
+                return Err(Error::parse(label, format!("no scalar summaries found in this event file{detail}")));
+            }
             let looked_for = sel.loss.clone().unwrap_or_else(|| match format {
                 Format::Steplaw | Format::Megatron => text::LOSS_KEYS.join("', '"),
                 _ => tabular::LOSS_KEYS.join("', '"),
             });
-            let detail = parse.messages.first().map(|m| format!("; first problem: {m}")).unwrap_or_default();
             return Err(Error::parse(
                 label,
                 format!("no {} log lines with a training loss ('{looked_for}') found{detail}", format.name()),
             ));
         }
     }
+    if src.files.iter().any(|(_, f)| *f == Format::TfEvents) {
+        tfevents::finish(&mut parse, &ctx.opts.metrics);
+    }
     let fingerprint = format!("xxh3:{:016x}", hasher.digest());
     if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) {
         return Ok(Outcome::Unchanged { run_id, files });
     }
-    let Some(loss) = parse.series.get(LOSS).map(|b| &b.series) else {
+    // A run logged without its training loss (an eval-only export) is kept for its other
+    // series; its status is judged on the validation loss, or else on its first series.
+    let Some(loss) = [LOSS, VAL_LOSS].iter().find_map(|m| parse.series.get(*m)).or_else(|| parse.series.values().next()).map(|b| &b.series)
+    else {
         return Err(Error::parse(src.key.clone(), "no training-loss values in this run's logs"));
     };
+    let has_train_loss = loss.metric == LOSS;
 
     // Configuration: the log < the name < the sidecar file < the user's overrides.
     let mut config = RunConfig { steps: parse.planned_steps, bs: parse.batch_size, ..Default::default() };
@@ -265,7 +296,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
 
     let status = config::run_status(loss, config.steps).to_string();
     let final_step = loss.steps.last().copied();
-    let final_loss = loss.values.iter().rev().find(|v| v.is_finite()).copied();
+    let final_loss = if has_train_loss { loss.values.iter().rev().find(|v| v.is_finite()).copied() } else { None };
     let mut series: Vec<Series> = parse.series.into_values().map(|b| b.series).collect();
     fill_tokens(&mut series, parse.tokens_are_samples, &config);
     let n_points = series.iter().map(|s| s.len() as u64).sum();

@@ -265,10 +265,17 @@ fn expand_nullable_f64(c: &Column) -> Vec<f64> {
     }
 }
 
+/// Which optional columns `read_metric` fills (reading fewer is faster).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    pub tokens: bool,
+    pub lr: bool,
+}
+
 /// Every live run's series of `metric` in the manifest's segments, read in parallel over
 /// row groups. A run's points sit in the segment its record names; rows of replaced runs in
 /// older segments are skipped.
-pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str) -> Result<Vec<(RunId, Series)>> {
+pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: Want) -> Result<Vec<(RunId, Series)>> {
     use rayon::prelude::*;
     use std::collections::HashMap;
     let live: HashMap<&str, HashSet<RunId>> = manifest.runs.iter().fold(HashMap::new(), |mut m, r| {
@@ -288,7 +295,7 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str) -> Res
     }
     let parts: Vec<Vec<(RunId, Series)>> = units
         .par_iter()
-        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids))
+        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids, want))
         .collect::<Result<_>>()?;
     // A series split across two row groups of one file comes back as two adjacent parts.
     let mut out: Vec<(RunId, Series)> = Vec::new();
@@ -306,36 +313,55 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str) -> Res
     Ok(out)
 }
 
-fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>) -> Result<Vec<(RunId, Series)>> {
-    let cols = table::read_columns_of_groups(path, &["run_id", "metric", "step", "tokens", "value", "lr"], Some(group))?;
-    let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else { unreachable!() };
-    let (Values::Int64(rid), Values::Utf8(metrics), Values::Int64(step), Values::Float64(value)) =
-        (&run_col.values, &metric_col.values, &step_col.values, &value_col.values)
+fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>, want: Want) -> Result<Vec<(RunId, Series)>> {
+    // The metric column's statistics settle most row groups without decoding a string:
+    // all rows of the metric (min == max == metric), or none of them.
+    let all_rows_match = match table::column_bounds(path, group, "metric")? {
+        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => return Ok(vec![]),
+        Some((min, max)) => min == max,
+        None => false,
+    };
+    let mut names = vec!["run_id", "step", "value"];
+    for (wanted, name) in [(!all_rows_match, "metric"), (want.tokens, "tokens"), (want.lr, "lr")] {
+        if wanted {
+            names.push(name);
+        }
+    }
+    let cols = table::read_columns_of_groups(path, &names, Some(group))?;
+    let column = |name: &str| names.iter().position(|n| *n == name).map(|i| &cols[i]);
+    let (Values::Int64(rid), Values::Int64(step), Values::Float64(value)) = (&cols[0].values, &cols[1].values, &cols[2].values)
     else {
         return Err(Error::store(path, "unexpected column types in segment"));
     };
-    let tokens = expand_nullable_i64(tokens_col);
-    let lr = expand_nullable_f64(lr_col);
+    let metrics = match column("metric").map(|c| &c.values) {
+        Some(Values::Utf8(m)) => Some(m),
+        Some(_) => return Err(Error::store(path, "unexpected type of column 'metric'")),
+        None => None,
+    };
+    let tokens = column("tokens").map(expand_nullable_i64);
+    let lr = column("lr").map(expand_nullable_f64);
+    let same_block = |a: usize, b: usize| rid[a] == rid[b] && metrics.is_none_or(|m| m[a] == m[b]);
     let mut out = Vec::new();
     let n = step.len();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
-        while end < n && rid[end] == rid[start] && metrics[end] == metrics[start] {
+        while end < n && same_block(start, end) {
             end += 1;
         }
-        if metrics[start].data() == metric.as_bytes() && live.contains(&rid[start]) {
-            let tokens = &tokens[start..end];
-            let lr = &lr[start..end];
+        let is_metric = metrics.is_none_or(|m| m[start].data() == metric.as_bytes());
+        if is_metric && live.contains(&rid[start]) {
+            // All-missing optional columns read back as absent, as they were written.
+            let tokens = tokens.as_ref().map(|t| &t[start..end]).filter(|t| t.iter().any(|&x| x != -1));
+            let lr = lr.as_ref().map(|l| &l[start..end]).filter(|l| l.iter().any(|x| !x.is_nan()));
             out.push((
                 rid[start],
                 Series {
                     metric: metric.to_string(),
                     steps: step[start..end].to_vec(),
                     values: value[start..end].to_vec(),
-                    // All-missing optional columns read back as absent, as they were written.
-                    tokens: if tokens.iter().all(|&t| t == -1) { vec![] } else { tokens.to_vec() },
-                    lr: if lr.iter().all(|x| x.is_nan()) { vec![] } else { lr.to_vec() },
+                    tokens: tokens.map(<[i64]>::to_vec).unwrap_or_default(),
+                    lr: lr.map(<[f64]>::to_vec).unwrap_or_default(),
                 },
             ));
         }

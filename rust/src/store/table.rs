@@ -204,6 +204,16 @@ pub fn row_groups(path: &Path) -> Result<usize> {
     Ok(open_reader(path)?.num_row_groups())
 }
 
+/// The min and max statistics of a column in one row group, as bytes (None when absent).
+pub fn column_bounds(path: &Path, group: usize, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let reader = open_reader(path)?;
+    let meta = reader.metadata().row_group(group);
+    let Some(col) = meta.columns().iter().find(|c| c.column_descr().name() == name) else {
+        return Err(Error::store(path, format!("no column '{name}'")));
+    };
+    Ok(col.statistics().and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
+}
+
 /// Read the named columns of a Parquet file whole. Nullable columns come back with their
 /// validity; row groups are concatenated.
 pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {

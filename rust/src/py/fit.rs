@@ -1,0 +1,139 @@
+//! Bindings of the fitting engine (`crate::fit`): plain lists and dicts in and out; the
+//! Python side (`steplaw_db.fit`) builds the frames and the law objects.
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::{get, to_py};
+use crate::error::Error;
+use crate::fit::bootstrap::{fit_models, BootstrapOptions, Resample};
+use crate::fit::chinchilla::{self, ChinchillaOptions, LossData, Params, PARAMS};
+use crate::fit::linear::{cell_index, Method, Model};
+
+fn model_of(d: &Bound<'_, PyDict>) -> PyResult<Model> {
+    let required = |key: &str| Error::Invalid(format!("model description lacks '{key}'"));
+    Ok(Model {
+        target: get(d, "target")?.ok_or_else(|| to_py(required("target")))?,
+        regressors: get(d, "regressors")?.unwrap_or_default(),
+        columns: get(d, "columns")?.unwrap_or_default(),
+        y: get(d, "y")?.ok_or_else(|| to_py(required("y")))?,
+        weights: get(d, "weights")?,
+    })
+}
+
+/// Fit log-space linear models sharing their rows, then bootstrap them.
+/// `models`: dicts with `target`, `regressors`, `columns` (log values), `y` (log values),
+/// optional `weights`; `cells`: a label per row. Returns `fits` (per model: `coef`, `r2`,
+/// `scale`, `iterations`, `converged`), `draws` (per model: a coefficient list per draw)
+/// and `failed`.
+#[pyfunction]
+#[pyo3(signature = (models, cells, method = "ols".to_string(), huber_t = 1.345, draws = 0, resample = "rows".to_string(), seed = 42))]
+#[allow(clippy::too_many_arguments)]
+fn fit_linear<'py>(
+    py: Python<'py>,
+    models: &Bound<'py, PyList>,
+    cells: Vec<u64>,
+    method: String,
+    huber_t: f64,
+    draws: usize,
+    resample: String,
+    seed: u64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let models: Vec<Model> = models.iter().map(|m| model_of(m.cast::<PyDict>()?)).collect::<PyResult<_>>()?;
+    let method = Method::from_name(&method, huber_t).map_err(to_py)?;
+    let boot = BootstrapOptions { draws, resample: Resample::from_name(&resample).map_err(to_py)?, seed };
+    let (cells, _) = cell_index(&cells);
+    let report = py.detach(move || fit_models(&models, &cells, method, &boot)).map_err(to_py)?;
+    let out = PyDict::new(py);
+    let fits = PyList::empty(py);
+    for f in &report.fits {
+        let d = PyDict::new(py);
+        d.set_item("coef", f.coef.clone())?;
+        d.set_item("r2", f.r2)?;
+        d.set_item("scale", f.scale)?;
+        d.set_item("iterations", f.iterations)?;
+        d.set_item("converged", f.converged)?;
+        fits.append(d)?;
+    }
+    out.set_item("fits", fits)?;
+    out.set_item("draws", report.draws)?;
+    out.set_item("failed", report.failed)?;
+    Ok(out)
+}
+
+fn params_of(v: &[f64]) -> PyResult<Params> {
+    v.try_into().map_err(|_| to_py(Error::Invalid(format!("a Chinchilla start needs {PARAMS} values [a, b, e, alpha, beta], got {}", v.len()))))
+}
+
+/// Fit L = E + A/N^alpha + B/D^beta (Huber in log space) from `starts` (default: the
+/// 4,500-point grid) and bootstrap it. Parameters are [a, b, e, alpha, beta] with
+/// A = e^a, B = e^b, E = e^e.
+#[pyfunction]
+#[pyo3(signature = (n, d, loss, delta = 1e-3, starts = None, draws = 0, seed = 42, bootstrap_starts = 8, gtol = None, ftol = None, max_iterations = None))]
+#[allow(clippy::too_many_arguments)]
+fn fit_chinchilla<'py>(
+    py: Python<'py>,
+    n: Vec<f64>,
+    d: Vec<f64>,
+    loss: Vec<f64>,
+    delta: f64,
+    starts: Option<Vec<Vec<f64>>>,
+    draws: usize,
+    seed: u64,
+    bootstrap_starts: usize,
+    gtol: Option<f64>,
+    ftol: Option<f64>,
+    max_iterations: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
+    let starts: Vec<Params> = match starts {
+        Some(s) => s.iter().map(|v| params_of(v)).collect::<PyResult<_>>()?,
+        None => chinchilla::default_grid(),
+    };
+    let mut opts = ChinchillaOptions { delta, draws, seed, bootstrap_starts, ..Default::default() };
+    if let Some(g) = gtol {
+        opts.lbfgs.gtol = g;
+    }
+    if let Some(f) = ftol {
+        opts.lbfgs.ftol = f;
+    }
+    if let Some(m) = max_iterations {
+        opts.lbfgs.max_iterations = m;
+    }
+    let fit = py.detach(move || chinchilla::fit(&data, &starts, &opts)).map_err(to_py)?;
+    let out = PyDict::new(py);
+    out.set_item("params", fit.best.params.to_vec())?;
+    out.set_item("objective", fit.best.objective)?;
+    out.set_item("converged", fit.best.converged)?;
+    out.set_item("iterations", fit.best.iterations)?;
+    out.set_item("starts", fit.starts)?;
+    out.set_item("starts_converged", fit.starts_converged)?;
+    out.set_item("draws", fit.draws.iter().map(|p| p.to_vec()).collect::<Vec<_>>())?;
+    out.set_item("failed", fit.failed)?;
+    Ok(out)
+}
+
+/// The Chinchilla objective and its gradient at `params` (unit weights), for checks
+/// against an independent implementation.
+#[pyfunction]
+#[pyo3(signature = (params, n, d, loss, delta = 1e-3))]
+fn chinchilla_objective(params: Vec<f64>, n: Vec<f64>, d: Vec<f64>, loss: Vec<f64>, delta: f64) -> PyResult<(f64, Vec<f64>)> {
+    let p = params_of(&params)?;
+    let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
+    let mut grad = vec![0.0; PARAMS];
+    let value = chinchilla::objective(&p, &data, &vec![1.0; data.len()], delta, &mut grad);
+    Ok((value, grad))
+}
+
+/// Hoffmann et al.'s 4,500 starts, [a, b, e, alpha, beta] each.
+#[pyfunction]
+fn chinchilla_grid() -> Vec<Vec<f64>> {
+    chinchilla::default_grid().iter().map(|p| p.to_vec()).collect()
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fit_linear, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_chinchilla, m)?)?;
+    m.add_function(wrap_pyfunction!(chinchilla_objective, m)?)?;
+    m.add_function(wrap_pyfunction!(chinchilla_grid, m)?)?;
+    Ok(())
+}
