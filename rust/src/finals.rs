@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{read_metric, Store, Want};
+use crate::store::{read_metric, Chunk, SeriesRef, Store, Want};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -24,13 +24,14 @@ pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -
     smoothing.validate()?;
     let manifest = store.latest()?;
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
-    let series = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false })?;
+    let chunks = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false })?;
+    let series: Vec<(RunId, SeriesRef)> = chunks.iter().flat_map(Chunk::runs).collect();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();
     let mut rows: Vec<FinalRow> = series
         .par_iter()
         .filter_map(|(id, s)| {
-            let curve = Curve { steps: &s.steps, values: &s.values, tokens: &s.tokens };
+            let curve = Curve { steps: s.steps, values: s.values, tokens: s.tokens };
             let planned_steps = planned.get(id).copied().flatten();
             match final_loss(&curve, smoothing, at, planned_steps) {
                 Ok(Some(f)) => Some(Ok(FinalRow {

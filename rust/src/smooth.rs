@@ -73,6 +73,8 @@ const TRUNCATE: f64 = 4.0;
 /// Huber's tuning constant (95% efficiency under Gaussian noise).
 const HUBER_K: f64 = 1.345;
 const IRLS_ITERATIONS: usize = 20;
+/// Relative change of the estimate at which IRLS stops (far below any loss difference that matters).
+const CONVERGED: f64 = 1e-9;
 
 /// The default width of the `gaussian`, `tail-mean` and `robust` modes: a fraction of the run.
 pub const DEFAULT_WIDTH: f64 = 0.1;
@@ -345,7 +347,7 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
         let Some(next) = weighted_line(&x, y, &w) else { break };
         let moved = (next.0 - fit.0).abs();
         fit = next;
-        if moved <= 1e-12 * fit.0.abs().max(1e-300) {
+        if moved <= CONVERGED * fit.0.abs().max(1e-300) {
             break;
         }
     }

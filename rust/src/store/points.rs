@@ -272,10 +272,59 @@ pub struct Want {
     pub lr: bool,
 }
 
+/// One run's points of one metric, borrowed from a decoded row group.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRef<'a> {
+    pub steps: &'a [i64],
+    pub values: &'a [f64],
+    /// Empty when not asked for or not logged.
+    pub tokens: &'a [i64],
+    pub lr: &'a [f64],
+}
+
+/// The decoded rows of one row group and the runs' blocks in them. Reading into chunks and
+/// handing out slices avoids copying every point once more into per-run vectors.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    steps: Vec<i64>,
+    values: Vec<f64>,
+    tokens: Vec<i64>,
+    lr: Vec<f64>,
+    blocks: Vec<(RunId, std::ops::Range<usize>)>,
+}
+
+impl Chunk {
+    pub fn runs(&self) -> impl Iterator<Item = (RunId, SeriesRef<'_>)> {
+        self.blocks.iter().map(move |(id, r)| {
+            // All-missing optional columns read back as absent, as they were written.
+            let tokens = self.tokens.get(r.clone()).filter(|t| t.iter().any(|&x| x != -1)).unwrap_or(&[]);
+            let lr = self.lr.get(r.clone()).filter(|l| l.iter().any(|x| !x.is_nan())).unwrap_or(&[]);
+            (*id, SeriesRef { steps: &self.steps[r.clone()], values: &self.values[r.clone()], tokens, lr })
+        })
+    }
+
+    /// Move `other`'s first block onto the end of this chunk (a run split by a row-group
+    /// boundary).
+    fn take_first_block_of(&mut self, other: &mut Chunk) {
+        let (_, r) = other.blocks.remove(0);
+        self.steps.extend_from_slice(&other.steps[r.clone()]);
+        self.values.extend_from_slice(&other.values[r.clone()]);
+        if !self.tokens.is_empty() {
+            self.tokens.extend_from_slice(&other.tokens[r.clone()]);
+        }
+        if !self.lr.is_empty() {
+            self.lr.extend_from_slice(&other.lr[r.clone()]);
+        }
+        if let Some((_, last)) = self.blocks.last_mut() {
+            last.end = self.steps.len();
+        }
+    }
+}
+
 /// Every live run's series of `metric` in the manifest's segments, read in parallel over
 /// row groups. A run's points sit in the segment its record names; rows of replaced runs in
-/// older segments are skipped.
-pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: Want) -> Result<Vec<(RunId, Series)>> {
+/// older segments are skipped. Each live run appears in exactly one block of the result.
+pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: Want) -> Result<Vec<Chunk>> {
     use rayon::prelude::*;
     use std::collections::HashMap;
     let live: HashMap<&str, HashSet<RunId>> = manifest.runs.iter().fold(HashMap::new(), |mut m, r| {
@@ -293,31 +342,39 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: 
             }
         }
     }
-    let parts: Vec<Vec<(RunId, Series)>> = units
+    let mut chunks: Vec<Chunk> = units
         .par_iter()
         .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids, want))
         .collect::<Result<_>>()?;
-    // A series split across two row groups of one file comes back as two adjacent parts.
-    let mut out: Vec<(RunId, Series)> = Vec::new();
-    for (id, s) in parts.into_iter().flatten() {
-        match out.last_mut() {
-            Some((last, prev)) if *last == id && prev.steps.last() < s.steps.first() => {
-                prev.steps.extend(s.steps);
-                prev.values.extend(s.values);
-                prev.lr.extend(s.lr);
-                prev.tokens.extend(s.tokens);
+    // A series split across row groups comes back as the last block of one chunk and the
+    // first block(s) of the next: join them into the earlier chunk.
+    let mut tail: Option<usize> = None;
+    for k in 0..chunks.len() {
+        if let Some(t) = tail {
+            let (left, right) = chunks.split_at_mut(k);
+            let (prev, next) = (&mut left[t], &mut right[0]);
+            let continues = match (prev.blocks.last(), next.blocks.first()) {
+                (Some((a, ra)), Some((b, rb))) => a == b && prev.steps[ra.end - 1] < next.steps[rb.start],
+                _ => false,
+            };
+            if continues {
+                prev.take_first_block_of(next);
             }
-            _ => out.push((id, s)),
+        }
+        if !chunks[k].blocks.is_empty() {
+            tail = Some(k);
         }
     }
-    Ok(out)
+    Ok(chunks)
 }
 
-fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>, want: Want) -> Result<Vec<(RunId, Series)>> {
+fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>, want: Want) -> Result<Chunk> {
     // The metric column's statistics settle most row groups without decoding a string:
     // all rows of the metric (min == max == metric), or none of them.
     let all_rows_match = match table::column_bounds(path, group, "metric")? {
-        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => return Ok(vec![]),
+        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => {
+            return Ok(Chunk::default())
+        }
         Some((min, max)) => min == max,
         None => false,
     };
@@ -327,45 +384,33 @@ fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<Run
             names.push(name);
         }
     }
-    let cols = table::read_columns_of_groups(path, &names, Some(group))?;
-    let column = |name: &str| names.iter().position(|n| *n == name).map(|i| &cols[i]);
-    let (Values::Int64(rid), Values::Int64(step), Values::Float64(value)) = (&cols[0].values, &cols[1].values, &cols[2].values)
-    else {
-        return Err(Error::store(path, "unexpected column types in segment"));
-    };
-    let metrics = match column("metric").map(|c| &c.values) {
+    let mut cols = table::read_columns_of_groups(path, &names, Some(group))?;
+    let position = |name: &str| names.iter().position(|n| *n == name);
+    let tokens = position("tokens").map(|i| expand_nullable_i64(&cols[i])).unwrap_or_default();
+    let lr = position("lr").map(|i| expand_nullable_f64(&cols[i])).unwrap_or_default();
+    let metrics = match position("metric").map(|i| std::mem::take(&mut cols[i].values)) {
         Some(Values::Utf8(m)) => Some(m),
         Some(_) => return Err(Error::store(path, "unexpected type of column 'metric'")),
         None => None,
     };
-    let tokens = column("tokens").map(expand_nullable_i64);
-    let lr = column("lr").map(expand_nullable_f64);
-    let same_block = |a: usize, b: usize| rid[a] == rid[b] && metrics.is_none_or(|m| m[a] == m[b]);
-    let mut out = Vec::new();
-    let n = step.len();
+    let mut take = |i: usize| std::mem::take(&mut cols[i].values);
+    let (Values::Int64(rid), Values::Int64(steps), Values::Float64(values)) = (take(0), take(1), take(2)) else {
+        return Err(Error::store(path, "unexpected column types in segment"));
+    };
+    let same_block = |a: usize, b: usize| rid[a] == rid[b] && metrics.as_ref().is_none_or(|m| m[a] == m[b]);
+    let mut blocks = Vec::new();
+    let n = steps.len();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
         while end < n && same_block(start, end) {
             end += 1;
         }
-        let is_metric = metrics.is_none_or(|m| m[start].data() == metric.as_bytes());
+        let is_metric = metrics.as_ref().is_none_or(|m| m[start].data() == metric.as_bytes());
         if is_metric && live.contains(&rid[start]) {
-            // All-missing optional columns read back as absent, as they were written.
-            let tokens = tokens.as_ref().map(|t| &t[start..end]).filter(|t| t.iter().any(|&x| x != -1));
-            let lr = lr.as_ref().map(|l| &l[start..end]).filter(|l| l.iter().any(|x| !x.is_nan()));
-            out.push((
-                rid[start],
-                Series {
-                    metric: metric.to_string(),
-                    steps: step[start..end].to_vec(),
-                    values: value[start..end].to_vec(),
-                    tokens: tokens.map(<[i64]>::to_vec).unwrap_or_default(),
-                    lr: lr.map(<[f64]>::to_vec).unwrap_or_default(),
-                },
-            ));
+            blocks.push((rid[start], start..end));
         }
         start = end;
     }
-    Ok(out)
+    Ok(Chunk { steps, values, tokens, lr, blocks })
 }

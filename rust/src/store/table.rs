@@ -44,6 +44,13 @@ pub enum Values {
     Utf8(Vec<ByteArray>),
 }
 
+/// An empty column: what `std::mem::take` leaves behind.
+impl Default for Values {
+    fn default() -> Self {
+        Values::Int64(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Column {
     pub values: Values,
@@ -146,7 +153,11 @@ impl TableWriter {
         }
         for name in delta_columns {
             let col = ColumnPath::from(*name);
-            props = props.set_column_encoding(col, Encoding::DELTA_BINARY_PACKED);
+            props = props.set_column_encoding(col.clone(), Encoding::DELTA_BINARY_PACKED);
+            props = props.set_column_compression(col, Compression::UNCOMPRESSED);
+        }
+        for f in fields.iter().filter(|f| f.kind == Kind::Float64) {
+            props = props.set_column_compression(ColumnPath::from(f.name), Compression::UNCOMPRESSED);
         }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build()))?;
