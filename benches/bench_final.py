@@ -27,7 +27,7 @@ import polars as pl
 from scipy.ndimage import gaussian_filter1d
 
 import steplaw_db as sl
-from steplaw_db import optima as opt
+from steplaw_db.optima import FIT_WINDOW, optima
 
 DATA = Path("/tmp/steplaw-bench-final")
 
@@ -127,7 +127,7 @@ def baseline(db: sl.Store, mode: str) -> pl.DataFrame:
     for (n, d), g in final.group_by("N", "D"):
         rel = (g["loss"] / g["loss"].min() - 1).to_numpy()
         x, y = np.log(g["lr"].to_numpy()), np.log(g["bs_tokens"].to_numpy().astype(float))
-        for window in (opt.FIT_WINDOW, 2 * opt.FIT_WINDOW, 4 * opt.FIT_WINDOW):
+        for window in (FIT_WINDOW, 2 * FIT_WINDOW, 4 * FIT_WINDOW):
             pick = rel <= window
             if len(set(x[pick])) >= 3 and len(set(y[pick])) >= 3 and pick.sum() >= 6:
                 break
@@ -156,7 +156,7 @@ def main() -> None:
     n_points = db.runs()["n_points"].sum()
     print(f"store: {db.runs().height} runs, {n_points:,} points")
     for mode in ("robust", "steplaw"):
-        ours_t, ours = best_of(args.repeat, lambda: opt.optima(db.final_losses(mode), method="quadratic"))
+        ours_t, ours = best_of(args.repeat, lambda: optima(db.final_losses(mode), method="quadratic"))
         base_t, base = best_of(args.repeat, lambda: baseline(db, mode))
         j = ours.join(base, on=["N", "D"])
         assert (j["loss_min"] - j["loss_min_right"]).abs().max() < 1e-7, "final losses differ"

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter1d
 from typer.testing import CliRunner
 
 import steplaw_db as sl
-from steplaw_db import optima as opt
+from steplaw_db.optima import landscape, near_optimal, optima, snap_levels
 from steplaw_db import synth
 from steplaw_db.cli import app
 
@@ -116,20 +116,20 @@ def test_diverged_runs_are_marked_and_left_out(swept):
     f = db.final_losses()
     diverged = set(truth.filter(pl.col("diverged"))["name"])
     assert diverged and set(f.filter(pl.col("status") == "diverged")["name"]) == diverged
-    cells = opt.optima(f)
+    cells = optima(f)
     assert cells["runs"].sum() == f.height - len(diverged)
-    assert opt.optima(f, include=("diverged",))["runs"].sum() > cells["runs"].sum() - 1
+    assert optima(f, include=("diverged",))["runs"].sum() > cells["runs"].sum() - 1
 
 
 # -- optima ---------------------------------------------------------------------------------
 
 
 def test_public_dense_cells(dense):
-    cells = opt.optima(dense)
+    cells = optima(dense)
     assert cells.height == 17
     plain = dense.group_by("N", "D").agg(pl.col("loss").min().alias("plain")).sort("N", "D")
     assert (cells.sort("N", "D")["loss_min"] - plain["plain"]).abs().max() == 0
-    assert opt.near_optimal(dense, threshold=0.0025).height == 129
+    assert near_optimal(dense, threshold=0.0025).height == 129
     assert cells["near_optimal"].sum() == 129
     # 0.000345 and 0.0003453 are one level; the grid has 12 LR levels where complete
     assert cells["lr_levels"].max() == 12
@@ -140,7 +140,7 @@ def test_public_dense_cells(dense):
 
 def test_snap_levels():
     s = pl.Series([0.000345, 0.0003453, 0.0003453, 0.00049, 0.001, None])
-    assert opt.snap_levels(s).to_list() == [0.0003453, 0.0003453, 0.0003453, 0.00049, 0.001, None]
+    assert snap_levels(s).to_list() == [0.0003453, 0.0003453, 0.0003453, 0.00049, 0.001, None]
 
 
 def _quadratic_frame(noise: float, seed: int = 0) -> tuple[pl.DataFrame, float, float]:
@@ -159,7 +159,7 @@ def _quadratic_frame(noise: float, seed: int = 0) -> tuple[pl.DataFrame, float, 
 
 def test_quadratic_vertex_recovers_true_optimum():
     df, lr_star, bs_star = _quadratic_frame(noise=0.0)
-    cell = opt.optima(df, method="quadratic", fit_window=1.0).row(0, named=True)
+    cell = optima(df, method="quadratic", fit_window=1.0).row(0, named=True)
     assert cell["lr_quad"] == pytest.approx(lr_star, rel=1e-6)
     assert cell["bs_tokens_quad"] == pytest.approx(bs_star, rel=1e-6)
     assert cell["convex"] and cell["lr_opt"] == cell["lr_quad"]
@@ -169,7 +169,7 @@ def test_quadratic_vertex_recovers_true_optimum():
     assert cell["lr_grid"] != pytest.approx(lr_star, rel=0.05)
     # small noise: within 2%, and the bootstrap interval covers the truth
     df, lr_star, bs_star = _quadratic_frame(noise=2e-4, seed=1)
-    cell = opt.optima(df, method="quadratic", fit_window=1.0, bootstrap=400).row(0, named=True)
+    cell = optima(df, method="quadratic", fit_window=1.0, bootstrap=400).row(0, named=True)
     assert cell["lr_quad"] == pytest.approx(lr_star, rel=0.02)
     assert cell["bs_tokens_quad"] == pytest.approx(bs_star, rel=0.02)
     assert cell["lr_quad_lo"] < lr_star < cell["lr_quad_hi"]
@@ -178,7 +178,7 @@ def test_quadratic_vertex_recovers_true_optimum():
 
 def test_quadratic_on_ingested_synthetic_sweep(swept):
     db, truth = swept
-    cells = opt.optima(db.final_losses(), method="quadratic").sort("N", "D")
+    cells = optima(db.final_losses(), method="quadratic").sort("N", "D")
     expect = truth.group_by("N").agg(pl.col("lr_opt", "bs_tokens_opt").first())
     assert cells.height == 4
     for row in cells.iter_rows(named=True):
@@ -193,33 +193,33 @@ def test_flags_edge_and_not_convex():
     df, _, _ = _quadratic_frame(noise=0.0)
     # keep only LRs at or above the optimum's level: the minimum sits on the lowest LR
     edge = df.filter(pl.col("lr") >= df["lr"].unique().sort()[4])
-    assert "lr-edge" in opt.optima(edge)["flags"].item()
+    assert "lr-edge" in optima(edge)["flags"].item()
     # a saddle: curved up along lr, down along bs
     saddle = df.with_columns(
         loss=2.5 + 0.01 * (pl.col("lr") / 2.3e-3).log() ** 2 - 0.001 * (pl.col("bs_tokens") / 7.1e5).log() ** 2
     )
-    cell = opt.optima(saddle, fit_window=1.0).row(0, named=True)
+    cell = optima(saddle, fit_window=1.0).row(0, named=True)
     assert "not-convex" in cell["flags"] and "bs-edge" in cell["flags"] and not cell["convex"]
 
 
 def test_landscape(dense):
     cell = {"N": 214663680, "D": 100_000_000_000}
-    long = opt.landscape(dense, cell)
+    long = landscape(dense, cell)
     assert long.height == 120 and long["rel_loss"].min() == 0
     assert long["lr_level"].max() == 11 and long["bs_level"].max() == 9
-    wide = opt.landscape(dense, cell, wide=True)
+    wide = landscape(dense, cell, wide=True)
     assert wide.height == 12 and wide.width == 11
     with pytest.raises(sl.InvalidArgumentError, match="no runs"):
-        opt.landscape(dense, {"N": 1, "D": 1})
+        landscape(dense, {"N": 1, "D": 1})
 
 
 def test_bad_frames_raise_clear_errors(dense):
     with pytest.raises(sl.InvalidArgumentError, match="loss"):
-        opt.optima(dense.drop("loss"))
+        optima(dense.drop("loss"))
     with pytest.raises(sl.InvalidArgumentError, match="method"):
-        opt.optima(dense, method="cubic")
+        optima(dense, method="cubic")
     with pytest.raises(sl.InvalidArgumentError, match="no usable runs"):
-        opt.optima(dense.with_columns(loss=pl.lit(float("nan"))))
+        optima(dense.with_columns(loss=pl.lit(float("nan"))))
 
 
 # -- CLI ------------------------------------------------------------------------------------

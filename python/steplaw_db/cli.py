@@ -207,12 +207,12 @@ def optima(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """Per (N, D) cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
-    from . import optima as opt
+    from .optima import optima as find_optima
 
     final_df = _final_frame(ctx, input_, smooth, None, "fraction", None)
     keys = [k.strip() for k in by.split(",") if k.strip()]
     include = ("diverged",) if include_diverged else ()
-    cells = _run(lambda: opt.optima(final_df, by=keys, threshold=threshold, method=method, include=include))
+    cells = _run(lambda: find_optima(final_df, by=keys, threshold=threshold, method=method, include=include))
     _write_frame(cells, fmt, output, [*keys, *[c for c in OPTIMA_TABLE_COLUMNS if c not in keys]])
 
 
@@ -263,9 +263,9 @@ def demo(
     report = _run(lambda: store.ingest(sweep, progress=True))
     typer.echo(report.summary())
     runs_df = store.runs()
-    from . import optima as opt
+    from .optima import optima as find_optima
 
-    cells = opt.optima(store.final_losses(), method="quadratic")
+    cells = find_optima(store.final_losses(), method="quadratic")
     truth = cells.select(
         "N", "D",
         lr_true=pl.struct("N", "D").map_elements(lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64),
@@ -280,6 +280,9 @@ def demo(
         typer.echo(str(shown))
     typer.echo(f"\nstore: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
     typer.echo(f'try: steplaw-db --db {db_path} runs   or   python -c "import steplaw_db as sl; print(sl.open(\'{db_path}\').points())"')
+
+
+__import__("steplaw_db.cli_fit").cli_fit.register(app)  # fit lr-bs, fit loss, predict, evaluate
 
 
 def main() -> None:

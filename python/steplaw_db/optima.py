@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
 from . import _native
 from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The Step Law rule: runs within 0.25% of their cell's minimum are near-optimal.
 DEFAULT_THRESHOLD = 0.0025
@@ -166,6 +169,8 @@ def optima(
     ``bs-edge`` (the minimum sits on the edge of the grid: the optimum is not measured),
     ``few-near-optimal``, ``not-convex``, ``no-quadratic``, ``vertex-outside-grid``.
     """
+    import numpy as np  # here, not at import time: numpy starts BLAS threads
+
     keys = _keys(by)
     if method not in ("grid", "quadratic"):
         raise InvalidArgumentError(f"method must be 'grid' or 'quadratic', got {method!r}")
@@ -176,7 +181,7 @@ def optima(
         raise InvalidArgumentError("no usable runs (finite loss, lr > 0, batch > 0, not diverged) to find optima in")
     cells = df.group_by(keys, maintain_order=True).agg(pl.all()).sort(keys)
     rows = []
-    fit_inputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    fit_inputs: list[tuple[int, "np.ndarray", "np.ndarray", "np.ndarray"]] = []
     for i, cell in enumerate(cells.iter_rows(named=True)):
         lr = np.asarray(cell["lr"], dtype=float)
         bs = np.asarray(cell["bs_tokens"], dtype=float)
@@ -237,7 +242,7 @@ _QUAD_COLUMNS = (
 )  # fmt: skip
 
 
-def _quadratic_columns(fit: Mapping | None, x: np.ndarray, y: np.ndarray, flags: list[str]) -> dict:
+def _quadratic_columns(fit: Mapping | None, x: "np.ndarray", y: "np.ndarray", flags: list[str]) -> dict:
     out: dict = dict.fromkeys(_QUAD_COLUMNS)
     out.update(convex=None, quad_points=len(x))
     if fit is None:
