@@ -1,0 +1,262 @@
+"""How stable is a fitted hyperparameter law? Across groups (data recipes, MoE designs, model
+shapes), left-out cells, and analysis choices (near-optimal threshold, smoothing, optimum
+method).
+
+>>> import steplaw_db as sl
+>>> report = sl.stability(db.final_losses(), by="recipe")
+>>> report.verdicts            # stable / unstable per coefficient, with the figures
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from .errors import InvalidArgumentError
+from .fit import HparamLaw, evaluate, fit_lr_bs
+from .optima import DEFAULT_THRESHOLD, near_optimal, optima
+
+#: Near-optimal thresholds of the sensitivity table (0.1% to 1%).
+THRESHOLDS = (0.001, 0.0025, 0.005, 0.01)
+#: A coefficient is "stable" across analysis choices when they move it by less than this many
+#: bootstrap SDs of the reference fit.
+STABLE_SDS = 2.0
+#: Group differences are reported significant below this p-value.
+ALPHA = 0.05
+
+CELL = ("N", "D")
+
+
+@dataclass
+class StabilityReport:
+    """The stability benchmark's tables (all Polars DataFrames).
+
+    - ``coefficients``: per group and coefficient, the reference fit's estimate, bootstrap SD
+      and 95% interval;
+    - ``differences``: per pair of groups and coefficient, the difference, its bootstrap SE,
+      whether the 95% intervals overlap, a bootstrap z-test p-value, and ``differ``;
+    - ``loco``: leave-one-cell-out: per group and cell, the law refitted without the cell,
+      its prediction for the cell against the cell's own optimum (log ratios of lr and
+      batch) and the loss penalty on the cell's landscape (nearest grid point);
+    - ``sensitivity``: per analysis choice (threshold, smoothing, method) and coefficient,
+      the estimate and SD;
+    - ``verdicts``: per group and coefficient, ``stable``/``unstable`` with the figures it
+      rests on.
+    """
+
+    coefficients: pl.DataFrame
+    differences: pl.DataFrame
+    loco: pl.DataFrame
+    sensitivity: pl.DataFrame
+    verdicts: pl.DataFrame
+
+    def summary(self) -> str:
+        with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4):
+            parts = [
+                "coefficients:", str(self.coefficients),
+                "group differences:", str(self.differences) if len(self.differences) else "(one group)",
+                "leave-one-cell-out (median over cells):", str(_loco_summary(self.loco)),
+                "verdicts:", str(self.verdicts),
+            ]  # fmt: skip
+        return "\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _loco_summary(loco: pl.DataFrame) -> pl.DataFrame:
+    if loco.is_empty():
+        return loco
+    return loco.group_by("group", maintain_order=True).agg(
+        pl.len().alias("cells"),
+        pl.col("lr_log_error").abs().median().alias("median_abs_lr_log_error"),
+        pl.col("bs_log_error").abs().median().alias("median_abs_bs_log_error"),
+        pl.col("loss_penalty").median().alias("median_loss_penalty"),
+        pl.col("loss_penalty").max().alias("max_loss_penalty"),
+    )
+
+
+def _fit(
+    final: pl.DataFrame, method: str, threshold: float, bootstrap: int, seed: int, cells: Sequence[str]
+) -> HparamLaw:
+    """The law by one analysis choice: Step Law's near-optimal rows (``grid``) or one
+    quadratic vertex per cell weighted by its precision (``quadratic``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # barely-determined fits are judged by their SDs here
+        if method == "grid":
+            samples = near_optimal(final, by=cells, threshold=threshold)
+            return fit_lr_bs(samples, bootstrap=bootstrap, seed=seed, by=cells, resample="rows")
+        cell_table = optima(final, by=cells, method="quadratic", bootstrap=200, seed=seed)
+        usable = cell_table.filter(pl.col("lr_quad").is_not_null() & pl.col("convex") & (pl.col("log_lr_sd") > 0))
+        samples = usable.select(
+            *cells,
+            lr=pl.col("lr_quad"),
+            bs_tokens=pl.col("bs_tokens_quad"),
+            w_lr=1.0 / pl.col("log_lr_sd") ** 2,
+            w_bs=1.0 / pl.col("log_bs_sd") ** 2,
+        )
+        return fit_lr_bs(
+            samples, bootstrap=bootstrap, seed=seed, by=cells, resample="rows", weights={"lr": "w_lr", "bs": "w_bs"}
+        )
+
+
+def _coef_table(law: HparamLaw) -> pl.DataFrame:
+    return law.to_polars().select("name", "estimate", "sd", "lo", "hi")
+
+
+def _groups(final: pl.DataFrame, by: str | None) -> dict[str, pl.DataFrame]:
+    if by is None:
+        return {"all": final}
+    if by not in final.columns:
+        raise InvalidArgumentError(f"no column '{by}' to group by (columns: {final.columns})")
+    out = {}
+    for (value,), g in final.group_by(by, maintain_order=True):
+        out[str(value)] = g
+    return dict(sorted(out.items()))
+
+
+def stability(
+    final: pl.DataFrame | Mapping[str, pl.DataFrame],
+    by: str | None = None,
+    *,
+    thresholds: Sequence[float] = THRESHOLDS,
+    methods: Sequence[str] = ("grid", "quadratic"),
+    threshold: float = DEFAULT_THRESHOLD,
+    bootstrap: int = 1000,
+    loco: bool = True,
+    seed: int = 42,
+    cells: Sequence[str] = CELL,
+) -> StabilityReport:
+    """Run the stability benchmark of the lr/batch law.
+
+    ``final``: a final-loss frame (``Store.final_losses()``), or a mapping from smoothing
+    name to final-loss frames of the same runs (e.g. ``{m: db.final_losses(m) for m in
+    ("robust", "steplaw")}``) to add smoothing to the sensitivity table; the first one is the
+    reference. ``by``: a column that splits the runs into groups (``recipe``, a MoE design, a
+    shape tag) or None. The reference fit is Step Law's procedure (near-optimal rows at
+    ``threshold``, OLS, ``bootstrap`` row resamples).
+
+    A coefficient's verdict is ``stable`` when every analysis choice (thresholds, smoothing
+    modes, methods) moves it by less than ``STABLE_SDS`` bootstrap SDs of the reference fit,
+    else ``unstable``; the verdict table gives the range, the SD and the ratio.
+    """
+    frames = dict(final) if isinstance(final, Mapping) else {"reference": final}
+    if not frames:
+        raise InvalidArgumentError("no final-loss frame given")
+    for m in methods:
+        if m not in ("grid", "quadratic"):
+            raise InvalidArgumentError(f"unknown optimum method {m!r} (grid, quadratic)")
+    reference_name = next(iter(frames))
+    groups = _groups(frames[reference_name], by)
+    cells = list(cells)
+
+    coef_rows, sens_rows, loco_rows, verdict_rows = [], [], [], []
+    laws: dict[str, HparamLaw] = {}
+    for g, df in groups.items():
+        law = _fit(df, "grid", threshold, bootstrap, seed, cells)
+        laws[g] = law
+        ref = _coef_table(law)
+        coef_rows.append(ref.with_columns(group=pl.lit(g)))
+        # sensitivity: every threshold x smoothing for the grid rule, every smoothing for the vertex
+        for smooth_name, frame in frames.items():
+            gdf = frame if by is None else frame.filter(pl.col(by).cast(pl.String) == g)
+            settings = [("grid", t) for t in thresholds if "grid" in methods]
+            settings += [("quadratic", None)] if "quadratic" in methods else []
+            for method, t in settings:
+                try:
+                    fitted = _fit(gdf, method, t if t is not None else threshold, min(bootstrap, 200), seed, cells)
+                except InvalidArgumentError as e:
+                    warnings.warn(f"stability: group {g}, {smooth_name}/{method}/{t}: {e}", stacklevel=2)
+                    continue
+                sens_rows.append(
+                    _coef_table(fitted).with_columns(
+                        group=pl.lit(g), smoothing=pl.lit(smooth_name), method=pl.lit(method),
+                        threshold=pl.lit(t, dtype=pl.Float64),
+                    )  # fmt: skip
+                )
+        if loco:
+            loco_rows += _leave_one_cell_out(df, g, threshold, seed, cells)
+
+    coefficients = pl.concat(coef_rows).select("group", "name", "estimate", "sd", "lo", "hi")
+    sensitivity = pl.concat(sens_rows).select("group", "smoothing", "method", "threshold", "name", "estimate", "sd")
+    for row in coefficients.iter_rows(named=True):
+        s = sensitivity.filter((pl.col("group") == row["group"]) & (pl.col("name") == row["name"]))
+        spread = float(s["estimate"].max() - s["estimate"].min()) if len(s) else float("nan")
+        ratio = spread / row["sd"] if row["sd"] else float("inf")
+        verdict_rows.append(
+            {
+                "group": row["group"], "name": row["name"], "estimate": row["estimate"], "sd": row["sd"],
+                "min": float(s["estimate"].min()) if len(s) else None,
+                "max": float(s["estimate"].max()) if len(s) else None,
+                "range_in_sds": ratio, "verdict": "stable" if ratio < STABLE_SDS else "unstable",
+            }  # fmt: skip
+        )
+    differences = _differences(laws, coefficients)
+    loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
+    return StabilityReport(coefficients, differences, loco_df, sensitivity, pl.DataFrame(verdict_rows))
+
+
+def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> pl.DataFrame:
+    """Per pair of groups and coefficient: the difference and a two-sided z-test on the
+    bootstrap SDs (the groups' fits are independent). Groups "differ" when p < ALPHA and
+    their 95% intervals do not overlap (a stricter test, about p < 0.006, so that five
+    coefficients per pair rarely give a false alarm).
+
+    A permutation test (groups' cells reassigned at random) was tried and left out: when the
+    groups' laws do differ, halves that mix both laws' cells fit wildly steep or flat laws, so
+    the permuted differences dwarf the real one and the test has no power."""
+    rows = []
+    names = coefficients["name"].unique(maintain_order=True).to_list()
+    for ga, gb in itertools.combinations(laws, 2):
+        ca, cb = laws[ga].coefficients(), laws[gb].coefficients()
+        observed = {n: ca[n] - cb[n] for n in names}
+        ta = coefficients.filter(pl.col("group") == ga)
+        tb = coefficients.filter(pl.col("group") == gb)
+        for n in names:
+            a = ta.filter(pl.col("name") == n).row(0, named=True)
+            b = tb.filter(pl.col("name") == n).row(0, named=True)
+            se = math.hypot(a["sd"] or 0.0, b["sd"] or 0.0)
+            z = observed[n] / se if se > 0 else float("inf")
+            p_z = 1.0 - math.erf(abs(z) / math.sqrt(2.0))
+            overlap = not (a["hi"] < b["lo"] or b["hi"] < a["lo"])
+            rows.append(
+                {
+                    "group_a": ga, "group_b": gb, "name": n, "difference": observed[n], "se": se,
+                    "intervals_overlap": overlap, "p_bootstrap": p_z,
+                    "differ": (p_z < ALPHA) and not overlap,
+                }  # fmt: skip
+            )
+    return pl.DataFrame(rows)
+
+
+def _leave_one_cell_out(df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str]) -> list[dict]:
+    """Refit without each cell; predict its optimum; score the prediction on its landscape."""
+    cell_table = optima(df, by=cells, threshold=threshold)
+    rows = []
+    for cell in cell_table.iter_rows(named=True):
+        # cell keys in `cell_table` are snapped to grid levels: match within the snapping tolerance
+        key = pl.all_horizontal([(pl.col(c) - cell[c]).abs() <= 0.02 * abs(cell[c]) for c in cells])
+        rest, held = df.filter(~key), df.filter(key)
+        try:
+            law = _fit(rest, "grid", threshold, 0, seed, cells)
+        except InvalidArgumentError:
+            continue  # without this cell the law is not identifiable (e.g. its N was unique)
+        pred = law.predict(N=cell["N"], D=cell["D"], interval=None)
+        lr_pred, bs_pred = pred["lr"].item(), pred["bs_tokens"].item()
+        scored = evaluate({"loco": law}, held, by=cells)
+        rows.append(
+            {
+                "group": group, **{c: cell[c] for c in cells},
+                "lr_pred": lr_pred, "lr_opt": cell["lr_grid"], "lr_log_error": math.log(lr_pred / cell["lr_grid"]),
+                "bs_pred": bs_pred, "bs_opt": cell["bs_tokens_grid"],
+                "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]),
+                "loss_penalty": float(scored["rel_error"][0]),
+            }  # fmt: skip
+        )
+    return rows
