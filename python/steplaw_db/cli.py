@@ -22,6 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+#: The demo's sweep: three shapes of the public Step Law data at three budgets each.
+DEMO_CELLS = tuple((*shape, d) for shape in ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16)) for d in (1e10, 3e10, 1e11))
+#: Where the demo predicts: a model and budget beyond the sweep.
+DEMO_PREDICT = (7e9, 1.4e12)
+
 RUN_TABLE_COLUMNS = ["name", "status", "N", "D", "lr", "bs", "steps", "n_points", "final_step", "final_loss", "smooth_loss"]
 
 
@@ -65,7 +70,7 @@ def _run(fn):
 def ingest(
     ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help="Run directories, sweep roots (any depth) or log files."),
-    format: Optional[str] = typer.Option(None, "--format", help="Force a format: steplaw, megatron, jsonl, csv."),
+    format: Optional[str] = typer.Option(None, "--format", help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, tensorboard, hf."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Source field to read as the training loss."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further series to store, comma-separated."),
     name_template: Optional[str] = typer.Option(
@@ -257,15 +262,19 @@ def demo(
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="steplaw-demo-"))
     sweep, db_path = root / "sweep", root / "steplaw.db"
     if not sweep.exists():
-        truth = synth.write_sweep(sweep, fmt="steplaw")
-        typer.echo(f"wrote a synthetic sweep of {len(truth)} runs (4 cells x 7 lr x 5 batch sizes) to {sweep}")
+        truth = synth.write_sweep(sweep, fmt="steplaw", cells=DEMO_CELLS)
+        typer.echo(f"wrote a synthetic sweep of {len(truth)} runs ({len(DEMO_CELLS)} cells x 7 lr x 5 batch sizes) to {sweep}")
     store = _run(lambda: Store(db_path))
     report = _run(lambda: store.ingest(sweep, progress=True))
     typer.echo(report.summary())
     runs_df = store.runs()
+    from .fit import fit_lr_bs
+    from .optima import near_optimal
     from .optima import optima as find_optima
+    from .report import write_report
 
-    cells = find_optima(store.final_losses(), method="quadratic")
+    final_df = store.final_losses()
+    cells = find_optima(final_df, method="quadratic")
     truth = cells.select(
         "N", "D",
         lr_true=pl.struct("N", "D").map_elements(lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64),
@@ -278,8 +287,200 @@ def demo(
     with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, float_precision=4):
         typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
         typer.echo(str(shown))
-    typer.echo(f"\nstore: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
-    typer.echo(f'try: steplaw-db --db {db_path} runs   or   python -c "import steplaw_db as sl; print(sl.open(\'{db_path}\').points())"')
+    law = _run(lambda: fit_lr_bs(near_optimal(final_df), bootstrap=1000))
+    typer.echo("\nfitted (Step Law's procedure: near-optimal runs, OLS in logs, 1000 bootstraps):")
+    typer.echo(f"  {law.describe()}")
+    typer.echo(
+        f"  true law: lr = {synth.LR_COEF} N^{synth.LR_EXP_N} D^{synth.LR_EXP_D}; bs_tokens = {synth.BS_COEF} D^{synth.BS_EXP_D}"
+    )
+    pred = law.predict(N=DEMO_PREDICT[0], D=DEMO_PREDICT[1]).row(0, named=True)
+    true_lr, true_bs = synth.TRUTH.lr_opt(*DEMO_PREDICT), synth.TRUTH.bs_tokens_opt(DEMO_PREDICT[1])
+    typer.echo(
+        f"  predicted for N={DEMO_PREDICT[0]:.2g}, D={DEMO_PREDICT[1]:.2g}: lr {pred['lr']:.3e} "
+        f"(95% {pred['lr_lo']:.3e}-{pred['lr_hi']:.3e}; true {true_lr:.3e}), batch {pred['bs_tokens']:,.0f} tokens "
+        f"(95% {pred['bs_tokens_lo']:,.0f}-{pred['bs_tokens_hi']:,.0f}; true {true_bs:,.0f})"
+    )
+    html_path = root / "report.html"
+    write_report(html_path, final_df, runs=runs_df, title="steplaw-db demo: a synthetic sweep", bootstrap=300)
+    typer.echo(f"\nreport: {html_path}")
+    typer.echo(f"store: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
+    typer.echo(f'try: steplaw-db --db {db_path} optima   or   python -c "import steplaw_db as sl; print(sl.open(\'{db_path}\').final_losses())"')
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{what}: expected comma-separated numbers, got '{text}'", 2)
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _stability_frames(ctx: typer.Context, input_: Optional[Path], smoothing: str) -> dict:
+    modes = _names(smoothing)
+    if input_ is not None:
+        return {"table": _final_frame(ctx, input_, "robust", None, "fraction", None)}
+    store = _run(lambda: _open(ctx, create=False))
+    return {m: _run(lambda m=m: store.final_losses(m)) for m in modes}
+
+
+STABILITY_TABLES = ("verdicts", "coefficients", "differences", "loco", "sensitivity")
+
+
+@app.command()
+def stability(
+    ctx: typer.Context,
+    by: Optional[str] = typer.Option(None, "--by", help="Group column (recipe, a MoE design, a shape tag)."),
+    thresholds: str = typer.Option("0.001,0.0025,0.005,0.01", "--thresholds", help="Near-optimal thresholds to compare."),
+    smoothing: str = typer.Option("robust,steplaw", "--smoothing", help="Smoothing modes to compare (store only)."),
+    method: str = typer.Option("grid,quadratic", "--method", help="Optimum methods to compare: grid, quadratic."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
+    input_: Optional[Path] = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
+    table: Optional[str] = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (with --table)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+) -> None:
+    """How stable is the lr/batch law across groups, left-out cells and analysis choices?"""
+    from .stability import stability as run_stability
+
+    if table is not None and table not in STABILITY_TABLES:
+        _fail(f"--table must be one of {', '.join(STABILITY_TABLES)}", 2)
+    frames = _stability_frames(ctx, input_, smoothing)
+    report = _run(
+        lambda: run_stability(
+            frames, by=by, thresholds=_floats(thresholds, "--thresholds"), methods=_names(method), bootstrap=bootstrap
+        )
+    )
+    if table is None:
+        typer.echo(report.summary())
+    else:
+        df = getattr(report, table)
+        _write_frame(df, fmt, output, df.columns)
+
+
+plot_app = typer.Typer(help="Figures (PNG, SVG or PDF by the output's extension).", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
+
+
+def _cell_of(text: str) -> dict:
+    cell = {}
+    for part in _names(text):
+        key, sep, value = part.partition("=")
+        if not sep:
+            _fail(f"--cell: expected key=value pairs like N=2.1e8,D=1e11, got '{part}'", 2)
+        try:
+            cell[key.strip()] = float(value)
+        except ValueError:
+            cell[key.strip()] = value.strip()
+    return cell
+
+
+def _laws_of(spec: Optional[str]) -> dict:
+    if not spec:
+        return {}
+    from .laws import resolve
+
+    return {law.name: law for law in _run(lambda: resolve(spec))}
+
+
+_OUTPUT = typer.Option(..., "-o", "--output", help="Figure file: .png, .svg or .pdf.")
+_INPUT = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store.")
+_LAWS = typer.Option(None, "--law", help="Laws to draw: step-law, deepseek, ..., all, or a saved law's .json (comma-separated).")
+
+
+@plot_app.command("landscape")
+def plot_landscape(
+    ctx: typer.Context,
+    cell: str = typer.Option(..., "--cell", help="The cell, e.g. N=214663680,D=1e11."),
+    law: Optional[str] = _LAWS,
+    input_: Optional[Path] = _INPUT,
+    output: Path = _OUTPUT,
+) -> None:
+    """Loss above the minimum over a cell's lr x batch grid, with contours and law predictions."""
+    from . import plots
+
+    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    _run(lambda: plots.landscape(final_df, _cell_of(cell), laws=_laws_of(law), path=output))
+    typer.echo(f"wrote {output}")
+
+
+@plot_app.command("law")
+def plot_law(
+    ctx: typer.Context,
+    law: Optional[str] = _LAWS,
+    input_: Optional[Path] = _INPUT,
+    output: Path = _OUTPUT,
+) -> None:
+    """Optimal lr and batch against D per N: cell optima, the fitted law (with its bootstrap
+    band) and any published laws."""
+    from . import plots
+    from .fit import fit_lr_bs
+    from .optima import near_optimal
+
+    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    fitted = _run(lambda: fit_lr_bs(near_optimal(final_df), bootstrap=500))
+    _run(lambda: plots.law(final_df, {"fitted": fitted, **_laws_of(law)}, path=output))
+    typer.echo(f"wrote {output}")
+
+
+@plot_app.command("curves")
+def plot_curves(
+    ctx: typer.Context,
+    runs_: List[str] = typer.Argument(..., help="Run names (or run ids)."),
+    x: str = typer.Option("step", "--x", help="step or tokens."),
+    output: Path = _OUTPUT,
+) -> None:
+    """Raw and smoothed loss curves of the given runs."""
+    from . import plots
+
+    store = _run(lambda: _open(ctx, create=False))
+    table = store.runs()
+    wanted = table.filter(pl.col("name").is_in(runs_) | pl.col("run_id").cast(pl.String).is_in(runs_))
+    if wanted.is_empty():
+        _fail(f"no runs named {', '.join(runs_)} in the store", 1)
+    ids = wanted["run_id"].to_list()
+    points = store.points(ids)
+    final_df = store.final_losses().filter(pl.col("run_id").is_in(ids))
+    names = dict(zip(wanted["run_id"], wanted["name"]))
+    _run(lambda: plots.curves(points, final=final_df, x=x, names=names, path=output))
+    typer.echo(f"wrote {output}")
+
+
+@plot_app.command("stability")
+def plot_stability(
+    ctx: typer.Context,
+    by: Optional[str] = typer.Option(None, "--by", help="Group column."),
+    input_: Optional[Path] = _INPUT,
+    output: Path = _OUTPUT,
+) -> None:
+    """Coefficients per group and across analysis choices."""
+    from . import plots
+    from .stability import stability as run_stability
+
+    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    report = _run(lambda: run_stability(final_df, by=by, bootstrap=300))
+    _run(lambda: plots.stability(report, path=output))
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
+    by: Optional[str] = typer.Option(None, "--by", help="Group column for the stability benchmark."),
+    law: str = typer.Option("step-law,deepseek,porian,microsoft", "--law", help="Published laws to compare."),
+    input_: Optional[Path] = _INPUT,
+    title: str = typer.Option("steplaw-db sweep report", "--title"),
+) -> None:
+    """One self-contained HTML report: cells, landscapes, fits, published laws, stability."""
+    from .report import write_report
+
+    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    runs_df = None if input_ is not None else _open(ctx, create=False).runs()
+    _run(lambda: write_report(output, final_df, runs=runs_df, laws=_laws_of(law), by=by, title=title))
+    typer.echo(f"wrote {output}")
 
 
 __import__("steplaw_db.cli_fit").cli_fit.register(app)  # fit lr-bs, fit loss, predict, evaluate

@@ -1,0 +1,205 @@
+"""One self-contained HTML report of a sweep: the store's summary, the cells and their optima,
+landscapes, the fitted law with intervals beside the published laws, and the stability
+benchmark. Figures are embedded (base64 PNG), so the file can be mailed round as it is."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from . import plots
+from .errors import InvalidArgumentError
+
+#: Landscapes drawn at most (the cells with the most runs).
+MAX_LANDSCAPES = 6
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: .8em; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; } th { background: #f4f4f4; }
+td.text { text-align: left; } img { max-width: 100%; } .note { color: #666; font-size: .85em; }
+.scroll { overflow-x: auto; } .grid img { width: 49%; }
+.unstable { color: #b00; font-weight: 600; } .stable { color: #070; }
+"""
+
+# Marks the page once every figure has decoded (and counts script errors), so a headless
+# browser (and the tests) can check that the report loads cleanly and shows its figures.
+_CHECK_SCRIPT = """
+window.addEventListener('error', function () {
+  var n = Number(document.documentElement.getAttribute('data-errors') || 0) + 1;
+  document.documentElement.setAttribute('data-errors', n);
+});
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-figures', imgs.length);
+  document.body.setAttribute('data-figures-shown', ok);
+});
+"""
+
+
+def _figure(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(df: pl.DataFrame, columns: Sequence[str] | None = None, verdict_column: str | None = None) -> str:
+    if columns is not None:
+        df = df.select([c for c in columns if c in df.columns])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    rows = []
+    for row in df.iter_rows(named=True):
+        cells = []
+        for c, v in row.items():
+            cls = "text" if isinstance(v, str) else ""
+            if c == verdict_column and isinstance(v, str):
+                cls += f" {v}"
+            cells.append(f'<td class="{cls.strip()}">{_fmt(v)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<div class=\"scroll\"><table><tr>{head}</tr>{''.join(rows)}</table></div>"
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(parts)
+
+
+def _try(what: str, fn, notes: list[str]):
+    """Run one part of the report; a part that cannot be made says why instead of failing
+    the whole report (e.g. too few cells to fit a law)."""
+    try:
+        return fn()
+    except InvalidArgumentError as e:
+        notes.append(f"{what}: {e}")
+        return None
+
+
+def build_report(
+    final: pl.DataFrame,
+    *,
+    runs: pl.DataFrame | None = None,
+    title: str = "steplaw-db sweep report",
+    laws: Sequence[str] | Mapping[str, Any] = ("step-law", "deepseek", "porian", "microsoft"),
+    by: str | None = None,
+    bootstrap: int = 500,
+    truth: Any = None,
+) -> str:
+    """The report as an HTML string. ``final``: the sweep's final losses
+    (``Store.final_losses()``); ``runs``: the runs table for the summary; ``laws``: published
+    laws (names of ``steplaw_db.laws``) or a mapping name -> law to compare; ``by``: a column
+    for the stability benchmark's groups (e.g. ``recipe``); ``truth``: an optional known law
+    (synthetic sweeps) drawn beside the fit."""
+    from . import laws as published
+    from .fit import evaluate, fit_lr_bs
+    from .optima import near_optimal, optima
+    from .stability import stability
+
+    notes: list[str] = []
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the store
+        summary = []
+        if runs is not None and len(runs):
+            counts = runs.group_by("status").len().sort("status")
+            summary.append(f"<p>{len(runs)} runs, {int(runs['n_points'].sum()):,} points.</p>")
+            summary.append(_table(counts))
+        summary.append(f"<p>{len(final)} runs with a final loss.</p>")
+        parts.append(_section("Store", *summary))
+
+        # cells
+        cells = _try("optima", lambda: optima(final, method="quadratic"), notes)
+        if cells is not None:
+            parts.append(_section(
+                "Cells and their optima",
+                '<p class="note">Grid minimum, near-optimal runs (within 0.25%), the quadratic vertex in '
+                "(log lr, log batch) with its 95% bootstrap interval, and flags (edge: the optimum lies on the "
+                "grid's edge and was not measured).</p>",
+                _table(cells, ["N", "D", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "near_optimal",
+                               "lr_quad", "lr_quad_lo", "lr_quad_hi", "bs_tokens_quad", "bs_quad_lo", "bs_quad_hi",
+                               "convex", "flags"]),
+            ))  # fmt: skip
+
+        # the fit and the published laws
+        compare = dict(laws) if isinstance(laws, Mapping) else {n: published.get(n) for n in laws}
+        fitted = _try("fit", lambda: fit_lr_bs(near_optimal(final), bootstrap=bootstrap), notes)
+        if fitted is not None:
+            drawn = {"fitted": fitted, **({"truth": truth} if truth is not None else {}), **compare}
+            parts.append(_section(
+                "Fitted law",
+                f"<p>Step Law's reference procedure (near-optimal rows at 0.25%, OLS in log space, "
+                f"{bootstrap} bootstrap resamples): <code>{html.escape(fitted.describe())}</code></p>",
+                _table(fitted.to_polars()),
+                _figure(plots.law(final, {"fitted": fitted, **({"truth": truth} if truth is not None else {})})),
+            ))  # fmt: skip
+            scored = _try("evaluate", lambda: evaluate(drawn, final), notes)
+            if scored is not None:
+                med = scored.group_by("law", maintain_order=True).agg(
+                    (pl.col("rel_error").median() * 100).alias("median_rel_error_%"),
+                    (pl.col("rel_error").max() * 100).alias("max_rel_error_%"),
+                    pl.len().alias("cells"),
+                )
+                parts.append(_section(
+                    "Laws compared on the measured cells",
+                    '<p class="note">Relative loss error at each law\'s prediction (nearest grid point in log '
+                    "space) against the cell's minimum, as Step Law's Table 1 defines it.</p>",
+                    _table(med),
+                ))  # fmt: skip
+        # landscapes
+        if cells is not None:
+            figs = []
+            for cell in cells.sort("runs", descending=True).head(MAX_LANDSCAPES).sort("N", "D").iter_rows(named=True):
+                fig = _try("landscape", lambda: plots.landscape(final, {"N": cell["N"], "D": cell["D"]}, laws={"fitted": fitted, **compare} if fitted else compare), notes)
+                if fig is not None:
+                    figs.append(_figure(fig))
+            parts.append(_section("Landscapes", '<div class="grid">', *figs, "</div>"))
+        # stability
+        report = _try("stability", lambda: stability(final, by=by, bootstrap=min(bootstrap, 300)), notes)
+        if report is not None:
+            loco = report.loco
+            parts.append(_section(
+                "Stability",
+                '<p class="note">Verdict per coefficient: <b>stable</b> when every analysis choice (near-optimal '
+                "threshold 0.1%-1%, grid rule vs quadratic vertex) moves it by less than 2 bootstrap SDs.</p>",
+                _table(report.verdicts, verdict_column="verdict"),
+                _table(report.differences) if len(report.differences) else "",
+                "<h3>Leave one cell out</h3>" + (_table(loco) if len(loco) else "<p>not identifiable</p>"),
+                _figure(plots.stability(report)),
+            ))  # fmt: skip
+    if notes:
+        parts.append(_section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style><script>{_CHECK_SCRIPT}</script></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(path: str | os.PathLike, final: pl.DataFrame, **kwargs: Any) -> str:
+    """Write :func:`build_report` to ``path``; returns the path."""
+    text = build_report(final, **kwargs)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return os.fspath(path)
