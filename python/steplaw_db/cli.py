@@ -485,6 +485,8 @@ def report(
 
 __import__("steplaw_db.cli_fit").cli_fit.register(app)  # fit lr-bs, fit loss, predict, evaluate
 
+__import__("steplaw_db.cli_curve").cli_curve.register(app)  # fit-curve (to merge as `fit curve`)
+
 
 def main() -> None:
     try:

@@ -108,7 +108,9 @@ pub fn fit_models(models: &[Model], cells: &[usize], method: Method, boot: &Boot
     let draws = models
         .iter()
         .enumerate()
-        .map(|(m, model)| per_draw.iter().map(|d| d[m].clone().unwrap_or_else(|| vec![f64::NAN; model.terms()])).collect())
+        .map(|(m, model)| {
+            per_draw.iter().map(|d| d[m].clone().unwrap_or_else(|| vec![f64::NAN; model.terms()])).collect()
+        })
         .collect();
     Ok(LinearReport { fits, draws, failed })
 }
@@ -131,8 +133,20 @@ mod tests {
                 cells.push(c);
             }
         }
-        let lr = Model { target: "lr".into(), regressors: vec!["N".into(), "D".into()], columns: vec![ln, ld.clone()], y: y.clone(), weights: None };
-        let bs = Model { target: "bs".into(), regressors: vec!["D".into()], columns: vec![ld.clone()], y: ld.iter().map(|d| 0.6 * d - 1.5).collect(), weights: None };
+        let lr = Model {
+            target: "lr".into(),
+            regressors: vec!["N".into(), "D".into()],
+            columns: vec![ln, ld.clone()],
+            y: y.clone(),
+            weights: None,
+        };
+        let bs = Model {
+            target: "bs".into(),
+            regressors: vec!["D".into()],
+            columns: vec![ld.clone()],
+            y: ld.iter().map(|d| 0.6 * d - 1.5).collect(),
+            weights: None,
+        };
         (vec![lr, bs], cells)
     }
 
@@ -147,7 +161,8 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(3));
         assert_eq!(one.draws[0].len(), 200);
-        let other_seed = fit_models(&models, &cells, Method::Ols, &BootstrapOptions { seed: 43, ..boot.clone() }).unwrap();
+        let other_seed =
+            fit_models(&models, &cells, Method::Ols, &BootstrapOptions { seed: 43, ..boot.clone() }).unwrap();
         assert_ne!(other_seed.draws[0][0], fit_models(&models, &cells, Method::Ols, &boot).unwrap().draws[0][0]);
     }
 

@@ -81,7 +81,8 @@ pub fn objective(p: &[f64], data: &LossData, weights: &[f64], delta: f64, grad: 
         let (x1, x2, x3) = ((t1 - m).exp(), (t2 - m).exp(), (e - m).exp());
         let s = x1 + x2 + x3;
         let r = m + s.ln() - data.log_loss[i];
-        let (value, psi) = if r.abs() <= delta { (0.5 * r * r, r) } else { (delta * (r.abs() - 0.5 * delta), delta * r.signum()) };
+        let (value, psi) =
+            if r.abs() <= delta { (0.5 * r * r, r) } else { (delta * (r.abs() - 0.5 * delta), delta * r.signum()) };
         total += w * value;
         let k = w * psi / s;
         grad[0] += k * x1;
@@ -190,7 +191,8 @@ pub fn fit(data: &LossData, starts: &[Params], opts: &ChinchillaOptions) -> Resu
         if warm.len() >= opts.bootstrap_starts.max(1) {
             break;
         }
-        let distinct = warm.iter().all(|w| w.iter().zip(&s.params).any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + a.abs())));
+        let distinct =
+            warm.iter().all(|w| w.iter().zip(&s.params).any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + a.abs())));
         if distinct {
             warm.push(s.params);
         }
@@ -255,8 +257,14 @@ mod tests {
                 up[k] += h;
                 dn[k] -= h;
                 let mut scratch = [0.0; 5];
-                let numeric = (objective(&up, &data, &w, delta, &mut scratch) - objective(&dn, &data, &w, delta, &mut scratch)) / (2.0 * h);
-                assert!((numeric - g[k]).abs() <= 1e-6 * (1.0 + g[k].abs()), "delta {delta} k {k}: {numeric} vs {}", g[k]);
+                let numeric = (objective(&up, &data, &w, delta, &mut scratch)
+                    - objective(&dn, &data, &w, delta, &mut scratch))
+                    / (2.0 * h);
+                assert!(
+                    (numeric - g[k]).abs() <= 1e-6 * (1.0 + g[k].abs()),
+                    "delta {delta} k {k}: {numeric} vs {}",
+                    g[k]
+                );
             }
         }
     }
@@ -295,7 +303,10 @@ mod tests {
         let d = [1e9, 2e9, 3e9, 4e9, 5e9, 6e9, 7e9];
         let e = LossData::new(&n, &d, &[3.0; 7]).unwrap_err().to_string();
         assert!(e.contains("3 distinct values of N"), "{e}");
-        assert!(LossData::new(&[1e8, 2e8, 3e8], &[1e9, 2e9, 3e9], &[3.0; 3]).unwrap_err().to_string().contains("too few points"));
+        assert!(LossData::new(&[1e8, 2e8, 3e8], &[1e9, 2e9, 3e9], &[3.0; 3])
+            .unwrap_err()
+            .to_string()
+            .contains("too few points"));
         assert!(LossData::new(&[1e8; 7], &d, &[-1.0; 7]).unwrap_err().to_string().contains("positive"));
     }
 }

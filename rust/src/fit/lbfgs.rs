@@ -21,7 +21,13 @@ pub struct LbfgsOptions {
 
 impl Default for LbfgsOptions {
     fn default() -> Self {
-        LbfgsOptions { memory: 10, max_iterations: 15_000, max_evaluations: 15_000, gtol: 1e-5, ftol: 2.220446049250313e-9 }
+        LbfgsOptions {
+            memory: 10,
+            max_iterations: 15_000,
+            max_evaluations: 15_000,
+            gtol: 1e-5,
+            ftol: 2.220446049250313e-9,
+        }
     }
 }
 
@@ -107,7 +113,12 @@ fn cubic_min(a: f64, fa: f64, da: f64, b: f64, fb: f64, db: f64) -> Option<f64> 
 
 /// A step satisfying the strong Wolfe conditions, with its value (the point and gradient
 /// are left in `line`); None when none was found within the evaluation budget.
-fn strong_wolfe<F: FnMut(&[f64], &mut [f64]) -> f64>(line: &mut Line<'_, F>, f0: f64, d0: f64, first: f64) -> Option<f64> {
+fn strong_wolfe<F: FnMut(&[f64], &mut [f64]) -> f64>(
+    line: &mut Line<'_, F>,
+    f0: f64,
+    d0: f64,
+    first: f64,
+) -> Option<f64> {
     let (mut prev, mut f_prev, mut d_prev) = (0.0, f0, d0);
     let mut step = first;
     for i in 0..MAX_LINE_SEARCH_EVALUATIONS {
@@ -340,9 +351,23 @@ mod tests {
 
     #[test]
     fn stops_at_once_on_a_stationary_start_and_reports_a_non_finite_one() {
-        let r = minimize(|x: &[f64], g: &mut [f64]| { g[0] = 2.0 * x[0]; x[0] * x[0] }, &[0.0], &LbfgsOptions::default());
+        let r = minimize(
+            |x: &[f64], g: &mut [f64]| {
+                g[0] = 2.0 * x[0];
+                x[0] * x[0]
+            },
+            &[0.0],
+            &LbfgsOptions::default(),
+        );
         assert_eq!((r.iterations, r.termination), (0, Termination::Gradient));
-        let r = minimize(|_: &[f64], g: &mut [f64]| { g[0] = 0.0; f64::NAN }, &[1.0], &LbfgsOptions::default());
+        let r = minimize(
+            |_: &[f64], g: &mut [f64]| {
+                g[0] = 0.0;
+                f64::NAN
+            },
+            &[1.0],
+            &LbfgsOptions::default(),
+        );
         assert!(!r.converged);
         assert_eq!(r.termination, Termination::NonFiniteStart);
     }

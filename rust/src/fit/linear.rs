@@ -147,7 +147,9 @@ fn wls(model: &Model, w: &[f64], ws: &mut Workspace) -> Option<Vec<f64>> {
 
 fn residuals(model: &Model, coef: &[f64], out: &mut Vec<f64>) {
     out.clear();
-    out.extend((0..model.rows()).map(|i| model.y[i] - (0..model.terms()).map(|j| coef[j] * model.x(i, j)).sum::<f64>()));
+    out.extend(
+        (0..model.rows()).map(|i| model.y[i] - (0..model.terms()).map(|j| coef[j] * model.x(i, j)).sum::<f64>()),
+    );
 }
 
 /// The weighted median of |r| (rows of zero weight left out). With integer weights it is
@@ -245,13 +247,24 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
     let n = model.rows();
     let name = &model.target;
     if model.columns.len() != model.regressors.len() {
-        return Err(Error::Invalid(format!("{name}: {} regressor names for {} columns", model.regressors.len(), model.columns.len())));
+        return Err(Error::Invalid(format!(
+            "{name}: {} regressor names for {} columns",
+            model.regressors.len(),
+            model.columns.len()
+        )));
     }
-    if cells.len() != n || model.columns.iter().any(|c| c.len() != n) || model.weights.as_ref().is_some_and(|w| w.len() != n) {
-        return Err(Error::Invalid(format!("{name}: every column, the weights and the cell labels must have one value per sample")));
+    if cells.len() != n
+        || model.columns.iter().any(|c| c.len() != n)
+        || model.weights.as_ref().is_some_and(|w| w.len() != n)
+    {
+        return Err(Error::Invalid(format!(
+            "{name}: every column, the weights and the cell labels must have one value per sample"
+        )));
     }
     if model.y.iter().chain(model.columns.iter().flatten()).any(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("{name}: a sample has a missing, zero, negative or infinite value (logs must be finite)")));
+        return Err(Error::Invalid(format!(
+            "{name}: a sample has a missing, zero, negative or infinite value (logs must be finite)"
+        )));
     }
     if let Some(w) = &model.weights {
         if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
@@ -325,7 +338,8 @@ mod tests {
         let y: Vec<f64> = x.iter().zip(&e).map(|(a, b)| 1.0 + 2.0 * a + b).collect();
         let counts = [0.0, 2.0, 1.0, 3.0, 0.0, 1.0, 1.0, 0.0, 2.0, 1.0, 0.0, 1.0];
         let mut ws = Workspace::default();
-        let weighted = fit_weighted(&model(vec![x.clone()], y.clone()), &counts, Method::Huber { t: 1.345 }, &mut ws).unwrap();
+        let weighted =
+            fit_weighted(&model(vec![x.clone()], y.clone()), &counts, Method::Huber { t: 1.345 }, &mut ws).unwrap();
         let (mut xr, mut yr) = (vec![], vec![]);
         for i in 0..12 {
             for _ in 0..counts[i] as usize {
@@ -369,7 +383,8 @@ mod tests {
     fn ill_posed_designs_are_refused_with_the_reason() {
         let cells: Vec<usize> = (0..8).map(|i| i / 2).collect();
         let same_n = model(vec![vec![20.0; 8], (0..8).map(|i| 22.0 + i as f64).collect()], vec![0.0; 8]);
-        let e = check_model(&Model { regressors: vec!["N".into(), "D".into()], ..same_n }, &cells).unwrap_err().to_string();
+        let e =
+            check_model(&Model { regressors: vec!["N".into(), "D".into()], ..same_n }, &cells).unwrap_err().to_string();
         assert!(e.contains("same N") && e.contains("not identifiable"), "{e}");
 
         let few = model(vec![(0..8).map(|i| (i / 2) as f64).collect()], vec![0.0; 8]);

@@ -61,14 +61,19 @@ fn fit_linear<'py>(
 }
 
 fn params_of(v: &[f64]) -> PyResult<Params> {
-    v.try_into().map_err(|_| to_py(Error::Invalid(format!("a Chinchilla start needs {PARAMS} values [a, b, e, alpha, beta], got {}", v.len()))))
+    v.try_into().map_err(|_| {
+        to_py(Error::Invalid(format!(
+            "a Chinchilla start needs {PARAMS} values [a, b, e, alpha, beta], got {}",
+            v.len()
+        )))
+    })
 }
 
 /// Fit L = E + A/N^alpha + B/D^beta (Huber in log space) from `starts` (default: the
 /// 4,500-point grid) and bootstrap it. Parameters are [a, b, e, alpha, beta] with
 /// A = e^a, B = e^b, E = e^e.
 #[pyfunction]
-#[pyo3(signature = (n, d, loss, delta = 1e-3, starts = None, draws = 0, seed = 42, bootstrap_starts = 8, gtol = None, ftol = None, max_iterations = None))]
+#[pyo3(signature = (n, d, loss, delta = 1e-3, starts = None, draws = 0, seed = 42, bootstrap_starts = 8))]
 #[allow(clippy::too_many_arguments)]
 fn fit_chinchilla<'py>(
     py: Python<'py>,
@@ -80,25 +85,13 @@ fn fit_chinchilla<'py>(
     draws: usize,
     seed: u64,
     bootstrap_starts: usize,
-    gtol: Option<f64>,
-    ftol: Option<f64>,
-    max_iterations: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
     let starts: Vec<Params> = match starts {
         Some(s) => s.iter().map(|v| params_of(v)).collect::<PyResult<_>>()?,
         None => chinchilla::default_grid(),
     };
-    let mut opts = ChinchillaOptions { delta, draws, seed, bootstrap_starts, ..Default::default() };
-    if let Some(g) = gtol {
-        opts.lbfgs.gtol = g;
-    }
-    if let Some(f) = ftol {
-        opts.lbfgs.ftol = f;
-    }
-    if let Some(m) = max_iterations {
-        opts.lbfgs.max_iterations = m;
-    }
+    let opts = ChinchillaOptions { delta, draws, seed, bootstrap_starts, ..Default::default() };
     let fit = py.detach(move || chinchilla::fit(&data, &starts, &opts)).map_err(to_py)?;
     let out = PyDict::new(py);
     out.set_item("params", fit.best.params.to_vec())?;
@@ -116,7 +109,13 @@ fn fit_chinchilla<'py>(
 /// against an independent implementation.
 #[pyfunction]
 #[pyo3(signature = (params, n, d, loss, delta = 1e-3))]
-fn chinchilla_objective(params: Vec<f64>, n: Vec<f64>, d: Vec<f64>, loss: Vec<f64>, delta: f64) -> PyResult<(f64, Vec<f64>)> {
+fn chinchilla_objective(
+    params: Vec<f64>,
+    n: Vec<f64>,
+    d: Vec<f64>,
+    loss: Vec<f64>,
+    delta: f64,
+) -> PyResult<(f64, Vec<f64>)> {
     let p = params_of(&params)?;
     let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
     let mut grad = vec![0.0; PARAMS];

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod curve;
 mod fit;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -272,5 +273,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyStore>()?;
     fit::register(m)?;
+    curve::register(m)?;
     Ok(())
 }

@@ -1,0 +1,204 @@
+"""Command-line verbs of the fitting engine: ``fit lr-bs``, ``fit loss``, ``predict`` and
+``evaluate``. :func:`register` adds them to the main ``steplaw-db`` app."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import polars as pl
+import typer
+
+from .errors import InvalidArgumentError, SteplawError
+
+__all__ = ["register", "load_final"]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn):
+    """Map steplaw-db errors onto exit codes with a one-line message."""
+    try:
+        return fn()
+    except InvalidArgumentError as e:
+        _fail(str(e), 2)
+    except SteplawError as e:
+        _fail(str(e), 1)
+
+
+def load_final(path: Path, seq_len: int = 2048) -> pl.DataFrame:
+    """A final-loss table from CSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
+    ``bs_tokens`` (or ``bs`` in sequences with ``seq_len``, a column or the option). The
+    Step Law public CSV layout is recognised: its ``smooth loss`` is the loss and its ``bs``
+    counts sequences."""
+    if not path.is_file():
+        raise InvalidArgumentError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        df = pl.read_parquet(path)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        df = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+    else:
+        raise InvalidArgumentError(f"{path}: expected a .csv or .parquet final-loss table")
+    if "smooth loss" in df.columns:
+        df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
+    if "bs_tokens" not in df.columns and "bs" in df.columns:
+        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(seq_len)
+        df = df.with_columns(bs_tokens=pl.col("bs") * seq)
+    missing = [c for c in ("N", "D", "lr", "bs_tokens", "loss") if c not in df.columns]
+    if missing:
+        raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
+    return df
+
+
+def _final(ctx: typer.Context, input: Optional[Path], seq_len: int) -> pl.DataFrame:
+    if input is not None:
+        return _run(lambda: load_final(input, seq_len))
+    from .store import Store
+
+    db = ctx.find_root().obj["db"]
+    store = _run(lambda: Store(db, create=False))
+    if not hasattr(store, "final_losses"):  # pragma: no cover - until the store has it
+        _fail("this store cannot compute final losses yet; pass --input FILE.csv", 2)
+    return _run(store.final_losses)
+
+
+def _names(text: str) -> Optional[tuple[str, ...]]:
+    if text.strip().lower() in ("", "none", "-"):
+        return None
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _table(df: pl.DataFrame) -> str:
+    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True, float_precision=6):
+        return str(df)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``fit lr-bs``, ``fit loss``, ``predict`` and ``evaluate`` to ``app``."""
+    fit_app = typer.Typer(help="Fit scaling laws to a sweep's final losses.", no_args_is_help=True)
+    app.add_typer(fit_app, name="fit")
+
+    input_help = "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
+
+    @fit_app.command("lr-bs")
+    def fit_lr_bs_cmd(
+        ctx: typer.Context,
+        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."),
+        method: str = typer.Option("ols", "--method", help="ols or huber."),
+        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap draws (0: none)."),
+        resample: str = typer.Option("rows", "--resample", help="Bootstrap unit: rows (Step Law) or cells."),
+        seed: int = typer.Option(42, "--seed"),
+        lr_on: str = typer.Option("N,D", "--lr-on", help="Regressors of the LR law among N, D, C ('none' to skip)."),
+        bs_on: str = typer.Option("D", "--bs-on", help="Regressors of the batch law among N, D, C ('none' to skip)."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+    ) -> None:
+        """Fit lr = c N^a D^b and bs_tokens = d D^g on the near-optimal runs of each cell."""
+        from .fit import fit_lr_bs
+        from .optima import near_optimal
+
+        final = _final(ctx, input, seq_len)
+        samples = _run(lambda: near_optimal(final, threshold=threshold))
+        law = _run(
+            lambda: fit_lr_bs(
+                samples, _names(lr_on), _names(bs_on), method=method, bootstrap=bootstrap, seed=seed, resample=resample
+            )
+        )
+        info = law.info
+        typer.echo(
+            f"{info['samples']} near-optimal samples (within {threshold:.4%} of their cell's minimum) in {info['cells']} cells; "
+            f"{method}, {bootstrap} bootstrap draws over {resample}, coefficients = {info['center']}"
+        )
+        typer.echo(law.describe())
+        typer.echo(_table(law.to_polars().drop("name")))
+        if output:
+            law.save(output)
+            typer.echo(f"saved to {output}")
+
+    @fit_app.command("loss")
+    def fit_loss_cmd(
+        ctx: typer.Context,
+        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap draws (0: none)."),
+        seed: int = typer.Option(42, "--seed"),
+        delta: float = typer.Option(1e-3, "--delta", help="Huber delta (log space)."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+    ) -> None:
+        """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
+        from .fit import fit_loss_law
+
+        final = _final(ctx, input, seq_len)
+        law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta))
+        i = law.info
+        typer.echo(f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); objective {law.objective:.6g}")
+        typer.echo(repr(law))
+        typer.echo(_table(law.to_polars()))
+        if output:
+            law.save(output)
+            typer.echo(f"saved to {output}")
+
+    @app.command("predict")
+    def predict_cmd(
+        n: float = typer.Argument(..., metavar="N", help="Non-embedding parameters, e.g. 7e9."),
+        d: float = typer.Argument(..., metavar="D", help="Training tokens, e.g. 1.4e12."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch in sequences = tokens / seq_len)."),
+        law: str = typer.Option("step-law", "--law", help="step-law, deepseek, porian, openai, minicpm, microsoft, all, or a law .json (comma-separated)."),
+        loss: Optional[float] = typer.Option(None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."),
+        compute: Optional[float] = typer.Option(None, "--compute", help="Training FLOPs C for compute laws [default: 6 N D]."),
+    ) -> None:
+        """Predict the optimal peak learning rate and batch size for N parameters and D tokens."""
+        from . import laws as published
+
+        chosen = _run(lambda: published.resolve(law))
+        if not (n > 0 and d > 0 and math.isfinite(n) and math.isfinite(d)):
+            _fail("N and D must be positive numbers", 2)
+        if len(chosen) == 1 and "loss" in chosen[0].inputs and loss is None:
+            _fail(f"law '{chosen[0].name}' needs a loss value: pass --loss", 2)
+        width = max(len(one.name) for one in chosen)
+        typer.echo(f"N = {n:.4g}, D = {d:.4g}, seq_len {seq_len}")
+        typer.echo(f"{'law':<{width}}  {'lr':>10}  {'batch (tokens)':>16}  {'batch (sequences)':>18}")
+        for one in chosen:
+            if "loss" in one.inputs and loss is None:
+                typer.echo(f"{one.name:<{width}}  (needs --loss)")
+                continue
+            row = _run(lambda: one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(0, named=True)
+            lr = f"{row['lr']:.3e}" if row["lr"] is not None else "-"
+            tokens = f"{row['bs_tokens']:,.0f}" if row["bs_tokens"] is not None else "-"
+            seqs = f"{row['bs']:,.1f}" if row["bs"] is not None else "-"
+            typer.echo(f"{one.name:<{width}}  {lr:>10}  {tokens:>16}  {seqs:>18}")
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        ctx: typer.Context,
+        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        law: str = typer.Option("all", "--law", help="Laws to compare (names, .json files, comma-separated, or all)."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        per_cell: bool = typer.Option(False, "--per-cell", help="Also print every (law, cell) row."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
+    ) -> None:
+        """Relative loss error of each law on the measured cells (nearest grid point in log space)."""
+        from .fit import evaluate
+
+        final = _final(ctx, input, seq_len)
+        rows = _run(lambda: evaluate(law, final, seq_len=seq_len))
+        summary = rows.group_by("law", maintain_order=True).agg(
+            pl.len().alias("cells"),
+            (pl.col("rel_error").median() * 100).alias("median_%"),
+            (pl.col("rel_error").mean() * 100).alias("mean_%"),
+            (pl.col("rel_error").max() * 100).alias("max_%"),
+            (pl.col("rel_error") == 0).sum().alias("at_optimum"),
+        )
+        typer.echo("relative error of the loss at each law's nearest grid point vs the cell minimum")
+        typer.echo(_table(summary))
+        if per_cell:
+            typer.echo(_table(rows.with_columns((pl.col("rel_error") * 100).alias("rel_error_%")).drop("rel_error")))
+        if output:
+            rows.write_csv(output)
+            typer.echo(f"wrote {len(rows)} rows to {output}")
