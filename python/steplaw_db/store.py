@@ -155,11 +155,20 @@ class Store:
     ) -> IngestReport:
         """Ingest every run found under ``paths`` (directories, any depth, or log files).
 
-        A run is a directory holding log files: Step Law ``train_log_<k>.txt``, Megatron text
-        logs (``*.log``/``*.txt``), ``*.jsonl`` or ``*.csv`` metrics; ``format`` forces one.
+        A run is a directory holding log files: Step Law ``train_log_<k>.txt``, Megatron or
+        nanoGPT-style text logs (``*.log``/``*.txt``/``*.out``; nanoGPT, modded-nanogpt,
+        torchtitan, NeMo lines), ``*.jsonl`` or ``*.csv`` metrics (W&B history exports
+        included), TensorBoard ``events.out.tfevents.*`` (those of ``train/``, ``eval/``,
+        ``training_eval/<task>/`` ... below it too; every scalar is kept under its tag) or a HF
+        Trainer ``trainer_state.json`` (the newest of its own and its latest
+        ``checkpoint-<n>/``). A W&B chart export (``Step`` and ``"<run> - <metric>"`` columns)
+        holds one run per W&B run name. ``format`` forces one (``steplaw``, ``megatron``,
+        ``nanogpt``, ``jsonl``, ``csv``, ``wandb-chart``, ``tensorboard``, ``hf``).
         The training loss is found by name (``lm loss``, ``loss``, ``train/loss``, ...) and
-        stored as metric ``"loss"``; ``metric`` names another source field for it, and
-        ``metrics`` stores further series under their own names.
+        stored as metric ``"loss"``, validation losses as ``"val_loss"``, never mixed;
+        ``metric`` names another source field for the training loss, and ``metrics`` stores
+        further series under their own names. A run logged without a training loss (an
+        eval-only export) keeps its other series and has no ``final_loss``.
 
         Configuration comes from the log, then the run's name (``name_template``, default
         Step Law names), then a sidecar ``config.json``/``config.yaml``/``args.json``, then

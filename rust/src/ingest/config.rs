@@ -88,6 +88,8 @@ fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) => Some(s.clone()),
+        // W&B's config.yaml wraps every value: `lr: {desc: null, value: 0.0003}`.
+        Value::Object(m) if m.contains_key("value") && m.keys().all(|k| k == "value" || k == "desc") => scalar_text(&m["value"]),
         _ => None,
     }
 }
@@ -182,6 +184,18 @@ mod tests {
             .unwrap();
         assert_eq!((c.h, c.ffnh, c.numh, c.numl), (Some(960), Some(9368), Some(15), Some(7)));
         assert_eq!((c.lr, c.bs, c.steps, c.lr_min), (Some(3.453e-4), Some(736), Some(66342), Some(1e-5)));
+    }
+
+    #[test]
+    fn wandb_and_hf_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "_wandb: {desc: null, value: {cli_version: 0.16.0}}\nlr: {desc: null, value: 0.0003}\nglobal_batch_size: {desc: null, value: 512}\n";
+        std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+        let (c, _) = read_sidecar(dir.path()).unwrap().unwrap();
+        assert_eq!((c.lr, c.bs), (Some(3e-4), Some(512)));
+        std::fs::write(dir.path().join("config.json"), r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 24, "num_attention_heads": 16}"#).unwrap();
+        let (c, _) = read_sidecar(dir.path()).unwrap().unwrap();
+        assert_eq!((c.h, c.ffnh, c.numl, c.numh), (Some(2048), Some(5504), Some(24), Some(16)));
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! segments and commit them with their records in one new store version.
 pub mod config;
 pub mod discover;
+pub mod hf;
+pub mod nanogpt;
 pub mod series;
 pub mod summary;
 pub mod tabular;
 pub mod text;
 pub mod tfevents;
+pub mod wandb;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -32,10 +35,17 @@ pub enum Format {
     Csv,
     /// TensorBoard event files, `events.out.tfevents.*`.
     TfEvents,
+    /// Hugging Face Trainer `trainer_state.json`.
+    HfTrainer,
+    /// nanoGPT / modded-nanogpt / torchtitan / NeMo text logs.
+    NanoGpt,
+    /// W&B chart CSV exports (several runs a file).
+    WandbChart,
 }
 
 impl Format {
-    pub const NAMES: &'static [&'static str] = &["steplaw", "megatron", "jsonl", "csv", "tensorboard"];
+    pub const NAMES: &'static [&'static str] =
+        &["steplaw", "megatron", "nanogpt", "jsonl", "csv", "wandb-chart", "tensorboard", "hf"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +54,9 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
             Format::TfEvents => "tensorboard",
+            Format::HfTrainer => "hf",
+            Format::NanoGpt => "nanogpt",
+            Format::WandbChart => "wandb-chart",
         }
     }
     pub fn from_name(s: &str) -> Result<Format> {
@@ -53,6 +66,9 @@ impl Format {
             "jsonl" => Format::Jsonl,
             "csv" => Format::Csv,
             "tensorboard" | "tfevents" => Format::TfEvents,
+            "hf" | "trainer_state" => Format::HfTrainer,
+            "nanogpt" => Format::NanoGpt,
+            "wandb-chart" | "wandb" => Format::WandbChart,
             _ => return Err(Error::Invalid(format!("unknown format '{s}' ({})", Format::NAMES.join(", ")))),
         })
     }
@@ -244,6 +260,12 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
             Format::Steplaw | Format::Megatron => text::parse(&data, &label, sel, &mut parse),
             Format::Jsonl => tabular::parse_jsonl(&data, &label, sel, &mut parse),
             Format::Csv => tabular::parse_csv(&data, &label, sel, &mut parse),
+            Format::NanoGpt => nanogpt::parse(&data, &label, sel, &mut parse),
+            Format::HfTrainer => hf::parse(&data, &label, sel, &mut parse),
+            Format::WandbChart => match &src.member {
+                Some(run) => wandb::parse(&data, &label, run, sel, &mut parse),
+                None => return Err(Error::parse(label, "not a W&B chart export (a 'Step' column, then '<run> - <metric>' columns)")),
+            },
             Format::TfEvents => {
                 let rel = path.parent().and_then(|p| p.strip_prefix(&src.dir).ok()).unwrap_or(std::path::Path::new(""));
                 let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
@@ -257,11 +279,21 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
         let just_started = may_be_empty && src.files.len() > 1 && parse.malformed == malformed_before;
         if !yielded && !just_started {
             let detail = parse.messages.first().map(|m| format!("; first problem: {m}")).unwrap_or_default();
-            if *format == Format::TfEvents {
-                return Err(Error::parse(label, format!("no scalar summaries found in this event file{detail}")));
+            match (format, &src.member) {
+                (Format::TfEvents, _) => {
+                    return Err(Error::parse(label, format!("no scalar summaries found in this event file{detail}")))
+                }
+                (Format::WandbChart, Some(run)) => {
+                    return Err(Error::parse(label, format!("no values for run '{run}' in this W&B chart export{detail}")))
+                }
+                (Format::HfTrainer, _) => {
+                    return Err(Error::parse(label, format!("no loss or eval-loss entries in log_history{detail}")))
+                }
+                _ => {}
             }
             let looked_for = sel.loss.clone().unwrap_or_else(|| match format {
                 Format::Steplaw | Format::Megatron => text::LOSS_KEYS.join("', '"),
+                Format::NanoGpt => nanogpt::LOSS_KEYS.join("', '"),
                 _ => tabular::LOSS_KEYS.join("', '"),
             });
             return Err(Error::parse(
@@ -270,7 +302,8 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
             ));
         }
     }
-    if src.files.iter().any(|(_, f)| *f == Format::TfEvents) {
+    // Tagged scalars (a tag a series) learn which tag is the loss and join the LR to it.
+    if src.files.iter().any(|(_, f)| matches!(f, Format::TfEvents | Format::WandbChart)) {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
     let fingerprint = format!("xxh3:{:016x}", hasher.digest());
@@ -288,8 +321,14 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
     // Configuration: the log < the name < the sidecar file < the user's overrides.
     let mut config = RunConfig { steps: parse.planned_steps, bs: parse.batch_size, ..Default::default() };
     config.merge_from(&ctx.template.read(&src.name)?);
-    if let Some((side, _)) = config::read_sidecar(&src.dir)? {
-        config.merge_from(&side);
+    // The sidecar beside the run, else beside one of its files (a HF checkpoint's config.json).
+    let mut sidecar_dirs = vec![src.dir.as_path()];
+    sidecar_dirs.extend(src.files.iter().filter_map(|(p, _)| p.parent()).filter(|d| *d != src.dir));
+    for dir in sidecar_dirs {
+        if let Some((side, _)) = config::read_sidecar(dir)? {
+            config.merge_from(&side);
+            break;
+        }
     }
     config.merge_from(&ctx.overrides);
     config.derive(ctx.opts.seq_len);

@@ -38,14 +38,8 @@ pub fn is_part_dir(name: &str) -> bool {
 /// without the file name): "" for training files, `eval/` or `eval/<task>/` for eval files.
 pub fn prefix_for(rel_dirs: &[&str]) -> String {
     match rel_dirs {
-        [first, rest @ ..] if EVAL_DIRS.contains(first) => {
-            let task: Vec<&str> = rest.to_vec();
-            if task.is_empty() {
-                EVAL_PREFIX.to_string()
-            } else {
-                format!("{EVAL_PREFIX}{}/", task.join("/"))
-            }
-        }
+        [first] if EVAL_DIRS.contains(first) => EVAL_PREFIX.to_string(),
+        [first, task @ ..] if EVAL_DIRS.contains(first) => format!("{EVAL_PREFIX}{}/", task.join("/")),
         _ => String::new(),
     }
 }
@@ -381,30 +375,26 @@ fn event_scalars(buf: &[u8], scalars: &mut Vec<(usize, usize, f64)>) -> Result<O
     Ok(Some(step))
 }
 
-/// Per-file cache from tag bytes to metric name: a file repeats a handful of tags.
+/// Per-file cache from tag bytes to metric name: a file repeats its tags at every step.
 struct TagNames {
     prefix: String,
-    known: Vec<(Vec<u8>, Option<String>)>,
+    known: std::collections::HashMap<Vec<u8>, Option<String>>,
 }
 
 impl TagNames {
     fn metric(&mut self, tag: &[u8]) -> Option<&str> {
-        let i = match self.known.iter().position(|(t, _)| t == tag) {
-            Some(i) => i,
-            None => {
-                // Tags are UTF-8 in practice; one that is not is not a metric name.
-                let name = std::str::from_utf8(tag).ok().filter(|t| !t.is_empty()).map(|t| format!("{}{t}", self.prefix));
-                self.known.push((tag.to_vec(), name));
-                self.known.len() - 1
-            }
-        };
-        self.known[i].1.as_deref()
+        if !self.known.contains_key(tag) {
+            // Tags are UTF-8 in practice; one that is not is not a metric name.
+            let name = std::str::from_utf8(tag).ok().filter(|t| !t.is_empty()).map(|t| format!("{}{t}", self.prefix));
+            self.known.insert(tag.to_vec(), name);
+        }
+        self.known[tag].as_deref()
     }
 }
 
 /// Read one event file into `out`: every scalar under `prefix` + its tag.
 pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
-    let mut names = TagNames { prefix: prefix.to_string(), known: Vec::new() };
+    let mut names = TagNames { prefix: prefix.to_string(), known: Default::default() };
     let mut scalars = Vec::new();
     let mut pos = 0usize;
     let mut records = 0u64;
@@ -483,9 +473,9 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-/// Once every file of a run is read: the best training-loss tag becomes `loss` (with the
-/// learning rate joined to it by step), the best validation tag `val_loss`. The other tags
-/// stay under their own names.
+/// Once every file of a run of tagged scalars (TensorBoard, W&B charts) is read: the best
+/// training-loss tag becomes `loss` (with the learning rate joined to it by step), the best
+/// validation tag `val_loss`. The other tags stay under their own names.
 pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
     let present = |names: &[&str], out: &RunParse| names.iter().find(|n| out.series.contains_key(**n)).map(|n| n.to_string());
     let loss_tag = match &sel.loss {

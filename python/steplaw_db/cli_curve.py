@@ -1,0 +1,105 @@
+"""Command-line verb of the loss-curve laws: ``fit-curve`` (to be merged under the ``fit``
+sub-app as ``fit curve``). :func:`register` adds it to the main ``steplaw-db`` app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import polars as pl
+import typer
+
+from .errors import InvalidArgumentError, SteplawError
+
+__all__ = ["register", "parse_schedules"]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn):
+    """Map steplaw-db errors onto exit codes with a one-line message."""
+    try:
+        return fn()
+    except InvalidArgumentError as e:
+        _fail(str(e), 2)
+    except SteplawError as e:
+        _fail(str(e), 1)
+
+
+def parse_schedules(texts: list[str]):
+    """``--schedule`` values: ``SPEC`` for every curve, or ``LABEL:SPEC`` for the curve with
+    that label (a file's stem, or ``run <id>``). SPEC as :meth:`Schedule.parse` reads it."""
+    from .curve import Schedule
+
+    common, by_label = None, {}
+    for text in texts:
+        head, sep, rest = text.partition(":")
+        if sep and "=" not in head and "{" not in head:
+            by_label[head.strip()] = Schedule.parse(rest)
+        elif common is None:
+            common = Schedule.parse(text)
+        else:
+            raise InvalidArgumentError("only one --schedule without a LABEL: prefix")
+    if by_label and common is not None:
+        raise InvalidArgumentError("give either one --schedule for every curve or LABEL:SPEC ones, not both")
+    return by_label or common
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fit-curve")
+    def fit_curve(
+        ctx: typer.Context,
+        files: Optional[List[Path]] = typer.Argument(None, help="Curves to fit on: CSV files with step, lr and loss columns."),
+        run: Optional[List[int]] = typer.Option(None, "--run", help="Fit on this run's loss curve from the store (repeatable)."),
+        form: str = typer.Option("mpl", "--form", help="mpl (Multi-Power Law) or annealing (Tissue et al.)."),
+        test: Optional[List[Path]] = typer.Option(None, "--test", help="Held-out curve (CSV) to predict and score (repeatable)."),
+        schedule: Optional[List[str]] = typer.Option(
+            None,
+            "--schedule",
+            help="The lr schedule, for logs without lr or when the exact shape matters: "
+            "'peak_lr=3e-4,total_steps=24000,warmup_steps=2160,decay=cosine,floor=3e-5' (or JSON); "
+            "'LABEL:SPEC' for one curve (LABEL = file stem or 'run <id>'). Repeatable.",
+        ),
+        lam: float = typer.Option(0.999, "--lam", help="Decay factor of the annealing law's momentum (fixed)."),
+        delta: float = typer.Option(1e-3, "--delta", help="Huber delta on ln(loss)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fitted law as JSON."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Plot measured vs law curves (.png, .svg or .pdf)."),
+    ) -> None:
+        """Fit a schedule-aware loss-curve law (whole curves with their per-step lr) and
+        score it on the fitted and held-out curves (mean and max relative error)."""
+        from .curve import fit_curve_law, plot_curve_law
+
+        schedules = _run(lambda: parse_schedules(schedule or []))
+        train: list = [*(files or [])]
+        if run:
+            from .store import Store
+
+            store = _run(lambda: Store(ctx.obj["db"], create=False))
+            points = _run(lambda: store.points(list(run), metric="loss"))
+            if points.height == 0:
+                _fail(f"no loss points for runs {list(run)} in {ctx.obj['db']}", 2)
+            train.append(points)
+        if not train:
+            _fail("give curves to fit on: CSV files and/or --run IDs", 2)
+        law = _run(lambda: fit_curve_law(train, form, schedule=schedules, lam=lam, delta=delta))
+        scored = _run(lambda: law.evaluate(train, schedules).with_columns(role=pl.lit("fit")))
+        if test:
+            held = _run(lambda: law.evaluate(list(test), schedules).with_columns(role=pl.lit("held out")))
+            scored = pl.concat([scored, held])
+        typer.echo(repr(law))
+        f = law.fit
+        typer.echo(f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, converged: {f['converged']}")
+        shown = scored.select(
+            "role", "curve", "points", (pl.col("mean_rel_error") * 100).alias("mean_err_%"), (pl.col("max_rel_error") * 100).alias("max_err_%")
+        )
+        with pl.Config(tbl_rows=100, tbl_width_chars=160, float_precision=3, tbl_hide_dataframe_shape=True):
+            typer.echo(str(shown))
+        if output is not None:
+            law.to_json(output)
+            typer.echo(f"law written to {output}")
+        if plot is not None:
+            _run(lambda: plot_curve_law(law, [*train, *(test or [])], plot, schedule=schedules))
+            typer.echo(f"plot written to {plot}")
