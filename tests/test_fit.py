@@ -304,8 +304,31 @@ def test_evaluate_finds_the_nearest_grid_point_in_log_space():
     row = sl.evaluate({"mine": law}, final).row(0, named=True)
     assert (row["law"], row["lr_at"], row["bs_at"], row["loss_at"], row["loss_min"]) == ("mine", 2e-3, 4e5, 4.2, 3.0)
     assert row["rel_error"] == pytest.approx(1.2 / 3.0)
-    with pytest.raises(InvalidArgumentError, match="not available yet"):
-        sl.evaluate(law, final, method="quadratic")
+    with pytest.raises(InvalidArgumentError, match="unknown evaluation method"):
+        sl.evaluate(law, final, method="cubic")
+
+
+def test_evaluate_on_the_quadratic_surface_between_grid_points():
+    # An exactly quadratic landscape in (ln lr, ln bs): the surface gives the true loss at the
+    # law's prediction, which lies between grid points.
+    lr_star, bs_star, a, b = 2e-3, 5e5, 0.004, 0.007
+    rows = []
+    for i in range(-3, 4):
+        for j in range(-2, 3):
+            lr, bs = lr_star * 2 ** ((i + 0.3) / 2), bs_star * 2 ** ((j - 0.2) / 2)
+            loss = 2.5 * (1 + a * math.log(lr / lr_star) ** 2 + b * math.log(bs / bs_star) ** 2)
+            rows.append({"N": 1e8, "D": 1e10, "lr": lr, "bs_tokens": bs, "loss": loss})
+    final = pl.DataFrame(rows)
+    lr_hat, bs_hat = 2.6e-3, 4.1e5
+    law = sl.HparamLaw(
+        sl.fit.PowerLaw("lr", ("N",), np.array([math.log(lr_hat), 0.0])), sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(bs_hat), 0.0]))
+    )
+    row = sl.evaluate({"mine": law}, final, method="quadratic").row(0, named=True)
+    truth = 2.5 * (1 + a * math.log(lr_hat / lr_star) ** 2 + b * math.log(bs_hat / bs_star) ** 2)
+    assert row["loss_at"] == pytest.approx(truth, rel=1e-9)
+    assert row["rel_error"] == pytest.approx(truth / final["loss"].min() - 1, rel=1e-6)
+    nearest = sl.evaluate({"mine": law}, final).row(0, named=True)
+    assert nearest["loss_at"] != pytest.approx(truth, rel=1e-6)  # the grid point is elsewhere
 
 
 def test_laws_that_give_one_quantity_take_the_other_at_the_cell_optimum(final):

@@ -181,13 +181,14 @@ def register(app: typer.Typer) -> None:
         law: str = typer.Option("all", "--law", help="Laws to compare (names, .json files, comma-separated, or all)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
         per_cell: bool = typer.Option(False, "--per-cell", help="Also print every (law, cell) row."),
+        method: str = typer.Option("nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
     ) -> None:
-        """Relative loss error of each law on the measured cells (nearest grid point in log space)."""
+        """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
         from .fit import evaluate
 
         final = _final(ctx, input, seq_len)
-        rows = _run(lambda: evaluate(law, final, seq_len=seq_len))
+        rows = _run(lambda: evaluate(law, final, seq_len=seq_len, method=method))
         summary = rows.group_by("law", maintain_order=True).agg(
             pl.len().alias("cells"),
             (pl.col("rel_error").median() * 100).alias("median_%"),
@@ -195,7 +196,8 @@ def register(app: typer.Typer) -> None:
             (pl.col("rel_error").max() * 100).alias("max_%"),
             (pl.col("rel_error") == 0).sum().alias("at_optimum"),
         )
-        typer.echo("relative error of the loss at each law's nearest grid point vs the cell minimum")
+        where = "nearest grid point" if method == "nearest" else "prediction on the cell's quadratic surface"
+        typer.echo(f"relative error of the loss at each law's {where} vs the cell minimum")
         typer.echo(_table(summary))
         if per_cell:
             typer.echo(_table(rows.with_columns((pl.col("rel_error") * 100).alias("rel_error_%")).drop("rel_error")))

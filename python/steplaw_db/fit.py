@@ -26,6 +26,7 @@ import polars as pl
 
 from . import _native
 from .errors import InvalidArgumentError
+from .optima import quadratic_surface
 
 __all__ = ["Law", "PowerLaw", "HparamLaw", "LossLaw", "fit_lr_bs", "fit_loss_law", "evaluate", "load_law"]
 
@@ -732,13 +733,13 @@ def evaluate(
     ``loss_at``, ``loss_min``, ``rel_error``, ``fixed``. Summarise with
     ``.group_by("law").agg(pl.col("rel_error").median())``.
 
-    ``method="quadratic"`` (the loss on each cell's fitted quadratic surface) is not available
-    yet.
+    ``method="quadratic"``: the loss on each cell's fitted quadratic surface in (ln lr, ln bs)
+    (``steplaw_db.optima.quadratic_surface``) at the prediction itself, between grid points
+    (NaN where a cell has no convex quadratic; far from the optimum the surface
+    extrapolates). ``lr_at``/``bs_at`` still name the nearest run.
     """
-    if method == "quadratic":
-        raise InvalidArgumentError("evaluate(method='quadratic') is not available yet (it needs the per-cell quadratic surfaces); use method='nearest'")
-    if method != "nearest":
-        raise InvalidArgumentError(f"unknown evaluation method {method!r} (nearest)")
+    if method not in ("nearest", "quadratic"):
+        raise InvalidArgumentError(f"unknown evaluation method {method!r} (nearest, quadratic)")
     keys = _keys(by)
     final = _with_bs_tokens(final)
     _require(final, [*keys, "N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
@@ -755,6 +756,7 @@ def evaluate(
         N, D = float(cell["N"][0]), float(cell["D"][0])
         best = int(np.argmin(y))
         cell_min = float(y[best])
+        surface = quadratic_surface(cell, loss=loss) if method == "quadratic" else None
         for label, one in laws:
             p = one.predict(N=[N], D=[D], loss=[cell_min], seq_len=seq_len, interval=None)
             lr_hat, bs_hat = p["lr"][0], p["bs_tokens"][0]
@@ -767,7 +769,10 @@ def evaluate(
                 bs_hat, fixed = float(bs[best]), "bs"
             dist = (np.log(lr) - math.log(lr_hat)) ** 2 + (np.log(bs) - math.log(bs_hat)) ** 2
             at = dist <= dist.min() * (1 + 1e-12)
-            loss_at = float(y[at].mean())
+            if method == "nearest":
+                loss_at = float(y[at].mean())
+            else:  # on the cell's fitted quadratic (null where the cell has none)
+                loss_at = cell_min * (1.0 + float(surface(lr_hat, bs_hat))) if surface is not None else float("nan")
             rows.append(
                 {
                     "law": label,

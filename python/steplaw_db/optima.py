@@ -212,11 +212,7 @@ def optima(
             flags.append("few-near-optimal")
         row["flags"] = flags
         rows.append(row)
-        # The fit window widens until it spans three levels on both axes.
-        for window in (fit_window, 2 * fit_window, 4 * fit_window):
-            pick = rel <= window
-            if len(set(lr[pick])) >= 3 and len(set(bs[pick])) >= 3 and pick.sum() >= 6:
-                break
+        pick = _fit_window(lr, bs, rel, fit_window)
         fit_inputs.append((i, np.log(lr[pick]), np.log(bs[pick]), rel[pick]))
     cell_idx = np.concatenate([np.full(len(x), i, dtype=np.int64) for i, x, _, _ in fit_inputs])
     fits = _native.fit_cells(
@@ -234,6 +230,42 @@ def optima(
         row["bs_tokens_opt"] = row["bs_tokens_quad"] if use_quad else row["bs_tokens_grid"]
         row["flags"] = ",".join(row["flags"])
     return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _fit_window(lr: "np.ndarray", bs: "np.ndarray", rel: "np.ndarray", fit_window: float) -> "np.ndarray":
+    """Which runs enter a cell's quadratic: those within ``fit_window`` of the minimum, the
+    window widening (x2, x4) until it spans three levels on both axes."""
+    for window in (fit_window, 2 * fit_window, 4 * fit_window):
+        pick = rel <= window
+        if len(set(lr[pick])) >= 3 and len(set(bs[pick])) >= 3 and pick.sum() >= 6:
+            break
+    return pick
+
+
+def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: float = FIT_WINDOW):
+    """One cell's fitted landscape as a function ``(lr, bs_tokens) -> loss / min - 1`` (the
+    cell's grid minimum), or None when the quadratic is not identifiable or not convex.
+    Outside the runs that entered the fit it extrapolates: trust it near the optimum."""
+    import numpy as np
+
+    df = cell.filter(pl.col(loss).is_finite() & (pl.col(loss) > 0))
+    if df.is_empty():
+        return None
+    lr = df["lr"].cast(pl.Float64).to_numpy()
+    bs = df["bs_tokens"].cast(pl.Float64).to_numpy()
+    rel = df[loss].cast(pl.Float64).to_numpy() / float(df[loss].min()) - 1.0
+    pick = _fit_window(lr, bs, rel, fit_window)
+    x, y = np.log(lr[pick]), np.log(bs[pick])
+    [fit] = _native.fit_cells([0] * len(x), x.tolist(), y.tolist(), rel[pick].tolist(), 0, 0)
+    if fit is None or not fit["convex"]:
+        return None
+    c, (cx, cy) = fit["coef"], fit["centre"]
+
+    def surface(lr_at, bs_at):
+        u, v = np.log(lr_at) - cx, np.log(bs_at) - cy
+        return c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+
+    return surface
 
 
 _QUAD_COLUMNS = (
