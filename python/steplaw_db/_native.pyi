@@ -12,6 +12,21 @@ class Store:
     def import_summaries(self, source: str, rows: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]: ...
     def snapshot(self) -> dict[str, Any]: ...
     def compact(self, wait: float = 0.0) -> dict[str, Any]: ...
+    def final_losses(
+        self,
+        metric: str,
+        smooth: str,
+        width: float | None,
+        unit: str,
+        weight: float | None,
+        at_kind: str,
+        at_value: float,
+    ) -> dict[str, list[Any]]: ...
+
+# Per-cell quadratic landscapes (rust/src/cells.rs); used by steplaw_db.optima.
+def fit_cells(
+    cell: list[int], x: list[float], y: list[float], z: list[float], draws: int, seed: int
+) -> list[dict[str, Any] | None]: ...
 
 # Fitting engine (rust/src/py/fit.rs). Private: use steplaw_db.fit_lr_bs / fit_loss_law.
 def fit_linear(
