@@ -16,7 +16,7 @@ from steplaw_db import laws, plots, synth
 from steplaw_db.cli import app
 from steplaw_db.optima import near_optimal
 from steplaw_db.report import build_report, write_report
-from steplaw_db.stability import stability
+from steplaw_db.law_stability import stability
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 CELL = {"N": 214663680, "D": 100_000_000_000}

@@ -12,7 +12,7 @@ import pytest
 
 import steplaw_db as sl
 from steplaw_db import synth
-from steplaw_db.stability import stability
+from steplaw_db.law_stability import stability
 
 
 @pytest.fixture(scope="module")

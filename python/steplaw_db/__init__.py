@@ -15,27 +15,26 @@ from .optima import landscape, near_optimal, optima, read_final_table
 from .store import IngestReport, Store, open
 
 
-#: Fitting names, served lazily from `.fit` (they pull in numpy too).
-_FIT_EXPORTS = ("fit_lr_bs", "fit_loss_law", "evaluate", "HparamLaw", "LossLaw")
-#: Loss-curve law names, served lazily from `.curve`.
-_CURVE_EXPORTS = ("fit_curve_law", "CurveLaw", "Schedule", "plot_curve_law")
+#: Names served lazily, by the module that holds them (None: the module itself). They pull in
+#: numpy (and start its BLAS threads) or matplotlib: loaded only when asked for.
+_LAZY = {
+    "synth": None, "laws": None, "plots": None,
+    **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate", "HparamLaw", "LossLaw"), "fit"),
+    **dict.fromkeys(("fit_curve_law", "CurveLaw", "Schedule", "plot_curve_law"), "curve"),
+    **dict.fromkeys(("stability", "StabilityReport"), "law_stability"),
+    "write_report": "report",
+}  # fmt: skip
 
 
 def __getattr__(name: str):
-    # `synth` pulls in numpy (and its BLAS threads): load it only when asked for.
-    if name in ("synth", "laws"):
-        import importlib
+    if name not in _LAZY:
+        raise AttributeError(f"module 'steplaw_db' has no attribute {name!r}")
+    import importlib
 
+    module = _LAZY[name]
+    if module is None:
         return importlib.import_module(f".{name}", __name__)
-    if name in _FIT_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(".fit", __name__), name)
-    if name in _CURVE_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(".curve", __name__), name)
-    raise AttributeError(f"module 'steplaw_db' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 __all__ = [
@@ -54,6 +53,10 @@ __all__ = [
     "errors",
     "synth",
     "laws",
+    "plots",
+    "stability",
+    "StabilityReport",
+    "write_report",
     "fit_lr_bs",
     "fit_loss_law",
     "evaluate",

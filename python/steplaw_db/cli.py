@@ -343,7 +343,7 @@ def stability(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """How stable is the lr/batch law across groups, left-out cells and analysis choices?"""
-    from .stability import stability as run_stability
+    from .law_stability import stability as run_stability
 
     if table is not None and table not in STABILITY_TABLES:
         _fail(f"--table must be one of {', '.join(STABILITY_TABLES)}", 2)
@@ -457,7 +457,7 @@ def plot_stability(
 ) -> None:
     """Coefficients per group and across analysis choices."""
     from . import plots
-    from .stability import stability as run_stability
+    from .law_stability import stability as run_stability
 
     final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
     report = _run(lambda: run_stability(final_df, by=by, bootstrap=300))

@@ -114,7 +114,7 @@ def build_report(
     from . import laws as published
     from .fit import evaluate, fit_lr_bs
     from .optima import near_optimal, optima
-    from .stability import stability
+    from .law_stability import stability
 
     notes: list[str] = []
     parts = [f"<h1>{html.escape(title)}</h1>"]
