@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
 
 from steplaw_db import synth
 

@@ -3,7 +3,6 @@ whose true laws differ (or do not)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np

@@ -12,7 +12,8 @@ import polars as pl
 import typer
 
 from . import __version__
-from .errors import InvalidArgumentError, SteplawError, StoreLockedError
+from ._cli_util import fail as _fail
+from ._cli_util import run as _run
 from .store import Store, default_path
 
 app = typer.Typer(
@@ -47,23 +48,6 @@ def main_options(
 
 def _open(ctx: typer.Context, create: bool = True) -> Store:
     return Store(ctx.obj["db"], create=create)
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _run(fn):
-    """Map steplaw-db errors onto exit codes with a one-line message (no traceback)."""
-    try:
-        return fn()
-    except InvalidArgumentError as e:
-        _fail(str(e), 2)
-    except StoreLockedError as e:
-        _fail(str(e), 1)
-    except SteplawError as e:
-        _fail(str(e), 1)
 
 
 @app.command()

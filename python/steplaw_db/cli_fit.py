@@ -10,60 +10,19 @@ from typing import Optional
 import polars as pl
 import typer
 
-from .errors import InvalidArgumentError, SteplawError
+from ._cli_util import fail as _fail
+from ._cli_util import run as _run
+from .optima import read_final_table
 
-__all__ = ["register", "load_final"]
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _run(fn):
-    """Map steplaw-db errors onto exit codes with a one-line message."""
-    try:
-        return fn()
-    except InvalidArgumentError as e:
-        _fail(str(e), 2)
-    except SteplawError as e:
-        _fail(str(e), 1)
-
-
-def load_final(path: Path, seq_len: int = 2048) -> pl.DataFrame:
-    """A final-loss table from CSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
-    ``bs_tokens`` (or ``bs`` in sequences with ``seq_len``, a column or the option). The
-    Step Law public CSV layout is recognised: its ``smooth loss`` is the loss and its ``bs``
-    counts sequences."""
-    if not path.is_file():
-        raise InvalidArgumentError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df = pl.read_parquet(path)
-    elif suffix in (".csv", ".tsv", ".txt"):
-        df = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
-    else:
-        raise InvalidArgumentError(f"{path}: expected a .csv or .parquet final-loss table")
-    if "smooth loss" in df.columns:
-        df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
-    if "bs_tokens" not in df.columns and "bs" in df.columns:
-        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(seq_len)
-        df = df.with_columns(bs_tokens=pl.col("bs") * seq)
-    missing = [c for c in ("N", "D", "lr", "bs_tokens", "loss") if c not in df.columns]
-    if missing:
-        raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
-    return df
+__all__ = ["register"]
 
 
 def _final(ctx: typer.Context, input: Optional[Path], seq_len: int) -> pl.DataFrame:
     if input is not None:
-        return _run(lambda: load_final(input, seq_len))
+        return _run(lambda: read_final_table(input, seq_len))
     from .store import Store
 
-    db = ctx.find_root().obj["db"]
-    store = _run(lambda: Store(db, create=False))
-    if not hasattr(store, "final_losses"):  # pragma: no cover - until the store has it
-        _fail("this store cannot compute final losses yet; pass --input FILE.csv", 2)
+    store = _run(lambda: Store(ctx.find_root().obj["db"], create=False))
     return _run(store.final_losses)
 
 

@@ -45,22 +45,31 @@ def _check_columns(final: pl.DataFrame, columns: Sequence[str]) -> None:
         raise InvalidArgumentError(f"final-loss frame has no column(s) {missing} (columns: {final.columns})")
 
 
-def read_final_table(path: str | os.PathLike) -> pl.DataFrame:
-    """A final-loss table from CSV or Parquet. The public Step Law layout is recognised:
-    ``smooth loss`` becomes ``loss`` (their raw one ``raw_loss``), ``bs`` is in sequences of
-    2048, ``exp_name`` is the name."""
+def read_final_table(path: str | os.PathLike, seq_len: int = 2048) -> pl.DataFrame:
+    """A final-loss table from CSV, TSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
+    ``bs_tokens`` (or ``bs`` in sequences of ``seq_len``, a column or the argument). The public
+    Step Law layout is recognised: ``smooth loss`` becomes ``loss`` (their raw one
+    ``raw_loss``), ``bs`` counts sequences of 2048, ``exp_name`` is the name."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"{path}: no such file")
-    df = pl.read_parquet(path) if path.lower().endswith(".parquet") else pl.read_csv(path, infer_schema_length=10000)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".parquet":
+        df = pl.read_parquet(path)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        df = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+    else:
+        raise InvalidArgumentError(f"{path}: expected a .csv, .tsv or .parquet final-loss table")
     if "smooth loss" in df.columns:
         df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
     if "exp_name" in df.columns and "name" not in df.columns:
         df = df.rename({"exp_name": "name"})
     if "bs_tokens" not in df.columns and "bs" in df.columns:
-        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(2048)
+        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(seq_len)
         df = df.with_columns(bs_tokens=pl.col("bs") * seq)
-    _check_columns(df, ["N", "D", "lr", "bs_tokens", "loss"])
+    missing = [c for c in ("N", "D", "lr", "bs_tokens", "loss") if c not in df.columns]
+    if missing:
+        raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
     return df
 
 
