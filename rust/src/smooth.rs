@@ -333,10 +333,16 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
     let kernel: Vec<f64> = x.iter().map(|&u| (1.0 - u.abs().min(1.0).powi(3)).powi(3).max(1e-12)).collect();
     let Some(mut fit) = weighted_line(&x, y, &kernel) else { return (values[n - 1], 1) };
     let mut w = kernel.clone();
+    let mut residuals = vec![0.0; y.len()];
+    let mut scratch = vec![0.0; y.len()];
     for _ in 0..IRLS_ITERATIONS {
-        let residuals: Vec<f64> = x.iter().zip(y).map(|(&xi, &yi)| yi - fit.0 - fit.1 * xi).collect();
-        let mut abs: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
-        let sigma = 1.4826 * median(&mut abs);
+        for ((r, &xi), &yi) in residuals.iter_mut().zip(&x).zip(y) {
+            *r = yi - fit.0 - fit.1 * xi;
+        }
+        for (a, r) in scratch.iter_mut().zip(&residuals) {
+            *a = r.abs();
+        }
+        let sigma = 1.4826 * median(&mut scratch);
         if !(sigma > 0.0) {
             break;
         }
