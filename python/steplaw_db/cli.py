@@ -40,7 +40,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Optional[Path] = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory [default: ./steplaw.db]."),
+    db: Optional[Path] = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     ctx.obj = {"db": db if db is not None else Path(default_path())}
@@ -173,7 +173,7 @@ _SMOOTH_HELP = "Smoothing: robust (default), steplaw, gaussian, ema, tail-mean, 
 def final(
     ctx: typer.Context,
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
-    width: Optional[float] = typer.Option(None, "--width", help="Smoothing width, in --unit [default: 0.1 of the run]."),
+    width: Optional[float] = typer.Option(None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."),
     unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
     at: Optional[int] = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
@@ -238,7 +238,7 @@ def synth_cmd(
 
 @app.command()
 def demo(
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the sweep and store [default: a temp dir]."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the sweep and store (default: a temp dir)."),
 ) -> None:
     """Generate a small synthetic sweep, ingest it and show what was found."""
     from . import synth

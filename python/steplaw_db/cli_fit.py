@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch in sequences = tokens / seq_len)."),
         law: str = typer.Option("step-law", "--law", help="step-law, deepseek, porian, openai, minicpm, microsoft, all, or a law .json (comma-separated)."),
         loss: Optional[float] = typer.Option(None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."),
-        compute: Optional[float] = typer.Option(None, "--compute", help="Training FLOPs C for compute laws [default: 6 N D]."),
+        compute: Optional[float] = typer.Option(None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."),
     ) -> None:
         """Predict the optimal peak learning rate and batch size for N parameters and D tokens."""
         from . import laws as published
