@@ -413,6 +413,20 @@ def test_hf_loss_and_eval_entries_apart_with_the_shape_from_config(tmp_path):
     assert lr == pytest.approx([3e-4 * (1 - s / 100) for s in range(10, 101, 10)])
 
 
+def test_hf_the_newest_state_wins_between_its_own_and_the_latest_checkpoint(tmp_path):
+    import os
+
+    out = tmp_path / "runs" / "resumed"
+    (out / "checkpoint-200").mkdir(parents=True)
+    (out / "trainer_state.json").write_text(json.dumps(trainer_state(n_train=5)))  # an earlier attempt's
+    (out / "checkpoint-200" / "trainer_state.json").write_text(json.dumps(trainer_state(n_train=20, max_steps=200)))
+    os.utime(out / "trainer_state.json", (1_600_000_000, 1_600_000_000))
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").ok
+    assert sorted(points_of(db, "resumed")["loss"]) == list(range(10, 201, 10))
+    assert db.runs()["steps"].item() == 200
+
+
 def test_hf_nan_loss_marks_the_run_diverged(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
@@ -573,7 +587,7 @@ def test_wandb_chart_export_with_train_and_eval_loss(tmp_path):
     header = ['"Step"']
     runs = ["lr3e-4-bs256", "lr1e-3-bs256"]
     for r in runs:
-        for m in ["train/loss", "eval/loss"]:
+        for m in ["train/loss", "eval/loss", "train/learning_rate"]:
             header += [f'"{r} - {m}"', f'"{r} - {m}__MIN"', f'"{r} - {m}__MAX"']
     rows = [",".join(header)]
     for step in range(0, 1000, 100):
@@ -581,7 +595,7 @@ def test_wandb_chart_export_with_train_and_eval_loss(tmp_path):
         for k, r in enumerate(runs):
             train = f"{3.0 - step / 1000 + k:.3f}"
             ev = f"{3.2 - step / 1000 + k:.3f}" if step % 500 == 0 else ""
-            cells += [f'"{train}"'] * 3 + [f'"{ev}"'] * 3
+            cells += [f'"{train}"'] * 3 + [f'"{ev}"'] * 3 + [f'"{1e-3 * (1 - step / 1000):.6f}"'] * 3
         rows.append(",".join(cells))
     export = tmp_path / "exports" / "wandb_export_2024-05-01.csv"
     export.parent.mkdir()
@@ -593,6 +607,8 @@ def test_wandb_chart_export_with_train_and_eval_loss(tmp_path):
         pts = points_of(db, r)
         assert pts["loss"] == {s: pytest.approx(3.0 - s / 1000 + k) for s in range(0, 1000, 100)}
         assert pts["val_loss"] == {0: pytest.approx(3.2 + k), 500: pytest.approx(2.7 + k)}
+        run_id = db.runs().filter(pl.col("name") == r)["run_id"].item()
+        assert db.points(run_id)["lr"].to_list() == pytest.approx([1e-3 * (1 - s / 1000) for s in range(0, 1000, 100)])
 
 
 def test_wandb_history_export_long_csv_with_step_and_empty_cells(tmp_path):
@@ -725,3 +741,21 @@ def test_cli_ingests_the_new_formats_and_lists_them_in_help(tmp_path):
     assert sorted(sl.open(db).runs()["format"].to_list()) == ["hf", "tensorboard"]
     bad = runner.invoke(app, ["--db", db, "ingest", "--format", "parquet", str(tmp_path / "runs")])
     assert bad.exit_code != 0 and "tensorboard" in bad.output
+
+
+def test_wandb_history_jsonl_with_media_rows_and_nan(tmp_path):
+    run = tmp_path / "runs" / "files"
+    run.mkdir(parents=True)
+    rows = []
+    for s in range(50):
+        rows.append({"_step": s, "_runtime": s * 2.0, "_timestamp": 1.7e9 + s, "train/loss": 3.0 - s / 100, "train/lr": 1e-3})
+        if s % 25 == 24:
+            rows.append({"_step": s, "eval/loss": 3.1 - s / 100, "samples": {"_type": "table-file", "path": "media/t.json"}})
+    text = "\n".join(json.dumps(r) for r in rows).replace('"train/loss": 2.9,', '"train/loss": NaN,')
+    (run / "wandb-history.jsonl").write_text(text + "\n")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.malformed_lines == 0, report
+    pts = points_of(db, "files")
+    assert len(pts["loss"]) == 50 and pts["val_loss"] == {24: pytest.approx(2.86), 49: pytest.approx(2.61)}
+    assert db.runs()["status"].item() == "diverged"  # the NaN loss at step 10

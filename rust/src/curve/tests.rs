@@ -224,3 +224,20 @@ fn bad_curves_are_refused() {
     let few = fit(Form::Mpl(Method::Auto), &[ok], &FitOptions::default());
     assert!(matches!(few, Err(Error::Invalid(m)) if m.contains("too few points")));
 }
+
+#[test]
+fn vectorisable_exp_matches_the_library() {
+    let mut worst: f64 = 0.0;
+    for i in 0..=200_000 {
+        let x = -750.0 * (i as f64 / 200_000.0).powi(3); // dense near 0, where most arguments are
+        let (got, want) = (mpl::exp_nonpositive(x), x.exp());
+        if x < -708.0 {
+            assert_eq!(got, 0.0);
+        } else {
+            worst = worst.max(rel(got, want));
+        }
+    }
+    assert!(worst < 1e-15, "worst relative error {worst}");
+    assert_eq!(mpl::exp_nonpositive(0.0), 1.0);
+    assert_eq!(mpl::exp_nonpositive(-0.0), 1.0);
+}

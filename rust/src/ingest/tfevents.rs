@@ -485,17 +485,12 @@ pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
     rename(out, loss_tag, LOSS);
     let mut val_tag = present(VAL_TAGS, out);
     if val_tag.is_none() {
-        // The loss of the one eval directory (several eval tasks are kept apart, unnamed).
-        let eval_losses: Vec<String> = out
-            .series
-            .keys()
-            .filter(|k| k.strip_prefix(EVAL_PREFIX).is_some_and(|t| LOSS_TAGS.iter().any(|l| t == *l || t.ends_with(&format!("/{l}")))))
-            .cloned()
-            .collect();
-        let tasks: std::collections::BTreeSet<&str> = eval_losses.iter().map(|k| k.rsplit_once('/').map_or("", |(d, _)| d)).collect();
+        // The loss of the one eval directory; several eval tasks stay apart, none named so.
+        let is_eval_loss = |k: &str, l: &str| k.starts_with(EVAL_PREFIX) && k.ends_with(&format!("/{l}"));
+        let eval_losses: Vec<&String> = out.series.keys().filter(|k| LOSS_TAGS.iter().any(|l| is_eval_loss(k, l))).collect();
+        let tasks: std::collections::BTreeSet<&str> = eval_losses.iter().filter_map(|k| k.rsplit_once('/').map(|(task, _)| task)).collect();
         if tasks.len() == 1 {
-            let best = LOSS_TAGS.iter().find_map(|l| eval_losses.iter().find(|k| k.ends_with(&format!("/{l}")) || k.as_str() == format!("{EVAL_PREFIX}{l}")));
-            val_tag = best.cloned();
+            val_tag = LOSS_TAGS.iter().find_map(|l| eval_losses.iter().find(|k| is_eval_loss(k, l))).map(|k| k.to_string());
         }
     }
     rename(out, val_tag, VAL_LOSS);
@@ -748,5 +743,13 @@ pub(crate) mod tests {
         finish(&mut p, &MetricSelection::default());
         assert_eq!(p.series[LOSS].series.values, vec![3.0]);
         assert_eq!(p.series[VAL_LOSS].series.values, vec![3.5]);
+        // two eval tasks: which one would be "the" validation loss? neither
+        let mut p = RunParse::default();
+        parse(&record(&event(5, &[simple("loss", 3.0)])), "t", "", &mut p);
+        parse(&record(&event(5, &[simple("loss", 3.5)])), "a", "eval/a/", &mut p);
+        parse(&record(&event(5, &[simple("loss", 3.625)])), "b", "eval/b/", &mut p);
+        finish(&mut p, &MetricSelection::default());
+        assert!(!p.series.contains_key(VAL_LOSS));
+        assert_eq!(p.series["eval/b/loss"].series.values, vec![3.625]);
     }
 }
