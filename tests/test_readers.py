@@ -664,6 +664,17 @@ _VALID = {
     ("train.log", "nanogpt"): (NANOGPT_SOURCE + nanogpt_log()[0]).encode(),
     ("export.csv", "wandb-chart"): b'"Step","a - train/loss","a - train/loss__MIN","b - eval/loss"\n"1","3.0","2.9",""\n"2","","","2.5"',
     ("history.csv", "csv"): b"_step,train/loss,eval/loss\n0,3.0,\n1,2.9,3.1\n",
+    ("train_log_0.txt", "steplaw"): "".join(
+        f"2024-06-18 12:00:00.010 | INFO     | megatron.core.trainerv2:training_log:812 - iter {i:>8}/{20:>8} "
+        f"| consumed samples: {i * 8:>12} | learning rate: 3.0E-04 | global batch size: 8 | lm loss: {3 - i / 50:E} |\n"
+        for i in range(1, 21)
+    ).encode(),
+    ("train.log", "megatron"): "".join(
+        f" [2024-06-18 12:00:00] iteration {i:>8}/{20:>8} | consumed samples: {i * 8:>12} | elapsed time per iteration (ms): "
+        f"1234.5 | learning rate: 1.000000E-04 | global batch size: 8 | lm loss: {3 - i / 50:E} | loss scale: 1.0 |\n"
+        for i in range(1, 21)
+    ).encode(),
+    ("metrics.jsonl", "jsonl"): b"".join(b'{"step": %d, "loss": %f, "lr": 0.0003}\n' % (i, 3 - i / 50) for i in range(1, 21)),
 }
 _PROPERTY = settings(max_examples=60, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
