@@ -269,8 +269,6 @@ pub fn read_columns_of_groups(path: &Path, names: &[&str], group: Option<usize>)
             macro_rules! read_all {
                 ($reader:expr, $buf:expr) => {{
                     let mut r = $reader;
-                    // Sized once: growing by doubling would copy every column a few times.
-                    $buf.reserve(rows);
                     let mut got = 0;
                     while got < rows {
                         let (recs, _, _) =
