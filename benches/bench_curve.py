@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from steplaw_db import _native
 from steplaw_db.curve import FORMS, CurveLaw, Schedule, fit_curve_law
 
@@ -138,7 +137,7 @@ def real() -> None:
     """Fit on the authors' three training curves of each size, predict the other six; the
     same with the authors' parameters; print markdown tables."""
     schedules = {n: mpl_schedule(n) for n in TRAIN + TEST}
-    pct = lambda v: f"{100 * v:.3f}"  # noqa: E731
+    pct = lambda v: f"{100 * v:.3f}"
     for size in PUBLISHED:
         files = [MPL_DIR / f"csv_{size}" / f"{n}.csv" for n in TRAIN + TEST]
         t = time.perf_counter()
@@ -153,7 +152,7 @@ def real() -> None:
         print(f"\n### {size}M\n")
         print(f"Fitted MPL ({t_mpl:.0f} s, objective {mpl.fit['objective']:.5g} vs {obj_pub:.5g} at the published parameters): "
               + ", ".join(f"{k} {v:.4g}" for k, v in mpl.params.items()))  # fmt: skip
-        print(f"Fitted annealing law (lambda 0.999): " + ", ".join(f"{k} {v:.4g}" for k, v in ann.params.items()) + "\n")
+        print("Fitted annealing law (lambda 0.999): " + ", ".join(f"{k} {v:.4g}" for k, v in ann.params.items()) + "\n")
         print("| curve | role | published MPL mean / max (%) | our MPL fit mean / max (%) | annealing fit mean / max (%) |")
         print("|---|---|---|---|---|")
         for i, name in enumerate(TRAIN + TEST):

@@ -9,14 +9,19 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
-
 import steplaw_db as sl
+from conftest import SHARED
 from steplaw_db import _native
 from steplaw_db.cli import app
-from steplaw_db.curve import FORMS, CurveLaw, Schedule, fit_curve_law, load_curves, plot_curve_law
-
-from conftest import SHARED
+from steplaw_db.curve import (
+    FORMS,
+    CurveLaw,
+    Schedule,
+    fit_curve_law,
+    load_curves,
+    plot_curve_law,
+)
+from typer.testing import CliRunner
 
 MPL_DIR = SHARED / "multipowerlaw" / "loss_curve_repo"
 TRAIN = ["cosine_24000", "constant_24000", "wsdcon_9"]
@@ -163,9 +168,9 @@ def test_published_parameters_reproduce_the_real_curves(size):
     np.testing.assert_allclose(law.loss_at(c.lr, c.step), mpl_numpy(PUBLISHED[size], c.lr, c.step), rtol=1e-9)
 
 
-def test_fit_on_real_curves_predicts_the_held_out_schedules():
-    """The paper's protocol on the 400M curves: fit on three curves, predict the other six."""
-    size = "400"
+@pytest.mark.parametrize("size", ["25", "100", "400"])
+def test_fit_on_real_curves_predicts_the_held_out_schedules(size):
+    """The paper's protocol: fit on three curves, predict the other six (docs/curve-laws.md)."""
     schedules = {n: mpl_schedule(n) for n in TRAIN + TEST}
     train = mpl_files(size, TRAIN)
     law = fit_curve_law(train, "mpl", schedule=schedules)
@@ -230,6 +235,24 @@ def test_store_points_with_several_runs_make_several_curves():
         assert law.params[name] == pytest.approx(value, rel=1e-3)
 
 
+def test_fit_from_the_store_equals_the_fit_from_the_files(tmp_path):
+    """End to end: the MPL CSVs (step, lr, loss) ingested as runs, fitted from Store.points."""
+    for name in TRAIN:
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text((MPL_DIR / "csv_25" / f"{name}.csv").read_text())
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs", name_template="{*}").ok
+    ids = dict(db.runs().select("name", "run_id").iter_rows())
+    points = db.points([ids[n] for n in TRAIN], metric="loss")
+    from_store = fit_curve_law(points, "annealing")
+    from_files = fit_curve_law(mpl_files("25", TRAIN), "annealing")
+    for name, value in from_files.params.items():
+        assert from_store.params[name] == pytest.approx(value, rel=1e-9)
+    r = CliRunner().invoke(app, ["--db", str(tmp_path / "db"), "fit", "curve", "--run", str(ids["cosine_24000"]), "--form", "annealing"])
+    assert r.exit_code == 0 and f"run {ids['cosine_24000']}" in r.output, r.output
+
+
 # --- schedules, interpolation, bad input ---------------------------------------------------
 
 
@@ -255,6 +278,14 @@ def test_schedule_shapes():
             Schedule(**bad)
     with pytest.raises(sl.InvalidArgumentError):
         Schedule.parse("peak_lr=1e-3,total=10")
+
+
+def test_schedule_from_a_run_config():
+    run = {"name": "r", "lr": 2e-3, "lr_min": 1e-5, "steps": 500}
+    s = Schedule.from_run(run, warmup_steps=20)
+    assert (s.peak_lr, s.floor, s.total_steps, s.decay, s.warmup_steps) == (2e-3, 1e-5, 500, "cosine", 20)
+    with pytest.raises(sl.InvalidArgumentError, match="lacks lr or steps"):
+        Schedule.from_run({"name": "r", "lr": 1e-3, "steps": None})
 
 
 def test_interpolated_lr_rebuilds_every_step():
@@ -297,6 +328,8 @@ def test_json_round_trip_and_predict(tmp_path):
     assert by_schedule.columns == ["step", "lr", "loss"] and by_schedule.height == 71999
     np.testing.assert_array_equal(by_schedule["loss"].to_numpy(), by_array["loss"].to_numpy())
     assert CurveLaw.from_json(law.to_json()).params == law.params
+    some = back.predict(s, steps=[5000, 3000, 5000])["loss"].to_numpy()
+    np.testing.assert_array_equal(some, by_schedule["loss"].to_numpy()[[4999, 2999, 4999]])
 
 
 def test_plot_writes_png_svg_pdf(tmp_path):
@@ -315,7 +348,7 @@ def test_cli_fit_curve(tmp_path):
     out, plot = tmp_path / "law.json", tmp_path / "law.png"
     files = [str(p) for p in mpl_files("25", TRAIN)]
     tests = [str(p) for p in mpl_files("25", TEST[2:4])]
-    args = ["fit-curve", *files, "--form", "annealing", "--test", tests[0], "--test", tests[1], "--output", str(out), "--plot", str(plot)]
+    args = ["fit", "curve", *files, "--form", "annealing", "--test", tests[0], "--test", tests[1], "--output", str(out), "--plot", str(plot)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "wsd_20000_24000" in r.output and "held out" in r.output
@@ -324,8 +357,8 @@ def test_cli_fit_curve(tmp_path):
     # A log without lr needs --schedule.
     no_lr = tmp_path / "no_lr.csv"
     pl.read_csv(files[0]).drop("lr").write_csv(no_lr)
-    r = CliRunner().invoke(app, ["fit-curve", str(no_lr), "--form", "annealing"])
+    r = CliRunner().invoke(app, ["fit", "curve", str(no_lr), "--form", "annealing"])
     assert r.exit_code == 2 and "schedule" in r.output
     spec = "peak_lr=3e-4,total_steps=24000,warmup_steps=2160,decay=cosine,floor=3e-5"
-    r = CliRunner().invoke(app, ["fit-curve", str(no_lr), "--form", "annealing", "--schedule", spec])
+    r = CliRunner().invoke(app, ["fit", "curve", str(no_lr), "--form", "annealing", "--schedule", spec])
     assert r.exit_code == 0, r.output

@@ -467,9 +467,12 @@ def report(
     typer.echo(f"wrote {output}")
 
 
-__import__("steplaw_db.cli_fit").cli_fit.register(app)  # fit lr-bs, fit loss, predict, evaluate
+# fit lr-bs, fit loss, fit curve, predict, evaluate (imported here: they need `app` first)
+from .cli_curve import register as _register_curve_fit  # noqa: E402
+from .cli_fit import register as _register_fits  # noqa: E402
 
-__import__("steplaw_db.cli_curve").cli_curve.register(app)  # fit-curve (to merge as `fit curve`)
+_register_curve_fit(_register_fits(app))
+
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""Command-line verb of the loss-curve laws: ``fit-curve`` (to be merged under the ``fit``
-sub-app as ``fit curve``). :func:`register` adds it to the main ``steplaw-db`` app."""
+"""Command-line verb of the loss-curve laws: ``fit curve``. :func:`register` adds it to the
+``fit`` sub-app."""
 
 from __future__ import annotations
 
@@ -9,24 +9,11 @@ from typing import List, Optional
 import polars as pl
 import typer
 
-from .errors import InvalidArgumentError, SteplawError
+from ._cli_util import fail as _fail
+from ._cli_util import run as _run
+from .errors import InvalidArgumentError
 
 __all__ = ["register", "parse_schedules"]
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _run(fn):
-    """Map steplaw-db errors onto exit codes with a one-line message."""
-    try:
-        return fn()
-    except InvalidArgumentError as e:
-        _fail(str(e), 2)
-    except SteplawError as e:
-        _fail(str(e), 1)
 
 
 def parse_schedules(texts: list[str]):
@@ -48,8 +35,10 @@ def parse_schedules(texts: list[str]):
     return by_label or common
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("fit-curve")
+def register(fit_app: typer.Typer) -> None:
+    """Add ``curve`` to the ``fit`` sub-app: ``steplaw-db fit curve``."""
+
+    @fit_app.command("curve")
     def fit_curve(
         ctx: typer.Context,
         files: Optional[List[Path]] = typer.Argument(None, help="Curves to fit on: CSV files with step, lr and loss columns."),

@@ -37,8 +37,9 @@ def _table(df: pl.DataFrame) -> str:
         return str(df)
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``fit lr-bs``, ``fit loss``, ``predict`` and ``evaluate`` to ``app``."""
+def register(app: typer.Typer) -> typer.Typer:
+    """Add ``fit lr-bs``, ``fit loss``, ``predict`` and ``evaluate`` to ``app``; returns the
+    ``fit`` sub-app (other fits, such as ``fit curve``, join it)."""
     fit_app = typer.Typer(help="Fit scaling laws to a sweep's final losses.", no_args_is_help=True)
     app.add_typer(fit_app, name="fit")
 
@@ -163,3 +164,6 @@ def register(app: typer.Typer) -> None:
         if output:
             rows.write_csv(output)
             typer.echo(f"wrote {len(rows)} rows to {output}")
+
+    return fit_app
+

@@ -146,6 +146,17 @@ class Schedule:
                     out[dec] = floor + 0.5 * (peak - floor) * (1.0 + np.cos(np.pi * g))
         return out
 
+    @classmethod
+    def from_run(cls, run: Mapping[str, Any], decay: str = "cosine", warmup_steps: int = 0, **more: Any) -> Schedule:
+        """From a run's configuration (a row of ``Store.runs()``): peak ``lr``, floor
+        ``lr_min`` (0 when absent) and ``steps``. The config does not record the warm-up or
+        the decay shape: give them (Step Law's runs: cosine to lr_min)."""
+        peak, steps = run.get("lr"), run.get("steps")
+        if peak is None or steps is None:
+            raise InvalidArgumentError(f"run {run.get('name', '?')}: its config lacks lr or steps; pass a Schedule")
+        floor = run.get("lr_min")
+        return cls(peak_lr=float(peak), total_steps=int(steps), warmup_steps=warmup_steps, decay=decay, floor=float(floor or 0.0), **more)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -341,12 +352,15 @@ class CurveLaw:
         return [float(self.params[n]) for n in FORMS[self.form]]
 
     def loss_at(self, lr: np.ndarray, steps: np.ndarray | Sequence[int]) -> np.ndarray:
-        """The law's loss at ``steps`` given the lr at every step (``lr[t]`` = step t)."""
+        """The law's loss at ``steps`` (any order, repeats allowed) given the lr at every
+        step (``lr[t]`` = step t)."""
         steps = np.asarray(steps, dtype=np.int64)
         if steps.size and steps.min() < 0:
             raise InvalidArgumentError("steps must be >= 0")
-        out = _native.curve_predict(self.form, self.vector, np.asarray(lr, float).tolist(), steps.tolist(), self.lam)
-        return np.asarray(out)
+        # The core walks the steps once, in increasing order.
+        unique, back = np.unique(steps, return_inverse=True)
+        out = _native.curve_predict(self.form, self.vector, np.asarray(lr, float).tolist(), unique.tolist(), self.lam)
+        return np.asarray(out)[back]
 
     def predict(self, schedule: ScheduleLike, steps: Sequence[int] | np.ndarray | None = None) -> pl.DataFrame:
         """The predicted curve under ``schedule``: a :class:`Schedule` or the lr at every

@@ -352,12 +352,11 @@ fn least_squares3(cols: [&[f64]; 3], y: &[f64]) -> [f64; 3] {
     for col in 0..3 {
         let piv = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
         a.swap(col, piv);
-        for r in 0..3 {
+        let pivot = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..4 {
-                    a[r][c] -= f * a[col][c];
-                }
+                let f = row[col] / pivot[col];
+                row.iter_mut().zip(&pivot).skip(col).for_each(|(x, p)| *x -= f * p);
             }
         }
     }
