@@ -22,6 +22,7 @@ Numbers go into benches/RESULTS.md ("Curve laws (issue 7)").
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,10 @@ import numpy as np
 import polars as pl
 from steplaw_db import _native
 from steplaw_db.curve import FORMS, CurveLaw, Schedule, fit_curve_law
+
+# The tests' independent references serve as the baselines here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from references import PUBLISHED, TEST, TRAIN, mpl_schedule  # noqa: E402
 
 TRUTH = [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62]
 
@@ -111,28 +116,6 @@ def bench(args) -> None:
 
 
 MPL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multipowerlaw" / "loss_curve_repo"
-TRAIN = ["cosine_24000", "constant_24000", "wsdcon_9"]
-TEST = ["cosine_72000", "constant_72000", "wsd_20000_24000", "wsdld_20000_24000", "wsdcon_3", "wsdcon_18"]
-PUBLISHED = {
-    "25": [3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257],
-    "100": [2.6514477, 0.60115152, 0.45295811, 437.9464276, 2.13245612, 0.59785199, 0.65523644],
-    "400": [2.37474466, 0.65421216, 0.42878731, 523.42464371, 2.02462735, 0.59350493, 0.63472457],
-}
-
-
-def mpl_schedule(name: str) -> Schedule:
-    kw = dict(peak_lr=3e-4, warmup_steps=2160)
-    kind, _, rest = name.partition("_")
-    if kind == "cosine":
-        return Schedule(total_steps=int(rest), decay="cosine", floor=3e-5, **kw)
-    if kind == "constant":
-        return Schedule(total_steps=int(rest), decay="constant", **kw)
-    if kind == "wsdcon":
-        return Schedule(total_steps=16000, decay="wsd", floor=int(rest) * 1e-5, decay_start=8000, decay_steps=0, **kw)
-    shape = {"wsd": "exponential", "wsdld": "linear"}[kind]
-    return Schedule(total_steps=24000, decay="wsd", floor=3e-5, decay_start=20000, wsd_shape=shape, **kw)
-
-
 def real() -> None:
     """Fit on the authors' three training curves of each size, predict the other six; the
     same with the authors' parameters; print markdown tables."""

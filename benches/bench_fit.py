@@ -33,6 +33,10 @@ import steplaw_db as sl
 from steplaw_db import _native
 from steplaw_db.optima import near_optimal
 
+# The tests' independent references serve as the baselines here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from references import chinchilla_objective as scipy_objective  # noqa: E402
+
 SHARED = Path(os.environ.get("STEPLAW_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 CSV = SHARED / "steplaw" / "dense_lr_bs_loss.csv"
 
@@ -100,22 +104,7 @@ def bench_lr_bs(repeat: int) -> None:
 # --------------------------------------------------------------------------- 2. Chinchilla
 
 
-def scipy_objective(N, D, L, delta=1e-3):
-    from scipy.special import huber, logsumexp
 
-    lnN, lnD, lnL = np.log(N), np.log(D), np.log(L)
-
-    def f(p):
-        a, b, e, alpha, beta = p
-        t = np.stack([a - alpha * lnN, b - beta * lnD, np.full_like(lnN, e)])
-        lse = logsumexp(t, axis=0)
-        r = lse - lnL
-        w = np.exp(t - lse)
-        psi = np.clip(r, -delta, delta)
-        grad = np.array([(psi * w[0]).sum(), (psi * w[1]).sum(), (psi * w[2]).sum(), -(psi * w[0] * lnN).sum(), -(psi * w[1] * lnD).sum()])
-        return huber(delta, r).sum(), grad
-
-    return f
 
 
 def bench_chinchilla(repeat: int, scipy_starts: int) -> None:

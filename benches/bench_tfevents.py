@@ -29,18 +29,11 @@ from pathlib import Path
 
 import steplaw_db as sl
 
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC = _crc_table()
+# The tests' TFRecord/protobuf codec writes the benchmark's files.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from references import _CRC  # noqa: E402
+from references import fld as _fld  # noqa: E402
+from references import varint as _varint  # noqa: E402
 
 
 def _mask(c: int) -> int:
@@ -75,19 +68,6 @@ def masked_crcs(bodies: list[bytes]) -> list[int]:
         for i, m in zip(idx, masked.tolist()):
             result[i] = m
     return result
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _fld(n: int, payload: bytes) -> bytes:
-    return _varint(n << 3 | 2) + _varint(len(payload)) + payload
 
 
 def event_file(steps: range, tags: list[str], seed: int) -> bytes:

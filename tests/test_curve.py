@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import steplaw_db as sl
 from conftest import SHARED
+from references import PUBLISHED, TEST, TRAIN, mpl_schedule
 from steplaw_db import _native
 from steplaw_db.cli import app
 from steplaw_db.curve import (
@@ -24,28 +25,6 @@ from steplaw_db.curve import (
 from typer.testing import CliRunner
 
 MPL_DIR = SHARED / "multipowerlaw" / "loss_curve_repo"
-TRAIN = ["cosine_24000", "constant_24000", "wsdcon_9"]
-TEST = ["cosine_72000", "constant_72000", "wsd_20000_24000", "wsdld_20000_24000", "wsdcon_3", "wsdcon_18"]
-#: The authors' fitted parameters [L0, A, alpha, B, C, beta, gamma] (data README).
-PUBLISHED = {
-    "25": [3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257],
-    "100": [2.6514477, 0.60115152, 0.45295811, 437.9464276, 2.13245612, 0.59785199, 0.65523644],
-    "400": [2.37474466, 0.65421216, 0.42878731, 523.42464371, 2.02462735, 0.59350493, 0.63472457],
-}
-
-
-def mpl_schedule(name: str) -> Schedule:
-    """The schedules of the MPL data (README): warm-up 2160 steps to 3e-4, then the named shape."""
-    kw = dict(peak_lr=3e-4, warmup_steps=2160)
-    kind, _, rest = name.partition("_")
-    if kind == "cosine":
-        return Schedule(total_steps=int(rest), decay="cosine", floor=3e-5, **kw)
-    if kind == "constant":
-        return Schedule(total_steps=int(rest), decay="constant", **kw)
-    if kind == "wsdcon":  # 3e-4 until step 8000, then int(rest) * 1e-5
-        return Schedule(total_steps=16000, decay="wsd", floor=int(rest) * 1e-5, decay_start=8000, decay_steps=0, **kw)
-    shape = {"wsd": "exponential", "wsdld": "linear"}[kind]
-    return Schedule(total_steps=24000, decay="wsd", floor=3e-5, decay_start=20000, wsd_shape=shape, **kw)
 
 
 def mpl_files(size: str, names: list[str]) -> list:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.optimize import minimize
-from scipy.special import huber, logsumexp
+from scipy.special import huber
 from typer.testing import CliRunner
 
 import steplaw_db as sl
@@ -22,6 +22,8 @@ from steplaw_db import _native
 from steplaw_db.cli import app
 from steplaw_db.errors import InvalidArgumentError
 from steplaw_db.optima import near_optimal
+
+from references import chinchilla_objective
 
 
 @pytest.fixture(scope="module")
@@ -353,26 +355,10 @@ def _chinchilla_frame(noise: float, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame({"N": n, "D": d, "loss": loss})
 
 
-def _scipy_objective(N, D, L, delta=1e-3):
-    lnN, lnD, lnL = np.log(N), np.log(D), np.log(L)
-
-    def f(p):
-        a, b, e, alpha, beta = p
-        t = np.stack([a - alpha * lnN, b - beta * lnD, np.full_like(lnN, e)])
-        lse = logsumexp(t, axis=0)
-        r = lse - lnL
-        w = np.exp(t - lse)
-        psi = np.clip(r, -delta, delta)
-        grad = np.array([(psi * w[0]).sum(), (psi * w[1]).sum(), (psi * w[2]).sum(), -(psi * w[0] * lnN).sum(), -(psi * w[1] * lnD).sum()])
-        return huber(delta, r).sum(), grad
-
-    return f
-
-
 def test_chinchilla_objective_and_gradient_match_a_numpy_implementation(final):
     cells = final.sort("loss").unique(subset=["N", "D"], keep="first")
     N, D, L = (cells[c].cast(pl.Float64).to_numpy() for c in ("N", "D", "loss"))
-    f = _scipy_objective(N, D, L)
+    f = chinchilla_objective(N, D, L)
     for p in ([2.0, 5.0, 0.1, 0.2, 0.3], [10.0, 15.0, -0.5, 0.6, 0.7], [0.0, 0.0, 1.0, 0.0, 0.0]):
         value, grad = _native.chinchilla_objective(p, N.tolist(), D.tolist(), L.tolist())
         ref_value, ref_grad = f(np.array(p))
@@ -384,7 +370,7 @@ def test_chinchilla_fit_agrees_with_scipy_lbfgsb_from_the_same_starts(final):
     cells = final.sort("loss").unique(subset=["N", "D"], keep="first")
     N, D, L = (cells[c].cast(pl.Float64).to_numpy() for c in ("N", "D", "loss"))
     starts = np.array(_native.chinchilla_grid())[::300]  # 15 starts spread over the grid (scipy is slow)
-    f = _scipy_objective(N, D, L)
+    f = chinchilla_objective(N, D, L)
     # scipy's default ftol is relative to max(|f|, 1): with f ~ 1e-5 it would stop early.
     ref = min(
         (minimize(f, s, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}) for s in starts), key=lambda r: r.fun

@@ -17,6 +17,7 @@ import pytest
 
 import steplaw_db as sl
 from conftest import SHARED
+from references import fld, masked, varint
 
 COLPRET = SHARED / "colpret" / "raw_data"
 T5X_RUN = COLPRET / "t5_pile" / "base"
@@ -31,45 +32,6 @@ def need(path: Path) -> Path:
 
 
 # -- an independent TFRecord / protobuf codec -----------------------------------------------
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ _CRC[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
-
-
-def masked(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def varint(v: int) -> bytes:
-    v &= (1 << 64) - 1
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def fld(n: int, payload: bytes) -> bytes:
-    return varint(n << 3 | 2) + varint(len(payload)) + payload
-
 
 def record(data: bytes) -> bytes:
     head = struct.pack("<Q", len(data))
