@@ -125,6 +125,33 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         out.malformed(file, 1, || format!("no step column (one of {})", STEP_KEYS.join(", ")));
         return;
     };
+    let rows = for_each_record(&mut rdr, file, out, |record, line, out| {
+        if record.len() != header.len() {
+            let n = record.len();
+            out.malformed(file, line, || format!("{n} fields where the header has {}", header.len()));
+            return;
+        }
+        let Some(step) = parse_f64(record[r.step].trim_ascii()).filter(|s| s.is_finite() && *s >= 0.0) else {
+            out.malformed(file, line, || format!("column '{}': not a step number", names[r.step]));
+            return;
+        };
+        emit(&r, step as i64, &|i| parse_f64(record[i].trim_ascii()), out);
+    });
+    if !tail.trim_ascii().is_empty() {
+        let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
+    }
+    out.lines += rows + 1;
+}
+
+/// Hand each CSV record and its line number to `row`; an unreadable row is counted as
+/// malformed and skipped. Returns the number of records read.
+pub(super) fn for_each_record<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    file: &str,
+    out: &mut RunParse,
+    mut row: impl FnMut(&csv::ByteRecord, u64, &mut RunParse),
+) -> u64 {
     let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
     loop {
@@ -139,22 +166,9 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         }
         rows += 1;
         let line = record.position().map_or(rows + 1, |p| p.line());
-        if record.len() != header.len() {
-            let n = record.len();
-            out.malformed(file, line, || format!("{n} fields where the header has {}", header.len()));
-            continue;
-        }
-        let Some(step) = parse_f64(record[r.step].trim_ascii()).filter(|s| s.is_finite() && *s >= 0.0) else {
-            out.malformed(file, line, || format!("column '{}': not a step number", names[r.step]));
-            continue;
-        };
-        emit(&r, step as i64, &|i| parse_f64(record[i].trim_ascii()), out);
+        row(&record, line, out);
     }
-    if !tail.trim_ascii().is_empty() {
-        let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
-    }
-    out.lines += rows + 1;
+    rows
 }
 
 #[cfg(test)]

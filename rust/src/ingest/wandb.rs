@@ -89,30 +89,17 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
         .enumerate()
         .filter_map(|(i, c)| split_column(c).filter(|(r, _)| *r == run).map(|(_, m)| (i, metric_name(m, sel).to_string())))
         .collect();
-    let mut record = csv::ByteRecord::new();
-    let mut rows = 0u64;
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                out.malformed(file, line, || format!("unreadable row: {e}"));
-                continue;
-            }
-        }
-        rows += 1;
-        let line = record.position().map_or(rows + 1, |p| p.line());
+    let rows = super::tabular::for_each_record(&mut rdr, file, out, |record, line, out| {
         let cell = |i: usize| record.get(i).map(<[u8]>::trim_ascii).unwrap_or_default();
         // Empty cells are runs without a value at this step.
         let values: Vec<(usize, &[u8])> = mine.iter().enumerate().map(|(k, (i, _))| (k, cell(*i))).filter(|(_, v)| !v.is_empty()).collect();
         if values.is_empty() {
-            continue;
+            return;
         }
         let Some(step) = parse_f64(cell(step_col)).filter(|s| s.is_finite() && *s >= 0.0) else {
             let text = String::from_utf8_lossy(cell(step_col)).into_owned();
             out.malformed(file, line, || format!("column 'Step': '{text}' is not a step number"));
-            continue;
+            return;
         };
         for (k, text) in values {
             let (i, metric) = &mine[k];
@@ -124,7 +111,7 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
                 }
             }
         }
-    }
+    });
     if !tail.trim_ascii().is_empty() {
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
