@@ -97,6 +97,26 @@ struct OpenSegment {
     run_ids: Vec<RunId>,
 }
 
+/// The metric column's value for `name`. Every row repeats it, and cloning (and dropping) a
+/// heap-backed ByteArray is an atomic reference count per row that both writer threads fight
+/// over; a static one costs nothing. Metric names are few (one per series kind), so each
+/// distinct name is leaked once.
+fn metric_name(name: &str) -> ByteArray {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let name: &'static str = match names.get(name) {
+        Some(&known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+            names.insert(leaked);
+            leaked
+        }
+    };
+    ByteArray::from(bytes::Bytes::from_static(name.as_bytes()))
+}
+
 /// Streams runs' points into one or more new segment files of a transaction.
 pub struct SegmentWriter {
     root: PathBuf,
@@ -134,7 +154,7 @@ impl SegmentWriter {
         seg.run_ids.push(run_id);
         let file = format!("{dir}/{}", seg.name);
         for s in series {
-            let metric = ByteArray::from(s.metric.as_bytes().to_vec());
+            let metric = metric_name(&s.metric);
             let b = &mut self.buf;
             let n = s.len();
             b.run_id.extend(std::iter::repeat_n(run_id, n));
