@@ -80,12 +80,12 @@ def robust_numpy(steps: np.ndarray, loss: np.ndarray, width: float = 0.1) -> flo
     kernel = np.maximum((1 - np.minimum(np.abs(x), 1) ** 3) ** 3, 1e-12)
     w = kernel
     a = b = 0.0
-    for it in range(21):
+    for it in range(11):
         sw = w.sum()
         mx, my = (w * x).sum() / sw, (w * y).sum() / sw
         b = (w * (x - mx) * (y - my)).sum() / (w * (x - mx) ** 2).sum()
         new_a = my - b * mx
-        if it and abs(new_a - a) <= 1e-9 * abs(new_a):
+        if it and abs(new_a - a) <= 1e-7 * abs(new_a):
             a = new_a
             break
         a = new_a

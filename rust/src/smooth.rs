@@ -72,9 +72,9 @@ const STEPLAW_WINDOW: f64 = 100.0;
 const TRUNCATE: f64 = 4.0;
 /// Huber's tuning constant (95% efficiency under Gaussian noise).
 const HUBER_K: f64 = 1.345;
-const IRLS_ITERATIONS: usize = 20;
+const IRLS_ITERATIONS: usize = 10;
 /// Relative change of the estimate at which IRLS stops (far below any loss difference that matters).
-const CONVERGED: f64 = 1e-9;
+const CONVERGED: f64 = 1e-7;
 
 /// The default width of the `gaussian`, `tail-mean` and `robust` modes: a fraction of the run.
 pub const DEFAULT_WIDTH: f64 = 0.1;
