@@ -205,9 +205,15 @@ impl TableWriter {
     }
 }
 
-fn open_reader(path: &Path) -> Result<SerializedFileReader<File>> {
+/// A reader over the file's bytes mapped into memory: pages are decoded straight from the page
+/// cache, without first copying them through `read`. Safe because store files are immutable:
+/// written under a temporary name, renamed into place, never changed; `compact` deletes
+/// them, which leaves an existing mapping valid.
+fn open_reader(path: &Path) -> Result<SerializedFileReader<bytes::Bytes>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    SerializedFileReader::new(file).map_err(|e| Error::store(path, e.to_string()))
+    // SAFETY: see above; nothing truncates or rewrites a committed store file.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    SerializedFileReader::new(bytes::Bytes::from_owner(map)).map_err(|e| Error::store(path, e.to_string()))
 }
 
 /// How many row groups a Parquet file has (units of parallel reading).
