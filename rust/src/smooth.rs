@@ -243,7 +243,7 @@ fn ema(values: &[f64], weight: f64) -> f64 {
 
 fn gaussian_one_sided(steps: &[i64], values: &[f64], sigma: f64) -> (f64, usize) {
     let end = *steps.last().unwrap() as f64;
-    if !(sigma > 0.0) {
+    if sigma.is_nan() || sigma <= 0.0 {
         return (*values.last().unwrap(), 1);
     }
     let (mut acc, mut total, mut used) = (0.0, 0.0, 0);
@@ -285,7 +285,7 @@ fn no_tokens() -> Error {
 /// Weighted least squares of y = a + b x; returns (a, b), or None when x has no spread.
 fn weighted_line(x: &[f64], y: &[f64], w: &[f64]) -> Option<(f64, f64)> {
     let sw: f64 = w.iter().sum();
-    if !(sw > 0.0) {
+    if sw.is_nan() || sw <= 0.0 {
         return None;
     }
     let mx = x.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / sw;
@@ -343,7 +343,7 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
             *a = r.abs();
         }
         let sigma = 1.4826 * median(&mut scratch);
-        if !(sigma > 0.0) {
+        if sigma.is_nan() || sigma <= 0.0 {
             break;
         }
         let c = HUBER_K * sigma;

@@ -164,12 +164,14 @@ struct Wanted<'a> {
     extra: Vec<(&'a [u8], &'a str)>,
 }
 
-/// Parse Megatron-style lines of `data` into `out`. `file` names the file in messages.
+/// (loss text, learning rate, consumed samples, global batch size text) of one line.
+type StandardFields<'a> = (&'a [u8], Option<f64>, Option<i64>, Option<&'a [u8]>);
+
 /// The fields of a standard Megatron line: `lm loss`, `learning rate`, `consumed samples`,
 /// `global batch size`. One pass over the '|' separators with a dispatch on each field's
 /// first letter; most lines of most logs take this path and skip the fields nobody asked for.
 /// Returns (loss text, lr, consumed samples, batch) when the line has an `lm loss` field.
-fn read_standard_fields(fields: &[u8]) -> Option<(&[u8], Option<f64>, Option<i64>, Option<&[u8]>)> {
+fn read_standard_fields(fields: &[u8]) -> Option<StandardFields<'_>> {
     let (mut loss, mut lr, mut samples, mut batch) = (None, None, None, None);
     let mut start = 0;
     while start < fields.len() {
@@ -198,6 +200,7 @@ fn read_standard_fields(fields: &[u8]) -> Option<(&[u8], Option<f64>, Option<i64
     loss.map(|l| (l, lr, samples, batch))
 }
 
+/// Parse Megatron-style lines of `data` into `out`. `file` names the file in messages.
 pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
     let finder = Finder::new(b"iter");
     // The direct search serves the default selection only: a chosen loss key or extra
@@ -287,10 +290,10 @@ fn parse_fields(
     // Fields are `key: value |`. One SIMD scan finds every ':' and '|' of the line; the
     // first ':' after a '|' splits key from value.
     let fields = &line[rest..];
-    let mut delims = memchr::memchr2_iter(b':', b'|', fields).chain(std::iter::once(fields.len()));
+    let delims = memchr::memchr2_iter(b':', b'|', fields).chain(std::iter::once(fields.len()));
     let mut field_start = 0;
     let mut colon: Option<usize> = None;
-    while let Some(d) = delims.next() {
+    for d in delims {
         if d < fields.len() && fields[d] == b':' {
             colon.get_or_insert(d);
             continue;

@@ -82,6 +82,9 @@ impl Column {
             split_options(values.into_iter().map(|v| v.map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec()))));
         Column { values: Values::Utf8(present), valid: Some(valid) }
     }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     pub fn len(&self) -> usize {
         match (&self.valid, &self.values) {
             (Some(v), _) => v.len(),
