@@ -282,24 +282,48 @@ fn no_tokens() -> Error {
     Error::Invalid("a width or budget in tokens needs token counts, and this curve has none".into())
 }
 
-/// Weighted least squares of y = a + b x; returns (a, b), or None when x has no spread.
+/// Running sums of a weighted least-squares line y = a + b x. One pass suffices: x lies in
+/// [-1, 0] (window units) and y varies little around its level, so the textbook formulas lose
+/// only a few of the sixteen digits.
+#[derive(Default)]
+struct LineSums {
+    w: f64,
+    wx: f64,
+    wy: f64,
+    wxx: f64,
+    wxy: f64,
+}
+
+impl LineSums {
+    fn add(&mut self, w: f64, x: f64, y: f64) {
+        self.w += w;
+        self.wx += w * x;
+        self.wy += w * y;
+        self.wxx += w * x * x;
+        self.wxy += w * x * y;
+    }
+
+    /// (a, b), or None without weight; a flat line through the mean when x has no spread.
+    fn line(&self) -> Option<(f64, f64)> {
+        if self.w.is_nan() || self.w <= 0.0 {
+            return None;
+        }
+        let (mx, my) = (self.wx / self.w, self.wy / self.w);
+        let sxx = self.wxx - self.wx * mx;
+        if sxx <= 1e-300 {
+            return Some((my, 0.0));
+        }
+        let b = (self.wxy - self.wx * my) / sxx;
+        Some((my - b * mx, b))
+    }
+}
+
 fn weighted_line(x: &[f64], y: &[f64], w: &[f64]) -> Option<(f64, f64)> {
-    let sw: f64 = w.iter().sum();
-    if sw.is_nan() || sw <= 0.0 {
-        return None;
-    }
-    let mx = x.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / sw;
-    let my = y.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / sw;
-    let (mut sxx, mut sxy) = (0.0, 0.0);
+    let mut sums = LineSums::default();
     for ((&xi, &yi), &wi) in x.iter().zip(y).zip(w) {
-        sxx += wi * (xi - mx) * (xi - mx);
-        sxy += wi * (xi - mx) * (yi - my);
+        sums.add(wi, xi, yi);
     }
-    if sxx <= 1e-300 {
-        return Some((my, 0.0));
-    }
-    let b = sxy / sxx;
-    Some((my - b * mx, b))
+    sums.line()
 }
 
 /// The median by selection (O(n): it runs once per IRLS iteration).
@@ -332,14 +356,11 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
     }
     let kernel: Vec<f64> = x.iter().map(|&u| (1.0 - u.abs().min(1.0).powi(3)).powi(3).max(1e-12)).collect();
     let Some(mut fit) = weighted_line(&x, y, &kernel) else { return (values[n - 1], 1) };
-    let mut w = kernel.clone();
     let mut residuals = vec![0.0; y.len()];
     let mut scratch = vec![0.0; y.len()];
     for _ in 0..IRLS_ITERATIONS {
-        for ((r, &xi), &yi) in residuals.iter_mut().zip(&x).zip(y) {
+        for (((r, a), &xi), &yi) in residuals.iter_mut().zip(scratch.iter_mut()).zip(&x).zip(y) {
             *r = yi - fit.0 - fit.1 * xi;
-        }
-        for (a, r) in scratch.iter_mut().zip(&residuals) {
             *a = r.abs();
         }
         let sigma = 1.4826 * median(&mut scratch);
@@ -347,10 +368,13 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
             break;
         }
         let c = HUBER_K * sigma;
-        for ((wi, &ki), r) in w.iter_mut().zip(&kernel).zip(&residuals) {
-            *wi = ki * if r.abs() <= c { 1.0 } else { c / r.abs() };
+        // The Huber weights and the weighted sums of the next line in one pass.
+        let mut sums = LineSums::default();
+        for (((&ki, r), &xi), &yi) in kernel.iter().zip(&residuals).zip(&x).zip(y) {
+            let wi = ki * if r.abs() <= c { 1.0 } else { c / r.abs() };
+            sums.add(wi, xi, yi);
         }
-        let Some(next) = weighted_line(&x, y, &w) else { break };
+        let Some(next) = sums.line() else { break };
         let moved = (next.0 - fit.0).abs();
         fit = next;
         if moved <= CONVERGED * fit.0.abs().max(1e-300) {
