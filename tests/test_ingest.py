@@ -301,3 +301,31 @@ def test_many_extra_metrics_from_text_logs(tmp_path):
     got = dict(zip(stored["metric"], stored["value"]))
     assert got == {"loss": pytest.approx(2.9), "grad norm": 0.412, **{f"m{k}": k + 0.5 for k in range(10)}}
     assert (stored["len"] == 3).all()
+
+
+def test_several_metric_tables_in_one_directory_are_several_runs(tmp_path, steplaw_csv):
+    sweep = tmp_path / "runs" / "sweep"
+    sweep.mkdir(parents=True)
+    for name, scale in [("a", 1.0), ("b", 2.0), ("c", 3.0)]:
+        (sweep / f"{name}.csv").write_text("step,lr,loss\r\n" + "".join(f"{s},0.001,{scale * 10 / s}\r\n" for s in range(1, 6)))
+    one = tmp_path / "runs" / "one"
+    one.mkdir()
+    (one / "metrics.csv").write_text("step,loss\n1,3.0\n2,2.5\n")
+    (one / "eval.csv").write_text("step,eval/loss\n2,2.7\n")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.added == 4, report.summary()
+    runs = db.runs().sort("name")
+    assert runs["name"].to_list() == ["one", "sweep/a", "sweep/b", "sweep/c"]
+    c = db.points(runs.filter(pl.col("name") == "sweep/c")["run_id"].item())
+    assert c["value"].to_list() == pytest.approx([30 / s for s in range(1, 6)])
+    both = db.points(runs.filter(pl.col("name") == "one")["run_id"].item(), metric=None)
+    assert sorted(both["metric"].unique()) == ["loss", "val_loss"]
+
+
+def test_real_multipowerlaw_directory_gives_one_run_per_schedule(tmp_path, steplaw_csv):
+    mpl = steplaw_csv.parents[1] / "multipowerlaw" / "loss_curve_repo" / "csv_25"
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(mpl)
+    assert report.ok and report.added == 9, report.summary()
+    assert set(db.runs()["name"]) == {f"csv_25/{p.stem}" for p in mpl.glob("*.csv")}

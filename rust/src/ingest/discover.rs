@@ -2,6 +2,7 @@
 //! a log file given on its own).
 use std::path::{Path, PathBuf};
 
+use super::tabular;
 use super::{hf, nanogpt, text, tfevents, wandb, Format};
 use crate::error::{Error, Result};
 
@@ -182,6 +183,23 @@ fn split_runs(key: &str, dir: &Path, dir_name: &str, files: Vec<(PathBuf, Format
                 member: None,
             }),
         }
+    }
+    // Several metric tables that each hold a training loss are several runs (one export per
+    // run, as W&B history exports and many sweeps keep them): one run per file, named by it.
+    // A single one (with, say, an eval-only table beside it) is the directory's run.
+    let is_whole_run =
+        |(p, f): &(PathBuf, Format)| matches!(f, Format::Csv | Format::Jsonl) && tabular::has_training_loss(&head(p), *f == Format::Jsonl);
+    let (tables, mut own): (Vec<_>, Vec<_>) = own.into_iter().partition(is_whole_run);
+    if tables.len() >= 2 {
+        for (path, format) in tables {
+            let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or("run");
+            let name = format!("{dir_name}/{stem}");
+            let key = path.to_string_lossy().into_owned();
+            runs.push(RunSource { key, name, dir: dir.to_path_buf(), files: vec![(path, format)], member: None });
+        }
+    } else {
+        own.extend(tables);
+        order_files(&mut own);
     }
     if !own.is_empty() {
         runs.push(RunSource { key: key.to_string(), name: dir_name.to_string(), dir: dir.to_path_buf(), files: own, member: None });

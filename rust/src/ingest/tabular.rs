@@ -42,6 +42,27 @@ fn roles(names: &[&str], sel: &MetricSelection) -> Option<Roles> {
     })
 }
 
+/// Whether a metric file's first record names a training-loss column (default names): such
+/// files are whole runs, so several in one directory are several runs.
+pub fn has_training_loss(head: &[u8], jsonl: bool) -> bool {
+    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let names: Vec<String> = if jsonl {
+        let line = quote_non_finite(&String::from_utf8_lossy(first));
+        match serde_json::from_str::<Value>(line.trim()) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => return false,
+        }
+    } else {
+        let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_reader(first);
+        match rdr.records().next() {
+            Some(Ok(record)) => record.iter().map(|s| s.trim().to_string()).collect(),
+            _ => return false,
+        }
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    pick(&names, STEP_KEYS).is_some() && pick(&names, LOSS_KEYS).is_some()
+}
+
 fn emit(r: &Roles, step: i64, get: &dyn Fn(usize) -> Option<f64>, out: &mut RunParse) {
     let lr = r.lr.and_then(get);
     let tokens = r.tokens.and_then(get).map(|t| t as i64);
