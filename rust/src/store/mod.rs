@@ -322,3 +322,6 @@ fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
     w.finish()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,7 @@ pub const POINT_FIELDS: &[Field] = &[
 ];
 
 /// Rows a row group holds before it is flushed.
-const ROW_GROUP_ROWS: usize = 1 << 20;
+pub(super) const ROW_GROUP_ROWS: usize = 1 << 20;
 /// Rows after which a segment file is closed and the next one begun.
 const SEGMENT_ROWS: u64 = 16 << 20;
 /// Segments smaller than this are merged by `compact`.

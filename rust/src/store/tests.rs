@@ -1,0 +1,131 @@
+//! The store on its own: commits, versions, replaced runs, the lock, compaction and reading a
+//! metric back, without Python.
+use std::time::Duration;
+
+use super::*;
+use crate::model::{status, RunConfig, RunRecord};
+
+fn series(metric: &str, steps: std::ops::Range<i64>, scale: f64) -> Series {
+    let steps: Vec<i64> = steps.collect();
+    Series {
+        metric: metric.to_string(),
+        values: steps.iter().map(|&s| scale / s as f64).collect(),
+        tokens: steps.iter().map(|&s| s * 1000).collect(),
+        lr: vec![],
+        steps,
+    }
+}
+
+fn record(run_id: RunId, segment: Option<String>) -> RunRecord {
+    RunRecord {
+        run_id,
+        name: format!("run{run_id}"),
+        source: format!("/runs/{run_id}"),
+        format: "csv".into(),
+        fingerprint: "f".into(),
+        config: RunConfig::default(),
+        n_points: 0,
+        final_step: None,
+        final_loss: None,
+        smooth_loss: None,
+        status: status::COMPLETE.into(),
+        ingested_at_us: 0,
+        n_malformed: 0,
+        segment,
+        files: vec![],
+    }
+}
+
+/// Commit `runs` (id, loss scale, steps) in one transaction over what the store holds.
+fn commit(store: &Store, runs: &[(RunId, f64, std::ops::Range<i64>)]) -> Manifest {
+    let mut tx = store.begin(Duration::ZERO).unwrap();
+    let mut writer = tx.segment_writer(0).unwrap();
+    let mut records: Vec<RunRecord> =
+        tx.base.runs.iter().filter(|r| !runs.iter().any(|(id, _, _)| *id == r.run_id)).cloned().collect();
+    for (id, scale, steps) in runs {
+        let file = writer.add_run(*id, &[series("loss", steps.clone(), *scale), series("val_loss", steps.clone(), 1.0)]).unwrap();
+        records.push(record(*id, Some(file)));
+    }
+    tx.add_segments(writer.finish().unwrap());
+    tx.commit(records).unwrap()
+}
+
+fn losses(store: &Store) -> Vec<(RunId, Vec<i64>, Vec<f64>)> {
+    let m = store.latest().unwrap();
+    let chunks = read_metric(store.root(), &m, "loss", Want { tokens: true, lr: false }).unwrap();
+    let mut out: Vec<_> = chunks.iter().flat_map(Chunk::runs).map(|(id, s)| (id, s.steps.to_vec(), s.values.to_vec())).collect();
+    out.sort_by_key(|r| r.0);
+    out
+}
+
+#[test]
+fn commits_make_versions_and_a_replaced_run_reads_its_new_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    assert_eq!(store.latest().unwrap().version, 0);
+    commit(&store, &[(1, 1.0, 1..11), (2, 2.0, 1..6)]);
+    let m = commit(&store, &[(2, 3.0, 1..21)]); // run 2 grew
+    assert_eq!(m.version, 2);
+    let got = losses(&store);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1, (1..11).collect::<Vec<_>>());
+    assert_eq!(got[1].1.len(), 20);
+    assert!((got[1].2[0] - 3.0).abs() < 1e-15); // the new points, not the replaced ones
+}
+
+#[test]
+fn a_dropped_transaction_leaves_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    commit(&store, &[(1, 1.0, 1..4)]);
+    {
+        let tx = store.begin(Duration::ZERO).unwrap();
+        let mut writer = tx.segment_writer(0).unwrap();
+        writer.add_run(9, &[series("loss", 1..100, 1.0)]).unwrap();
+        writer.finish().unwrap(); // segments written, no manifest: a crash before the commit
+    }
+    assert_eq!(store.latest().unwrap().version, 1);
+    assert_eq!(losses(&store).len(), 1);
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    let _held = store.begin(Duration::ZERO).unwrap();
+    match store.begin(Duration::from_millis(100)) {
+        Err(Error::Locked { holder, .. }) => assert!(holder.contains(&std::process::id().to_string()), "{holder}"),
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn compaction_keeps_every_live_point_and_removes_dead_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    commit(&store, &[(1, 1.0, 1..50), (2, 2.0, 1..50)]);
+    commit(&store, &[(2, 5.0, 1..70)]);
+    let before = losses(&store);
+    let report = store.compact(Duration::ZERO).unwrap();
+    assert!(report.files_removed > 0);
+    assert_eq!(losses(&store), before);
+    let on_disk = std::fs::read_dir(dir.path().join("points")).unwrap().count();
+    assert_eq!(on_disk, store.latest().unwrap().segments.len());
+}
+
+#[test]
+fn opening_a_missing_store_without_create_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(Store::open(dir.path().join("nope"), false), Err(Error::Store { .. })));
+}
+
+#[test]
+fn a_series_longer_than_a_row_group_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    let n = (points::ROW_GROUP_ROWS + points::ROW_GROUP_ROWS / 2) as i64;
+    commit(&store, &[(1, 1.0, 1..101), (2, 2.0, 1..n + 1), (3, 3.0, 1..11)]);
+    let got = losses(&store);
+    assert_eq!(got.iter().map(|r| (r.0, r.1.len())).collect::<Vec<_>>(), vec![(1, 100), (2, n as usize), (3, 10)]);
+    assert!(got[1].1.windows(2).all(|w| w[1] == w[0] + 1));
+}
