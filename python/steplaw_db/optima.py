@@ -76,21 +76,18 @@ def read_final_table(path: str | os.PathLike, seq_len: int = 2048) -> pl.DataFra
 def snap_levels(values: pl.Series, tolerance: float = LEVEL_TOLERANCE) -> pl.Series:
     """Map values within ``tolerance`` (relative, chained over sorted values) to one level:
     the most frequent value of the group (the smallest on ties). Nulls stay null."""
-    vals = values.drop_nulls().unique().sort()
-    if vals.is_empty():
+    name = values.name or "value"
+    counts = values.drop_nulls().rename(name).value_counts(name="n").sort(name)
+    if counts.is_empty():
         return values
-    counts = dict(values.drop_nulls().value_counts().iter_rows())
-    mapping: dict = {}
-    group: list = []
-    for v in vals.to_list():
-        if group and abs(v - group[-1]) > tolerance * max(abs(group[-1]), 1e-300):
-            rep = max(group, key=lambda g: (counts[g], -g))
-            mapping.update({g: rep for g in group})
-            group = []
-        group.append(v)
-    rep = max(group, key=lambda g: (counts[g], -g))
-    mapping.update({g: rep for g in group})
-    return values.replace_strict(mapping, default=None, return_dtype=values.dtype)
+    v = pl.col(name)
+    prev = v.shift(1)
+    levels = counts.with_columns(level=((v - prev).abs() > tolerance * prev.abs()).fill_null(False).cum_sum())
+    representative = levels.sort("level", "n", name, descending=[False, True, False]).group_by("level").agg(
+        pl.col(name).first().alias("to")
+    )
+    mapping = levels.join(representative, on="level")
+    return values.replace_strict(mapping[name], mapping["to"], default=None, return_dtype=values.dtype)
 
 
 def _prepare(
