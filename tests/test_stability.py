@@ -66,6 +66,11 @@ def test_synthetic_recipes_with_different_laws_are_told_apart():
     # the batch law is the same in both: not told apart
     b = report.differences.filter(pl.col("name") == "bs_coefD").row(0, named=True)
     assert not b["differ"]
+    # the bootstrap distributions behind the intervals, per group
+    assert report.draws.group_by("group").len().sort("group")["len"].to_list() == [300, 300]
+    web = report.draws.filter(pl.col("group") == "web")["lr_coefD"]
+    row = report.coefficients.filter((pl.col("group") == "web") & (pl.col("name") == "lr_coefD")).row(0, named=True)
+    assert web.std() == pytest.approx(row["sd"], rel=1e-9)
 
 
 def test_synthetic_recipes_with_identical_laws_are_not_told_apart():

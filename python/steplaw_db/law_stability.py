@@ -46,7 +46,9 @@ class StabilityReport:
     - ``sensitivity``: per analysis choice (threshold, smoothing, method) and coefficient,
       the estimate and SD;
     - ``verdicts``: per group and coefficient, ``stable``/``unstable`` with the figures it
-      rests on.
+      rests on;
+    - ``draws``: the reference fit's bootstrap draws, one row per group and draw, one column
+      per coefficient (the distributions behind the intervals).
     """
 
     coefficients: pl.DataFrame
@@ -54,6 +56,7 @@ class StabilityReport:
     loco: pl.DataFrame
     sensitivity: pl.DataFrame
     verdicts: pl.DataFrame
+    draws: pl.DataFrame
 
     def summary(self) -> str:
         with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4):
@@ -198,7 +201,8 @@ def stability(
         )
     differences = _differences(laws, coefficients)
     loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
-    return StabilityReport(coefficients, differences, loco_df, sensitivity, pl.DataFrame(verdict_rows))
+    draws = pl.concat([law.samples.with_columns(group=pl.lit(g)) for g, law in laws.items()], how="diagonal_relaxed")
+    return StabilityReport(coefficients, differences, loco_df, sensitivity, pl.DataFrame(verdict_rows), draws)
 
 
 def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> pl.DataFrame:

@@ -193,9 +193,9 @@ def curves(
 
 
 def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[str] = ("lr_coefN", "lr_coefD", "bs_coefD")):
-    """The stability benchmark: per coefficient, each group's estimate with its 95% bootstrap
-    interval (left), and the estimate under every analysis choice of the sensitivity table with
-    +-1 SD (right)."""
+    """The stability benchmark: per coefficient, each group's bootstrap distribution (violin,
+    with the 95% interval and the estimate; left), and the estimate under every analysis
+    choice of the sensitivity table with +-1 SD (right)."""
     plt = _pyplot()
     names = [n for n in names if n in set(report.coefficients["name"])]
     if not names:
@@ -205,9 +205,15 @@ def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[
         c = report.coefficients.filter(pl.col("name") == name)
         ax = row[0]
         ys = np.arange(len(c))
-        ax.errorbar(c["estimate"], ys, xerr=[c["estimate"] - c["lo"], c["hi"] - c["estimate"]], fmt="o", capsize=3)
+        samples = [
+            report.draws.filter(pl.col("group") == g)[name].drop_nulls().drop_nans().to_numpy() if name in report.draws.columns else np.empty(0)
+            for g in c["group"]
+        ]
+        if all(len(v) > 1 for v in samples):
+            ax.violinplot(samples, positions=ys, vert=False, showextrema=False)
+        ax.errorbar(c["estimate"], ys, xerr=[c["estimate"] - c["lo"], c["hi"] - c["estimate"]], fmt="o", color="k", capsize=3)
         ax.set_yticks(ys, c["group"].to_list())
-        ax.set_title(f"{name} by group (95% bootstrap interval)", fontsize=9)
+        ax.set_title(f"{name} by group (bootstrap distribution, 95% interval)", fontsize=9)
         s = report.sensitivity.filter(pl.col("name") == name)
         labels = [
             f"{r['group']} {r['smoothing']} {r['method']}" + (f" {r['threshold'] * 100:g}%" if r["threshold"] is not None else "")
