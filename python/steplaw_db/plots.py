@@ -210,7 +210,10 @@ def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[
             for g in c["group"]
         ]
         if all(len(v) > 1 for v in samples):
-            ax.violinplot(samples, positions=ys, vert=False, showextrema=False)
+            try:  # matplotlib >= 3.10 names it so; `vert` is deprecated there
+                ax.violinplot(samples, positions=ys, orientation="horizontal", showextrema=False)
+            except TypeError:
+                ax.violinplot(samples, positions=ys, vert=False, showextrema=False)
         ax.errorbar(c["estimate"], ys, xerr=[c["estimate"] - c["lo"], c["hi"] - c["estimate"]], fmt="o", color="k", capsize=3)
         ax.set_yticks(ys, c["group"].to_list())
         ax.set_title(f"{name} by group (bootstrap distribution, 95% interval)", fontsize=9)
