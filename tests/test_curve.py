@@ -5,6 +5,7 @@ real curves, fits that recover known parameters, bad input, JSON, plot and CLI."
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import polars as pl
@@ -276,7 +277,7 @@ def test_interpolated_lr_rebuilds_every_step():
 
 
 def test_bad_input_is_refused_clearly():
-    good = pl.DataFrame({"step": np.arange(100, 2000, 100), "value": np.linspace(4, 3, 19), "lr": 1e-3})
+    good = pl.DataFrame({"step": np.arange(100, 2000, 100), "value": np.linspace(4, 3, 19), "lr": np.linspace(1e-3, 1e-4, 19)})
     with pytest.raises(sl.InvalidArgumentError, match="no learning rate"):
         fit_curve_law(good.drop("lr"), "mpl")
     with pytest.raises(sl.InvalidArgumentError, match="not finite"):
@@ -341,3 +342,14 @@ def test_cli_fit_curve(tmp_path):
     spec = "peak_lr=3e-4,total_steps=24000,warmup_steps=2160,decay=cosine,floor=3e-5"
     r = CliRunner().invoke(app, ["fit", "curve", str(no_lr), "--form", "annealing", "--schedule", spec])
     assert r.exit_code == 0, r.output
+
+
+def test_fitting_only_constant_schedules_warns_that_the_drop_is_not_identifiable():
+    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.8, 0.55, 0.48, 0.5])))
+    constant = Schedule(3e-4, 6000, 400, "constant")
+    with pytest.warns(UserWarning, match="not identifiable"):
+        fit_curve_law(synthetic(truth, constant, 40), "annealing", schedule=constant)
+    cosine = Schedule(3e-4, 6000, 400, "cosine", 3e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_curve_law(synthetic(truth, cosine, 40), "annealing", schedule=cosine)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -420,6 +421,14 @@ class CurveLaw:
         return f"CurveLaw({self.form}: {ps}{extra})"
 
 
+def _decays(lr: np.ndarray) -> bool:
+    """Whether the lr falls clearly (by more than 5%) below its peak after reaching it."""
+    if lr.size == 0:
+        return False
+    peak = int(np.argmax(lr))
+    return bool(lr[peak:].min() < 0.95 * lr[peak])
+
+
 def fit_curve_law(
     points: Points,
     form: str = "mpl",
@@ -447,6 +456,13 @@ def fit_curve_law(
     if form not in FORMS:
         raise InvalidArgumentError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     curves = load_curves(points, schedule)
+    if not any(_decays(c.lr) for c in curves):
+        warnings.warn(
+            "no curve to fit on decays its learning rate after the peak: the loss-drop term "
+            f"({', '.join(FORMS[form][3:]) if form == 'mpl' else 'C'}) is not identifiable, and predictions for "
+            "decaying schedules are guesses; fit on at least one decaying schedule",
+            stacklevel=2,
+        )
     start_vectors = None
     if starts is not None:
         start_vectors = [[float(s[n]) for n in FORMS[form]] if isinstance(s, Mapping) else [float(v) for v in s] for s in starts]
