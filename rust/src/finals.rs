@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{read_metric, Chunk, SeriesRef, Store, Want};
+use crate::store::{read_metric, Chunk, FirstRow, SeriesRef, Store, Want};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -24,7 +24,10 @@ pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -
     smoothing.validate()?;
     let manifest = store.latest()?;
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
-    let chunks = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false })?;
+    // At the end of a run most modes look only at its last rows: the others are not read.
+    let first_row = |steps: &[i64], tokens: &[i64]| smoothing.first_row_needed(steps, tokens);
+    let tail: Option<FirstRow> = (at == At::End).then_some(&first_row);
+    let chunks = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false }, tail)?;
     let series: Vec<(RunId, SeriesRef)> = chunks.iter().flat_map(Chunk::runs).collect();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();

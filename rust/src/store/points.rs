@@ -303,48 +303,72 @@ pub struct SeriesRef<'a> {
 }
 
 /// The decoded rows of one row group and the runs' blocks in them. Reading into chunks and
-/// handing out slices avoids copying every point once more into per-run vectors.
+/// handing out slices avoids copying every point once more into per-run vectors. A block's
+/// `rows` index `steps` (and `tokens`, `lr`); its values start at `value_at` in `values`,
+/// which holds only the rows that were asked for.
 #[derive(Debug, Default)]
 pub struct Chunk {
     steps: Vec<i64>,
     values: Vec<f64>,
     tokens: Vec<i64>,
     lr: Vec<f64>,
-    blocks: Vec<(RunId, std::ops::Range<usize>)>,
+    blocks: Vec<Block>,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    run_id: RunId,
+    rows: std::ops::Range<usize>,
+    value_at: usize,
 }
 
 impl Chunk {
     pub fn runs(&self) -> impl Iterator<Item = (RunId, SeriesRef<'_>)> {
-        self.blocks.iter().map(move |(id, r)| {
+        self.blocks.iter().map(move |b| {
+            let r = b.rows.clone();
             // All-missing optional columns read back as absent, as they were written.
             let tokens = self.tokens.get(r.clone()).filter(|t| t.iter().any(|&x| x != -1)).unwrap_or(&[]);
             let lr = self.lr.get(r.clone()).filter(|l| l.iter().any(|x| !x.is_nan())).unwrap_or(&[]);
-            (*id, SeriesRef { steps: &self.steps[r.clone()], values: &self.values[r.clone()], tokens, lr })
+            let values = &self.values[b.value_at..b.value_at + r.len()];
+            (b.run_id, SeriesRef { steps: &self.steps[r], values, tokens, lr })
         })
     }
 
     /// Move `other`'s first block onto the end of this chunk (a run split by a row-group
-    /// boundary).
+    /// boundary: both parts were read whole, as the last rows of this chunk and the first of
+    /// the other).
     fn take_first_block_of(&mut self, other: &mut Chunk) {
-        let (_, r) = other.blocks.remove(0);
+        let b = other.blocks.remove(0);
+        let r = b.rows.clone();
         self.steps.extend_from_slice(&other.steps[r.clone()]);
-        self.values.extend_from_slice(&other.values[r.clone()]);
+        self.values.extend_from_slice(&other.values[b.value_at..b.value_at + r.len()]);
         if !self.tokens.is_empty() {
             self.tokens.extend_from_slice(&other.tokens[r.clone()]);
         }
         if !self.lr.is_empty() {
-            self.lr.extend_from_slice(&other.lr[r.clone()]);
+            self.lr.extend_from_slice(&other.lr[r]);
         }
-        if let Some((_, last)) = self.blocks.last_mut() {
-            last.end = self.steps.len();
+        if let Some(last) = self.blocks.last_mut() {
+            last.rows.end = self.steps.len();
         }
     }
 }
 
+/// Given a run's steps and tokens, the first row a reader needs (None: all of them).
+pub type FirstRow<'a> = &'a (dyn Fn(&[i64], &[i64]) -> Option<usize> + Sync);
+
 /// Every live run's series of `metric` in the manifest's segments, read in parallel over
 /// row groups. A run's points sit in the segment its record names; rows of replaced runs in
 /// older segments are skipped. Each live run appears in exactly one block of the result.
-pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: Want) -> Result<Vec<Chunk>> {
+///
+/// `first_row` lets a reader skip the values it will not look at (the head of each run).
+pub fn read_metric(
+    root: &Path,
+    manifest: &super::Manifest,
+    metric: &str,
+    want: Want,
+    first_row: Option<FirstRow>,
+) -> Result<Vec<Chunk>> {
     use rayon::prelude::*;
     use std::collections::HashMap;
     let live: HashMap<&str, HashSet<RunId>> = manifest.runs.iter().fold(HashMap::new(), |mut m, r| {
@@ -364,7 +388,7 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: 
     }
     let mut chunks: Vec<Chunk> = units
         .par_iter()
-        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids, want))
+        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids, want, first_row))
         .collect::<Result<_>>()?;
     // A series split across row groups comes back as the last block of one chunk and the
     // first block(s) of the next: join them into the earlier chunk.
@@ -374,7 +398,7 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: 
             let (left, right) = chunks.split_at_mut(k);
             let (prev, next) = (&mut left[t], &mut right[0]);
             let continues = match (prev.blocks.last(), next.blocks.first()) {
-                (Some((a, ra)), Some((b, rb))) => a == b && prev.steps[ra.end - 1] < next.steps[rb.start],
+                (Some(a), Some(b)) => a.run_id == b.run_id && prev.steps[a.rows.end - 1] < next.steps[b.rows.start],
                 _ => false,
             };
             if continues {
@@ -388,7 +412,14 @@ pub fn read_metric(root: &Path, manifest: &super::Manifest, metric: &str, want: 
     Ok(chunks)
 }
 
-fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<RunId>, want: Want) -> Result<Chunk> {
+fn read_group_metric(
+    path: &Path,
+    group: usize,
+    metric: &str,
+    live: &HashSet<RunId>,
+    want: Want,
+    first_row: Option<FirstRow>,
+) -> Result<Chunk> {
     // The metric column's statistics settle most row groups without decoding a string:
     // all rows of the metric (min == max == metric), or none of them.
     let all_rows_match = match table::column_bounds(path, group, "metric")? {
@@ -398,39 +429,149 @@ fn read_group_metric(path: &Path, group: usize, metric: &str, live: &HashSet<Run
         Some((min, max)) => min == max,
         None => false,
     };
-    let mut names = vec!["run_id", "step", "value"];
-    for (wanted, name) in [(!all_rows_match, "metric"), (want.tokens, "tokens"), (want.lr, "lr")] {
+    let mut names = vec!["run_id", "step"];
+    for (wanted, name) in [(want.tokens, "tokens"), (want.lr, "lr"), (!all_rows_match, "metric")] {
         if wanted {
             names.push(name);
         }
     }
-    let mut cols = table::read_columns_of_groups(path, &names, Some(group))?;
-    let position = |name: &str| names.iter().position(|n| *n == name);
-    let tokens = position("tokens").map(|i| expand_nullable_i64(&cols[i])).unwrap_or_default();
-    let lr = position("lr").map(|i| expand_nullable_f64(&cols[i])).unwrap_or_default();
-    let metrics = match position("metric").map(|i| std::mem::take(&mut cols[i].values)) {
-        Some(Values::Utf8(m)) => Some(m),
-        Some(_) => return Err(Error::store(path, "unexpected type of column 'metric'")),
-        None => None,
-    };
-    let mut take = |i: usize| std::mem::take(&mut cols[i].values);
-    let (Values::Int64(rid), Values::Int64(steps), Values::Float64(values)) = (take(0), take(1), take(2)) else {
-        return Err(Error::store(path, "unexpected column types in segment"));
-    };
-    let same_block = |a: usize, b: usize| rid[a] == rid[b] && metrics.as_ref().is_none_or(|m| m[a] == m[b]);
-    let mut blocks = Vec::new();
-    let n = steps.len();
-    let mut start = 0;
-    while start < n {
-        let mut end = start + 1;
-        while end < n && same_block(start, end) {
-            end += 1;
+    let slot = |name: &str| names.iter().position(|n| *n == name);
+    let (tokens_at, lr_at, metric_at) = (slot("tokens"), slot("lr"), slot("metric"));
+    let mut batch: Vec<Values> = names
+        .iter()
+        .map(|n| match *n {
+            "lr" => Values::Float64(Vec::new()),
+            "metric" => Values::Utf8(Vec::new()),
+            _ => Values::Int64(Vec::new()),
+        })
+        .collect();
+    let mut stream = table::GroupBatches::open(path, group, &names)?;
+    // Rows are streamed a batch at a time and each run's block gathered on its own; only the
+    // rows a reader needs (`first_row`) are kept, so memory follows what is used, not the
+    // group's size. A block at either edge of the group may continue in the next or the
+    // previous one: kept whole.
+    // Sized for the whole group at once: untouched capacity costs no memory, and one large
+    // allocation faults in far fewer pages than a vector doubling its way up.
+    let rows = stream.rows_left();
+    let mut chunk = Chunk { steps: Vec::with_capacity(rows), ..Chunk::default() };
+    chunk.tokens.reserve(if want.tokens { rows } else { 0 });
+    chunk.lr.reserve(if want.lr { rows } else { 0 });
+    let mut read: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut current = BlockBuffer::default();
+    let mut row = 0usize;
+    loop {
+        let n = stream.next(STREAM_BATCH_ROWS, &mut batch)?;
+        if n == 0 {
+            break;
         }
-        let is_metric = metrics.as_ref().is_none_or(|m| m[start].data() == metric.as_bytes());
-        if is_metric && live.contains(&rid[start]) {
-            blocks.push((rid[start], start..end));
+        let (Values::Int64(rid), Values::Int64(steps)) = (&batch[0], &batch[1]) else { unreachable!("typed above") };
+        let tokens = tokens_at.map(|i| match &batch[i] {
+            Values::Int64(v) => v.as_slice(),
+            _ => unreachable!("typed above"),
+        });
+        let lr = lr_at.map(|i| match &batch[i] {
+            Values::Float64(v) => v.as_slice(),
+            _ => unreachable!("typed above"),
+        });
+        let metrics = metric_at.map(|i| match &batch[i] {
+            Values::Utf8(v) => v.as_slice(),
+            _ => unreachable!("typed above"),
+        });
+        let mut i = 0;
+        while i < n {
+            let name = metrics.map(|m| m[i].data());
+            if !current.holds(rid[i], name) {
+                current.finish(&mut chunk, &mut read, live, first_row, false);
+                let is_metric = name.is_none_or(|m| m == metric.as_bytes());
+                current.start(rid[i], name, is_metric, row + i);
+            }
+            // The rest of this block in the batch, copied at once.
+            let mut j = i + 1;
+            while j < n && rid[j] == rid[i] && metrics.is_none_or(|m| m[j] == m[i]) {
+                j += 1;
+            }
+            current.extend(&steps[i..j], tokens.map(|t| &t[i..j]), lr.map(|l| &l[i..j]));
+            i = j;
         }
-        start = end;
+        row += n;
     }
-    Ok(Chunk { steps, values, tokens, lr, blocks })
+    current.finish(&mut chunk, &mut read, live, first_row, true);
+    chunk.values = table::read_f64_rows(path, group, "value", &coalesce(read))?;
+    Ok(chunk)
+}
+
+/// Rows streamed at a time when scanning a row group.
+const STREAM_BATCH_ROWS: usize = 1 << 16;
+
+/// The rows of the block (one run, one metric) being gathered while streaming.
+#[derive(Default)]
+struct BlockBuffer {
+    run_id: Option<RunId>,
+    /// The metric's name when the row group mixes metrics (else every row is the wanted one).
+    metric: Option<Vec<u8>>,
+    is_wanted: bool,
+    first_row: usize,
+    steps: Vec<i64>,
+    tokens: Vec<i64>,
+    lr: Vec<f64>,
+}
+
+impl BlockBuffer {
+    fn holds(&self, run_id: RunId, metric: Option<&[u8]>) -> bool {
+        self.run_id == Some(run_id) && self.metric.as_deref() == metric
+    }
+
+    fn start(&mut self, run_id: RunId, metric: Option<&[u8]>, is_wanted: bool, row: usize) {
+        self.run_id = Some(run_id);
+        self.metric = metric.map(<[u8]>::to_vec);
+        self.is_wanted = is_wanted;
+        self.first_row = row;
+        self.steps.clear();
+        self.tokens.clear();
+        self.lr.clear();
+    }
+
+    fn extend(&mut self, steps: &[i64], tokens: Option<&[i64]>, lr: Option<&[f64]>) {
+        self.steps.extend_from_slice(steps);
+        self.tokens.extend_from_slice(tokens.unwrap_or_default());
+        self.lr.extend_from_slice(lr.unwrap_or_default());
+    }
+
+    /// Keep the block's needed rows in `chunk` and note which values to read.
+    fn finish(
+        &mut self,
+        chunk: &mut Chunk,
+        read: &mut Vec<std::ops::Range<usize>>,
+        live: &HashSet<RunId>,
+        first_row: Option<FirstRow>,
+        at_group_end: bool,
+    ) {
+        let Some(run_id) = self.run_id.filter(|id| self.is_wanted && live.contains(id)) else { return };
+        let from = match first_row {
+            Some(f) if self.first_row > 0 && !at_group_end => f(&self.steps, &self.tokens).unwrap_or(0),
+            _ => 0,
+        };
+        let start = chunk.steps.len();
+        chunk.steps.extend_from_slice(&self.steps[from..]);
+        if !self.tokens.is_empty() {
+            chunk.tokens.extend_from_slice(&self.tokens[from..]);
+        }
+        if !self.lr.is_empty() {
+            chunk.lr.extend_from_slice(&self.lr[from..]);
+        }
+        chunk.blocks.push(Block { run_id, rows: start..chunk.steps.len(), value_at: start });
+        read.push(self.first_row + from..self.first_row + self.steps.len());
+    }
+}
+
+/// Join touching ranges (consecutive blocks read whole) so the reader makes fewer calls.
+fn coalesce(ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r),
+        }
+    }
+    out
 }

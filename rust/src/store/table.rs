@@ -234,14 +234,137 @@ pub fn column_bounds(path: &Path, group: usize, name: &str) -> Result<Option<(Ve
     Ok(col.statistics().and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
 }
 
+/// The rows `ranges` (ascending, disjoint) of a required double column in one row group,
+/// concatenated. Rows between the ranges are skipped, not decoded (for plain-encoded values
+/// the reader just moves past them).
+pub fn read_f64_rows(path: &Path, group: usize, name: &str, ranges: &[std::ops::Range<usize>]) -> Result<Vec<f64>> {
+    let reader = open_reader(path)?;
+    let rg = reader.get_row_group(group)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let index = (0..schema.num_columns())
+        .find(|&i| schema.column(i).name() == name)
+        .ok_or_else(|| Error::store(path, format!("no column '{name}'")))?;
+    let ColumnReader::DoubleColumnReader(mut r) = rg.get_column_reader(index)? else {
+        return Err(Error::store(path, format!("column '{name}' is not a double column")));
+    };
+    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+    let mut at = 0;
+    for range in ranges {
+        if range.start > at {
+            let skipped = r.skip_records(range.start - at)?;
+            if skipped != range.start - at {
+                return Err(Error::store(path, format!("column '{name}' ends before row {}", range.start)));
+            }
+        }
+        let mut got = 0;
+        while got < range.len() {
+            let (recs, _, _) = r.read_records(range.len() - got, None, None, &mut out)?;
+            if recs == 0 {
+                return Err(Error::store(path, format!("column '{name}' ends before row {}", range.end)));
+            }
+            got += recs;
+        }
+        at = range.end;
+    }
+    Ok(out)
+}
+
+/// Named columns of one row group read in lockstep, a batch of rows at a time, into reused
+/// buffers: scanning a column costs no memory beyond one batch. Nullable columns come back
+/// with their nulls filled in (-1 for integers, NaN for floats).
+pub struct GroupBatches {
+    path: std::path::PathBuf,
+    readers: Vec<ColumnReader>,
+    nullable: Vec<bool>,
+    def: Vec<i16>,
+    rows_left: usize,
+}
+
+impl GroupBatches {
+    pub fn open(path: &Path, group: usize, names: &[&str]) -> Result<GroupBatches> {
+        let reader = open_reader(path)?;
+        let schema = reader.metadata().file_metadata().schema_descr_ptr();
+        let rg = reader.get_row_group(group)?;
+        let mut readers = Vec::new();
+        let mut nullable = Vec::new();
+        for name in names {
+            let i = (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == *name)
+                .ok_or_else(|| Error::store(path, format!("no column '{name}'")))?;
+            readers.push(rg.get_column_reader(i)?);
+            nullable.push(schema.column(i).max_def_level() > 0);
+        }
+        let rows_left = rg.metadata().num_rows() as usize;
+        Ok(GroupBatches { path: path.to_path_buf(), readers, nullable, def: Vec::new(), rows_left })
+    }
+
+    /// Rows not read yet.
+    pub fn rows_left(&self) -> usize {
+        self.rows_left
+    }
+
+    /// The next `max` rows (fewer at the end) into `out`, one buffer per column, each cleared
+    /// first and typed as its column. Returns the number of rows; 0 at the end.
+    pub fn next(&mut self, max: usize, out: &mut [Values]) -> Result<usize> {
+        let want = max.min(self.rows_left);
+        if want == 0 {
+            return Ok(0);
+        }
+        for ((reader, &nullable), buf) in self.readers.iter_mut().zip(&self.nullable).zip(out.iter_mut()) {
+            let def = nullable.then_some(&mut self.def);
+            let got = match (reader, buf) {
+                (ColumnReader::Int64ColumnReader(r), Values::Int64(v)) => read_batch(r, want, def, v, -1)?,
+                (ColumnReader::DoubleColumnReader(r), Values::Float64(v)) => read_batch(r, want, def, v, f64::NAN)?,
+                (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(v)) => read_batch(r, want, def, v, ByteArray::new())?,
+                _ => return Err(Error::store(&self.path, "a column has an unexpected type")),
+            };
+            if got != want {
+                return Err(Error::store(&self.path, "columns of a row group end at different rows"));
+            }
+        }
+        self.rows_left -= want;
+        Ok(want)
+    }
+}
+
+/// `want` rows of one column into `out` (cleared), nulls filled with `missing`.
+fn read_batch<T: parquet::data_type::DataType>(
+    r: &mut parquet::column::reader::ColumnReaderImpl<T>,
+    want: usize,
+    def: Option<&mut Vec<i16>>,
+    out: &mut Vec<T::T>,
+    missing: T::T,
+) -> Result<usize> {
+    out.clear();
+    let Some(def) = def else {
+        let mut got = 0;
+        while got < want {
+            let (recs, _, _) = r.read_records(want - got, None, None, out)?;
+            if recs == 0 {
+                break;
+            }
+            got += recs;
+        }
+        return Ok(got);
+    };
+    def.clear();
+    let mut present: Vec<T::T> = Vec::new();
+    let mut got = 0;
+    while got < want {
+        let (recs, _, _) = r.read_records(want - got, Some(def), None, &mut present)?;
+        if recs == 0 {
+            break;
+        }
+        got += recs;
+    }
+    let mut it = present.into_iter();
+    out.extend(def.iter().map(|&d| if d > 0 { it.next().unwrap_or_else(|| missing.clone()) } else { missing.clone() }));
+    Ok(got)
+}
+
 /// Read the named columns of a Parquet file whole. Nullable columns come back with their
 /// validity; row groups are concatenated.
 pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
-    read_columns_of_groups(path, names, None)
-}
-
-/// Like `read_columns`, of one row group only when `group` is given.
-pub fn read_columns_of_groups(path: &Path, names: &[&str], group: Option<usize>) -> Result<Vec<Column>> {
     let reader = open_reader(path)?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let indices: Vec<usize> = names
@@ -264,11 +387,7 @@ pub fn read_columns_of_groups(path: &Path, names: &[&str], group: Option<usize>)
             Column { values, valid: nullable.then(Vec::new) }
         })
         .collect();
-    let groups = match group {
-        Some(g) => g..g + 1,
-        None => 0..reader.num_row_groups(),
-    };
-    for g in groups {
+    for g in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(g)?;
         let rows = rg.metadata().num_rows() as usize;
         for (k, &i) in indices.iter().enumerate() {

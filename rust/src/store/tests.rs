@@ -52,7 +52,7 @@ fn commit(store: &Store, runs: &[(RunId, f64, std::ops::Range<i64>)]) -> Manifes
 
 fn losses(store: &Store) -> Vec<(RunId, Vec<i64>, Vec<f64>)> {
     let m = store.latest().unwrap();
-    let chunks = read_metric(store.root(), &m, "loss", Want { tokens: true, lr: false }).unwrap();
+    let chunks = read_metric(store.root(), &m, "loss", Want { tokens: true, lr: false }, None).unwrap();
     let mut out: Vec<_> = chunks.iter().flat_map(Chunk::runs).map(|(id, s)| (id, s.steps.to_vec(), s.values.to_vec())).collect();
     out.sort_by_key(|r| r.0);
     out
@@ -128,4 +128,28 @@ fn a_series_longer_than_a_row_group_reads_back_whole() {
     let got = losses(&store);
     assert_eq!(got.iter().map(|r| (r.0, r.1.len())).collect::<Vec<_>>(), vec![(1, 100), (2, n as usize), (3, 10)]);
     assert!(got[1].1.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[test]
+fn reading_only_the_tails_gives_the_tails_of_the_whole_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    let n = points::ROW_GROUP_ROWS as i64 / 3;
+    commit(&store, &[(1, 1.0, 1..n), (2, 2.0, 1..n), (3, 3.0, 1..n), (4, 4.0, 1..n), (5, 5.0, 1..50)]);
+    let whole = losses(&store);
+    let m = store.latest().unwrap();
+    let last_five = |steps: &[i64], _: &[i64]| Some(steps.len().saturating_sub(5));
+    let chunks = read_metric(store.root(), &m, "loss", Want::default(), Some(&last_five)).unwrap();
+    let mut tails: Vec<(RunId, Vec<i64>, Vec<f64>)> =
+        chunks.iter().flat_map(Chunk::runs).map(|(id, s)| (id, s.steps.to_vec(), s.values.to_vec())).collect();
+    tails.sort_by_key(|r| r.0);
+    assert_eq!(tails.len(), whole.len());
+    let mut shortened = 0;
+    for ((id, steps, values), (wid, wsteps, wvalues)) in tails.iter().zip(&whole) {
+        assert_eq!(id, wid);
+        // a tail of the whole series (runs at a row-group edge come back whole)
+        assert!(wsteps.ends_with(steps) && wvalues.ends_with(values) && steps.len() >= 5.min(wsteps.len()));
+        shortened += usize::from(steps.len() == 5 && wsteps.len() > 5);
+    }
+    assert!(shortened >= 1, "some run in the middle of a row group was read as its tail only");
 }
