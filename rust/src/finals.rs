@@ -1,10 +1,9 @@
 //! Final losses of every run of a store, in parallel over runs.
-use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{read_metric, Chunk, FirstRow, SeriesRef, Store, Want};
+use crate::store::{visit_metric, SeriesRef, Store, Want};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -24,32 +23,26 @@ pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -
     smoothing.validate()?;
     let manifest = store.latest()?;
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
-    // At the end of a run most modes look only at its last rows: the others are not read.
-    let first_row = |steps: &[i64], tokens: &[i64]| smoothing.first_row_needed(steps, tokens);
-    let tail: Option<FirstRow> = (at == At::End).then_some(&first_row);
-    let chunks = read_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false }, tail)?;
-    let series: Vec<(RunId, SeriesRef)> = chunks.iter().flat_map(Chunk::runs).collect();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();
-    let mut rows: Vec<FinalRow> = series
-        .par_iter()
-        .filter_map(|(id, s)| {
-            let curve = Curve { steps: s.steps, values: s.values, tokens: s.tokens };
-            let planned_steps = planned.get(id).copied().flatten();
-            match final_loss(&curve, smoothing, at, planned_steps) {
-                Ok(Some(f)) => Some(Ok(FinalRow {
-                    run_id: *id,
-                    raw_loss: f.raw,
-                    loss: f.smoothed,
-                    step: Some(f.step),
-                    points_used: f.points_used,
-                    origin: "curve",
-                })),
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .collect::<Result<_>>()?;
+    let final_of = |id: RunId, s: SeriesRef| {
+        let curve = Curve { steps: s.steps, values: s.values, tokens: s.tokens };
+        final_loss(&curve, smoothing, at, planned.get(&id).copied().flatten())
+    };
+    let visited = visit_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false }, &final_of)?;
+    let mut rows = Vec::with_capacity(visited.len());
+    for (run_id, result) in visited {
+        if let Some(f) = result? {
+            rows.push(FinalRow {
+                run_id,
+                raw_loss: f.raw,
+                loss: f.smoothed,
+                step: Some(f.step),
+                points_used: f.points_used,
+                origin: "curve",
+            });
+        }
+    }
     // Summary-only runs have no curve: their imported value stands for the end of the run.
     if at == At::End || matches!(at, At::Fraction(f) if f >= 1.0) {
         for r in manifest.runs.iter().filter(|r| r.status == status::SUMMARY_ONLY) {

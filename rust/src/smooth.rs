@@ -121,26 +121,6 @@ impl Smoothing {
         }
     }
 
-    /// For a loss read at the end of the curve: the first row the mode looks at, so that the
-    /// rows before it need not be read at all. None when it needs every row (`ema`), or
-    /// could not say cheaply (`gaussian`, `tail-mean`). The final loss of the rows from there
-    /// on equals the final loss of the whole curve (tested).
-    pub fn first_row_needed(&self, steps: &[i64], tokens: &[i64]) -> Option<usize> {
-        let n = steps.len();
-        let last = *steps.last()?;
-        match *self {
-            Smoothing::None => Some(n - 1),
-            Smoothing::StepLaw => Some(n.saturating_sub(STEPLAW_MAX_ENTRIES)),
-            Smoothing::Robust(w) => {
-                let curve = Curve { steps, values: &[], tokens };
-                let h = width_in_steps(&curve, n, w).ok()?;
-                let first = if h > 0.0 { steps.partition_point(|&s| (last - s) as f64 >= h) } else { n - 1 };
-                Some(first.min(n.saturating_sub(3)))
-            }
-            Smoothing::Gaussian(_) | Smoothing::Ema(_) | Smoothing::TailMean(_) => None,
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         let bad_width = |w: &Width| match *w {
             Width::Steps(x) | Width::Tokens(x) => !(x > 0.0 && x.is_finite()),
@@ -447,33 +427,6 @@ mod tests {
         assert_eq!(at(At::Step(5)), None);
         let bare = curve(&steps, &values);
         assert!(final_loss(&bare, Smoothing::None, At::Tokens(1), None).is_err());
-    }
-
-    #[test]
-    fn the_rows_from_first_row_needed_give_the_same_final_loss() {
-        let modes = [
-            Smoothing::None,
-            Smoothing::StepLaw,
-            Smoothing::Robust(Width::Fraction(0.1)),
-            Smoothing::Robust(Width::Steps(55.0)),
-            Smoothing::Robust(Width::Tokens(3000.0)),
-        ];
-        for n in [1usize, 2, 3, 5, 100, 1000, 40_000] {
-            let steps: Vec<i64> = (1..=n as i64).map(|i| i * 7).collect();
-            let tokens: Vec<i64> = steps.iter().map(|s| s * 16).collect();
-            // a falling curve with deterministic wiggles and a spike
-            let values: Vec<f64> =
-                steps.iter().enumerate().map(|(i, &s)| 2.0 + 5.0 / (s as f64).sqrt() + 0.01 * ((i * 7919) % 13) as f64 + if i == n / 2 { 1.0 } else { 0.0 }).collect();
-            let whole = Curve { steps: &steps, values: &values, tokens: &tokens };
-            for mode in modes {
-                let first = mode.first_row_needed(&steps, &tokens).unwrap();
-                let part = Curve { steps: &steps[first..], values: &values[first..], tokens: &tokens[first..] };
-                let a = final_loss(&whole, mode, At::End, None).unwrap().unwrap();
-                let b = final_loss(&part, mode, At::End, None).unwrap().unwrap();
-                assert_eq!((a.raw, a.step), (b.raw, b.step), "{mode:?} n={n}");
-                assert!((a.smoothed - b.smoothed).abs() <= 1e-12 * a.smoothed.abs(), "{mode:?} n={n}: {a:?} {b:?}");
-            }
-        }
     }
 
     #[test]

@@ -285,14 +285,14 @@ fn expand_nullable_f64(c: &Column) -> Vec<f64> {
     }
 }
 
-/// Which optional columns `read_metric` fills (reading fewer is faster).
+/// Which optional columns `visit_metric` reads (reading fewer is faster).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Want {
     pub tokens: bool,
     pub lr: bool,
 }
 
-/// One run's points of one metric, borrowed from a decoded row group.
+/// One run's points of one metric, borrowed from the reader's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesRef<'a> {
     pub steps: &'a [i64],
@@ -302,73 +302,18 @@ pub struct SeriesRef<'a> {
     pub lr: &'a [f64],
 }
 
-/// The decoded rows of one row group and the runs' blocks in them. Reading into chunks and
-/// handing out slices avoids copying every point once more into per-run vectors. A block's
-/// `rows` index `steps` (and `tokens`, `lr`); its values start at `value_at` in `values`,
-/// which holds only the rows that were asked for.
-#[derive(Debug, Default)]
-pub struct Chunk {
-    steps: Vec<i64>,
-    values: Vec<f64>,
-    tokens: Vec<i64>,
-    lr: Vec<f64>,
-    blocks: Vec<Block>,
-}
-
-#[derive(Debug, Clone)]
-struct Block {
-    run_id: RunId,
-    rows: std::ops::Range<usize>,
-    value_at: usize,
-}
-
-impl Chunk {
-    pub fn runs(&self) -> impl Iterator<Item = (RunId, SeriesRef<'_>)> {
-        self.blocks.iter().map(move |b| {
-            let r = b.rows.clone();
-            // All-missing optional columns read back as absent, as they were written.
-            let tokens = self.tokens.get(r.clone()).filter(|t| t.iter().any(|&x| x != -1)).unwrap_or(&[]);
-            let lr = self.lr.get(r.clone()).filter(|l| l.iter().any(|x| !x.is_nan())).unwrap_or(&[]);
-            let values = &self.values[b.value_at..b.value_at + r.len()];
-            (b.run_id, SeriesRef { steps: &self.steps[r], values, tokens, lr })
-        })
-    }
-
-    /// Move `other`'s first block onto the end of this chunk (a run split by a row-group
-    /// boundary: both parts were read whole, as the last rows of this chunk and the first of
-    /// the other).
-    fn take_first_block_of(&mut self, other: &mut Chunk) {
-        let b = other.blocks.remove(0);
-        let r = b.rows.clone();
-        self.steps.extend_from_slice(&other.steps[r.clone()]);
-        self.values.extend_from_slice(&other.values[b.value_at..b.value_at + r.len()]);
-        if !self.tokens.is_empty() {
-            self.tokens.extend_from_slice(&other.tokens[r.clone()]);
-        }
-        if !self.lr.is_empty() {
-            self.lr.extend_from_slice(&other.lr[r]);
-        }
-        if let Some(last) = self.blocks.last_mut() {
-            last.rows.end = self.steps.len();
-        }
-    }
-}
-
-/// Given a run's steps and tokens, the first row a reader needs (None: all of them).
-pub type FirstRow<'a> = &'a (dyn Fn(&[i64], &[i64]) -> Option<usize> + Sync);
-
-/// Every live run's series of `metric` in the manifest's segments, read in parallel over
-/// row groups. A run's points sit in the segment its record names; rows of replaced runs in
-/// older segments are skipped. Each live run appears in exactly one block of the result.
-///
-/// `first_row` lets a reader skip the values it will not look at (the head of each run).
-pub fn read_metric(
+/// Visit every live run's series of `metric` in the manifest's segments: row groups are
+/// streamed in parallel, a batch of rows at a time into reused buffers, and `visit` sees each
+/// run's series as soon as it is complete, so memory follows one run, not the store. A run
+/// split across row groups is joined first (its parts kept whole until then). A run's points
+/// sit in the segment its record names; rows of replaced runs in older segments are skipped.
+pub fn visit_metric<T: Send>(
     root: &Path,
     manifest: &super::Manifest,
     metric: &str,
     want: Want,
-    first_row: Option<FirstRow>,
-) -> Result<Vec<Chunk>> {
+    visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync),
+) -> Result<Vec<(RunId, T)>> {
     use rayon::prelude::*;
     use std::collections::HashMap;
     let live: HashMap<&str, HashSet<RunId>> = manifest.runs.iter().fold(HashMap::new(), |mut m, r| {
@@ -386,50 +331,62 @@ pub fn read_metric(
             }
         }
     }
-    let mut chunks: Vec<Chunk> = units
+    let parts: Vec<GroupResult<T>> = units
         .par_iter()
-        .map(|(path, g, ids)| read_group_metric(path, *g, metric, ids, want, first_row))
+        .map(|(path, g, ids)| visit_group(path, *g, metric, ids, want, visit))
         .collect::<Result<_>>()?;
-    // A series split across row groups comes back as the last block of one chunk and the
-    // first block(s) of the next: join them into the earlier chunk.
-    let mut tail: Option<usize> = None;
-    for k in 0..chunks.len() {
-        if let Some(t) = tail {
-            let (left, right) = chunks.split_at_mut(k);
-            let (prev, next) = (&mut left[t], &mut right[0]);
-            let continues = match (prev.blocks.last(), next.blocks.first()) {
-                (Some(a), Some(b)) => a.run_id == b.run_id && prev.steps[a.rows.end - 1] < next.steps[b.rows.start],
-                _ => false,
-            };
-            if continues {
-                prev.take_first_block_of(next);
+    // Blocks at the edges of row groups, in file order: a run split by a boundary is the last
+    // edge block of one group and the first of the next.
+    let mut out = Vec::new();
+    let mut edges: Vec<(RunId, Series)> = Vec::new();
+    for part in parts {
+        out.extend(part.done);
+        for (id, s) in part.edges {
+            match edges.last_mut() {
+                Some((last, prev)) if *last == id && prev.steps.last() < s.steps.first() => {
+                    prev.steps.extend(s.steps);
+                    prev.values.extend(s.values);
+                    prev.tokens.extend(s.tokens);
+                    prev.lr.extend(s.lr);
+                }
+                _ => edges.push((id, s)),
             }
         }
-        if !chunks[k].blocks.is_empty() {
-            tail = Some(k);
-        }
     }
-    Ok(chunks)
+    out.extend(edges.iter().map(|(id, s)| (*id, visit(*id, series_ref(&s.steps, &s.values, &s.tokens, &s.lr)))));
+    Ok(out)
 }
 
-fn read_group_metric(
+/// What one row group gives: visited runs, and the blocks at its edges still to be joined.
+struct GroupResult<T> {
+    done: Vec<(RunId, T)>,
+    edges: Vec<(RunId, Series)>,
+}
+
+/// A borrowed series; optional columns that are all missing read back as absent, as written.
+fn series_ref<'a>(steps: &'a [i64], values: &'a [f64], tokens: &'a [i64], lr: &'a [f64]) -> SeriesRef<'a> {
+    let tokens = if tokens.iter().any(|&t| t != -1) { tokens } else { &[] };
+    let lr = if lr.iter().any(|x| !x.is_nan()) { lr } else { &[] };
+    SeriesRef { steps, values, tokens, lr }
+}
+
+fn visit_group<T>(
     path: &Path,
     group: usize,
     metric: &str,
     live: &HashSet<RunId>,
     want: Want,
-    first_row: Option<FirstRow>,
-) -> Result<Chunk> {
+    visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync),
+) -> Result<GroupResult<T>> {
+    let mut result = GroupResult { done: Vec::new(), edges: Vec::new() };
     // The metric column's statistics settle most row groups without decoding a string:
     // all rows of the metric (min == max == metric), or none of them.
     let all_rows_match = match table::column_bounds(path, group, "metric")? {
-        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => {
-            return Ok(Chunk::default())
-        }
+        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => return Ok(result),
         Some((min, max)) => min == max,
         None => false,
     };
-    let mut names = vec!["run_id", "step"];
+    let mut names = vec!["run_id", "step", "value"];
     for (wanted, name) in [(want.tokens, "tokens"), (want.lr, "lr"), (!all_rows_match, "metric")] {
         if wanted {
             names.push(name);
@@ -440,23 +397,12 @@ fn read_group_metric(
     let mut batch: Vec<Values> = names
         .iter()
         .map(|n| match *n {
-            "lr" => Values::Float64(Vec::new()),
+            "value" | "lr" => Values::Float64(Vec::new()),
             "metric" => Values::Utf8(Vec::new()),
             _ => Values::Int64(Vec::new()),
         })
         .collect();
     let mut stream = table::GroupBatches::open(path, group, &names)?;
-    // Rows are streamed a batch at a time and each run's block gathered on its own; only the
-    // rows a reader needs (`first_row`) are kept, so memory follows what is used, not the
-    // group's size. A block at either edge of the group may continue in the next or the
-    // previous one: kept whole.
-    // Sized for the whole group at once: untouched capacity costs no memory, and one large
-    // allocation faults in far fewer pages than a vector doubling its way up.
-    let rows = stream.rows_left();
-    let mut chunk = Chunk { steps: Vec::with_capacity(rows), ..Chunk::default() };
-    chunk.tokens.reserve(if want.tokens { rows } else { 0 });
-    chunk.lr.reserve(if want.lr { rows } else { 0 });
-    let mut read: Vec<std::ops::Range<usize>> = Vec::new();
     let mut current = BlockBuffer::default();
     let mut row = 0usize;
     loop {
@@ -464,15 +410,17 @@ fn read_group_metric(
         if n == 0 {
             break;
         }
-        let (Values::Int64(rid), Values::Int64(steps)) = (&batch[0], &batch[1]) else { unreachable!("typed above") };
-        let tokens = tokens_at.map(|i| match &batch[i] {
+        let int = |i: usize| match &batch[i] {
             Values::Int64(v) => v.as_slice(),
             _ => unreachable!("typed above"),
-        });
-        let lr = lr_at.map(|i| match &batch[i] {
+        };
+        let float = |i: usize| match &batch[i] {
             Values::Float64(v) => v.as_slice(),
             _ => unreachable!("typed above"),
-        });
+        };
+        let (rid, steps, values) = (int(0), int(1), float(2));
+        let tokens = tokens_at.map(int);
+        let lr = lr_at.map(float);
         let metrics = metric_at.map(|i| match &batch[i] {
             Values::Utf8(v) => v.as_slice(),
             _ => unreachable!("typed above"),
@@ -480,24 +428,43 @@ fn read_group_metric(
         let mut i = 0;
         while i < n {
             let name = metrics.map(|m| m[i].data());
-            if !current.holds(rid[i], name) {
-                current.finish(&mut chunk, &mut read, live, first_row, false);
-                let is_metric = name.is_none_or(|m| m == metric.as_bytes());
-                current.start(rid[i], name, is_metric, row + i);
-            }
-            // The rest of this block in the batch, copied at once.
+            // This block's rows in the batch.
             let mut j = i + 1;
             while j < n && rid[j] == rid[i] && metrics.is_none_or(|m| m[j] == m[i]) {
                 j += 1;
             }
-            current.extend(&steps[i..j], tokens.map(|t| &t[i..j]), lr.map(|l| &l[i..j]));
+            let slice = |r: std::ops::Range<usize>| {
+                (&steps[r.clone()], &values[r.clone()], tokens.map(|t| &t[r.clone()]), lr.map(|l| &l[r]))
+            };
+            if current.holds(rid[i], name) {
+                // The block went on from the previous batch.
+                let (st, va, to, l) = slice(i..j);
+                current.extend(st, va, to, l);
+                if j < n {
+                    current.finish(&mut result, visit, false);
+                }
+            } else {
+                current.finish(&mut result, visit, false);
+                let is_wanted = name.is_none_or(|m| m == metric.as_bytes()) && live.contains(&rid[i]);
+                if j < n && row + i > 0 {
+                    // Whole inside this batch and inside the group: visited where it lies.
+                    if is_wanted {
+                        let (st, va, to, l) = slice(i..j);
+                        let series = series_ref(st, va, to.unwrap_or_default(), l.unwrap_or_default());
+                        result.done.push((rid[i], visit(rid[i], series)));
+                    }
+                } else {
+                    current.start(rid[i], name, is_wanted, row + i);
+                    let (st, va, to, l) = slice(i..j);
+                    current.extend(st, va, to, l);
+                }
+            }
             i = j;
         }
         row += n;
     }
-    current.finish(&mut chunk, &mut read, live, first_row, true);
-    chunk.values = table::read_f64_rows(path, group, "value", &coalesce(read))?;
-    Ok(chunk)
+    current.finish(&mut result, visit, true);
+    Ok(result)
 }
 
 /// Rows streamed at a time when scanning a row group.
@@ -509,11 +476,10 @@ struct BlockBuffer {
     run_id: Option<RunId>,
     /// The metric's name when the row group mixes metrics (else every row is the wanted one).
     metric: Option<Vec<u8>>,
+    /// The wanted metric of a live run: visited when complete (others are only skipped over).
     is_wanted: bool,
     first_row: usize,
-    steps: Vec<i64>,
-    tokens: Vec<i64>,
-    lr: Vec<f64>,
+    series: Series,
 }
 
 impl BlockBuffer {
@@ -526,52 +492,30 @@ impl BlockBuffer {
         self.metric = metric.map(<[u8]>::to_vec);
         self.is_wanted = is_wanted;
         self.first_row = row;
-        self.steps.clear();
-        self.tokens.clear();
-        self.lr.clear();
+        let s = &mut self.series;
+        s.steps.clear();
+        s.values.clear();
+        s.tokens.clear();
+        s.lr.clear();
     }
 
-    fn extend(&mut self, steps: &[i64], tokens: Option<&[i64]>, lr: Option<&[f64]>) {
-        self.steps.extend_from_slice(steps);
-        self.tokens.extend_from_slice(tokens.unwrap_or_default());
-        self.lr.extend_from_slice(lr.unwrap_or_default());
+    fn extend(&mut self, steps: &[i64], values: &[f64], tokens: Option<&[i64]>, lr: Option<&[f64]>) {
+        let s = &mut self.series;
+        s.steps.extend_from_slice(steps);
+        s.values.extend_from_slice(values);
+        s.tokens.extend_from_slice(tokens.unwrap_or_default());
+        s.lr.extend_from_slice(lr.unwrap_or_default());
     }
 
-    /// Keep the block's needed rows in `chunk` and note which values to read.
-    fn finish(
-        &mut self,
-        chunk: &mut Chunk,
-        read: &mut Vec<std::ops::Range<usize>>,
-        live: &HashSet<RunId>,
-        first_row: Option<FirstRow>,
-        at_group_end: bool,
-    ) {
-        let Some(run_id) = self.run_id.filter(|id| self.is_wanted && live.contains(id)) else { return };
-        let from = match first_row {
-            Some(f) if self.first_row > 0 && !at_group_end => f(&self.steps, &self.tokens).unwrap_or(0),
-            _ => 0,
-        };
-        let start = chunk.steps.len();
-        chunk.steps.extend_from_slice(&self.steps[from..]);
-        if !self.tokens.is_empty() {
-            chunk.tokens.extend_from_slice(&self.tokens[from..]);
-        }
-        if !self.lr.is_empty() {
-            chunk.lr.extend_from_slice(&self.lr[from..]);
-        }
-        chunk.blocks.push(Block { run_id, rows: start..chunk.steps.len(), value_at: start });
-        read.push(self.first_row + from..self.first_row + self.steps.len());
-    }
-}
-
-/// Join touching ranges (consecutive blocks read whole) so the reader makes fewer calls.
-fn coalesce(ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
-    let mut out: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if last.end == r.start => last.end = r.end,
-            _ => out.push(r),
+    /// Visit the block, or keep it for joining when it may continue in a neighbouring group;
+    /// the buffer is then free for the next block.
+    fn finish<T>(&mut self, result: &mut GroupResult<T>, visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync), at_group_end: bool) {
+        let Some(run_id) = self.run_id.take().filter(|_| self.is_wanted) else { return };
+        let s = &self.series;
+        if self.first_row == 0 || at_group_end {
+            result.edges.push((run_id, s.clone()));
+        } else {
+            result.done.push((run_id, visit(run_id, series_ref(&s.steps, &s.values, &s.tokens, &s.lr))));
         }
     }
-    out
 }

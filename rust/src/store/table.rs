@@ -234,41 +234,6 @@ pub fn column_bounds(path: &Path, group: usize, name: &str) -> Result<Option<(Ve
     Ok(col.statistics().and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
 }
 
-/// The rows `ranges` (ascending, disjoint) of a required double column in one row group,
-/// concatenated. Rows between the ranges are skipped, not decoded (for plain-encoded values
-/// the reader just moves past them).
-pub fn read_f64_rows(path: &Path, group: usize, name: &str, ranges: &[std::ops::Range<usize>]) -> Result<Vec<f64>> {
-    let reader = open_reader(path)?;
-    let rg = reader.get_row_group(group)?;
-    let schema = reader.metadata().file_metadata().schema_descr_ptr();
-    let index = (0..schema.num_columns())
-        .find(|&i| schema.column(i).name() == name)
-        .ok_or_else(|| Error::store(path, format!("no column '{name}'")))?;
-    let ColumnReader::DoubleColumnReader(mut r) = rg.get_column_reader(index)? else {
-        return Err(Error::store(path, format!("column '{name}' is not a double column")));
-    };
-    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
-    let mut at = 0;
-    for range in ranges {
-        if range.start > at {
-            let skipped = r.skip_records(range.start - at)?;
-            if skipped != range.start - at {
-                return Err(Error::store(path, format!("column '{name}' ends before row {}", range.start)));
-            }
-        }
-        let mut got = 0;
-        while got < range.len() {
-            let (recs, _, _) = r.read_records(range.len() - got, None, None, &mut out)?;
-            if recs == 0 {
-                return Err(Error::store(path, format!("column '{name}' ends before row {}", range.end)));
-            }
-            got += recs;
-        }
-        at = range.end;
-    }
-    Ok(out)
-}
-
 /// Named columns of one row group read in lockstep, a batch of rows at a time, into reused
 /// buffers: scanning a column costs no memory beyond one batch. Nullable columns come back
 /// with their nulls filled in (-1 for integers, NaN for floats).
@@ -296,11 +261,6 @@ impl GroupBatches {
         }
         let rows_left = rg.metadata().num_rows() as usize;
         Ok(GroupBatches { path: path.to_path_buf(), readers, nullable, def: Vec::new(), rows_left })
-    }
-
-    /// Rows not read yet.
-    pub fn rows_left(&self) -> usize {
-        self.rows_left
     }
 
     /// The next `max` rows (fewer at the end) into `out`, one buffer per column, each cleared
