@@ -76,18 +76,19 @@ def read_final_table(path: str | os.PathLike, seq_len: int = 2048) -> pl.DataFra
 def snap_levels(values: pl.Series, tolerance: float = LEVEL_TOLERANCE) -> pl.Series:
     """Map values within ``tolerance`` (relative, chained over sorted values) to one level:
     the most frequent value of the group (the smallest on ties). Nulls stay null."""
-    name = values.name or "value"
-    counts = values.drop_nulls().rename(name).value_counts(name="n").sort(name)
-    if counts.is_empty():
+    import numpy as np
+
+    present = values.drop_nulls()
+    if present.is_empty():
         return values
-    v = pl.col(name)
-    prev = v.shift(1)
-    levels = counts.with_columns(level=((v - prev).abs() > tolerance * prev.abs()).fill_null(False).cum_sum())
-    representative = levels.sort("level", "n", name, descending=[False, True, False]).group_by("level").agg(
-        pl.col(name).first().alias("to")
-    )
-    mapping = levels.join(representative, on="level")
-    return values.replace_strict(mapping[name], mapping["to"], default=None, return_dtype=values.dtype)
+    levels, counts = np.unique(present.to_numpy(), return_counts=True)
+    # a new level wherever the gap to the previous value exceeds the tolerance
+    group = np.concatenate([[0], np.cumsum(np.abs(np.diff(levels)) > tolerance * np.abs(levels[:-1]))])
+    representative = np.empty_like(levels)
+    for g in range(group[-1] + 1):
+        members = np.flatnonzero(group == g)
+        representative[members] = levels[members[np.argmax(counts[members])]]  # first max: the smallest
+    return values.replace_strict(pl.Series(levels), pl.Series(representative), default=None, return_dtype=values.dtype)
 
 
 def _prepare(

@@ -346,6 +346,7 @@ class Store:
             metric, smooth, None if width is None else float(width), unit,
             None if weight is None else float(weight), at_kind, float(at_value),
         )  # fmt: skip
+        runs_file = cols.pop("runs_file")
         finals = pl.DataFrame(
             cols,
             schema={
@@ -353,7 +354,7 @@ class Store:
                 "points_used": pl.Int64, "origin": pl.String,
             },
         )  # fmt: skip
-        runs = self.runs().select(_FINAL_CONFIG_COLUMNS)
+        runs = (pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()).select(_FINAL_CONFIG_COLUMNS)
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
 
 

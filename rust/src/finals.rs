@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{visit_metric, SeriesRef, Store, Want};
+use crate::store::{visit_metric, Manifest, SeriesRef, Store, Want};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -19,9 +19,9 @@ pub struct FinalRow {
 
 /// One row per run that has a value at the budget: from its curve of `metric`, or for
 /// summary-only runs the imported final loss (the smoothed one when the table had it).
-pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -> Result<Vec<FinalRow>> {
+/// `manifest` is the version to read (the newest: `store.latest()`).
+pub fn final_losses(store: &Store, manifest: &Manifest, metric: &str, smoothing: Smoothing, at: At) -> Result<Vec<FinalRow>> {
     smoothing.validate()?;
-    let manifest = store.latest()?;
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();
@@ -29,7 +29,7 @@ pub fn final_losses(store: &Store, metric: &str, smoothing: Smoothing, at: At) -
         let curve = Curve { steps: s.steps, values: s.values, tokens: s.tokens };
         final_loss(&curve, smoothing, at, planned.get(&id).copied().flatten())
     };
-    let visited = visit_metric(store.root(), &manifest, metric, Want { tokens: needs_tokens, lr: false }, &final_of)?;
+    let visited = visit_metric(store.root(), manifest, metric, Want { tokens: needs_tokens, lr: false }, &final_of)?;
     let mut rows = Vec::with_capacity(visited.len());
     for (run_id, result) in visited {
         if let Some(f) = result? {

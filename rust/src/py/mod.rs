@@ -176,7 +176,7 @@ impl PyStore {
     }
 
     /// Final losses of every run: columns as lists (run_id, raw_loss, loss, step,
-    /// points_used, origin).
+    /// points_used, origin), and the runs file of the version read.
     #[pyo3(signature = (metric, smooth, width, unit, weight, at_kind, at_value))]
     #[allow(clippy::too_many_arguments)]
     fn final_losses<'py>(
@@ -200,8 +200,15 @@ impl PyStore {
             other => return Err(to_py(Error::Invalid(format!("unknown budget kind '{other}'")))),
         };
         let store = self.inner.clone();
-        let rows = py.detach(move || final_losses(&store, &metric, smoothing, at)).map_err(to_py)?;
+        let (rows, manifest) = py
+            .detach(move || {
+                let manifest = store.latest()?;
+                final_losses(&store, &manifest, &metric, smoothing, at).map(|rows| (rows, manifest))
+            })
+            .map_err(to_py)?;
         let d = PyDict::new(py);
+        // The runs table of the same version, so the caller joins what was read.
+        d.set_item("runs_file", manifest.runs_file.as_ref().map(|f| self.inner.root().join(f)))?;
         d.set_item("run_id", rows.iter().map(|r| r.run_id).collect::<Vec<_>>())?;
         d.set_item("raw_loss", rows.iter().map(|r| r.raw_loss).collect::<Vec<_>>())?;
         d.set_item("loss", rows.iter().map(|r| r.loss).collect::<Vec<_>>())?;
