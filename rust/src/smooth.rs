@@ -326,15 +326,18 @@ fn weighted_line(x: &[f64], y: &[f64], w: &[f64]) -> Option<(f64, f64)> {
     sums.line()
 }
 
-/// The median by selection (O(n): it runs once per IRLS iteration).
-fn median(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    let (_, &mut upper, _) = v.select_nth_unstable_by(n / 2, |a, b| a.total_cmp(b));
+/// The median of non-negative numbers given by their bit patterns (`f64::to_bits`), by
+/// selection: for non-negative floats the bits order as the numbers do, and integer
+/// comparisons make the selection (once per IRLS iteration) about twice as fast.
+fn median_of_non_negative(bits: &mut [u64]) -> f64 {
+    let n = bits.len();
+    let (_, &mut upper, _) = bits.select_nth_unstable(n / 2);
+    let upper = f64::from_bits(upper);
     if n % 2 == 1 {
         upper
     } else {
         // The lower middle is the largest of the half below.
-        let lower = v[..n / 2].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lower = bits[..n / 2].iter().copied().max().map_or(upper, f64::from_bits);
         0.5 * (lower + upper)
     }
 }
@@ -357,13 +360,13 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
     let kernel: Vec<f64> = x.iter().map(|&u| (1.0 - u.abs().min(1.0).powi(3)).powi(3).max(1e-12)).collect();
     let Some(mut fit) = weighted_line(&x, y, &kernel) else { return (values[n - 1], 1) };
     let mut residuals = vec![0.0; y.len()];
-    let mut scratch = vec![0.0; y.len()];
+    let mut scratch = vec![0u64; y.len()];
     for _ in 0..IRLS_ITERATIONS {
         for (((r, a), &xi), &yi) in residuals.iter_mut().zip(scratch.iter_mut()).zip(&x).zip(y) {
             *r = yi - fit.0 - fit.1 * xi;
-            *a = r.abs();
+            *a = r.abs().to_bits();
         }
-        let sigma = 1.4826 * median(&mut scratch);
+        let sigma = 1.4826 * median_of_non_negative(&mut scratch);
         if sigma.is_nan() || sigma <= 0.0 {
             break;
         }
