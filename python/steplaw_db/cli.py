@@ -13,6 +13,7 @@ import typer
 
 from . import __version__
 from ._cli_util import fail as _fail
+from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
 from .store import Store, default_path
 
@@ -46,10 +47,6 @@ def main_options(
     ctx.obj = {"db": db if db is not None else Path(default_path())}
 
 
-def _open(ctx: typer.Context, create: bool = True) -> Store:
-    return Store(ctx.obj["db"], create=create)
-
-
 @app.command()
 def ingest(
     ctx: typer.Context,
@@ -68,7 +65,7 @@ def ingest(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer's lock."),
 ) -> None:
     """Ingest training logs: every run's loss curve and configuration into the store."""
-    store = _run(lambda: _open(ctx))
+    store = open_store(ctx)
     report = _run(
         lambda: store.ingest(
             paths,
@@ -100,7 +97,7 @@ def import_table(
     seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch 'bs' is in sequences)."),
 ) -> None:
     """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV."""
-    store = _run(lambda: _open(ctx))
+    store = open_store(ctx)
     report = _run(
         lambda: store.import_table(
             file, map=map_ or [], name_template=name_template, set=set_ or [], recipe=recipe, seq_len=seq_len
@@ -145,7 +142,7 @@ def runs(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """List the runs in the store."""
-    store = _run(lambda: _open(ctx, create=False))
+    store = open_store(ctx, create=False)
     _write_frame(store.runs(), fmt, output, RUN_TABLE_COLUMNS)
 
 
@@ -154,16 +151,6 @@ OPTIMA_TABLE_COLUMNS = [
     "N", "D", "recipe", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "near_optimal",
     "lr_quad", "bs_tokens_quad", "lr_opt", "bs_tokens_opt", "convex", "flags",
 ]  # fmt: skip
-
-
-def _final_frame(ctx: typer.Context, input_: Optional[Path], smooth: str, width: Optional[float], unit: str, at: Optional[int]) -> pl.DataFrame:
-    """Final losses from a table file (``--input``) or from the store."""
-    if input_ is not None:
-        from .optima import read_final_table
-
-        return _run(lambda: read_final_table(input_))
-    store = _run(lambda: _open(ctx, create=False))
-    return _run(lambda: store.final_losses(smooth, width=width, unit=unit, at=at))
 
 
 _SMOOTH_HELP = "Smoothing: robust (default), steplaw, gaussian, ema, tail-mean, none."
@@ -180,7 +167,7 @@ def final(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """Final loss of every run, raw and smoothed."""
-    _write_frame(_final_frame(ctx, None, smooth, width, unit, at), fmt, output, FINAL_TABLE_COLUMNS)
+    _write_frame(final_frame(ctx, None, smooth=smooth, width=width, unit=unit, at=at), fmt, output, FINAL_TABLE_COLUMNS)
 
 
 @app.command()
@@ -198,7 +185,7 @@ def optima(
     """Per (N, D) cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
     from .optima import optima as find_optima
 
-    final_df = _final_frame(ctx, input_, smooth, None, "fraction", None)
+    final_df = final_frame(ctx, input_, smooth=smooth)
     keys = [k.strip() for k in by.split(",") if k.strip()]
     include = ("diverged",) if include_diverged else ()
     cells = _run(lambda: find_optima(final_df, by=keys, threshold=threshold, method=method, include=include))
@@ -208,7 +195,7 @@ def optima(
 @app.command()
 def compact(ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")) -> None:
     """Drop replaced runs' points, merge small segments, delete unused files."""
-    store = _run(lambda: _open(ctx, create=False))
+    store = open_store(ctx, create=False)
     r = _run(lambda: store.compact(wait))
     typer.echo(
         f"compacted to version {r['version']}: {r['segments_rewritten']} segment(s) rewritten, "
@@ -305,8 +292,8 @@ def _names(text: str) -> list[str]:
 def _stability_frames(ctx: typer.Context, input_: Optional[Path], smoothing: str) -> dict:
     modes = _names(smoothing)
     if input_ is not None:
-        return {"table": _final_frame(ctx, input_, "robust", None, "fraction", None)}
-    store = _run(lambda: _open(ctx, create=False))
+        return {"table": final_frame(ctx, input_)}
+    store = open_store(ctx, create=False)
     return {m: _run(lambda m=m: store.final_losses(m)) for m in modes}
 
 
@@ -385,7 +372,7 @@ def plot_landscape(
     """Loss above the minimum over a cell's lr x batch grid, with contours and law predictions."""
     from . import plots
 
-    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    final_df = final_frame(ctx, input_)
     _run(lambda: plots.landscape(final_df, _cell_of(cell), laws=_laws_of(law), path=output))
     typer.echo(f"wrote {output}")
 
@@ -403,7 +390,7 @@ def plot_law(
     from .fit import fit_lr_bs
     from .optima import near_optimal
 
-    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    final_df = final_frame(ctx, input_)
     fitted = _run(lambda: fit_lr_bs(near_optimal(final_df), bootstrap=500))
     _run(lambda: plots.law(final_df, {"fitted": fitted, **_laws_of(law)}, path=output))
     typer.echo(f"wrote {output}")
@@ -419,7 +406,7 @@ def plot_curves(
     """Raw and smoothed loss curves of the given runs."""
     from . import plots
 
-    store = _run(lambda: _open(ctx, create=False))
+    store = open_store(ctx, create=False)
     table = store.runs()
     wanted = table.filter(pl.col("name").is_in(runs_) | pl.col("run_id").cast(pl.String).is_in(runs_))
     if wanted.is_empty():
@@ -443,7 +430,7 @@ def plot_stability(
     from . import plots
     from .law_stability import stability as run_stability
 
-    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
+    final_df = final_frame(ctx, input_)
     report = _run(lambda: run_stability(final_df, by=by, bootstrap=300))
     _run(lambda: plots.stability(report, path=output))
     typer.echo(f"wrote {output}")
@@ -461,8 +448,8 @@ def report(
     """One self-contained HTML report: cells, landscapes, fits, published laws, stability."""
     from .report import write_report
 
-    final_df = _final_frame(ctx, input_, "robust", None, "fraction", None)
-    runs_df = None if input_ is not None else _open(ctx, create=False).runs()
+    final_df = final_frame(ctx, input_)
+    runs_df = None if input_ is not None else open_store(ctx, create=False).runs()
     _run(lambda: write_report(output, final_df, runs=runs_df, laws=_laws_of(law), by=by, title=title))
     typer.echo(f"wrote {output}")
 

@@ -10,6 +10,7 @@ import polars as pl
 import typer
 
 from ._cli_util import fail as _fail
+from ._cli_util import open_store
 from ._cli_util import run as _run
 from .errors import InvalidArgumentError
 
@@ -64,9 +65,7 @@ def register(fit_app: typer.Typer) -> None:
         schedules = _run(lambda: parse_schedules(schedule or []))
         train: list = [*(files or [])]
         if run:
-            from .store import Store
-
-            store = _run(lambda: Store(ctx.obj["db"], create=False))
+            store = open_store(ctx, create=False)
             points = _run(lambda: store.points(list(run), metric="loss"))
             if points.height == 0:
                 _fail(f"no loss points for runs {list(run)} in {ctx.obj['db']}", 2)

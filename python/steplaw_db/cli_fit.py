@@ -11,19 +11,10 @@ import polars as pl
 import typer
 
 from ._cli_util import fail as _fail
+from ._cli_util import final_frame
 from ._cli_util import run as _run
-from .optima import read_final_table
 
 __all__ = ["register"]
-
-
-def _final(ctx: typer.Context, input: Optional[Path], seq_len: int) -> pl.DataFrame:
-    if input is not None:
-        return _run(lambda: read_final_table(input, seq_len))
-    from .store import Store
-
-    store = _run(lambda: Store(ctx.find_root().obj["db"], create=False))
-    return _run(store.final_losses)
 
 
 def _names(text: str) -> Optional[tuple[str, ...]]:
@@ -63,7 +54,7 @@ def register(app: typer.Typer) -> typer.Typer:
         from .fit import fit_lr_bs
         from .optima import near_optimal
 
-        final = _final(ctx, input, seq_len)
+        final = final_frame(ctx, input, seq_len=seq_len)
         samples = _run(lambda: near_optimal(final, threshold=threshold))
         law = _run(
             lambda: fit_lr_bs(
@@ -94,7 +85,7 @@ def register(app: typer.Typer) -> typer.Typer:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
         from .fit import fit_loss_law
 
-        final = _final(ctx, input, seq_len)
+        final = final_frame(ctx, input, seq_len=seq_len)
         law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta))
         i = law.info
         typer.echo(f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); objective {law.objective:.6g}")
@@ -147,7 +138,7 @@ def register(app: typer.Typer) -> typer.Typer:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
         from .fit import evaluate
 
-        final = _final(ctx, input, seq_len)
+        final = final_frame(ctx, input, seq_len=seq_len)
         rows = _run(lambda: evaluate(law, final, seq_len=seq_len, method=method))
         summary = rows.group_by("law", maintain_order=True).agg(
             pl.len().alias("cells"),

@@ -26,7 +26,7 @@ import polars as pl
 
 from . import _native
 from .errors import InvalidArgumentError
-from .optima import quadratic_surface
+from .optima import quadratic_surface, with_bs_tokens
 
 __all__ = ["Law", "PowerLaw", "HparamLaw", "LossLaw", "fit_lr_bs", "fit_loss_law", "evaluate", "load_law"]
 
@@ -361,14 +361,6 @@ def _require(df: pl.DataFrame, columns: Sequence[str], what: str) -> None:
         raise InvalidArgumentError(f"{what} has no column(s) {missing} (columns: {df.columns})")
 
 
-def _with_bs_tokens(df: pl.DataFrame) -> pl.DataFrame:
-    if "bs_tokens" in df.columns:
-        return df
-    if "bs" in df.columns and "seq_len" in df.columns:
-        return df.with_columns(bs_tokens=pl.col("bs") * pl.col("seq_len"))
-    raise InvalidArgumentError("the samples need a 'bs_tokens' column (or 'bs' in sequences and 'seq_len')")
-
-
 def _regressor_column(df: pl.DataFrame, var: str) -> np.ndarray:
     if var == "C" and "C" not in df.columns:
         return _compute(df["N"].cast(pl.Float64).to_numpy(), df["D"].cast(pl.Float64).to_numpy())
@@ -439,7 +431,7 @@ def fit_lr_bs(
     if len(samples) == 0:
         raise InvalidArgumentError("no samples to fit")
     keys = _keys(by)
-    samples = _with_bs_tokens(samples) if bs_on is not None else samples
+    samples = with_bs_tokens(samples, seq_len=None) if bs_on is not None else samples
     regressors = set(lr_on or ()) | set(bs_on or ())
     derive_c = "C" in regressors and "C" not in samples.columns
     needed = [v for v in VARIABLES if (v in regressors and not (v == "C" and derive_c)) or (derive_c and v in ("N", "D"))]
@@ -741,7 +733,7 @@ def evaluate(
     if method not in ("nearest", "quadratic"):
         raise InvalidArgumentError(f"unknown evaluation method {method!r} (nearest, quadratic)")
     keys = _keys(by)
-    final = _with_bs_tokens(final)
+    final = with_bs_tokens(final, seq_len=None)
     _require(final, [*keys, "N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
     measured = final.filter(pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0))
     if len(measured) == 0:

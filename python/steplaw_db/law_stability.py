@@ -19,7 +19,7 @@ import polars as pl
 
 from .errors import InvalidArgumentError
 from .fit import HparamLaw, evaluate, fit_lr_bs
-from .optima import DEFAULT_THRESHOLD, near_optimal, optima
+from .optima import DEFAULT_THRESHOLD, in_cell, near_optimal, optima
 
 #: Near-optimal thresholds of the sensitivity table (0.1% to 1%).
 THRESHOLDS = (0.001, 0.0025, 0.005, 0.01)
@@ -244,7 +244,7 @@ def _leave_one_cell_out(df: pl.DataFrame, group: str, threshold: float, seed: in
     rows = []
     for cell in cell_table.iter_rows(named=True):
         # cell keys in `cell_table` are snapped to grid levels: match within the snapping tolerance
-        key = pl.all_horizontal([(pl.col(c) - cell[c]).abs() <= 0.02 * abs(cell[c]) for c in cells])
+        key = in_cell({c: cell[c] for c in cells})
         rest, held = df.filter(~key), df.filter(key)
         try:
             law = _fit(rest, "grid", threshold, 0, seed, cells)

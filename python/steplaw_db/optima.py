@@ -31,6 +31,8 @@ LEVEL_TOLERANCE = 0.02
 #: Runs within this relative loss of the minimum enter the quadratic fit; the window widens
 #: (x2, x4) when it holds too few levels to identify the quadratic.
 FIT_WINDOW = 0.02
+#: Sequence length assumed when a table gives the batch in sequences and no ``seq_len``.
+DEFAULT_SEQ_LEN = 2048
 #: Statuses left out of optima unless asked for.
 EXCLUDED = ("diverged", "incomplete")
 
@@ -45,7 +47,26 @@ def _check_columns(final: pl.DataFrame, columns: Sequence[str]) -> None:
         raise InvalidArgumentError(f"final-loss frame has no column(s) {missing} (columns: {final.columns})")
 
 
-def read_final_table(path: str | os.PathLike, seq_len: int = 2048) -> pl.DataFrame:
+def with_bs_tokens(df: pl.DataFrame, seq_len: int | None = DEFAULT_SEQ_LEN) -> pl.DataFrame:
+    """``df`` with a ``bs_tokens`` column: as it is when it has one, else ``bs`` (sequences)
+    times its ``seq_len`` column, or times ``seq_len`` when it has none (None: it must)."""
+    if "bs_tokens" in df.columns:
+        return df
+    if "bs" in df.columns and ("seq_len" in df.columns or seq_len is not None):
+        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(seq_len)
+        return df.with_columns(bs_tokens=pl.col("bs") * seq)
+    raise InvalidArgumentError("the frame needs a 'bs_tokens' column (or 'bs' in sequences and 'seq_len')")
+
+
+def in_cell(cell: Mapping[str, object], tolerance: float = LEVEL_TOLERANCE) -> pl.Expr:
+    """The rows of one cell: numeric keys within ``tolerance`` (relative) of the cell's
+    value (keys are snapped to grid levels that close), other keys equal."""
+    return pl.all_horizontal(
+        [(pl.col(k) - v).abs() <= tolerance * abs(v) if isinstance(v, (int, float)) else pl.col(k) == v for k, v in cell.items()]
+    )
+
+
+def read_final_table(path: str | os.PathLike, seq_len: int = DEFAULT_SEQ_LEN) -> pl.DataFrame:
     """A final-loss table from CSV, TSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
     ``bs_tokens`` (or ``bs`` in sequences of ``seq_len``, a column or the argument). The public
     Step Law layout is recognised: ``smooth loss`` becomes ``loss`` (their raw one
@@ -64,9 +85,8 @@ def read_final_table(path: str | os.PathLike, seq_len: int = 2048) -> pl.DataFra
         df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
     if "exp_name" in df.columns and "name" not in df.columns:
         df = df.rename({"exp_name": "name"})
-    if "bs_tokens" not in df.columns and "bs" in df.columns:
-        seq = pl.col("seq_len") if "seq_len" in df.columns else pl.lit(seq_len)
-        df = df.with_columns(bs_tokens=pl.col("bs") * seq)
+    if "bs" in df.columns:
+        df = with_bs_tokens(df, seq_len)
     missing = [c for c in ("N", "D", "lr", "bs_tokens", "loss") if c not in df.columns]
     if missing:
         raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
@@ -100,11 +120,7 @@ def _prepare(
 ) -> pl.DataFrame:
     """Validate, drop excluded/non-finite runs, snap keys and grid levels, add ``bs_tokens``
     and the relative loss."""
-    if "bs_tokens" not in final.columns:
-        if "bs" not in final.columns:
-            raise InvalidArgumentError("final-loss frame needs 'bs_tokens' (or 'bs' with 'seq_len')")
-        seq = pl.col("seq_len") if "seq_len" in final.columns else pl.lit(2048)
-        final = final.with_columns(bs_tokens=pl.col("bs") * seq)
+    final = with_bs_tokens(final)
     _check_columns(final, [*by, loss, "lr", "bs_tokens"])
     if "status" in final.columns:
         final = final.filter(~pl.col("status").is_in([s for s in EXCLUDED if s not in include]))
@@ -322,12 +338,7 @@ def landscape(
     keys = list(cell)
     if not keys:
         raise InvalidArgumentError("cell must name at least one key, e.g. {'N': ..., 'D': ...}")
-    df = _prepare(final, keys, loss, include, level_tolerance)
-    for k, v in cell.items():
-        if isinstance(v, (int, float)) and df[k].dtype.is_numeric():
-            df = df.filter((pl.col(k) - v).abs() <= level_tolerance * abs(v))
-        else:
-            df = df.filter(pl.col(k) == v)
+    df = _prepare(final, keys, loss, include, level_tolerance).filter(in_cell(cell, level_tolerance))
     if df.is_empty():
         raise InvalidArgumentError(f"no runs in cell {dict(cell)}")
     df = df.with_columns(

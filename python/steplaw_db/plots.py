@@ -15,7 +15,7 @@ import polars as pl
 
 from .errors import InvalidArgumentError
 from .optima import landscape as cell_landscape
-from .optima import optima
+from .optima import in_cell, optima
 
 #: Contours of Step Law's Figure 1: loss above the cell's minimum.
 CONTOUR_LEVELS = (0.00125, 0.0025, 0.005, 0.01, 0.02)
@@ -76,7 +76,7 @@ def landscape(
     best = ok.row(int(np.argmin(z)), named=True)
     ax.plot(math.log10(best["lr"]), math.log10(best["bs_tokens"]), "r*", ms=16, zorder=4, label="grid minimum")
     keys = [k for k in cell if k in final.columns]
-    cell_rows = final.filter(pl.all_horizontal([(pl.col(k) - v).abs() <= 0.02 * abs(v) if isinstance(v, (int, float)) else pl.col(k) == v for k, v in cell.items()]))
+    cell_rows = final.filter(in_cell(cell))
     table = optima(cell_rows, by=keys or ["N", "D"], method="quadratic")
     q = table.row(0, named=True)
     if q["lr_quad"] is not None and q["convex"]:

@@ -270,10 +270,7 @@ class Store:
 
     def runs(self) -> pl.DataFrame:
         """One row per run: identity, configuration, status and curve summary."""
-        snap = self._native.snapshot()
-        if snap["runs_file"] is None:
-            return _empty_runs()
-        return pl.read_parquet(snap["runs_file"])
+        return _read_runs(self._native.snapshot()["runs_file"])
 
     def scan_points(self) -> pl.LazyFrame:
         """All points of the newest version, lazily (columns: run_id, metric, step, tokens,
@@ -354,7 +351,7 @@ class Store:
                 "points_used": pl.Int64, "origin": pl.String,
             },
         )  # fmt: skip
-        runs = (pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()).select(_FINAL_CONFIG_COLUMNS)
+        runs = _read_runs(runs_file).select(_FINAL_CONFIG_COLUMNS)
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
 
 
@@ -378,6 +375,11 @@ def _float(v: Any) -> float | None:
         return float(v)
     except (TypeError, ValueError):
         return None
+
+
+def _read_runs(runs_file: str | None) -> pl.DataFrame:
+    """A version's runs table (empty, with its schema, before the first commit)."""
+    return pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()
 
 
 def _empty_runs() -> pl.DataFrame:
