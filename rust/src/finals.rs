@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::model::{status, RunId};
 use crate::smooth::{final_loss, At, Curve, Smoothing};
-use crate::store::{visit_metric, Manifest, SeriesRef, Store, Want};
+use crate::store::{visit_metric, Manifest, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
@@ -25,11 +25,8 @@ pub fn final_losses(store: &Store, manifest: &Manifest, metric: &str, smoothing:
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
         manifest.runs.iter().map(|r| (r.run_id, r.config.steps)).collect();
-    let final_of = |id: RunId, s: SeriesRef| {
-        let curve = Curve { steps: s.steps, values: s.values, tokens: s.tokens };
-        final_loss(&curve, smoothing, at, planned.get(&id).copied().flatten())
-    };
-    let visited = visit_metric(store.root(), manifest, metric, Want { tokens: needs_tokens, lr: false }, &final_of)?;
+    let final_of = |id: RunId, curve: Curve| final_loss(&curve, smoothing, at, planned.get(&id).copied().flatten());
+    let visited = visit_metric(store.root(), manifest, metric, needs_tokens, &final_of)?;
     let mut rows = Vec::with_capacity(visited.len());
     for (run_id, result) in visited {
         if let Some(f) = result? {

@@ -205,6 +205,14 @@ pub struct RunRecord {
     pub files: Vec<FileStat>,
 }
 
+/// One curve of a run: steps ascending and unique; `tokens` empty or as long as `steps`.
+#[derive(Debug, Clone, Copy)]
+pub struct Curve<'a> {
+    pub steps: &'a [i64],
+    pub values: &'a [f64],
+    pub tokens: &'a [i64],
+}
+
 /// A run's identity: a 63-bit hash, so it is a plain non-negative Int64 in every table
 /// (integer ids keep the points table small and fast to write and join).
 pub type RunId = i64;

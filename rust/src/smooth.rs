@@ -5,6 +5,7 @@
 //! theirs; `Robust` is the default (see docs/final-loss.md for the comparison on curves
 //! with a known truth).
 use crate::error::{Error, Result};
+pub use crate::model::Curve;
 
 /// A window width, in the unit the user thinks in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,14 +45,6 @@ pub enum At {
     Tokens(i64),
     /// A fraction of the run's planned steps (of its last step when not planned).
     Fraction(f64),
-}
-
-/// One curve: steps ascending and unique; `tokens` empty or as long as `steps`.
-#[derive(Debug, Clone, Copy)]
-pub struct Curve<'a> {
-    pub steps: &'a [i64],
-    pub values: &'a [f64],
-    pub tokens: &'a [i64],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use manifest::{Manifest, SegmentEntry};
-pub use points::{visit_metric, Series, SeriesRef, SegmentWriter, Want, POINT_FIELDS};
+pub use points::{visit_metric, Series, SegmentWriter, POINT_FIELDS};
 
 use crate::error::{Error, Result};
 use crate::model::{now_us, RunId, RunRecord};

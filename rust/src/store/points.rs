@@ -9,7 +9,7 @@ use parquet::data_type::ByteArray;
 use super::table::{self, Column, Field, Kind, TableWriter, Values};
 use super::SegmentEntry;
 use crate::error::{Error, Result};
-use crate::model::RunId;
+use crate::model::{Curve, RunId};
 
 pub const POINT_FIELDS: &[Field] = &[
     table::field("run_id", Kind::Int64, false),
@@ -285,34 +285,18 @@ fn expand_nullable_f64(c: &Column) -> Vec<f64> {
     }
 }
 
-/// Which optional columns `visit_metric` reads (reading fewer is faster).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Want {
-    pub tokens: bool,
-    pub lr: bool,
-}
-
-/// One run's points of one metric, borrowed from the reader's buffers.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesRef<'a> {
-    pub steps: &'a [i64],
-    pub values: &'a [f64],
-    /// Empty when not asked for or not logged.
-    pub tokens: &'a [i64],
-    pub lr: &'a [f64],
-}
-
 /// Visit every live run's series of `metric` in the manifest's segments: row groups are
 /// streamed in parallel, a batch of rows at a time into reused buffers, and `visit` sees each
 /// run's series as soon as it is complete, so memory follows one run, not the store. A run
 /// split across row groups is joined first (its parts kept whole until then). A run's points
 /// sit in the segment its record names; rows of replaced runs in older segments are skipped.
+/// Token counts are read only `with_tokens` (reading fewer columns is faster).
 pub fn visit_metric<T: Send>(
     root: &Path,
     manifest: &super::Manifest,
     metric: &str,
-    want: Want,
-    visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync),
+    with_tokens: bool,
+    visit: &(dyn Fn(RunId, Curve) -> T + Sync),
 ) -> Result<Vec<(RunId, T)>> {
     use rayon::prelude::*;
     use std::collections::HashMap;
@@ -333,7 +317,7 @@ pub fn visit_metric<T: Send>(
     }
     let parts: Vec<GroupResult<T>> = units
         .par_iter()
-        .map(|(path, g, ids)| visit_group(path, *g, metric, ids, want, visit))
+        .map(|(path, g, ids)| visit_group(path, *g, metric, ids, with_tokens, visit))
         .collect::<Result<_>>()?;
     // Blocks at the edges of row groups, in file order: a run split by a boundary is the last
     // edge block of one group and the first of the next.
@@ -347,13 +331,12 @@ pub fn visit_metric<T: Send>(
                     prev.steps.extend(s.steps);
                     prev.values.extend(s.values);
                     prev.tokens.extend(s.tokens);
-                    prev.lr.extend(s.lr);
                 }
                 _ => edges.push((id, s)),
             }
         }
     }
-    out.extend(edges.iter().map(|(id, s)| (*id, visit(*id, series_ref(&s.steps, &s.values, &s.tokens, &s.lr)))));
+    out.extend(edges.iter().map(|(id, s)| (*id, visit(*id, curve(&s.steps, &s.values, &s.tokens)))));
     Ok(out)
 }
 
@@ -363,11 +346,10 @@ struct GroupResult<T> {
     edges: Vec<(RunId, Series)>,
 }
 
-/// A borrowed series; optional columns that are all missing read back as absent, as written.
-fn series_ref<'a>(steps: &'a [i64], values: &'a [f64], tokens: &'a [i64], lr: &'a [f64]) -> SeriesRef<'a> {
+/// A borrowed curve; token counts that are all missing read back as absent, as written.
+fn curve<'a>(steps: &'a [i64], values: &'a [f64], tokens: &'a [i64]) -> Curve<'a> {
     let tokens = if tokens.iter().any(|&t| t != -1) { tokens } else { &[] };
-    let lr = if lr.iter().any(|x| !x.is_nan()) { lr } else { &[] };
-    SeriesRef { steps, values, tokens, lr }
+    Curve { steps, values, tokens }
 }
 
 fn visit_group<T>(
@@ -375,8 +357,8 @@ fn visit_group<T>(
     group: usize,
     metric: &str,
     live: &HashSet<RunId>,
-    want: Want,
-    visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync),
+    with_tokens: bool,
+    visit: &(dyn Fn(RunId, Curve) -> T + Sync),
 ) -> Result<GroupResult<T>> {
     let mut result = GroupResult { done: Vec::new(), edges: Vec::new() };
     // The metric column's statistics settle most row groups without decoding a string:
@@ -387,17 +369,17 @@ fn visit_group<T>(
         None => false,
     };
     let mut names = vec!["run_id", "step", "value"];
-    for (wanted, name) in [(want.tokens, "tokens"), (want.lr, "lr"), (!all_rows_match, "metric")] {
+    for (wanted, name) in [(with_tokens, "tokens"), (!all_rows_match, "metric")] {
         if wanted {
             names.push(name);
         }
     }
     let slot = |name: &str| names.iter().position(|n| *n == name);
-    let (tokens_at, lr_at, metric_at) = (slot("tokens"), slot("lr"), slot("metric"));
+    let (tokens_at, metric_at) = (slot("tokens"), slot("metric"));
     let mut batch: Vec<Values> = names
         .iter()
         .map(|n| match *n {
-            "value" | "lr" => Values::Float64(Vec::new()),
+            "value" => Values::Float64(Vec::new()),
             "metric" => Values::Utf8(Vec::new()),
             _ => Values::Int64(Vec::new()),
         })
@@ -414,13 +396,9 @@ fn visit_group<T>(
             Values::Int64(v) => v.as_slice(),
             _ => unreachable!("typed above"),
         };
-        let float = |i: usize| match &batch[i] {
-            Values::Float64(v) => v.as_slice(),
-            _ => unreachable!("typed above"),
-        };
-        let (rid, steps, values) = (int(0), int(1), float(2));
+        let Values::Float64(values) = &batch[2] else { unreachable!("typed above") };
+        let (rid, steps) = (int(0), int(1));
         let tokens = tokens_at.map(int);
-        let lr = lr_at.map(float);
         let metrics = metric_at.map(|i| match &batch[i] {
             Values::Utf8(v) => v.as_slice(),
             _ => unreachable!("typed above"),
@@ -433,13 +411,11 @@ fn visit_group<T>(
             while j < n && rid[j] == rid[i] && metrics.is_none_or(|m| m[j] == m[i]) {
                 j += 1;
             }
-            let slice = |r: std::ops::Range<usize>| {
-                (&steps[r.clone()], &values[r.clone()], tokens.map(|t| &t[r.clone()]), lr.map(|l| &l[r]))
-            };
+            let slice = |r: std::ops::Range<usize>| (&steps[r.clone()], &values[r.clone()], tokens.map(|t| &t[r]));
             if current.holds(rid[i], name) {
                 // The block went on from the previous batch.
-                let (st, va, to, l) = slice(i..j);
-                current.extend(st, va, to, l);
+                let (st, va, to) = slice(i..j);
+                current.extend(st, va, to);
                 if j < n {
                     current.finish(&mut result, visit, false);
                 }
@@ -449,14 +425,13 @@ fn visit_group<T>(
                 if j < n && row + i > 0 {
                     // Whole inside this batch and inside the group: visited where it lies.
                     if is_wanted {
-                        let (st, va, to, l) = slice(i..j);
-                        let series = series_ref(st, va, to.unwrap_or_default(), l.unwrap_or_default());
-                        result.done.push((rid[i], visit(rid[i], series)));
+                        let (st, va, to) = slice(i..j);
+                        result.done.push((rid[i], visit(rid[i], curve(st, va, to.unwrap_or_default()))));
                     }
                 } else {
                     current.start(rid[i], name, is_wanted, row + i);
-                    let (st, va, to, l) = slice(i..j);
-                    current.extend(st, va, to, l);
+                    let (st, va, to) = slice(i..j);
+                    current.extend(st, va, to);
                 }
             }
             i = j;
@@ -496,26 +471,24 @@ impl BlockBuffer {
         s.steps.clear();
         s.values.clear();
         s.tokens.clear();
-        s.lr.clear();
     }
 
-    fn extend(&mut self, steps: &[i64], values: &[f64], tokens: Option<&[i64]>, lr: Option<&[f64]>) {
+    fn extend(&mut self, steps: &[i64], values: &[f64], tokens: Option<&[i64]>) {
         let s = &mut self.series;
         s.steps.extend_from_slice(steps);
         s.values.extend_from_slice(values);
         s.tokens.extend_from_slice(tokens.unwrap_or_default());
-        s.lr.extend_from_slice(lr.unwrap_or_default());
     }
 
     /// Visit the block, or keep it for joining when it may continue in a neighbouring group;
     /// the buffer is then free for the next block.
-    fn finish<T>(&mut self, result: &mut GroupResult<T>, visit: &(dyn Fn(RunId, SeriesRef) -> T + Sync), at_group_end: bool) {
+    fn finish<T>(&mut self, result: &mut GroupResult<T>, visit: &(dyn Fn(RunId, Curve) -> T + Sync), at_group_end: bool) {
         let Some(run_id) = self.run_id.take().filter(|_| self.is_wanted) else { return };
         let s = &self.series;
         if self.first_row == 0 || at_group_end {
             result.edges.push((run_id, s.clone()));
         } else {
-            result.done.push((run_id, visit(run_id, series_ref(&s.steps, &s.values, &s.tokens, &s.lr))));
+            result.done.push((run_id, visit(run_id, curve(&s.steps, &s.values, &s.tokens))));
         }
     }
 }

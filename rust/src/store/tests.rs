@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::model::{status, RunConfig, RunRecord};
+use crate::model::{status, Curve, RunConfig, RunRecord};
 
 fn series(metric: &str, steps: std::ops::Range<i64>, scale: f64) -> Series {
     let steps: Vec<i64> = steps.collect();
@@ -52,8 +52,8 @@ fn commit(store: &Store, runs: &[(RunId, f64, std::ops::Range<i64>)]) -> Manifes
 
 fn losses(store: &Store) -> Vec<(RunId, Vec<i64>, Vec<f64>)> {
     let m = store.latest().unwrap();
-    let copy = |_: RunId, s: SeriesRef| (s.steps.to_vec(), s.values.to_vec(), s.tokens.len());
-    let mut out: Vec<_> = visit_metric(store.root(), &m, "loss", Want { tokens: true, lr: false }, &copy)
+    let copy = |_: RunId, s: Curve| (s.steps.to_vec(), s.values.to_vec(), s.tokens.len());
+    let mut out: Vec<_> = visit_metric(store.root(), &m, "loss", true, &copy)
         .unwrap()
         .into_iter()
         .map(|(id, (steps, values, n_tokens))| {
