@@ -180,8 +180,11 @@ def test_replaced_runs_and_compact(tmp_path):
     _sweep(tmp_path / "sweep", fmt="csv", n_lr=2, n_bs=2, diverge=False)
     db = sl.open(tmp_path / "db")
     db.ingest(tmp_path / "sweep")
-    run_dir = sorted((tmp_path / "sweep").iterdir())[0]
-    metrics = run_dir / "metrics.csv"
+    # Grow a run that shares its segment with others (4 runs over 2 ingest workers: some
+    # segment holds two or more), so that segment keeps live runs beside a replaced one.
+    shared = next(s for s in db.files()["segments"] if len(s["run_ids"]) >= 2)
+    source = db.runs().filter(pl.col("run_id") == shared["run_ids"][0])["source"].item()
+    metrics = Path(source) / "metrics.csv"
     lines = metrics.read_text().splitlines()
     last_step = int(lines[-1].split(",")[0])
     metrics.write_text("\n".join(lines + [f"{last_step + 10},2.0,1e-5", f"{last_step + 20},1.9,1e-5"]) + "\n")

@@ -265,7 +265,9 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
     def files(self) -> dict:
-        """The files of the newest version (for other tools): runs file and segments."""
+        """The files of the newest version (for other tools): the runs file, and the segments,
+        each with its ``rows``, the ``run_ids`` written to it and its ``live_runs`` (None when
+        every run in it is current; else those that are)."""
         return dict(self._native.snapshot())
 
     def runs(self) -> pl.DataFrame:

@@ -146,8 +146,8 @@ impl PyStore {
         report_dict(py, &report)
     }
 
-    /// The newest version: its runs file and its segments, each with the runs still live
-    /// in it (None when all are).
+    /// The newest version: its runs file and its segments, each with the runs written to it
+    /// and those still live in it (None when all are).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let m = py.detach(|| self.inner.latest()).map_err(to_py)?;
         let root = self.inner.root();
@@ -162,6 +162,7 @@ impl PyStore {
             let s = PyDict::new(py);
             s.set_item("file", root.join(&seg.file))?;
             s.set_item("rows", seg.rows)?;
+            s.set_item("run_ids", seg.run_ids.clone())?;
             if live.len() == seg.run_ids.len() {
                 s.set_item("live_runs", py.None())?;
             } else {
