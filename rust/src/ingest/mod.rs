@@ -4,6 +4,7 @@ pub mod config;
 pub mod discover;
 pub mod hf;
 pub mod nanogpt;
+pub mod read;
 pub mod series;
 pub mod summary;
 pub mod tabular;
@@ -149,39 +150,6 @@ struct ParsedRun {
     bytes: u64,
 }
 
-/// The bytes of a log file: mapped when it is large (no copy out of the page cache, no
-/// zeroed buffer to fault in), read when small.
-enum FileBytes {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for FileBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            FileBytes::Mapped(m) => m,
-            FileBytes::Read(v) => v,
-        }
-    }
-}
-
-fn read_file(path: &std::path::Path) -> Result<FileBytes> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len >= 1 << 20 {
-        // SAFETY: the map is read-only and private to this function's caller; a log that is
-        // appended to meanwhile only grows past the mapped length. A file truncated under us
-        // could fault (SIGBUS), as with any mmap reader; logs are not truncated in place.
-        if let Ok(m) = unsafe { memmap2::Mmap::map(&file) } {
-            return Ok(FileBytes::Mapped(m));
-        }
-    }
-    let mut v = Vec::with_capacity(len as usize);
-    std::io::Read::read_to_end(&mut &file, &mut v).map_err(|e| Error::io(path, e))?;
-    Ok(FileBytes::Read(v))
-}
-
 fn count_points(p: &RunParse) -> usize {
     p.series.values().map(|b| b.series.len()).sum()
 }
@@ -201,17 +169,6 @@ fn stat_files(src: &RunSource) -> Result<Vec<FileStat>> {
         .collect()
 }
 
-/// Why a file cannot be a log at all: empty, or binary.
-fn check_text(path: &std::path::Path, data: &[u8]) -> Result<()> {
-    if data.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(Error::parse(path.display().to_string(), "empty file"));
-    }
-    if memchr::memchr(0, &data[..data.len().min(8192)]).is_some() {
-        return Err(Error::parse(path.display().to_string(), "binary file (NUL bytes), not a text log"));
-    }
-    Ok(())
-}
-
 struct Context<'a> {
     opts: &'a IngestOptions,
     template: NameTemplate,
@@ -219,15 +176,16 @@ struct Context<'a> {
     existing: HashMap<RunId, &'a RunRecord>,
 }
 
-fn process(ctx: &Context, src: &RunSource) -> Outcome {
+/// `text_buf`: the worker's buffer for streaming text logs, reused from run to run.
+fn process(ctx: &Context, src: &RunSource, text_buf: &mut Vec<u8>) -> Outcome {
     let run_id = run_id_for(&src.key);
-    match parse_run(ctx, src, run_id) {
+    match parse_run(ctx, src, run_id, text_buf) {
         Ok(o) => o,
         Err(e) => Outcome::Failed { source: src.key.clone(), reason: e.to_string() },
     }
 }
 
-fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
+fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u8>) -> Result<Outcome> {
     let files = stat_files(src)?;
     let previous = ctx.existing.get(&run_id);
     if !ctx.opts.force && previous.is_some_and(|r| r.files == files) {
@@ -237,40 +195,23 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
     // address space (untouched pages), a short one costs copies.
     let total_size: u64 = files.iter().map(|f| f.size).sum();
     let mut parse = RunParse { capacity_hint: (total_size / 100) as usize, ..Default::default() };
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    // The streaming hasher is slower than one-shot: feed it each file's one-shot digest.
+    let mut fingerprint = read::Fingerprint::default();
     let mut bytes = 0u64;
+    let sel = &ctx.opts.metrics;
     for (path, format) in &src.files {
-        let data = read_file(path)?;
-        bytes += data.len() as u64;
-        hasher.update(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
         let label = path.display().to_string();
-        if *format == Format::TfEvents {
-            // Binary: only emptiness is checked here (a writer that has not flushed yet).
-            if data.is_empty() && src.files.len() == 1 {
-                return Err(Error::parse(label, "empty file"));
-            }
-        } else {
-            check_text(path, &data)?;
-        }
         let points_before = count_points(&parse);
         let malformed_before = parse.malformed;
-        let sel = &ctx.opts.metrics;
-        match format {
-            Format::Steplaw | Format::Megatron => text::parse(&data, &label, sel, &mut parse),
-            Format::Jsonl => tabular::parse_jsonl(&data, &label, sel, &mut parse),
-            Format::Csv => tabular::parse_csv(&data, &label, sel, &mut parse),
-            Format::NanoGpt => nanogpt::parse(&data, &label, sel, &mut parse),
-            Format::HfTrainer => hf::parse(&data, &label, sel, &mut parse),
-            Format::WandbChart => match &src.member {
-                Some(run) => wandb::parse(&data, &label, run, sel, &mut parse),
-                None => return Err(Error::parse(label, "not a W&B chart export (a 'Step' column, then '<run> - <metric>' columns)")),
-            },
-            Format::TfEvents => {
-                let rel = path.parent().and_then(|p| p.strip_prefix(&src.dir).ok()).unwrap_or(std::path::Path::new(""));
-                let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
-                tfevents::parse(&data, &label, &tfevents::prefix_for(&dirs), &mut parse)
-            }
+        if matches!(format, Format::Steplaw | Format::Megatron) {
+            let mut parser = text::TextParser::new(sel);
+            bytes += read::stream_lines(path, text_buf, &mut fingerprint, |lines, at_eof| {
+                parser.feed(lines, at_eof, &label, &mut parse)
+            })?;
+        } else {
+            let data = read::read_file(path)?;
+            bytes += data.len() as u64;
+            fingerprint.add_file(&data);
+            parse_whole(src, path, *format, &data, sel, &mut parse)?;
         }
         // A file that yields nothing fails the run, unless it is a log that has merely not
         // reached its first point (a job that just restarted) beside others.
@@ -306,7 +247,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
     if src.files.iter().any(|(_, f)| matches!(f, Format::TfEvents | Format::WandbChart)) {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
-    let fingerprint = format!("xxh3:{:016x}", hasher.digest());
+    let fingerprint = fingerprint.finish();
     if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) {
         return Ok(Outcome::Unchanged { run_id, files });
     }
@@ -357,6 +298,36 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId) -> Result<Outcome> {
         files,
     };
     Ok(Outcome::Parsed(Box::new(ParsedRun { record, series, messages: parse.messages, bytes })))
+}
+
+/// Parse one file read whole into `parse`.
+fn parse_whole(src: &RunSource, path: &std::path::Path, format: Format, data: &[u8], sel: &MetricSelection, parse: &mut RunParse) -> Result<()> {
+    let label = path.display().to_string();
+    if format == Format::TfEvents {
+        // Binary: only emptiness is checked here (a writer that has not flushed yet).
+        if data.is_empty() && src.files.len() == 1 {
+            return Err(Error::parse(label, "empty file"));
+        }
+    } else {
+        read::check_text(path, data)?;
+    }
+    match format {
+        Format::Steplaw | Format::Megatron => text::parse(data, &label, sel, parse),
+        Format::Jsonl => tabular::parse_jsonl(data, &label, sel, parse),
+        Format::Csv => tabular::parse_csv(data, &label, sel, parse),
+        Format::NanoGpt => nanogpt::parse(data, &label, sel, parse),
+        Format::HfTrainer => hf::parse(data, &label, sel, parse),
+        Format::WandbChart => match &src.member {
+            Some(run) => wandb::parse(data, &label, run, sel, parse),
+            None => return Err(Error::parse(label, "not a W&B chart export (a 'Step' column, then '<run> - <metric>' columns)")),
+        },
+        Format::TfEvents => {
+            let rel = path.parent().and_then(|p| p.strip_prefix(&src.dir).ok()).unwrap_or(std::path::Path::new(""));
+            let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+            tfevents::parse(data, &label, &tfevents::prefix_for(&dirs), parse)
+        }
+    }
+    Ok(())
 }
 
 /// Tokens seen at each point: consumed samples x seq_len where the log counts samples,
@@ -430,10 +401,11 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
                 let writer = tx.segment_writer(w);
                 scope.spawn(move || -> Result<Vec<SegmentEntry>> {
                     let mut writer = writer?;
+                    let mut text_buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(src) = sources.get(i) else { break };
-                        let mut outcome = process(ctx, src);
+                        let mut outcome = process(ctx, src, &mut text_buf);
                         if let Outcome::Parsed(p) = &mut outcome {
                             p.record.segment = Some(writer.add_run(p.record.run_id, &p.series)?);
                             p.series = Vec::new();

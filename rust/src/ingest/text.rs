@@ -200,69 +200,94 @@ fn read_standard_fields(fields: &[u8]) -> Option<StandardFields<'_>> {
     loss.map(|l| (l, lr, samples, batch))
 }
 
-/// Parse Megatron-style lines of `data` into `out`. `file` names the file in messages.
-pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
-    let finder = Finder::new(b"iter");
-    // The direct search serves the default selection only: a chosen loss key or extra
-    // metrics need the general field scan.
-    let standard = sel.loss.is_none() && sel.extra.is_empty();
-    let mut last_batch: Option<&[u8]> = None;
-    let validation = Finder::new(b"validation");
-    let evaluation = Finder::new(b"evaluation");
-    let wanted = Wanted {
-        loss_keys: match &sel.loss {
-            Some(k) => vec![k.as_bytes()],
-            None => LOSS_KEYS.iter().map(|k| k.as_bytes()).collect(),
-        },
-        extra: sel.extra.iter().map(|k| (k.as_bytes(), k.as_str())).collect(),
-    };
-    out.tokens_are_samples = true;
-    let mut line_no: u64 = 0;
-    let mut start = 0;
-    let ends_with_newline = data.last() == Some(&b'\n');
-    while start < data.len() {
-        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
-        let line = &data[start..end];
-        start = end + 1;
-        line_no += 1;
-        let Some((step, total, at, rest)) = find_iteration(&finder, line) else { continue };
-        let is_last_unterminated = end == data.len() && !ends_with_newline;
-        if is_last_unterminated && trim(line).last() != Some(&b'|') {
-            out.malformed(file, line_no, || "truncated last line (is the file still being written?)".into());
-            continue;
+/// Parses Megatron-style lines a chunk of whole lines at a time (a log streamed in blocks).
+pub struct TextParser<'a> {
+    iter: Finder<'static>,
+    validation: Finder<'static>,
+    evaluation: Finder<'static>,
+    /// The direct field scan serves the default selection only: a chosen loss key or extra
+    /// metrics need the general one.
+    standard: bool,
+    wanted: Wanted<'a>,
+    line_no: u64,
+}
+
+impl<'a> TextParser<'a> {
+    pub fn new(sel: &'a MetricSelection) -> Self {
+        TextParser {
+            iter: Finder::new(b"iter"),
+            validation: Finder::new(b"validation"),
+            evaluation: Finder::new(b"evaluation"),
+            standard: sel.loss.is_none() && sel.extra.is_empty(),
+            wanted: Wanted {
+                loss_keys: match &sel.loss {
+                    Some(k) => vec![k.as_bytes()],
+                    None => LOSS_KEYS.iter().map(|k| k.as_bytes()).collect(),
+                },
+                extra: sel.extra.iter().map(|k| (k.as_bytes(), k.as_str())).collect(),
+            },
+            line_no: 0,
         }
-        // Megatron's validation lines read "validation loss at iteration 100 | ...".
-        let is_validation = {
-            let head = &line[..at];
-            head.ends_with(b"loss at ") && (validation.find(head).is_some() || evaluation.find(head).is_some())
-        };
-        if !is_validation {
-            if let Some((loss, lr, samples, batch)) = standard.then(|| read_standard_fields(&line[rest..])).flatten() {
-                match parse_f64(loss) {
-                    Some(v) => out.push(LOSS, step, v, lr, samples),
-                    None => out.malformed(file, line_no, || {
-                        format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(loss))
-                    }),
-                }
-                if total.is_some() {
-                    out.planned_steps = total;
-                }
-                // Only the last line's batch size is kept: parse it once, at the end.
-                if batch.is_some() {
-                    last_batch = batch;
-                }
+    }
+
+    /// Parse the whole lines of `data` into `out`; only a chunk `at_eof` may end in an
+    /// unterminated line. `file` names the file in messages.
+    pub fn feed(&mut self, data: &[u8], at_eof: bool, file: &str, out: &mut RunParse) {
+        out.tokens_are_samples = true;
+        let mut last_batch: Option<&[u8]> = None;
+        let lines_before = self.line_no;
+        let ends_with_newline = data.last() == Some(&b'\n');
+        let mut start = 0;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let line = &data[start..end];
+            start = end + 1;
+            self.line_no += 1;
+            let line_no = self.line_no;
+            let Some((step, total, at, rest)) = find_iteration(&self.iter, line) else { continue };
+            let is_last_unterminated = at_eof && end == data.len() && !ends_with_newline;
+            if is_last_unterminated && trim(line).last() != Some(&b'|') {
+                out.malformed(file, line_no, || "truncated last line (is the file still being written?)".into());
                 continue;
             }
+            // Megatron's validation lines read "validation loss at iteration 100 | ...".
+            let is_validation = {
+                let head = &line[..at];
+                head.ends_with(b"loss at ") && (self.validation.find(head).is_some() || self.evaluation.find(head).is_some())
+            };
+            if !is_validation {
+                if let Some((loss, lr, samples, batch)) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
+                    match parse_f64(loss) {
+                        Some(v) => out.push(LOSS, step, v, lr, samples),
+                        None => out.malformed(file, line_no, || {
+                            format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(loss))
+                        }),
+                    }
+                    if total.is_some() {
+                        out.planned_steps = total;
+                    }
+                    // Only the last line's batch size is kept: parse it once, at the end.
+                    if batch.is_some() {
+                        last_batch = batch;
+                    }
+                    continue;
+                }
+            }
+            if let Some(b) = last_batch.take().and_then(parse_uint) {
+                out.batch_size = Some(b.0); // keep the order: this line's own batch comes later
+            }
+            parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, out);
         }
-        if let Some(b) = last_batch.take().and_then(parse_uint) {
-            out.batch_size = Some(b.0); // keep the order: this line's own batch comes later
+        if let Some(b) = last_batch.and_then(parse_uint) {
+            out.batch_size = Some(b.0);
         }
-        parse_fields(line, rest, step, total, is_validation, &wanted, file, line_no, out);
+        out.lines += self.line_no - lines_before;
     }
-    if let Some(b) = last_batch.and_then(parse_uint) {
-        out.batch_size = Some(b.0);
-    }
-    out.lines += line_no;
+}
+
+/// Parse a whole Megatron-style log `data` into `out`. `file` names the file in messages.
+pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
+    TextParser::new(sel).feed(data, true, file, out);
 }
 
 #[allow(clippy::too_many_arguments)]
