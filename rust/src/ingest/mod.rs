@@ -203,10 +203,11 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         let points_before = count_points(&parse);
         let malformed_before = parse.malformed;
         if matches!(format, Format::Steplaw | Format::Megatron) {
-            let mut parser = text::TextParser::new(sel);
+            let mut parser = text::TextParser::new(sel, &mut parse);
             bytes += read::stream_lines(path, text_buf, &mut fingerprint, |lines, at_eof| {
                 parser.feed(lines, at_eof, &label, &mut parse)
             })?;
+            parser.finish(&mut parse);
         } else {
             let data = read::read_file(path)?;
             bytes += data.len() as u64;

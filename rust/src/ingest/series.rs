@@ -71,17 +71,36 @@ pub struct RunParse {
 
 impl RunParse {
     pub fn push(&mut self, metric: &str, step: i64, value: f64, lr: Option<f64>, tokens: Option<i64>) {
-        if let Some(b) = self.series.get_mut(metric) {
-            b.push(step, value, lr, tokens);
-        } else {
+        match self.series.get_mut(metric) {
+            Some(b) => b.push(step, value, lr, tokens),
+            None => {
+                let mut b = self.take_builder(metric);
+                b.push(step, value, lr, tokens);
+                self.series.insert(metric.to_string(), b);
+            }
+        }
+    }
+
+    /// Take a metric's builder out (a new one if it has none yet), for a reader that pushes
+    /// many points to it: it then skips a lookup by name per point. Give it back with
+    /// `put_builder`.
+    pub fn take_builder(&mut self, metric: &str) -> SeriesBuilder {
+        self.series.remove(metric).unwrap_or_else(|| {
             let mut b = SeriesBuilder { series: Series::new(metric), restarts: 0 };
             let s = &mut b.series;
             s.steps.reserve(self.capacity_hint);
             s.values.reserve(self.capacity_hint);
             s.lr.reserve(self.capacity_hint);
             s.tokens.reserve(self.capacity_hint);
-            b.push(step, value, lr, tokens);
-            self.series.insert(metric.to_string(), b);
+            b
+        })
+    }
+
+    /// Put back a builder from `take_builder`; one that stayed empty is dropped (a series
+    /// exists only with points).
+    pub fn put_builder(&mut self, b: SeriesBuilder) {
+        if !b.series.is_empty() {
+            self.series.insert(b.series.metric.clone(), b);
         }
     }
 

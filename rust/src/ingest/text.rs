@@ -4,7 +4,7 @@
 //! and only the numbers that are kept are parsed. Nothing is allocated per line.
 use memchr::memmem::Finder;
 
-use super::series::{RunParse, LOSS, VAL_LOSS};
+use super::series::{RunParse, SeriesBuilder, LOSS, VAL_LOSS};
 use super::MetricSelection;
 
 /// Names under which Megatron logs print the training loss, best first.
@@ -22,21 +22,21 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The unsigned integer at the start of `s` and its length in digits.
 fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
-    let mut v: i64 = 0;
-    let mut n = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        v = v.checked_mul(10)?.checked_add((b - b'0') as i64)?;
-        n += 1;
-    }
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let digits = &s[..n];
+    let v = if n <= 18 {
+        // 18 digits always fit an i64: no overflow checks in the common case.
+        digits.iter().fold(0i64, |v, &b| v * 10 + (b - b'0') as i64)
+    } else {
+        digits.iter().try_fold(0i64, |v, &b| v.checked_mul(10)?.checked_add((b - b'0') as i64))?
+    };
     (n > 0).then_some((v, n))
 }
 
 pub fn parse_f64(s: &[u8]) -> Option<f64> {
-    if let Some(v) = parse_f64_fast(s) {
+    if let Some(v) = parse_printf_e(s).or_else(|| parse_f64_fast(s)) {
         return Some(v);
     }
     // Numbers are ASCII: checking that is cheaper than full UTF-8 validation.
@@ -47,16 +47,41 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     unsafe { std::str::from_utf8_unchecked(s) }.parse::<f64>().ok()
 }
 
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+];
+
+/// `m x 10^scale`, correctly rounded, when both m and 10^|scale| are exact doubles
+/// (m < 2^53, |scale| <= 22): one IEEE operation then rounds once (Clinger's fast path).
+fn exact_scaled(m: u64, scale: i32) -> Option<f64> {
+    let m = m as f64;
+    Some(if scale >= 0 { *POW10.get(scale as usize)? * m } else { m / *POW10.get(scale.unsigned_abs() as usize)? })
+}
+
+/// Megatron prints its floats with C's `%E`: `2.737994E+00`, 12 bytes in fixed places. Read
+/// that form without a loop; anything else returns None.
+fn parse_printf_e(s: &[u8]) -> Option<f64> {
+    let &[d0, b'.', f1, f2, f3, f4, f5, f6, b'E', sign, e1, e2] = s else { return None };
+    let digits = [d0, f1, f2, f3, f4, f5, f6, e1, e2].map(|c| c.wrapping_sub(b'0') as u64);
+    if digits.iter().any(|&d| d > 9) {
+        return None;
+    }
+    let mantissa = digits[..7].iter().fold(0, |m, &d| m * 10 + d);
+    let exp = (digits[7] * 10 + digits[8]) as i32;
+    match sign {
+        b'+' => exact_scaled(mantissa, exp - 6),
+        b'-' => exact_scaled(mantissa, -exp - 6),
+        _ => None,
+    }
+}
+
 /// Clinger's fast path for plain decimals (`2.737994E+00`, `0.0003`): with at most 15
 /// significant digits and a power of ten up to 22 both the mantissa and 10^e are exact
 /// doubles, so one IEEE multiplication or division rounds correctly: the same result as
 /// `str::parse`, at a fraction of the cost. Anything else returns None (the caller then uses
 /// the standard parser).
 fn parse_f64_fast(s: &[u8]) -> Option<f64> {
-    const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
-        1e19, 1e20, 1e21, 1e22,
-    ];
     let (neg, mut i) = match s.first()? {
         b'-' => (true, 1),
         b'+' => (false, 1),
@@ -111,12 +136,7 @@ fn parse_f64_fast(s: &[u8]) -> Option<f64> {
     if i != s.len() {
         return None;
     }
-    let m = mantissa as f64;
-    let v = if scale >= 0 {
-        *POW10.get(scale as usize)? * m
-    } else {
-        m / *POW10.get((-scale) as usize)?
-    };
+    let v = exact_scaled(mantissa, scale)?;
     Some(if neg { -v } else { v })
 }
 
@@ -167,12 +187,23 @@ struct Wanted<'a> {
 /// (loss text, learning rate, consumed samples, global batch size text) of one line.
 type StandardFields<'a> = (&'a [u8], Option<f64>, Option<i64>, Option<&'a [u8]>);
 
+/// The trimmed value of a `key: value` field. The key's length is a constant, so the
+/// comparison compiles to a few word compares rather than a call to memcmp.
+#[inline(always)]
+fn value_of<'a, const N: usize>(field: &'a [u8], key: &[u8; N]) -> Option<&'a [u8]> {
+    let (head, value) = field.split_first_chunk::<N>()?;
+    (head == key).then(|| trim(value))
+}
+
 /// The fields of a standard Megatron line: `lm loss`, `learning rate`, `consumed samples`,
 /// `global batch size`. One pass over the '|' separators with a dispatch on each field's
 /// first letter; most lines of most logs take this path and skip the fields nobody asked for.
 /// Returns (loss text, lr, consumed samples, batch) when the line has an `lm loss` field.
 fn read_standard_fields(fields: &[u8]) -> Option<StandardFields<'_>> {
-    let (mut loss, mut lr, mut samples, mut batch) = (None, None, None, None);
+    // The value texts of `lm loss`, `learning rate`, `consumed samples`, `global batch size`:
+    // the first field of each name counts (as in the general scan), and the scan stops once
+    // all four are found (Megatron prints them before its many other fields).
+    let mut found: [Option<&[u8]>; 4] = [None; 4];
     let mut start = 0;
     while start < fields.len() {
         let end = memchr::memchr(b'|', &fields[start..]).map_or(fields.len(), |i| start + i);
@@ -182,22 +213,22 @@ fn read_standard_fields(fields: &[u8]) -> Option<StandardFields<'_>> {
         }
         let field = &fields[k..end];
         start = end + 1;
-        // Only the fields we keep are trimmed and parsed.
-        let value_of = |key: &[u8]| field.strip_prefix(key).and_then(|rest| rest.strip_prefix(b":")).map(trim);
-        match field.first() {
-            Some(b'l') => {
-                if let Some(v) = value_of(b"lm loss") {
-                    loss = Some(v);
-                } else if let Some(v) = value_of(b"learning rate") {
-                    lr = parse_f64(v);
-                }
+        let known = match field.first() {
+            Some(b'l') => value_of(field, b"lm loss:").map(|v| (0, v)).or_else(|| value_of(field, b"learning rate:").map(|v| (1, v))),
+            Some(b'c') => value_of(field, b"consumed samples:").map(|v| (2, v)),
+            Some(b'g') => value_of(field, b"global batch size:").map(|v| (3, v)),
+            _ => None,
+        };
+        if let Some((i, value)) = known {
+            found[i].get_or_insert(value);
+            if found.iter().all(Option::is_some) {
+                break;
             }
-            Some(b'c') => samples = value_of(b"consumed samples").and_then(parse_uint).map(|x| x.0),
-            Some(b'g') => batch = value_of(b"global batch size").or(batch),
-            _ => {}
         }
     }
-    loss.map(|l| (l, lr, samples, batch))
+    // Only the fields that are kept are parsed.
+    let [loss, lr, samples, batch] = found;
+    loss.map(|l| (l, lr.and_then(parse_f64), samples.and_then(parse_uint).map(|x| x.0), batch))
 }
 
 /// Parses Megatron-style lines a chunk of whole lines at a time (a log streamed in blocks).
@@ -210,11 +241,15 @@ pub struct TextParser<'a> {
     standard: bool,
     wanted: Wanted<'a>,
     line_no: u64,
+    /// The training loss's series, held here while parsing: most lines add a point to it.
+    loss: SeriesBuilder,
 }
 
 impl<'a> TextParser<'a> {
-    pub fn new(sel: &'a MetricSelection) -> Self {
+    /// A parser of one file's lines into `out`; `finish` hands its points over.
+    pub fn new(sel: &'a MetricSelection, out: &mut RunParse) -> Self {
         TextParser {
+            loss: out.take_builder(LOSS),
             iter: Finder::new(b"iter"),
             validation: Finder::new(b"validation"),
             evaluation: Finder::new(b"evaluation"),
@@ -258,7 +293,7 @@ impl<'a> TextParser<'a> {
             if !is_validation {
                 if let Some((loss, lr, samples, batch)) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
                     match parse_f64(loss) {
-                        Some(v) => out.push(LOSS, step, v, lr, samples),
+                        Some(v) => self.loss.push(step, v, lr, samples),
                         None => out.malformed(file, line_no, || {
                             format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(loss))
                         }),
@@ -276,18 +311,24 @@ impl<'a> TextParser<'a> {
             if let Some(b) = last_batch.take().and_then(parse_uint) {
                 out.batch_size = Some(b.0); // keep the order: this line's own batch comes later
             }
-            parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, out);
+            parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, &mut self.loss, out);
         }
         if let Some(b) = last_batch.and_then(parse_uint) {
             out.batch_size = Some(b.0);
         }
         out.lines += self.line_no - lines_before;
     }
+
+    pub fn finish(self, out: &mut RunParse) {
+        out.put_builder(self.loss);
+    }
 }
 
 /// Parse a whole Megatron-style log `data` into `out`. `file` names the file in messages.
 pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
-    TextParser::new(sel).feed(data, true, file, out);
+    let mut parser = TextParser::new(sel, out);
+    parser.feed(data, true, file, out);
+    parser.finish(out);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -300,6 +341,7 @@ fn parse_fields(
     wanted: &Wanted,
     file: &str,
     line_no: u64,
+    loss_series: &mut SeriesBuilder,
     out: &mut RunParse,
 ) {
     let mut loss: Option<(usize, &[u8])> = None; // (priority, value text)
@@ -342,10 +384,10 @@ fn parse_fields(
             extras[i] = Some(value);
         }
     }
-    let metric = if is_validation { VAL_LOSS } else { LOSS };
     match loss {
         Some((_, text)) => match parse_f64(text) {
-            Some(v) => out.push(metric, step, v, lr, samples),
+            Some(v) if is_validation => out.push(VAL_LOSS, step, v, lr, samples),
+            Some(v) => loss_series.push(step, v, lr, samples),
             None => {
                 let key = String::from_utf8_lossy(keys[loss.map_or(0, |l| l.0)]).into_owned();
                 out.malformed(file, line_no, || {
@@ -465,6 +507,38 @@ mod tests {
             }
             x *= 1.0173;
         }
+    }
+
+    #[test]
+    fn printf_e_floats_agree_with_std() {
+        // C's %E, as Megatron prints: a sign and at least two exponent digits.
+        let printf_e = |x: f64| {
+            let rust = format!("{x:.6E}");
+            let (m, e) = rust.split_once('E').unwrap();
+            let e: i32 = e.parse().unwrap();
+            format!("{m}E{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+        };
+        let mut x = 3.7e-40_f64;
+        while x < 1e40 {
+            for v in [x, -x] {
+                let text = printf_e(v);
+                assert_eq!(parse_f64(text.as_bytes()).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{text}");
+            }
+            x *= 1.0131;
+        }
+        assert_eq!(parse_printf_e(b"2.737994E+00"), Some(2.737994));
+        assert_eq!(parse_printf_e(b"1.000000E-30"), None); // beyond the exact range: the general parser
+        for bad in ["2.737994E+0", "2.737994e+00", "2,737994E+00", "2.73799xE+00", "2.737994E*00"] {
+            assert_eq!(parse_printf_e(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn integers_at_the_edge_of_i64() {
+        assert_eq!(parse_uint(b"9223372036854775807|"), Some((i64::MAX, 19)));
+        assert_eq!(parse_uint(b"9223372036854775808"), None);
+        assert_eq!(parse_uint(b"000000000000000000042"), Some((42, 21)));
+        assert_eq!(parse_uint(b"x1"), None);
     }
 
     #[test]
