@@ -341,7 +341,8 @@ fn fill_tokens(series: &mut [Series], tokens_are_samples: bool, config: &RunConf
                 s.tokens.iter_mut().filter(|t| **t >= 0).for_each(|t| *t *= seq);
             }
         } else if let Some(bt) = config.bs_tokens {
-            s.tokens = s.steps.iter().map(|&st| st * bt).collect();
+            s.tokens.clear();
+            s.tokens.extend(s.steps.iter().map(|&st| st * bt));
         } else {
             s.tokens.clear();
         }
@@ -409,7 +410,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
                         let mut outcome = process(ctx, src, &mut text_buf);
                         if let Outcome::Parsed(p) = &mut outcome {
                             p.record.segment = Some(writer.add_run(p.record.run_id, &p.series)?);
-                            p.series = Vec::new();
+                            series::recycle(std::mem::take(&mut p.series));
                         }
                         if sender.send(outcome).is_err() {
                             break;

@@ -1,5 +1,6 @@
 //! What a reader produces for one run: a series per metric, built point by point with the
 //! restart rule, plus what the log says of the configuration and of its own bad lines.
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::store::Series;
@@ -51,6 +52,35 @@ fn push_padded<T: Copy>(col: &mut Vec<T>, v: Option<T>, len: usize, missing: T) 
     }
 }
 
+thread_local! {
+    /// Emptied series of this thread's earlier runs. A run's points go into vectors that are
+    /// already mapped: fresh multi-megabyte ones would cost a page fault per 4 KiB written.
+    static SPARE: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare series kept per thread: a run rarely has more series than this.
+const MAX_SPARE: usize = 8;
+
+fn spare_series(metric: &str) -> Series {
+    let mut s = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+    s.metric.clear();
+    s.metric.push_str(metric);
+    s
+}
+
+/// Give series whose points are written back to this thread, for its next runs.
+pub fn recycle(series: impl IntoIterator<Item = Series>) {
+    SPARE.with_borrow_mut(|spare| {
+        for mut s in series.into_iter().take(MAX_SPARE.saturating_sub(spare.len())) {
+            s.steps.clear();
+            s.values.clear();
+            s.lr.clear();
+            s.tokens.clear();
+            spare.push(s);
+        }
+    });
+}
+
 /// Everything the readers learned from one run's files.
 #[derive(Debug, Default)]
 pub struct RunParse {
@@ -86,7 +116,7 @@ impl RunParse {
     /// `put_builder`.
     pub fn take_builder(&mut self, metric: &str) -> SeriesBuilder {
         self.series.remove(metric).unwrap_or_else(|| {
-            let mut b = SeriesBuilder { series: Series::new(metric), restarts: 0 };
+            let mut b = SeriesBuilder { series: spare_series(metric), restarts: 0 };
             let s = &mut b.series;
             s.steps.reserve(self.capacity_hint);
             s.values.reserve(self.capacity_hint);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use parquet::data_type::ByteArray;
 
-use super::table::{self, Column, Field, Kind, TableWriter, Values};
+use super::table::{self, Column, ColumnData, Data, Field, Kind, TableWriter, Values};
 use super::SegmentEntry;
 use crate::error::{Error, Result};
 use crate::model::{Curve, RunId};
@@ -50,43 +50,61 @@ impl Series {
     }
 }
 
+/// The rows of the row group being gathered. The run id and metric columns are kept as
+/// runs (a block of rows per run and metric), the nullable columns as present values plus
+/// Parquet definition levels: what the writer takes, with no conversion pass.
 #[derive(Default)]
 struct Buffers {
-    run_id: Vec<i64>,
-    metric: Vec<ByteArray>,
+    run_ids: Vec<(i64, usize)>,
+    metrics: Vec<(ByteArray, usize)>,
     step: Vec<i64>,
     tokens: Vec<i64>,
-    tokens_valid: Vec<bool>,
+    tokens_def: Vec<i16>,
     value: Vec<f64>,
     lr: Vec<f64>,
-    lr_valid: Vec<bool>,
+    lr_def: Vec<i16>,
 }
 
 impl Buffers {
     fn len(&self) -> usize {
         self.step.len()
     }
-    fn take_columns(&mut self) -> Vec<Column> {
-        let b = std::mem::take(self);
-        vec![
-            Column::int64(b.run_id),
-            Column { values: Values::Utf8(b.metric), valid: None },
-            Column::int64(b.step),
-            Column { values: Values::Int64(b.tokens), valid: Some(b.tokens_valid) },
-            Column::float64(b.value),
-            Column { values: Values::Float64(b.lr), valid: Some(b.lr_valid) },
+
+    fn columns(&self) -> [ColumnData<'_>; 6] {
+        let dense = |values| ColumnData { values, def_levels: None };
+        [
+            dense(Data::Int64Runs(&self.run_ids)),
+            dense(Data::Utf8Runs(&self.metrics)),
+            dense(Data::Int64(&self.step)),
+            ColumnData { values: Data::Int64(&self.tokens), def_levels: Some(&self.tokens_def) },
+            dense(Data::Float64(&self.value)),
+            ColumnData { values: Data::Float64(&self.lr), def_levels: Some(&self.lr_def) },
         ]
     }
 
-    /// Take back the vectors of written columns, emptied, so the next row group reuses
-    /// their memory instead of faulting in fresh pages.
-    fn recycle(&mut self, columns: Vec<Column>) {
-        let mut it = columns.into_iter().map(|c| (c.values, c.valid));
-        let mut next = || it.next().expect("six columns");
-        if let ((Values::Int64(mut a), _), (Values::Utf8(mut b), _), (Values::Int64(mut c), _), (Values::Int64(mut d), Some(mut dv)), (Values::Float64(mut e), _), (Values::Float64(mut f), Some(mut fv))) = (next(), next(), next(), next(), next(), next()) {
-            a.clear(); b.clear(); c.clear(); d.clear(); dv.clear(); e.clear(); f.clear(); fv.clear();
-            *self = Buffers { run_id: a, metric: b, step: c, tokens: d, tokens_valid: dv, value: e, lr: f, lr_valid: fv };
-        }
+    /// Empty, keeping the memory: the next row group reuses it instead of faulting in
+    /// fresh pages.
+    fn clear(&mut self) {
+        self.run_ids.clear();
+        self.metrics.clear();
+        self.step.clear();
+        self.tokens.clear();
+        self.tokens_def.clear();
+        self.value.clear();
+        self.lr.clear();
+        self.lr_def.clear();
+    }
+
+    /// Make room for a row group and one more run's rows without growing (and copying) the
+    /// vectors on the way.
+    fn reserve(&mut self, rows: usize) {
+        let want = ROW_GROUP_ROWS.max(self.len() + rows) - self.len();
+        self.step.reserve(want);
+        self.value.reserve(want);
+        self.tokens.reserve(want);
+        self.tokens_def.reserve(want);
+        self.lr.reserve(want);
+        self.lr_def.reserve(want);
     }
 }
 
@@ -153,25 +171,28 @@ impl SegmentWriter {
         let seg = self.segment()?;
         seg.run_ids.push(run_id);
         let file = format!("{dir}/{}", seg.name);
+        let b = &mut self.buf;
+        b.reserve(series.iter().map(Series::len).sum());
         for s in series {
-            let metric = metric_name(&s.metric);
-            let b = &mut self.buf;
             let n = s.len();
-            b.run_id.extend(std::iter::repeat_n(run_id, n));
-            b.metric.extend(std::iter::repeat_n(metric, n));
+            if n == 0 {
+                continue;
+            }
+            b.run_ids.push((run_id, n));
+            b.metrics.push((metric_name(&s.metric), n));
             b.step.extend_from_slice(&s.steps);
             b.value.extend_from_slice(&s.values);
             if s.tokens.len() == n {
                 b.tokens.extend(s.tokens.iter().copied().filter(|&t| t >= 0));
-                b.tokens_valid.extend(s.tokens.iter().map(|&t| t >= 0));
+                b.tokens_def.extend(s.tokens.iter().map(|&t| (t >= 0) as i16));
             } else {
-                b.tokens_valid.extend(std::iter::repeat_n(false, n));
+                b.tokens_def.extend(std::iter::repeat_n(0, n));
             }
             if s.lr.len() == n {
                 b.lr.extend(s.lr.iter().copied().filter(|x| x.is_finite()));
-                b.lr_valid.extend(s.lr.iter().map(|x| x.is_finite()));
+                b.lr_def.extend(s.lr.iter().map(|x| x.is_finite() as i16));
             } else {
-                b.lr_valid.extend(std::iter::repeat_n(false, n));
+                b.lr_def.extend(std::iter::repeat_n(0, n));
             }
         }
         if self.buf.len() >= ROW_GROUP_ROWS {
@@ -184,11 +205,10 @@ impl SegmentWriter {
         if self.buf.len() == 0 {
             return Ok(());
         }
-        let columns = self.buf.take_columns();
-        let seg = self.segment()?;
-        seg.writer.write_row_group(&columns)?;
+        let seg = self.open.as_mut().expect("rows are added to an open segment");
+        seg.writer.write_row_group_data(&self.buf.columns())?;
         let full = seg.writer.rows() >= SEGMENT_ROWS;
-        self.buf.recycle(columns);
+        self.buf.clear();
         if full {
             self.close_segment()?;
         }

@@ -128,6 +128,68 @@ fn message_type(fields: &[Field]) -> String {
     s
 }
 
+/// The values of one column of a row group being written, borrowed.
+#[derive(Clone, Copy)]
+pub enum Data<'a> {
+    Int64(&'a [i64]),
+    Float64(&'a [f64]),
+    Utf8(&'a [ByteArray]),
+    /// (value, times): each value repeated. A column of long runs (a run id, a metric name)
+    /// then needs no buffer of a row per value.
+    Int64Runs(&'a [(i64, usize)]),
+    Utf8Runs(&'a [(ByteArray, usize)]),
+}
+
+#[derive(Clone, Copy)]
+pub struct ColumnData<'a> {
+    pub values: Data<'a>,
+    /// Parquet definition levels of a nullable column, one per row (1: present); `values`
+    /// then holds only the present values.
+    pub def_levels: Option<&'a [i16]>,
+}
+
+impl ColumnData<'_> {
+    fn rows(&self) -> usize {
+        match (self.def_levels, self.values) {
+            (Some(d), _) => d.len(),
+            (None, Data::Int64(v)) => v.len(),
+            (None, Data::Float64(v)) => v.len(),
+            (None, Data::Utf8(v)) => v.len(),
+            (None, Data::Int64Runs(r)) => r.iter().map(|x| x.1).sum(),
+            (None, Data::Utf8Runs(r)) => r.iter().map(|x| x.1).sum(),
+        }
+    }
+}
+
+/// Write repeated values a bounded batch at a time.
+fn write_runs<T: parquet::data_type::DataType>(
+    col: &mut parquet::column::writer::ColumnWriterImpl<'_, T>,
+    runs: &[(T::T, usize)],
+) -> Result<usize>
+where
+    T::T: Clone,
+{
+    const BATCH: usize = 4096;
+    let mut batch: Vec<T::T> = Vec::with_capacity(BATCH);
+    let mut written = 0;
+    for (value, times) in runs {
+        let mut left = *times;
+        while left > 0 {
+            let k = left.min(BATCH - batch.len());
+            batch.extend(std::iter::repeat_n(value, k).cloned());
+            left -= k;
+            if batch.len() == BATCH {
+                written += col.write_batch(&batch, None, None)?;
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        written += col.write_batch(&batch, None, None)?;
+    }
+    Ok(written)
+}
+
 /// Writes row groups of a fixed schema to one Parquet file. `finish` flushes and fsyncs,
 /// so a file that `finish` returned for is complete on disk.
 pub struct TableWriter {
@@ -168,28 +230,42 @@ impl TableWriter {
     }
 
     pub fn write_row_group(&mut self, columns: &[Column]) -> Result<()> {
+        let levels: Vec<Option<Vec<i16>>> =
+            columns.iter().map(|c| c.valid.as_ref().map(|v| v.iter().map(|&ok| ok as i16).collect())).collect();
+        let data: Vec<ColumnData> = columns
+            .iter()
+            .zip(&levels)
+            .map(|(c, def)| {
+                let values = match &c.values {
+                    Values::Int64(v) => Data::Int64(v),
+                    Values::Float64(v) => Data::Float64(v),
+                    Values::Utf8(v) => Data::Utf8(v),
+                };
+                ColumnData { values, def_levels: def.as_deref() }
+            })
+            .collect();
+        self.write_row_group_data(&data)
+    }
+
+    /// Write one row group: a column per field, in order.
+    pub fn write_row_group_data(&mut self, columns: &[ColumnData]) -> Result<()> {
         assert_eq!(columns.len(), self.fields.len(), "one column per field");
-        let n = columns.first().map_or(0, Column::len);
-        if columns.iter().any(|c| c.len() != n) {
+        let n = columns.first().map_or(0, ColumnData::rows);
+        if columns.iter().any(|c| c.rows() != n) {
             return Err(Error::store(&self.path, "columns of unequal length"));
         }
         let mut rg = self.writer.next_row_group()?;
-        let mut i = 0;
-        let mut def = Vec::new();
-        while let Some(mut col) = rg.next_column()? {
-            let c = &columns[i];
-            let levels = c.valid.as_ref().map(|valid| {
-                def.clear();
-                def.extend(valid.iter().map(|&v| v as i16));
-                def.as_slice()
-            });
-            match &c.values {
-                Values::Int64(v) => col.typed::<Int64Type>().write_batch(v, levels, None)?,
-                Values::Float64(v) => col.typed::<DoubleType>().write_batch(v, levels, None)?,
-                Values::Utf8(v) => col.typed::<ByteArrayType>().write_batch(v, levels, None)?,
+        for c in columns {
+            let Some(mut col) = rg.next_column()? else { break };
+            let def = c.def_levels;
+            match c.values {
+                Data::Int64(v) => col.typed::<Int64Type>().write_batch(v, def, None)?,
+                Data::Float64(v) => col.typed::<DoubleType>().write_batch(v, def, None)?,
+                Data::Utf8(v) => col.typed::<ByteArrayType>().write_batch(v, def, None)?,
+                Data::Int64Runs(runs) => write_runs(col.typed::<Int64Type>(), runs)?,
+                Data::Utf8Runs(runs) => write_runs(col.typed::<ByteArrayType>(), runs)?,
             };
             col.close()?;
-            i += 1;
         }
         rg.close()?;
         self.rows += n as u64;
