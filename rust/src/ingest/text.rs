@@ -24,15 +24,24 @@ fn trim(mut s: &[u8]) -> &[u8] {
 
 /// The unsigned integer at the start of `s` and its length in digits.
 fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
-    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    let digits = &s[..n];
-    let v = if n <= 18 {
-        // 18 digits always fit an i64: no overflow checks in the common case.
-        digits.iter().fold(0i64, |v, &b| v * 10 + (b - b'0') as i64)
-    } else {
-        digits.iter().try_fold(0i64, |v, &b| v.checked_mul(10)?.checked_add((b - b'0') as i64))?
-    };
+    // Up to 18 digits always fit an i64: no overflow checks in the common case.
+    let mut v: i64 = 0;
+    let mut n = 0;
+    while let Some(d) = s.get(n).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        if n == 18 {
+            return parse_long_uint(s);
+        }
+        v = v * 10 + d as i64;
+        n += 1;
+    }
     (n > 0).then_some((v, n))
+}
+
+#[cold]
+fn parse_long_uint(s: &[u8]) -> Option<(i64, usize)> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let v = s[..n].iter().try_fold(0i64, |v, &b| v.checked_mul(10)?.checked_add((b - b'0') as i64))?;
+    Some((v, n))
 }
 
 pub fn parse_f64(s: &[u8]) -> Option<f64> {
@@ -151,8 +160,17 @@ fn word_at(s: &[u8], i: usize) -> Option<u64> {
 }
 
 /// The index of the first byte at or after `i` that is not a space (or `s.len()`).
-#[inline]
-fn skip_spaces(s: &[u8], mut i: usize) -> usize {
+#[inline(always)]
+fn skip_spaces(s: &[u8], i: usize) -> usize {
+    // Most calls skip one space or none: settle those before going a word at a time.
+    match s.get(i) {
+        Some(b' ') if s.get(i + 1) != Some(&b' ') => i + 1,
+        Some(b' ') => skip_space_run(s, i + 2),
+        _ => i,
+    }
+}
+
+fn skip_space_run(s: &[u8], mut i: usize) -> usize {
     while let Some(w) = word_at(s, i) {
         let other = w ^ (ONES * b' ' as u64); // non-zero bytes: not spaces
         if other != 0 {
@@ -220,47 +238,124 @@ struct Wanted<'a> {
     extra: Vec<(&'a [u8], &'a str)>,
 }
 
-/// (loss text, learning rate, consumed samples, global batch size text) of one line.
-type StandardFields<'a> = (&'a [u8], Option<f64>, Option<i64>, Option<&'a [u8]>);
+/// The standard fields of one line: the loss (its text when that is not a number), learning
+/// rate, consumed samples and global batch size.
+struct StandardFields<'a> {
+    loss: Result<f64, &'a [u8]>,
+    lr: Option<f64>,
+    samples: Option<i64>,
+    batch: Option<i64>,
+}
 
-/// The trimmed value of a `key: value` field. The key's length is a constant, so the
-/// comparison compiles to a few word compares rather than a call to memcmp.
+/// A standard field's value: read as a number where it lies, or else its text.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Float(f64),
+    Int(i64),
+    Text(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    fn float(self) -> Result<f64, &'a [u8]> {
+        match self {
+            Value::Float(x) => Ok(x),
+            Value::Int(x) => Ok(x as f64),
+            Value::Text(t) => parse_f64(t).ok_or(t),
+        }
+    }
+    fn int(self) -> Option<i64> {
+        match self {
+            Value::Int(x) => Some(x),
+            Value::Float(_) => None,
+            Value::Text(t) => parse_uint(t).map(|x| x.0),
+        }
+    }
+}
+
+/// The keys of the standard fields, in the order `read_standard_fields` returns them.
+const STANDARD_KEYS: [&[u8]; 4] = [b"lm loss:", b"learning rate:", b"consumed samples:", b"global batch size:"];
+
+/// Which standard field's key `field` starts with, if any. The keys are compared at constant
+/// length: a few word compares, no call to memcmp.
 #[inline(always)]
-fn value_of<'a, const N: usize>(field: &'a [u8], key: &[u8; N]) -> Option<&'a [u8]> {
-    let (head, value) = field.split_first_chunk::<N>()?;
-    (head == key).then(|| trim(&value[skip_spaces(value, 0)..]))
+fn standard_key(field: &[u8]) -> Option<usize> {
+    match field.first()? {
+        b'l' if field.starts_with(STANDARD_KEYS[0]) => Some(0),
+        b'l' if field.starts_with(STANDARD_KEYS[1]) => Some(1),
+        b'c' if field.starts_with(STANDARD_KEYS[2]) => Some(2),
+        b'g' if field.starts_with(STANDARD_KEYS[3]) => Some(3),
+        _ => None,
+    }
+}
+
+fn ends_token(b: Option<&u8>) -> bool {
+    matches!(b, None | Some(b' ' | b'|' | b'\t' | b'\r'))
+}
+
+/// The length of the token at the start of `s`: up to the first space, tab, CR or '|'.
+#[inline(always)]
+fn token_len(s: &[u8]) -> usize {
+    s.iter().position(|b| ends_token(Some(b))).unwrap_or(s.len())
+}
+
+/// A standard field's value read where it starts, at `v`, when it is a whole token in the form
+/// Megatron prints: `%E` for the loss and learning rate, digits for the counts. Returns the
+/// value and where its token ends.
+#[inline(always)]
+fn number_at(fields: &[u8], v: usize, slot: usize) -> Option<(Value<'_>, usize)> {
+    let (value, len) = if slot < 2 {
+        (Value::Float(parse_printf_e(fields.get(v..v + 12)?)?), 12)
+    } else {
+        let (x, n) = parse_uint(&fields[v..])?;
+        (Value::Int(x), n)
+    };
+    ends_token(fields.get(v + len)).then_some((value, v + len))
 }
 
 /// The fields of a standard Megatron line: `lm loss`, `learning rate`, `consumed samples`,
-/// `global batch size`. One pass over the '|' separators with a dispatch on each field's
-/// first letter; most lines of most logs take this path and skip the fields nobody asked for.
-/// Returns (loss text, lr, consumed samples, batch) when the line has an `lm loss` field.
+/// `global batch size`. One pass over the fields with a dispatch on each field's first
+/// letter; most lines of most logs take this path and skip the fields nobody asked for.
+/// A field's value is its text after the key, trimmed. Where that is one token with only
+/// spaces after it up to the next '|' (as Megatron prints numbers), the token is read as a
+/// number in place, and its end gives the field's without a search for that '|'.
+/// Returns the fields when the line has an `lm loss` field.
 fn read_standard_fields(fields: &[u8]) -> Option<StandardFields<'_>> {
-    // The value texts of `lm loss`, `learning rate`, `consumed samples`, `global batch size`:
-    // the first field of each name counts (as in the general scan), and the scan stops once
+    // The first field of each name counts (as in the general scan), and the scan stops once
     // all four are found (Megatron prints them before its many other fields).
-    let mut found: [Option<&[u8]>; 4] = [None; 4];
+    let mut found: [Option<Value>; 4] = [None; 4];
     let mut start = 0;
     while start < fields.len() {
-        let end = find_byte(&fields[start..], b'|').map_or(fields.len(), |i| start + i);
-        let field = &fields[skip_spaces(fields, start).min(end)..end];
-        start = end + 1;
-        let known = match field.first() {
-            Some(b'l') => value_of(field, b"lm loss:").map(|v| (0, v)).or_else(|| value_of(field, b"learning rate:").map(|v| (1, v))),
-            Some(b'c') => value_of(field, b"consumed samples:").map(|v| (2, v)),
-            Some(b'g') => value_of(field, b"global batch size:").map(|v| (3, v)),
-            _ => None,
+        let k = skip_spaces(fields, start);
+        let field_end = |from: usize| find_byte(&fields[from..], b'|').map_or(fields.len(), |i| from + i);
+        let Some(slot) = standard_key(&fields[k..]) else {
+            start = field_end(k) + 1;
+            continue;
         };
-        if let Some((i, value)) = known {
-            found[i].get_or_insert(value);
-            if found.iter().all(Option::is_some) {
-                break;
-            }
+        let v = skip_spaces(fields, k + STANDARD_KEYS[slot].len());
+        let (mut value, t) = number_at(fields, v, slot).unwrap_or_else(|| {
+            let t = v + token_len(&fields[v..]);
+            (Value::Text(&fields[v..t]), t)
+        });
+        let u = skip_spaces(fields, t);
+        if u == fields.len() || fields[u] == b'|' {
+            start = u + 1;
+        } else {
+            let end = field_end(t);
+            value = Value::Text(trim(&fields[v..end]));
+            start = end + 1;
+        }
+        found[slot].get_or_insert(value);
+        if found.iter().all(Option::is_some) {
+            break;
         }
     }
-    // Only the fields that are kept are parsed.
     let [loss, lr, samples, batch] = found;
-    loss.map(|l| (l, lr.and_then(parse_f64), samples.and_then(parse_uint).map(|x| x.0), batch))
+    Some(StandardFields {
+        loss: loss?.float(),
+        lr: lr.and_then(|v| v.float().ok()),
+        samples: samples.and_then(Value::int),
+        batch: batch.and_then(Value::int),
+    })
 }
 
 /// Parses Megatron-style lines a chunk of whole lines at a time (a log streamed in blocks).
@@ -301,7 +396,6 @@ impl<'a> TextParser<'a> {
     /// unterminated line. `file` names the file in messages.
     pub fn feed(&mut self, data: &[u8], at_eof: bool, file: &str, out: &mut RunParse) {
         out.tokens_are_samples = true;
-        let mut last_batch: Option<&[u8]> = None;
         let lines_before = self.line_no;
         let ends_with_newline = data.last() == Some(&b'\n');
         let mut start = 0;
@@ -323,30 +417,23 @@ impl<'a> TextParser<'a> {
                 head.ends_with(b"loss at ") && (self.validation.find(head).is_some() || self.evaluation.find(head).is_some())
             };
             if !is_validation {
-                if let Some((loss, lr, samples, batch)) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
-                    match parse_f64(loss) {
-                        Some(v) => self.loss.push(step, v, lr, samples),
-                        None => out.malformed(file, line_no, || {
-                            format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(loss))
+                if let Some(f) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
+                    match f.loss {
+                        Ok(v) => self.loss.push(step, v, f.lr, f.samples),
+                        Err(text) => out.malformed(file, line_no, || {
+                            format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(text))
                         }),
                     }
                     if total.is_some() {
                         out.planned_steps = total;
                     }
-                    // Only the last line's batch size is kept: parse it once, at the end.
-                    if batch.is_some() {
-                        last_batch = batch;
+                    if f.batch.is_some() {
+                        out.batch_size = f.batch;
                     }
                     continue;
                 }
             }
-            if let Some(b) = last_batch.take().and_then(parse_uint) {
-                out.batch_size = Some(b.0); // keep the order: this line's own batch comes later
-            }
             parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, &mut self.loss, out);
-        }
-        if let Some(b) = last_batch.and_then(parse_uint) {
-            out.batch_size = Some(b.0);
         }
         out.lines += self.line_no - lines_before;
     }
