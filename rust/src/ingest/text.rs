@@ -288,28 +288,23 @@ fn standard_key(field: &[u8]) -> Option<usize> {
     }
 }
 
-fn ends_token(b: Option<&u8>) -> bool {
-    matches!(b, None | Some(b' ' | b'|' | b'\t' | b'\r'))
-}
-
 /// The length of the token at the start of `s`: up to the first space, tab, CR or '|'.
 #[inline(always)]
 fn token_len(s: &[u8]) -> usize {
-    s.iter().position(|b| ends_token(Some(b))).unwrap_or(s.len())
+    s.iter().position(|b| matches!(b, b' ' | b'|' | b'\t' | b'\r')).unwrap_or(s.len())
 }
 
-/// A standard field's value read where it starts, at `v`, when it is a whole token in the form
-/// Megatron prints: `%E` for the loss and learning rate, digits for the counts. Returns the
-/// value and where its token ends.
+/// A standard field's value read where it starts, at `v`, in the form Megatron prints: `%E`
+/// for the loss and learning rate, digits for the counts. Returns the value and where it
+/// ends; the caller checks that only spaces follow up to the field's end.
 #[inline(always)]
 fn number_at(fields: &[u8], v: usize, slot: usize) -> Option<(Value<'_>, usize)> {
-    let (value, len) = if slot < 2 {
-        (Value::Float(parse_printf_e(fields.get(v..v + 12)?)?), 12)
+    if slot < 2 {
+        Some((Value::Float(parse_printf_e(fields.get(v..v + 12)?)?), v + 12))
     } else {
         let (x, n) = parse_uint(&fields[v..])?;
-        (Value::Int(x), n)
-    };
-    ends_token(fields.get(v + len)).then_some((value, v + len))
+        Some((Value::Int(x), v + n))
+    }
 }
 
 /// The fields of a standard Megatron line: `lm loss`, `learning rate`, `consumed samples`,
@@ -418,17 +413,16 @@ impl<'a> TextParser<'a> {
             };
             if !is_validation {
                 if let Some(f) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
+                    // A line whose loss cannot be read is skipped whole, as in `parse_fields`.
                     match f.loss {
-                        Ok(v) => self.loss.push(step, v, f.lr, f.samples),
+                        Ok(v) => {
+                            self.loss.push(step, v, f.lr, f.samples);
+                            out.planned_steps = total.or(out.planned_steps);
+                            out.batch_size = f.batch.or(out.batch_size);
+                        }
                         Err(text) => out.malformed(file, line_no, || {
                             format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(text))
                         }),
-                    }
-                    if total.is_some() {
-                        out.planned_steps = total;
-                    }
-                    if f.batch.is_some() {
-                        out.batch_size = f.batch;
                     }
                     continue;
                 }
@@ -494,15 +488,17 @@ fn parse_fields(
                 loss = Some((prio, value));
             }
         } else if key == b"learning rate" {
-            lr = parse_f64(value);
+            lr.get_or_insert_with(|| parse_f64(value));
         } else if key == b"consumed samples" {
-            samples = parse_uint(value).map(|(v, _)| v);
+            samples.get_or_insert_with(|| parse_uint(value).map(|(v, _)| v));
         } else if key == b"global batch size" {
-            batch = parse_uint(value).map(|(v, _)| v);
+            batch.get_or_insert_with(|| parse_uint(value).map(|(v, _)| v));
         } else if let Some(i) = wanted.extra.iter().position(|(k, _)| *k == key) {
             extras[i] = Some(value);
         }
     }
+    // The first field of each name counts, as in `read_standard_fields`.
+    let (lr, samples, batch) = (lr.flatten(), samples.flatten(), batch.flatten());
     match loss {
         Some((_, text)) => match parse_f64(text) {
             Some(v) if is_validation => out.push(VAL_LOSS, step, v, lr, samples),
@@ -673,6 +669,56 @@ mod tests {
         assert_eq!(parse_uint(b"9223372036854775808"), None);
         assert_eq!(parse_uint(b"000000000000000000042"), Some((42, 21)));
         assert_eq!(parse_uint(b"x1"), None);
+    }
+
+    /// The direct scan of the standard fields must read every line as the general scan does.
+    #[test]
+    fn the_direct_field_scan_agrees_with_the_general_one() {
+        let mut rng = crate::fit::rng::Rng::new(11);
+        let values = [
+            "1.088281E+01", "2.413302E-06", "9.999999E+22", "1.000000E-30", "2.737994E+00\t", "2.737994E+0", "nan",
+            "inf", "-1.5", "7", "", "1e400", "3.4e", "12 34", "0x1", "\t5", "00012", "99999999999999999999", "464abc",
+            "1:2", "+3", "1.0\r",
+        ];
+        let keys = ["consumed samples", "learning rate", "global batch size", "lm loss", "grad norm", "lm loss only", "loss"];
+        let general = MetricSelection { loss: None, extra: vec!["no such metric".into()] };
+        for case in 0..20_000 {
+            let mut text = String::new();
+            for line in 0..3 {
+                let step = 10 * case + line;
+                text.push_str(&format!("2024-06-18 12:00:00.010 | INFO     | t:training_log:812 - iter {step:>8}/{:>8} |", 5000));
+                for _ in 0..rng.below(8) {
+                    let key = keys[rng.below(keys.len())];
+                    let value = match rng.below(3) {
+                        0 => values[rng.below(values.len())].to_string(),
+                        1 => format!("{}", rng.below(1 << 20)),
+                        _ => format!("{:.6E}", rng.below(1000) as f64 * 1e-3).replace("E-", "E-0").replace("E0", "E+00"),
+                    };
+                    let pad = |r: &mut crate::fit::rng::Rng| " ".repeat(r.below(12));
+                    text.push_str(&format!("{}{key}:{}{value}{}|", pad(&mut rng), pad(&mut rng), pad(&mut rng)));
+                }
+                if rng.below(4) > 0 {
+                    text.push('\n');
+                }
+            }
+            let mut direct = RunParse::default();
+            parse(text.as_bytes(), "f", &MetricSelection::default(), &mut direct);
+            let mut scanned = RunParse::default();
+            parse(text.as_bytes(), "f", &general, &mut scanned);
+            let summary = |p: &RunParse| {
+                let series: Vec<_> = p
+                    .series
+                    .values()
+                    .map(|b| {
+                        let s = &b.series;
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        (s.metric.clone(), s.steps.clone(), bits(&s.values), bits(&s.lr), s.tokens.clone())
+                    })
+                    .collect();
+                (series, p.planned_steps, p.batch_size, p.malformed, p.messages.clone())
+            };
+            assert_eq!(summary(&direct), summary(&scanned), "{text}");
+        }
     }
 
     #[test]
