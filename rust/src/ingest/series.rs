@@ -44,7 +44,9 @@ impl SeriesBuilder {
 fn push_padded<T: Copy>(col: &mut Vec<T>, v: Option<T>, len: usize, missing: T) {
     match v {
         Some(x) => {
-            col.resize(len - 1, missing);
+            if col.len() + 1 != len {
+                col.resize(len - 1, missing);
+            }
             col.push(x);
         }
         None if !col.is_empty() => col.resize(len, missing),

@@ -207,6 +207,9 @@ impl TableWriter {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_size(1 << 20)
+            // Values are handed to the encoders this many at a time (default 1024): fewer,
+            // larger batches cut the per-batch bookkeeping; pages still end near their limit.
+            .set_write_batch_size(1 << 14)
             // Min/max per column chunk is what readers prune with; per-page statistics cost a
             // comparison per value for nothing.
             .set_statistics_enabled(EnabledStatistics::Chunk)
