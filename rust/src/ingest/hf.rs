@@ -88,7 +88,6 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse)
             }
         }
     }
-    out.lines += history.len() as u64;
 }
 
 fn quote_non_finite(text: &str) -> String {

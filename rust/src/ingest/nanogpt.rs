@@ -245,7 +245,6 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse)
             out.planned_steps = line.total;
         }
     }
-    out.lines += line_no;
 }
 
 /// Does this text hold nanoGPT-style log lines?

@@ -93,7 +93,6 @@ pub struct RunParse {
     pub batch_size: Option<i64>,
     /// Token columns hold consumed samples (Megatron); multiply by seq_len once known.
     pub tokens_are_samples: bool,
-    pub lines: u64,
     pub malformed: u64,
     /// Points a new series should make room for (a guess from the file sizes), so the
     /// vectors grow without copying.

@@ -123,7 +123,6 @@ pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut Run
         };
         emit(&r, step as i64, &|i| json_number(values[i]), out);
     }
-    out.lines += line_no;
 }
 
 pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
@@ -146,7 +145,7 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         out.malformed(file, 1, || format!("no step column (one of {})", STEP_KEYS.join(", ")));
         return;
     };
-    let rows = for_each_record(&mut rdr, file, out, |record, line, out| {
+    for_each_record(&mut rdr, file, out, |record, line, out| {
         if record.len() != header.len() {
             let n = record.len();
             out.malformed(file, line, || format!("{n} fields where the header has {}", header.len()));
@@ -162,17 +161,16 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
     }
-    out.lines += rows + 1;
 }
 
 /// Hand each CSV record and its line number to `row`; an unreadable row is counted as
-/// malformed and skipped. Returns the number of records read.
+/// malformed and skipped.
 pub(super) fn for_each_record<R: std::io::Read>(
     rdr: &mut csv::Reader<R>,
     file: &str,
     out: &mut RunParse,
     mut row: impl FnMut(&csv::ByteRecord, u64, &mut RunParse),
-) -> u64 {
+) {
     let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
     loop {
@@ -189,7 +187,6 @@ pub(super) fn for_each_record<R: std::io::Read>(
         let line = record.position().map_or(rows + 1, |p| p.line());
         row(&record, line, out);
     }
-    rows
 }
 
 #[cfg(test)]

@@ -391,7 +391,6 @@ impl<'a> TextParser<'a> {
     /// unterminated line. `file` names the file in messages.
     pub fn feed(&mut self, data: &[u8], at_eof: bool, file: &str, out: &mut RunParse) {
         out.tokens_are_samples = true;
-        let lines_before = self.line_no;
         let ends_with_newline = data.last() == Some(&b'\n');
         let mut start = 0;
         while start < data.len() {
@@ -429,7 +428,6 @@ impl<'a> TextParser<'a> {
             }
             parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, &mut self.loss, out);
         }
-        out.lines += self.line_no - lines_before;
     }
 
     pub fn finish(self, out: &mut RunParse) {

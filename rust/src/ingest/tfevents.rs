@@ -452,7 +452,6 @@ pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
         }
         pos += end;
     }
-    out.lines += records;
 }
 
 /// The offset of the next record header (from `from` on) whose length checksum holds and

@@ -89,7 +89,7 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
         .enumerate()
         .filter_map(|(i, c)| split_column(c).filter(|(r, _)| *r == run).map(|(_, m)| (i, metric_name(m, sel).to_string())))
         .collect();
-    let rows = super::tabular::for_each_record(&mut rdr, file, out, |record, line, out| {
+    super::tabular::for_each_record(&mut rdr, file, out, |record, line, out| {
         let cell = |i: usize| record.get(i).map(<[u8]>::trim_ascii).unwrap_or_default();
         // Empty cells are runs without a value at this step.
         let values: Vec<(usize, &[u8])> = mine.iter().enumerate().map(|(k, (i, _))| (k, cell(*i))).filter(|(_, v)| !v.is_empty()).collect();
@@ -116,7 +116,6 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
     }
-    out.lines += rows + 1;
 }
 
 #[cfg(test)]
