@@ -22,11 +22,43 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Where each byte of `w` (8 text bytes loaded little-endian) is not an ASCII digit: a
+/// non-zero byte. Exact up to the first non-digit (a carry out of a byte 0xFA-0xFF can only
+/// disturb bytes after it), which is all the callers look at.
+#[inline(always)]
+fn non_digits(w: u64) -> u64 {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let zeros = ONES * b'0' as u64;
+    ((w & HIGH) ^ zeros) | ((w.wrapping_add(ONES * 6) & HIGH) ^ zeros)
+}
+
+/// The value of eight ASCII digits loaded little-endian (the first digit in the lowest byte),
+/// combined pairwise in three multiplications.
+#[inline(always)]
+fn eight_digits(w: u64) -> u64 {
+    let w = w - ONES * b'0' as u64;
+    let w = (w * 10 + (w >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let w = (w * 100 + (w >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (w * 10_000 + (w >> 32)) & 0xFFFF_FFFF
+}
+
 /// The unsigned integer at the start of `s` and its length in digits.
 fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
+    let (mut v, mut n) = (0i64, 0usize);
+    if let Some(w) = word_at(s, 0) {
+        // Fewer than eight digits (counts, steps): read them from one word, padded with
+        // leading zeros to eight.
+        n = (non_digits(w).trailing_zeros() / 8) as usize;
+        match n {
+            0 => return None,
+            1..=7 => {
+                let padded = (w << (8 * (8 - n))) | (ONES * b'0' as u64) >> (8 * n);
+                return Some((eight_digits(padded) as i64, n));
+            }
+            _ => v = eight_digits(w) as i64,
+        }
+    }
     // Up to 18 digits always fit an i64: no overflow checks in the common case.
-    let mut v: i64 = 0;
-    let mut n = 0;
     while let Some(d) = s.get(n).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
         if n == 18 {
             return parse_long_uint(s);
@@ -71,13 +103,20 @@ fn exact_scaled(m: u64, scale: i32) -> Option<f64> {
 /// Megatron prints its floats with C's `%E`: `2.737994E+00`, 12 bytes in fixed places. Read
 /// that form without a loop; anything else returns None.
 fn parse_printf_e(s: &[u8]) -> Option<f64> {
-    let &[d0, b'.', f1, f2, f3, f4, f5, f6, b'E', sign, e1, e2] = s else { return None };
-    let digits = [d0, f1, f2, f3, f4, f5, f6, e1, e2].map(|c| c.wrapping_sub(b'0') as u64);
-    if digits.iter().any(|&d| d > 9) {
+    let s: &[u8; 12] = s.try_into().ok()?;
+    let head = u64::from_le_bytes(s[..8].try_into().ok()?);
+    let &[b'E', sign, e1, e2] = &s[8..] else { return None };
+    if s[1] != b'.' {
         return None;
     }
-    let mantissa = digits[..7].iter().fold(0, |m, &d| m * 10 + d);
-    let exp = (digits[7] * 10 + digits[8]) as i32;
+    // The seven mantissa digits without the point, after a leading '0': eight digits.
+    let digits = ((head & 0xFF) | ((head >> 8) & !0xFF)) << 8 | b'0' as u64;
+    let (e1, e2) = (e1.wrapping_sub(b'0'), e2.wrapping_sub(b'0'));
+    if non_digits(digits) != 0 || e1 > 9 || e2 > 9 {
+        return None;
+    }
+    let mantissa = eight_digits(digits);
+    let exp = (e1 * 10 + e2) as i32;
     match sign {
         b'+' => exact_scaled(mantissa, exp - 6),
         b'-' => exact_scaled(mantissa, -exp - 6),
@@ -658,6 +697,31 @@ mod tests {
                 let plain = i + s[i..].iter().take_while(|&&b| b == b' ').count();
                 assert_eq!(skip_spaces(s, i), plain, "{start} {i}");
             }
+        }
+    }
+
+    #[test]
+    fn word_parsed_integers_agree_with_a_digit_loop() {
+        let plain = |s: &[u8]| {
+            let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+            let v = std::str::from_utf8(&s[..n]).ok()?.parse::<i64>().ok()?;
+            Some((v, n))
+        };
+        let mut rng = crate::fit::rng::Rng::new(3);
+        let alphabet = b"0123456789 |/:.+-Ee\xfa\xff\x00";
+        for _ in 0..200_000 {
+            let len = rng.below(24);
+            let s: Vec<u8> = (0..len)
+                .map(|_| {
+                    let range = if rng.below(2) == 0 { 10 } else { alphabet.len() };
+                    alphabet[rng.below(range)]
+                })
+                .collect();
+            assert_eq!(parse_uint(&s), plain(&s), "{:?}", String::from_utf8_lossy(&s));
+        }
+        for &(x, n) in &[(0i64, 1usize), (7, 1), (12345678, 8), (99999999, 8), (1234567, 7), (123456789012345678, 18)] {
+            let text = format!("{x:0n$}|more");
+            assert_eq!(parse_uint(text.as_bytes()), Some((x, n)), "{text}");
         }
     }
 
