@@ -70,29 +70,30 @@ impl Buffers {
         self.step.len()
     }
 
-    fn columns(&self) -> [ColumnData<'_>; 6] {
-        let dense = |values| ColumnData { values, def_levels: None };
-        [
-            dense(Data::Int64Runs(&self.run_ids)),
-            dense(Data::Utf8Runs(&self.metrics)),
-            dense(Data::Int64(&self.step)),
-            ColumnData { values: Data::Int64(&self.tokens), def_levels: Some(&self.tokens_def) },
-            dense(Data::Float64(&self.value)),
-            ColumnData { values: Data::Float64(&self.lr), def_levels: Some(&self.lr_def) },
-        ]
+    /// The first `rows` rows.
+    fn head(&self, rows: usize) -> Head<'_> {
+        let present = |def: &[i16]| def[..rows].iter().filter(|&&d| d == 1).count();
+        Head {
+            run_ids: runs_head(&self.run_ids, rows),
+            metrics: runs_head(&self.metrics, rows),
+            tokens: present(&self.tokens_def),
+            lr: present(&self.lr_def),
+            buf: self,
+            rows,
+        }
     }
 
-    /// Empty, keeping the memory: the next row group reuses it instead of faulting in
-    /// fresh pages.
-    fn clear(&mut self) {
-        self.run_ids.clear();
-        self.metrics.clear();
-        self.step.clear();
-        self.tokens.clear();
-        self.tokens_def.clear();
-        self.value.clear();
-        self.lr.clear();
-        self.lr_def.clear();
+    /// Drop the first `rows` rows (of which `tokens` and `lr` have those values), keeping the
+    /// rest and the memory.
+    fn drop_head(&mut self, rows: usize, tokens: usize, lr: usize) {
+        runs_drop_head(&mut self.run_ids, rows);
+        runs_drop_head(&mut self.metrics, rows);
+        self.step.drain(..rows);
+        self.value.drain(..rows);
+        self.tokens_def.drain(..rows);
+        self.lr_def.drain(..rows);
+        self.tokens.drain(..tokens);
+        self.lr.drain(..lr);
     }
 
     /// Make room for a row group and one more run's rows without growing (and copying) the
@@ -105,6 +106,59 @@ impl Buffers {
         self.tokens_def.reserve(want);
         self.lr.reserve(want);
         self.lr_def.reserve(want);
+    }
+}
+
+/// The first rows of the buffers, to be written as one row group.
+struct Head<'a> {
+    buf: &'a Buffers,
+    run_ids: Vec<(i64, usize)>,
+    metrics: Vec<(ByteArray, usize)>,
+    rows: usize,
+    /// How many of the rows have a token count, and an lr.
+    tokens: usize,
+    lr: usize,
+}
+
+impl Head<'_> {
+    fn columns(&self) -> [ColumnData<'_>; 6] {
+        let (b, n) = (self.buf, self.rows);
+        let dense = |values| ColumnData { values, def_levels: None };
+        [
+            dense(Data::Int64Runs(&self.run_ids)),
+            dense(Data::Utf8Runs(&self.metrics)),
+            dense(Data::Int64(&b.step[..n])),
+            ColumnData { values: Data::Int64(&b.tokens[..self.tokens]), def_levels: Some(&b.tokens_def[..n]) },
+            dense(Data::Float64(&b.value[..n])),
+            ColumnData { values: Data::Float64(&b.lr[..self.lr]), def_levels: Some(&b.lr_def[..n]) },
+        ]
+    }
+}
+
+/// The (value, times) runs that cover the first `rows` rows, the last one cut to fit.
+fn runs_head<T: Clone>(runs: &[(T, usize)], rows: usize) -> Vec<(T, usize)> {
+    let mut left = rows;
+    let mut head = Vec::new();
+    for (value, times) in runs {
+        if left == 0 {
+            break;
+        }
+        let k = (*times).min(left);
+        head.push((value.clone(), k));
+        left -= k;
+    }
+    head
+}
+
+fn runs_drop_head<T>(runs: &mut Vec<(T, usize)>, rows: usize) {
+    let (mut left, mut whole) = (rows, 0);
+    while whole < runs.len() && runs[whole].1 <= left {
+        left -= runs[whole].1;
+        whole += 1;
+    }
+    runs.drain(..whole);
+    if left > 0 {
+        runs[0].1 -= left;
     }
 }
 
@@ -195,20 +249,25 @@ impl SegmentWriter {
                 b.lr_def.extend(std::iter::repeat_n(0, n));
             }
         }
-        if self.buf.len() >= ROW_GROUP_ROWS {
-            self.flush()?;
+        // Row groups hold ROW_GROUP_ROWS rows each (a run may go on in the next one), so that a
+        // group of one metric writes that column as the same bytes each time (see TableWriter).
+        while self.buf.len() >= ROW_GROUP_ROWS {
+            self.flush(ROW_GROUP_ROWS)?;
         }
         Ok(file)
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if self.buf.len() == 0 {
+    /// Write the first `rows` buffered rows as a row group.
+    fn flush(&mut self, rows: usize) -> Result<()> {
+        if rows == 0 {
             return Ok(());
         }
         let seg = self.open.as_mut().expect("rows are added to an open segment");
-        seg.writer.write_row_group_data(&self.buf.columns())?;
+        let head = self.buf.head(rows);
+        seg.writer.write_row_group_data(&head.columns())?;
+        let (tokens, lr) = (head.tokens, head.lr);
         let full = seg.writer.rows() >= SEGMENT_ROWS;
-        self.buf.clear();
+        self.buf.drop_head(rows, tokens, lr);
         if full {
             self.close_segment()?;
         }
@@ -277,7 +336,7 @@ impl SegmentWriter {
 
     /// Flush, close and rename every segment into place; returns their manifest entries.
     pub fn finish(mut self) -> Result<Vec<SegmentEntry>> {
-        self.flush()?;
+        self.flush(self.buf.len())?;
         self.close_segment()?;
         Ok(self.done)
     }

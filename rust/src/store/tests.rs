@@ -151,3 +151,70 @@ fn series_across_read_batches_read_back_whole() {
         assert!(values.iter().zip(steps).all(|(v, &s)| (v - *id as f64 / s as f64).abs() < 1e-12));
     }
 }
+
+/// Every column of every row, as written: runs split over fixed-size row groups, with
+/// missing lr and tokens, two metrics, and groups of one metric (whose metric column is
+/// written once and spliced into the next such group).
+#[test]
+fn rows_over_fixed_size_row_groups_read_back_column_by_column() {
+    use table::Values;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    let tx = store.begin(Duration::ZERO).unwrap();
+    let mut writer = tx.segment_writer(0).unwrap();
+    // (run_id, metric, step, tokens or -1, value, lr or NaN)
+    let mut expected: Vec<(i64, String, i64, i64, f64, f64)> = Vec::new();
+    let n = (points::ROW_GROUP_ROWS / 3 + 17) as i64;
+    for id in 0..9 {
+        let mut loss = series("loss", 0..n + id, 1.0 + id as f64);
+        loss.lr = loss.steps.iter().map(|&s| if s % 5 == 0 { f64::NAN } else { s as f64 * 1e-6 }).collect();
+        if id == 3 {
+            loss.tokens.clear();
+        }
+        // val_loss on one run: the first row group holds two metrics, the others one
+        let runs = if id == 1 { vec![loss, series("val_loss", 1..id * 10, 2.0)] } else { vec![loss] };
+        for s in &runs {
+            for i in 0..s.len() {
+                let tokens = s.tokens.get(i).copied().unwrap_or(-1);
+                let lr = s.lr.get(i).copied().unwrap_or(f64::NAN);
+                expected.push((id, s.metric.clone(), s.steps[i], tokens, s.values[i], lr));
+            }
+        }
+        writer.add_run(id, &runs).unwrap();
+    }
+    let segments = writer.finish().unwrap();
+    assert_eq!(segments.len(), 1);
+    let path = store.root().join(&segments[0].file);
+    let groups = table::row_groups(&path).unwrap();
+    assert_eq!(groups, expected.len().div_ceil(points::ROW_GROUP_ROWS));
+    // Two full groups of one metric: the second spliced from the first one's encoding; the
+    // statistics say which metric each group holds.
+    let bounds: Vec<_> = (0..groups).map(|g| table::column_bounds(&path, g, "metric").unwrap().unwrap()).collect();
+    assert_eq!(bounds[0], (b"loss".to_vec(), b"val_loss".to_vec()));
+    assert!(groups >= 3 && bounds[1..].iter().all(|b| *b == (b"loss".to_vec(), b"loss".to_vec())), "{bounds:?}");
+    let cols = table::read_columns(&path, &["run_id", "metric", "step", "tokens", "value", "lr"]).unwrap();
+    let ints = |c: &table::Column, missing: i64| -> Vec<i64> {
+        let Values::Int64(v) = &c.values else { panic!() };
+        let mut it = v.iter();
+        match &c.valid {
+            None => v.clone(),
+            Some(valid) => valid.iter().map(|&ok| if ok { *it.next().unwrap() } else { missing }).collect(),
+        }
+    };
+    let floats = |c: &table::Column| -> Vec<u64> {
+        let Values::Float64(v) = &c.values else { panic!() };
+        let mut it = v.iter();
+        match &c.valid {
+            None => v.iter().map(|x| x.to_bits()).collect(),
+            Some(valid) => valid.iter().map(|&ok| if ok { it.next().unwrap().to_bits() } else { f64::NAN.to_bits() }).collect(),
+        }
+    };
+    let Values::Utf8(metric) = &cols[1].values else { panic!() };
+    let metric: Vec<String> = metric.iter().map(|m| String::from_utf8(m.data().to_vec()).unwrap()).collect();
+    assert_eq!(ints(&cols[0], 0), expected.iter().map(|r| r.0).collect::<Vec<_>>());
+    assert_eq!(metric, expected.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
+    assert_eq!(ints(&cols[2], 0), expected.iter().map(|r| r.2).collect::<Vec<_>>());
+    assert_eq!(ints(&cols[3], -1), expected.iter().map(|r| r.3).collect::<Vec<_>>());
+    assert_eq!(floats(&cols[4]), expected.iter().map(|r| r.4.to_bits()).collect::<Vec<_>>());
+    assert_eq!(floats(&cols[5]), expected.iter().map(|r| r.5.to_bits()).collect::<Vec<_>>());
+}
