@@ -20,8 +20,10 @@ pub const POINT_FIELDS: &[Field] = &[
     table::field("lr", Kind::Float64, true),
 ];
 
-/// Rows a row group holds before it is flushed.
-pub(super) const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows of a row group. The buffers of a group in the making (~34 bytes a row) for both ingest
+/// workers then stay inside the L3 cache while they are encoded (1M-row groups measured slower);
+/// readers stream a group at a time in parallel.
+pub(super) const ROW_GROUP_ROWS: usize = 1 << 18;
 /// Rows after which a segment file is closed and the next one begun.
 const SEGMENT_ROWS: u64 = 16 << 20;
 /// Segments smaller than this are merged by `compact`.
