@@ -286,7 +286,7 @@ pub const RUN_FIELDS: &[Field] = &[
 ];
 
 fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
-    let mut w = TableWriter::create(path, RUN_FIELDS, &[])?;
+    let mut w = TableWriter::create(path, RUN_FIELDS, &[], None)?;
     let c = |f: fn(&RunRecord) -> Option<i64>| Column::opt_int64(runs.iter().map(f));
     let columns = vec![
         Column::int64(runs.iter().map(|r| r.run_id).collect()),

@@ -214,7 +214,7 @@ impl SegmentWriter {
                 format!("seg-{:08}-{:02}-{:04}-{}.parquet", self.version, self.writer, self.next_index, super::unique_suffix());
             self.next_index += 1;
             let tmp = self.root.join(self.dir).join(format!(".tmp-{name}"));
-            let writer = TableWriter::create(&tmp, POINT_FIELDS, &["run_id", "step", "tokens"])?;
+            let writer = TableWriter::create(&tmp, POINT_FIELDS, &["run_id", "step", "tokens"], Some(&["run_id", "metric"]))?;
             self.open = Some(OpenSegment { writer, tmp, name, run_ids: Vec::new() });
         }
         Ok(self.open.as_mut().expect("just opened"))

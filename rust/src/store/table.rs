@@ -234,8 +234,10 @@ impl RepeatedChunk {
 
 impl TableWriter {
     /// `delta_columns`: integer columns that grow steadily (steps, tokens), stored with
-    /// DELTA_BINARY_PACKED, which shrinks them to a few bits a row.
-    pub fn create(path: &Path, fields: &[Field], delta_columns: &[&str]) -> Result<Self> {
+    /// DELTA_BINARY_PACKED, which shrinks them to a few bits a row. `statistics`: the columns
+    /// that get min/max statistics per row group, the ones readers prune by (None: all). They
+    /// cost a comparison per value.
+    pub fn create(path: &Path, fields: &[Field], delta_columns: &[&str], statistics: Option<&[&str]>) -> Result<Self> {
         let schema = Arc::new(parse_message_type(&message_type(fields))?);
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -249,6 +251,9 @@ impl TableWriter {
             // Dictionaries pay for low-cardinality text only; measured values are nearly all
             // distinct, and hashing each one costs more than it saves.
             .set_dictionary_enabled(false);
+        for f in fields.iter().filter(|f| statistics.is_some_and(|keep| !keep.contains(&f.name))) {
+            props = props.set_column_statistics_enabled(ColumnPath::from(f.name), EnabledStatistics::None);
+        }
         for f in fields.iter().filter(|f| f.kind == Kind::Utf8) {
             props = props.set_column_dictionary_enabled(ColumnPath::from(f.name), true);
         }
