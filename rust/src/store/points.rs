@@ -137,6 +137,15 @@ impl Head<'_> {
     }
 }
 
+/// Add `times` repeats of `value` to (value, times) runs: a longer last run when it has that
+/// value (consecutive runs of one metric make one; a row group of one metric, one run).
+fn extend_runs<T: PartialEq>(runs: &mut Vec<(T, usize)>, value: T, times: usize) {
+    match runs.last_mut() {
+        Some((last, n)) if *last == value => *n += times,
+        _ => runs.push((value, times)),
+    }
+}
+
 /// The (value, times) runs that cover the first `rows` rows, the last one cut to fit.
 fn runs_head<T: Clone>(runs: &[(T, usize)], rows: usize) -> Vec<(T, usize)> {
     let mut left = rows;
@@ -234,8 +243,8 @@ impl SegmentWriter {
             if n == 0 {
                 continue;
             }
-            b.run_ids.push((run_id, n));
-            b.metrics.push((metric_name(&s.metric), n));
+            extend_runs(&mut b.run_ids, run_id, n);
+            extend_runs(&mut b.metrics, metric_name(&s.metric), n);
             b.step.extend_from_slice(&s.steps);
             b.value.extend_from_slice(&s.values);
             if s.tokens.len() == n {
