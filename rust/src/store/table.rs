@@ -197,8 +197,10 @@ pub struct TableWriter {
     writer: SerializedFileWriter<File>,
     path: std::path::PathBuf,
     rows: u64,
-    /// The last column chunk written of one text value repeated (see `repeated_chunk`).
+    /// The last column chunk written of one text value repeated (see `RepeatedChunk`), and
+    /// how many times one was spliced in.
     repeated: Option<RepeatedChunk>,
+    spliced: u64,
 }
 
 /// A column chunk of one text value repeated `times`, encoded once in memory: the points'
@@ -267,7 +269,7 @@ impl TableWriter {
         }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build()))?;
-        Ok(TableWriter { fields: fields.to_vec(), writer, path: path.to_path_buf(), rows: 0, repeated: None })
+        Ok(TableWriter { fields: fields.to_vec(), writer, path: path.to_path_buf(), rows: 0, repeated: None, spliced: 0 })
     }
 
     pub fn write_row_group(&mut self, columns: &[Column]) -> Result<()> {
@@ -301,7 +303,9 @@ impl TableWriter {
         for (i, c) in columns.iter().enumerate() {
             if let Data::Utf8Runs([(value, times)]) = c.values {
                 let cached = self.repeated.as_ref().is_some_and(|r| r.column == i && r.value == *value && r.times == *times);
-                if !cached {
+                if cached {
+                    self.spliced += 1;
+                } else {
                     self.repeated = Some(RepeatedChunk::encode(i, schema.column(i), props.clone(), value, *times)?);
                 }
                 let chunk = self.repeated.as_ref().expect("just encoded");
@@ -341,6 +345,11 @@ impl TableWriter {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Column chunks spliced in from an earlier row group's encoding.
+    pub fn spliced(&self) -> u64 {
+        self.spliced
     }
 
     pub fn finish(self) -> Result<u64> {

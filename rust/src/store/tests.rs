@@ -218,3 +218,34 @@ fn rows_over_fixed_size_row_groups_read_back_column_by_column() {
     assert_eq!(floats(&cols[4]), expected.iter().map(|r| r.4.to_bits()).collect::<Vec<_>>());
     assert_eq!(floats(&cols[5]), expected.iter().map(|r| r.5.to_bits()).collect::<Vec<_>>());
 }
+
+/// Row groups whose text column is one value repeated as often get that column spliced in
+/// from the first one's encoding, and read back as written.
+#[test]
+fn a_repeated_text_column_is_spliced_and_reads_back() {
+    use table::{ColumnData, Data, Values};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    let fields = [table::field("id", table::Kind::Int64, false), table::field("name", table::Kind::Utf8, false)];
+    let mut w = table::TableWriter::create(&path, &fields, &[], None).unwrap();
+    let name = |s: &str| parquet::data_type::ByteArray::from(s.as_bytes().to_vec());
+    let groups: [(&str, usize); 4] = [("loss", 1000), ("loss", 1000), ("val_loss", 1000), ("loss", 1000)];
+    let mut expected = Vec::new();
+    for (g, (text, n)) in groups.iter().enumerate() {
+        let ids: Vec<i64> = (0..*n as i64).map(|i| g as i64 * 10_000 + i).collect();
+        let runs = [(name(text), *n)];
+        let dense = |values| ColumnData { values, def_levels: None };
+        w.write_row_group_data(&[dense(Data::Int64(&ids)), dense(Data::Utf8Runs(&runs))]).unwrap();
+        expected.extend(ids.iter().map(|&i| (i, text.to_string())));
+    }
+    assert_eq!(w.spliced(), 1, "the second group's column comes from the first's encoding");
+    w.finish().unwrap();
+    for g in 0..4 {
+        let (min, max) = table::column_bounds(&path, g, "name").unwrap().unwrap();
+        assert_eq!((min.as_slice(), max.as_slice()), (groups[g].0.as_bytes(), groups[g].0.as_bytes()));
+    }
+    let cols = table::read_columns(&path, &["id", "name"]).unwrap();
+    let (Values::Int64(ids), Values::Utf8(names)) = (&cols[0].values, &cols[1].values) else { panic!() };
+    let got: Vec<(i64, String)> = ids.iter().zip(names).map(|(&i, n)| (i, String::from_utf8(n.data().to_vec()).unwrap())).collect();
+    assert_eq!(got, expected);
+}
