@@ -43,6 +43,7 @@ fn eight_digits(w: u64) -> u64 {
 }
 
 /// The unsigned integer at the start of `s` and its length in digits.
+#[inline]
 fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
     let (mut v, mut n) = (0i64, 0usize);
     if let Some(w) = word_at(s, 0) {
@@ -102,6 +103,7 @@ fn exact_scaled(m: u64, scale: i32) -> Option<f64> {
 
 /// Megatron prints its floats with C's `%E`: `2.737994E+00`, 12 bytes in fixed places. Read
 /// that form without a loop; anything else returns None.
+#[inline]
 fn parse_printf_e(s: &[u8]) -> Option<f64> {
     let s: &[u8; 12] = s.try_into().ok()?;
     let head = u64::from_le_bytes(s[..8].try_into().ok()?);
