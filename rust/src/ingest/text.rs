@@ -22,9 +22,9 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Where each byte of `w` (8 text bytes loaded little-endian) is not an ASCII digit: a
-/// non-zero byte. Exact up to the first non-digit (a carry out of a byte 0xFA-0xFF can only
-/// disturb bytes after it), which is all the callers look at.
+/// Where the bytes of `w` (8 text bytes loaded little-endian) are not ASCII digits: non-zero
+/// bytes. Every non-digit is marked; a carry out of a byte 0xFA-0xFF can also mark a digit
+/// after it, never one before, so the first mark is exact and no mark means eight digits.
 #[inline(always)]
 fn non_digits(w: u64) -> u64 {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
