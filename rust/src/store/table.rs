@@ -201,6 +201,9 @@ pub struct TableWriter {
     /// how many times one was spliced in.
     repeated: Option<RepeatedChunk>,
     spliced: u64,
+    /// What encoding such a chunk apart from the file takes: the columns and the properties.
+    columns: Vec<parquet::schema::types::ColumnDescPtr>,
+    props: parquet::file::properties::WriterPropertiesPtr,
 }
 
 /// A column chunk of one text value repeated `times`, encoded once in memory: the points'
@@ -269,7 +272,17 @@ impl TableWriter {
         }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build()))?;
-        Ok(TableWriter { fields: fields.to_vec(), writer, path: path.to_path_buf(), rows: 0, repeated: None, spliced: 0 })
+        let (columns, props) = (writer.schema_descr().columns().to_vec(), writer.properties().clone());
+        Ok(TableWriter {
+            fields: fields.to_vec(),
+            writer,
+            path: path.to_path_buf(),
+            rows: 0,
+            repeated: None,
+            spliced: 0,
+            columns,
+            props,
+        })
     }
 
     pub fn write_row_group(&mut self, columns: &[Column]) -> Result<()> {
@@ -297,8 +310,6 @@ impl TableWriter {
         if columns.iter().any(|c| c.rows() != n) {
             return Err(Error::store(&self.path, "columns of unequal length"));
         }
-        let schema = self.writer.schema_descr().clone();
-        let props = self.writer.properties().clone();
         let mut rg = self.writer.next_row_group()?;
         for (i, c) in columns.iter().enumerate() {
             if let Data::Utf8Runs([(value, times)]) = c.values {
@@ -306,7 +317,7 @@ impl TableWriter {
                 if cached {
                     self.spliced += 1;
                 } else {
-                    self.repeated = Some(RepeatedChunk::encode(i, schema.column(i), props.clone(), value, *times)?);
+                    self.repeated = Some(RepeatedChunk::encode(i, self.columns[i].clone(), self.props.clone(), value, *times)?);
                 }
                 let chunk = self.repeated.as_ref().expect("just encoded");
                 rg.append_column(&chunk.bytes, chunk.close.clone())?;
