@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import polars as pl
@@ -71,6 +71,32 @@ def _interval_bounds(interval: float) -> tuple[float, float]:
     if not 0 < interval < 1:
         raise InvalidArgumentError(f"interval must be in (0, 1), got {interval}")
     return 50 * (1 - interval), 50 * (1 + interval)
+
+
+_Saved = TypeVar("_Saved", bound="_SavedAsJson")
+
+
+class _SavedAsJson:
+    """``save`` and ``load`` of a law that has ``to_dict``: JSON, with the ``kind`` tag by which
+    :func:`load_law` tells the law types apart."""
+
+    #: What the law is called in the error of a ``load`` that finds another kind.
+    _what = "law"
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, path: PathLike) -> None:
+        """Write the law (coefficients, fit details and bootstrap draws) as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+
+    @classmethod
+    def load(cls: type[_Saved], path: PathLike) -> _Saved:
+        """Read a law written by :meth:`save`."""
+        law = load_law(path)
+        if not isinstance(law, cls):
+            raise InvalidArgumentError(f"{path}: not a {cls._what}")
+        return law
 
 
 class Law:
@@ -208,7 +234,7 @@ class PowerLaw:
         return cls(d["target"], regressors, coef, arr(d.get("point")), arr(d.get("samples")), d.get("r2", math.nan), d.get("scale", math.nan))
 
 
-class HparamLaw(Law):
+class HparamLaw(Law, _SavedAsJson):
     """Optimal peak learning rate and batch size (tokens) as power laws.
 
     ``lr = exp(c0) N^a D^b`` (any subset of N, D, C) and ``bs_tokens = exp(d0) D^g``; either
@@ -221,6 +247,8 @@ class HparamLaw(Law):
       public bootstrap file (``lr_intercept``, ``lr_coefN``, ...);
     - :meth:`save` / :func:`load_law`: JSON.
     """
+
+    _what = "hyperparameter law"
 
     def __init__(
         self,
@@ -316,10 +344,6 @@ class HparamLaw(Law):
             "bs": None if self.bs is None else self.bs.to_dict(),
         }
 
-    def save(self, path: PathLike) -> None:
-        """Write the law (coefficients, fit details and bootstrap draws) as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HparamLaw:
         if d.get("kind") != "hparam-law":
@@ -327,13 +351,6 @@ class HparamLaw(Law):
         parts = [None if d.get(k) is None else PowerLaw.from_dict(d[k]) for k in ("lr", "bs")]
         return cls(parts[0], parts[1], name=d.get("name", "fitted"), source=d.get("source", ""), notes=d.get("notes", ""), info=d.get("info"))
 
-    @classmethod
-    def load(cls, path: PathLike) -> HparamLaw:
-        """Read a law written by :meth:`save`."""
-        law = load_law(path)
-        if not isinstance(law, HparamLaw):
-            raise InvalidArgumentError(f"{path}: not a hyperparameter law")
-        return law
 
     @classmethod
     def from_samples(cls, samples: pl.DataFrame, *, name: str, source: str = "", notes: str = "") -> HparamLaw:
@@ -503,13 +520,15 @@ def fit_lr_bs(
 
 
 @dataclass
-class LossLaw:
+class LossLaw(_SavedAsJson):
     """The Chinchilla loss law ``L(N, D) = E + A / N^alpha + B / D^beta``.
 
     Made by :func:`fit_loss_law`. ``params`` holds ``E, A, B, alpha, beta`` of the best fit;
     ``samples`` the bootstrap draws (a frame with those columns); ``objective`` the Huber
     objective at the optimum. :meth:`predict` is vectorised, with bootstrap intervals.
     """
+
+    _what = "loss law"
 
     params: dict[str, float]
     samples: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -570,10 +589,6 @@ class LossLaw:
             "samples": {k: self.samples[k].to_list() for k in self.samples.columns},
         }
 
-    def save(self, path: PathLike) -> None:
-        """Write the law and its bootstrap draws as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LossLaw:
         if d.get("kind") != "loss-law":
@@ -584,13 +599,6 @@ class LossLaw:
         samples = pl.DataFrame(d.get("samples") or {}, schema={k: pl.Float64 for k in (d.get("samples") or {})})
         return cls({k: float(d["params"][k]) for k in cls.PARAMS}, samples, d.get("objective", math.nan), d.get("info", {}), d.get("name", "chinchilla"))
 
-    @classmethod
-    def load(cls, path: PathLike) -> LossLaw:
-        """Read a law written by :meth:`save`."""
-        law = load_law(path)
-        if not isinstance(law, LossLaw):
-            raise InvalidArgumentError(f"{path}: not a loss law")
-        return law
 
 
 def _chinchilla_params(p: Sequence[float]) -> dict[str, float]:
