@@ -89,14 +89,20 @@ def bench(args) -> None:
     curve = [(lrs.tolist(), steps.tolist(), loss.tolist())]
     print(f"curve: {args.steps:,} steps, {steps.size:,} logged points (every {args.every})")
 
-    t_rust, (v_rust, g_rust) = best_of(args.repeat, lambda: _native.curve_objective("mpl", start, curve, 1e-3, 0.999, "expsum"))
-    t_direct, (v_direct, _) = best_of(args.repeat, lambda: _native.curve_objective("mpl", start, curve, 1e-3, 0.999, "direct"))
+    t_rust, (v_rust, g_rust) = best_of(
+        args.repeat, lambda: _native.curve_objective("mpl", start, curve, 1e-3, 0.999, "expsum")
+    )
+    t_direct, (v_direct, _) = best_of(
+        args.repeat, lambda: _native.curve_objective("mpl", start, curve, 1e-3, 0.999, "direct")
+    )
     t_numpy, (v_numpy, g_numpy) = best_of(args.repeat, lambda: numpy_objective(start, lrs, steps, loss))
     assert abs(v_rust / v_numpy - 1) < 1e-8 and abs(v_direct / v_numpy - 1) < 1e-8, (v_rust, v_direct, v_numpy)
     assert np.allclose(g_rust, g_numpy, rtol=1e-6, atol=1e-9 * np.abs(g_numpy).max()), (g_rust, g_numpy)
     print(f"objective + gradient, Rust exponential sum: {t_rust * 1e3:9.1f} ms")
     print(f"objective + gradient, Rust direct sum:      {t_direct * 1e3:9.1f} ms")
-    print(f"objective + gradient, numpy (authors' sum): {t_numpy * 1e3:9.1f} ms   ratio numpy / Rust: {t_numpy / t_rust:.0f}x")
+    print(
+        f"objective + gradient, numpy (authors' sum): {t_numpy * 1e3:9.1f} ms   ratio numpy / Rust: {t_numpy / t_rust:.0f}x"
+    )
 
     frame = pl.DataFrame({"step": steps, "value": loss, "lr": lrs[steps]})
     t = time.perf_counter()
@@ -105,17 +111,23 @@ def bench(args) -> None:
     evals = law.fit["evaluations"]
     print(f"fit (steplaw-db, 3 starts, L-BFGS): {t_fit:.1f} s, {evals} evaluations, converged {law.fit['converged']}")
     print(f"   fitted {law}")
-    print(f"numpy fit, estimated ({evals} evaluations x {t_numpy:.2f} s): {evals * t_numpy:.0f} s   ratio {evals * t_numpy / t_fit:.0f}x")
+    print(
+        f"numpy fit, estimated ({evals} evaluations x {t_numpy:.2f} s): {evals * t_numpy:.0f} s   ratio {evals * t_numpy / t_fit:.0f}x"
+    )
     if args.numpy_fit:
         from scipy.optimize import minimize
 
         t = time.perf_counter()
         r = minimize(lambda x: numpy_objective(x, lrs, steps, loss), np.array(start), jac=True, method="L-BFGS-B",
                      bounds=[(None, None)] + [(1e-8, None)] * 6)  # fmt: skip
-        print(f"numpy fit (scipy L-BFGS-B, one start): {time.perf_counter() - t:.0f} s, {r.nfev} evaluations, {r.message}")
+        print(
+            f"numpy fit (scipy L-BFGS-B, one start): {time.perf_counter() - t:.0f} s, {r.nfev} evaluations, {r.message}"
+        )
 
 
 MPL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multipowerlaw" / "loss_curve_repo"
+
+
 def real() -> None:
     """Fit on the authors' three training curves of each size, predict the other six; the
     same with the authors' parameters; print markdown tables."""
@@ -128,7 +140,10 @@ def real() -> None:
         t_mpl = time.perf_counter() - t
         ann = fit_curve_law(files[:3], "annealing", schedule=schedules)
         pub = CurveLaw("mpl", dict(zip(FORMS["mpl"], PUBLISHED[size])))
-        curves = [(schedules[n].lr().tolist(), *pl.read_csv(f).select("step", "loss").to_numpy().T.tolist()) for n, f in zip(TRAIN, files)]
+        curves = [
+            (schedules[n].lr().tolist(), *pl.read_csv(f).select("step", "loss").to_numpy().T.tolist())
+            for n, f in zip(TRAIN, files)
+        ]
         curves = [(lr, [int(s) for s in st], l) for lr, st, l in curves]
         obj_pub, _ = _native.curve_objective("mpl", pub.vector, curves, 1e-3)
         e = {k: law.evaluate(files, schedules) for k, law in (("pub", pub), ("mpl", mpl), ("ann", ann))}
@@ -136,14 +151,21 @@ def real() -> None:
         print(f"Fitted MPL ({t_mpl:.0f} s, objective {mpl.fit['objective']:.5g} vs {obj_pub:.5g} at the published parameters): "
               + ", ".join(f"{k} {v:.4g}" for k, v in mpl.params.items()))  # fmt: skip
         print("Fitted annealing law (lambda 0.999): " + ", ".join(f"{k} {v:.4g}" for k, v in ann.params.items()) + "\n")
-        print("| curve | role | published MPL mean / max (%) | our MPL fit mean / max (%) | annealing fit mean / max (%) |")
+        print(
+            "| curve | role | published MPL mean / max (%) | our MPL fit mean / max (%) | annealing fit mean / max (%) |"
+        )
         print("|---|---|---|---|---|")
         for i, name in enumerate(TRAIN + TEST):
             role = "fit" if name in TRAIN else "held out"
-            cells = [f"{pct(e[k]['mean_rel_error'][i])} / {pct(e[k]['max_rel_error'][i])}" for k in ("pub", "mpl", "ann")]
+            cells = [
+                f"{pct(e[k]['mean_rel_error'][i])} / {pct(e[k]['max_rel_error'][i])}" for k in ("pub", "mpl", "ann")
+            ]
             print(f"| {name} | {role} | " + " | ".join(cells) + " |")
         held = slice(3, 9)
-        means = [f"{pct(e[k]['mean_rel_error'][held].mean())} / {pct(e[k]['max_rel_error'][held].max())}" for k in ("pub", "mpl", "ann")]
+        means = [
+            f"{pct(e[k]['mean_rel_error'][held].mean())} / {pct(e[k]['max_rel_error'][held].max())}"
+            for k in ("pub", "mpl", "ann")
+        ]
         print("| **held out: mean of means / worst max** | | " + " | ".join(means) + " |")
 
 

@@ -66,7 +66,8 @@ def reference_bootstrap(query, n_bootstrap: int):
     """step-law/steplaw code/fit_tool.py get_bootstrap_lr_bs_scaling_models, without tqdm."""
     with Pool(processes=cpu_count()) as pool:
         results = [
-            pool.apply_async(_fit_models, (query.sample(frac=1, replace=True), ["logN", "logD"], ["logD"])) for _ in range(n_bootstrap)
+            pool.apply_async(_fit_models, (query.sample(frac=1, replace=True), ["logN", "logD"], ["logD"]))
+            for _ in range(n_bootstrap)
         ]
         return [r.get() for r in results]
 
@@ -78,13 +79,17 @@ def bench_lr_bs(repeat: int) -> None:
     ours, law = timed(lambda: sl.fit_lr_bs(samples, bootstrap=1000), repeat)
     with_selection, _ = timed(lambda: sl.fit_lr_bs(near_optimal(final), bootstrap=1000), repeat)
     c = law.coefficients()
-    print(f"steplaw-db fit_lr_bs, 1,000 draws: {ours * 1e3:.1f} ms (median of {repeat}); with near_optimal: {with_selection * 1e3:.1f} ms")
+    print(
+        f"steplaw-db fit_lr_bs, 1,000 draws: {ours * 1e3:.1f} ms (median of {repeat}); with near_optimal: {with_selection * 1e3:.1f} ms"
+    )
     print(f"  lr_coefN {c['lr_coefN']:.4f}  lr_coefD {c['lr_coefD']:.4f}  bs_coefD {c['bs_coefD']:.4f}")
     try:
         import pandas as pd
         import sklearn  # noqa: F401
     except ImportError as e:
-        print(f"skipping the reference baseline: {e.name} is not installed (pip install scikit-learn pandas; bench only)")
+        print(
+            f"skipping the reference baseline: {e.name} is not installed (pip install scikit-learn pandas; bench only)"
+        )
         return
     query = pd.DataFrame(
         {
@@ -97,14 +102,15 @@ def bench_lr_bs(repeat: int) -> None:
     np.random.seed(42)
     base, models = timed(lambda: reference_bootstrap(query, 1000), max(1, repeat // 2))
     coef_n = np.mean([m[0].coef_[0] for m in models])
-    print(f"reference (pandas sample + sklearn LinearRegression x2 per draw, Pool({cpu_count()})): {base:.2f} s; lr_coefN {coef_n:.4f}")
-    print(f"ratio lr/bs: {base / ours:.0f}x (target >= 200x; steplaw-db <= 20 ms: {'met' if ours <= 0.02 else 'NOT met'})")
+    print(
+        f"reference (pandas sample + sklearn LinearRegression x2 per draw, Pool({cpu_count()})): {base:.2f} s; lr_coefN {coef_n:.4f}"
+    )
+    print(
+        f"ratio lr/bs: {base / ours:.0f}x (target >= 200x; steplaw-db <= 20 ms: {'met' if ours <= 0.02 else 'NOT met'})"
+    )
 
 
 # --------------------------------------------------------------------------- 2. Chinchilla
-
-
-
 
 
 def bench_chinchilla(repeat: int, scipy_starts: int) -> None:
@@ -113,8 +119,10 @@ def bench_chinchilla(repeat: int, scipy_starts: int) -> None:
     final = pl.read_csv(CSV).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
     grid_only, law0 = timed(lambda: sl.fit_loss_law(final), repeat)
     full, law = timed(lambda: sl.fit_loss_law(final, bootstrap=1000), max(1, repeat // 2))
-    print(f"steplaw-db fit_loss_law: 4,500-start grid {grid_only:.2f} s; grid + 1,000 bootstrap draws {full:.2f} s on {os.cpu_count()} cores "
-          f"(target <= 30 s: {'met' if full <= 30 else 'NOT met'}); objective {law0.objective:.6e}")
+    print(
+        f"steplaw-db fit_loss_law: 4,500-start grid {grid_only:.2f} s; grid + 1,000 bootstrap draws {full:.2f} s on {os.cpu_count()} cores "
+        f"(target <= 30 s: {'met' if full <= 30 else 'NOT met'}); objective {law0.objective:.6e}"
+    )
     print(f"  {law}")
 
     cells = final.sort("loss").unique(subset=["N", "D"], keep="first")
@@ -126,10 +134,14 @@ def bench_chinchilla(repeat: int, scipy_starts: int) -> None:
     t = time.perf_counter()
     results = [minimize(f, s, jac=True, method="L-BFGS-B", options=opts) for s in starts]
     scipy_per_start = (time.perf_counter() - t) / len(starts)
-    ours_same, out = timed(lambda: _native.fit_chinchilla(N.tolist(), D.tolist(), L.tolist(), starts=starts.tolist()), repeat)
+    ours_same, out = timed(
+        lambda: _native.fit_chinchilla(N.tolist(), D.tolist(), L.tolist(), starts=starts.tolist()), repeat
+    )
     best_scipy = min(r.fun for r in results)
-    print(f"scipy L-BFGS-B (same objective, analytic gradient, ftol 1e-15, gtol 1e-10): {scipy_per_start * 1e3:.1f} ms per start over {len(starts)} starts; "
-          f"best objective {best_scipy:.6e} vs steplaw-db {out['objective']:.6e} from the same starts")
+    print(
+        f"scipy L-BFGS-B (same objective, analytic gradient, ftol 1e-15, gtol 1e-10): {scipy_per_start * 1e3:.1f} ms per start over {len(starts)} starts; "
+        f"best objective {best_scipy:.6e} vs steplaw-db {out['objective']:.6e} from the same starts"
+    )
     ours_per_start = ours_same / len(starts)
     print(f"ratio per start (same {len(starts)} starts, both sides): {scipy_per_start / ours_per_start:.0f}x")
 

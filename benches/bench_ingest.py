@@ -66,7 +66,12 @@ def make_data(root: Path, gb: float) -> int:
     # 64 runs x ~74k lines x ~235 bytes ~ 1.1 GB at gb=1
     runs_per_cell = 16
     points = int(72_000 * gb)
-    cells = [(960, 9368, 15, 7, 1e11), (1280, 9472, 10, 10, 1e11), (1024, 9552, 16, 8, 8e10), (1280, 9472, 10, 10, 5e10)]
+    cells = [
+        (960, 9368, 15, 7, 1e11),
+        (1280, 9472, 10, 10, 1e11),
+        (1024, 9552, 16, 8, 8e10),
+        (1280, 9472, 10, 10, 5e10),
+    ]
     synth.write_sweep(root, fmt="steplaw", cells=cells, n_lr=4, n_bs=runs_per_cell // 4, points=points, workers=2)
     marker.write_text(str(gb))
     return sum(p.stat().st_size for p in root.glob("*/train_log_*.txt"))
@@ -117,8 +122,12 @@ def main() -> None:
             t = time.perf_counter()
             base_points, base_bytes = baseline_parse(data)
             base_s = time.perf_counter() - t
-            print(f"round {round_no}: baseline python regex parser: {base_points:,} points, {base_s:.2f} s, {base_bytes / 1e6 / base_s:.0f} MB/s")
-            out = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(db), str(data)], check=True, capture_output=True, text=True)
+            print(
+                f"round {round_no}: baseline python regex parser: {base_points:,} points, {base_s:.2f} s, {base_bytes / 1e6 / base_s:.0f} MB/s"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", INGEST_CHILD, str(db), str(data)], check=True, capture_output=True, text=True
+            )
             r = json.loads(out.stdout)
             assert r["points"] == base_points, (r["points"], base_points)
             mbs = r["bytes"] / 1e6 / r["seconds"]
@@ -128,7 +137,9 @@ def main() -> None:
             )
             ratios.append(base_s / r["seconds"])
             print(f"round {round_no}: ratio vs baseline: {ratios[-1]:.1f}x")
-        print(f"ratio vs baseline, median of {len(ratios)} rounds: {statistics.median(ratios):.1f}x (rounds: {', '.join(f'{x:.1f}' for x in ratios)})")
+        print(
+            f"ratio vs baseline, median of {len(ratios)} rounds: {statistics.median(ratios):.1f}x (rounds: {', '.join(f'{x:.1f}' for x in ratios)})"
+        )
         print(f"incremental re-ingest (all {r['again_unchanged']} unchanged): {r['again_s'] * 1000:.0f} ms")
 
         import steplaw_db as sl

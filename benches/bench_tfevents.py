@@ -94,7 +94,9 @@ def make_data(root: Path, runs: int, steps: int, tags: int) -> tuple[int, int]:
     """(events, bytes) of the data set, generated once."""
     marker = root / ".complete"
     spec = f"{runs} {steps} {tags}"
-    tag_names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"][:tags] + [f"train/extra_{i}" for i in range(max(0, tags - 4))]
+    tag_names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"][:tags] + [
+        f"train/extra_{i}" for i in range(max(0, tags - 4))
+    ]
     restart = int(steps * 0.8)
     n_events = runs * (2 + (steps + (steps - restart + 1)) * tags)
     if marker.exists() and marker.read_text() == spec:
@@ -105,7 +107,9 @@ def make_data(root: Path, runs: int, steps: int, tags: int) -> tuple[int, int]:
         run = root / f"run_{r:03d}"
         run.mkdir()
         (run / "events.out.tfevents.1700000000.host.1.0").write_bytes(event_file(range(1, steps + 1), tag_names, r))
-        (run / "events.out.tfevents.1700009999.host.2.0").write_bytes(event_file(range(restart, steps + 1), tag_names, r + 50))
+        (run / "events.out.tfevents.1700009999.host.2.0").write_bytes(
+            event_file(range(restart, steps + 1), tag_names, r + 50)
+        )
     marker.write_text(spec)
     return n_events, sum(p.stat().st_size for p in root.glob("*/events.out.tfevents.*"))
 
@@ -159,7 +163,9 @@ def main() -> None:
     t = time.perf_counter()
     n_events, n_bytes = make_data(data, args.runs, args.steps, args.tags)
     runs = sorted(p for p in data.iterdir() if p.is_dir())
-    print(f"data: {len(runs)} runs, {n_events:,} events, {n_bytes / 1e6:.0f} MB at {data} (ready in {time.perf_counter() - t:.1f} s)")
+    print(
+        f"data: {len(runs)} runs, {n_events:,} events, {n_bytes / 1e6:.0f} MB at {data} (ready in {time.perf_counter() - t:.1f} s)"
+    )
     for p in data.glob("*/events.out.tfevents.*"):  # warm the page cache
         p.read_bytes()
 
@@ -173,12 +179,17 @@ def main() -> None:
     expected_points = args.runs * args.steps * args.tags
     assert points == expected_points, (points, expected_points)
 
-    for name, result in [("tbparse", time_tbparse(runs)), ("EventAccumulator(size_guidance 0)", time_event_accumulator(runs))]:
+    for name, result in [
+        ("tbparse", time_tbparse(runs)),
+        ("EventAccumulator(size_guidance 0)", time_event_accumulator(runs)),
+    ]:
         if result is None:
             continue
         secs, n = result
         # The baselines keep both files' copies of the restarted steps (no restart rule).
-        print(f"{name}: {n:,} scalars, {secs:.2f} s, {n_events / secs / 1e6:.3f} M events/s; steplaw-db is {secs / ours:.1f}x faster")
+        print(
+            f"{name}: {n:,} scalars, {secs:.2f} s, {n_events / secs / 1e6:.3f} M events/s; steplaw-db is {secs / ours:.1f}x faster"
+        )
     shared = Path(os.environ.get("STEPLAW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     real = shared / "colpret" / "raw_data" / "t5_pile" / "base"
     if real.is_dir():
@@ -201,7 +212,9 @@ def time_real_t5x(run: Path, scratch_root: Path) -> None:
             report = sl.open(db).ingest(run)
             times.append(time.perf_counter() - t)
         ours = statistics.median(times)
-    print(f"real T5X run ({len(files)} files, {n_bytes / 1e3:.0f} kB): steplaw-db {report.points:,} points, {ours * 1000:.1f} ms (median of 7)")
+    print(
+        f"real T5X run ({len(files)} files, {n_bytes / 1e3:.0f} kB): steplaw-db {report.points:,} points, {ours * 1000:.1f} ms (median of 7)"
+    )
     try:
         from tbparse import SummaryReader
     except ImportError:
@@ -211,7 +224,9 @@ def time_real_t5x(run: Path, scratch_root: Path) -> None:
     t = time.perf_counter()
     n = sum(len(SummaryReader(str(p), pivot=False).tensors) for p in parts)
     secs = time.perf_counter() - t
-    print(f"real T5X run, tbparse .tensors: {n:,} scalars, {secs * 1000:.0f} ms; steplaw-db is {secs / ours:.1f}x faster")
+    print(
+        f"real T5X run, tbparse .tensors: {n:,} scalars, {secs * 1000:.0f} ms; steplaw-db is {secs / ours:.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -30,5 +30,11 @@ fn main() {
     }
     walls.sort_by(f64::total_cmp);
     cpus.sort_by(f64::total_cmp);
-    println!("wall best {:.3} s, median {:.3} s; cpu best {:.2} s, median {:.2} s", walls[0], walls[n / 2], cpus[0], cpus[n / 2]);
+    println!(
+        "wall best {:.3} s, median {:.3} s; cpu best {:.2} s, median {:.2} s",
+        walls[0],
+        walls[n / 2],
+        cpus[0],
+        cpus[n / 2]
+    );
 }

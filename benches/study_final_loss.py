@@ -57,7 +57,9 @@ def study(noise: float, points: int, spikes: bool) -> list[dict]:
             f = db.final_losses(mode, **kw).join(ok, on="name")
             e = (f["loss"] / f["true_final_loss"] - 1).to_numpy()
             label = mode + "".join(f" {k}={v}" for k, v in kw.items())
-            rows.append({"mode": label, "rms_%": 100 * float(np.sqrt(np.mean(e**2))), "bias_%": 100 * float(np.mean(e))})
+            rows.append(
+                {"mode": label, "rms_%": 100 * float(np.sqrt(np.mean(e**2))), "bias_%": 100 * float(np.mean(e))}
+            )
         return rows
 
 

@@ -92,7 +92,15 @@ def chinchilla_objective(N, D, L, delta=1e-3):
         r = lse - lnL
         w = np.exp(t - lse)
         psi = np.clip(r, -delta, delta)
-        grad = np.array([(psi * w[0]).sum(), (psi * w[1]).sum(), (psi * w[2]).sum(), -(psi * w[0] * lnN).sum(), -(psi * w[1] * lnD).sum()])
+        grad = np.array(
+            [
+                (psi * w[0]).sum(),
+                (psi * w[1]).sum(),
+                (psi * w[2]).sum(),
+                -(psi * w[0] * lnN).sum(),
+                -(psi * w[1] * lnD).sum(),
+            ]
+        )
         return huber(delta, r).sum(), grad
 
     return f

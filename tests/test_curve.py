@@ -45,7 +45,12 @@ def mpl_numpy(p, lrs: np.ndarray, steps: np.ndarray) -> np.ndarray:
     lr_sum = np.cumsum(lrs)
     gap = np.zeros(len(lrs))
     gap[1:] = np.diff(lrs)
-    ld = np.array([np.sum(gap[1 : s + 1] * (1 - (1 + C * lrs[1 : s + 1] ** (-gamma) * (lr_sum[s] - lr_sum[:s])) ** (-beta))) for s in steps])
+    ld = np.array(
+        [
+            np.sum(gap[1 : s + 1] * (1 - (1 + C * lrs[1 : s + 1] ** (-gamma) * (lr_sum[s] - lr_sum[:s])) ** (-beta)))
+            for s in steps
+        ]
+    )
     return L0 + A * lr_sum[steps] ** (-alpha) + B * ld
 
 
@@ -116,7 +121,9 @@ def test_objective_and_gradient_match_numpy(form):
         up, down = q.copy(), q.copy()
         up[j] += h
         down[j] -= h
-        num = (huber_objective_numpy(predict(up), loss, 1e-3) - huber_objective_numpy(predict(down), loss, 1e-3)) / (2 * h)
+        num = (huber_objective_numpy(predict(up), loss, 1e-3) - huber_objective_numpy(predict(down), loss, 1e-3)) / (
+            2 * h
+        )
         assert grad[j] == pytest.approx(num, rel=1e-5, abs=1e-12), FORMS[form][j]
 
 
@@ -179,7 +186,11 @@ def synthetic(law: CurveLaw, schedule: Schedule, every: int, noise: float = 0.0,
 
 def test_fit_recovers_mpl_parameters_from_synthetic_curves():
     truth = CurveLaw("mpl", dict(zip(FORMS["mpl"], [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62])))
-    train = [Schedule(3e-4, 8000, 400, "cosine", 3e-5), Schedule(3e-4, 8000, 400, "constant"), Schedule(3e-4, 6000, 400, "wsd", 9e-5, decay_start=3000, decay_steps=0)]
+    train = [
+        Schedule(3e-4, 8000, 400, "cosine", 3e-5),
+        Schedule(3e-4, 8000, 400, "constant"),
+        Schedule(3e-4, 6000, 400, "wsd", 9e-5, decay_start=3000, decay_steps=0),
+    ]
     frames = [synthetic(truth, s, 40) for s in train]
     law = fit_curve_law(frames, "mpl", schedule=train)
     for name, value in truth.params.items():
@@ -229,7 +240,9 @@ def test_fit_from_the_store_equals_the_fit_from_the_files(tmp_path):
     from_files = fit_curve_law(mpl_files("25", TRAIN), "annealing")
     for name, value in from_files.params.items():
         assert from_store.params[name] == pytest.approx(value, rel=1e-9)
-    r = CliRunner().invoke(app, ["--db", str(tmp_path / "db"), "fit", "curve", "--run", str(ids["cosine_24000"]), "--form", "annealing"])
+    r = CliRunner().invoke(
+        app, ["--db", str(tmp_path / "db"), "fit", "curve", "--run", str(ids["cosine_24000"]), "--form", "annealing"]
+    )
     assert r.exit_code == 0 and f"run {ids['cosine_24000']}" in r.output, r.output
 
 
@@ -244,9 +257,9 @@ def test_schedule_shapes():
     assert s.lr(120)[110] == 1e-4  # after the end: the floor
     wsd = Schedule(1e-3, 100, 0, "wsd", 1e-4, decay_start=60, decay_steps=20, wsd_shape="cosine").lr()
     assert np.all(wsd[:60] == 1e-3) and np.all(wsd[80:] == 1e-4) and wsd[70] == pytest.approx(5.5e-4)
-    assert Schedule.parse("peak_lr=3e-4,total_steps=1000,warmup_steps=10,decay=wsd,decay_start=800,floor=1e-5") == Schedule(
-        3e-4, 1000, 10, "wsd", 1e-5, decay_start=800
-    )
+    assert Schedule.parse(
+        "peak_lr=3e-4,total_steps=1000,warmup_steps=10,decay=wsd,decay_start=800,floor=1e-5"
+    ) == Schedule(3e-4, 1000, 10, "wsd", 1e-5, decay_start=800)
     assert Schedule.parse(json.dumps(s.to_dict())) == s
     for bad in (
         dict(peak_lr=0, total_steps=10),
@@ -277,11 +290,15 @@ def test_interpolated_lr_rebuilds_every_step():
 
 
 def test_bad_input_is_refused_clearly():
-    good = pl.DataFrame({"step": np.arange(100, 2000, 100), "value": np.linspace(4, 3, 19), "lr": np.linspace(1e-3, 1e-4, 19)})
+    good = pl.DataFrame(
+        {"step": np.arange(100, 2000, 100), "value": np.linspace(4, 3, 19), "lr": np.linspace(1e-3, 1e-4, 19)}
+    )
     with pytest.raises(sl.InvalidArgumentError, match="no learning rate"):
         fit_curve_law(good.drop("lr"), "mpl")
     with pytest.raises(sl.InvalidArgumentError, match="not finite"):
-        fit_curve_law(good.with_columns(value=pl.when(pl.col("step") == 500).then(float("nan")).otherwise(pl.col("value"))))
+        fit_curve_law(
+            good.with_columns(value=pl.when(pl.col("step") == 500).then(float("nan")).otherwise(pl.col("value")))
+        )
     with pytest.raises(sl.InvalidArgumentError, match="too few points"):
         fit_curve_law(good.head(5), "mpl")
     with pytest.raises(sl.InvalidArgumentError, match="form"):
@@ -328,7 +345,21 @@ def test_cli_fit_curve(tmp_path):
     out, plot = tmp_path / "law.json", tmp_path / "law.png"
     files = [str(p) for p in mpl_files("25", TRAIN)]
     tests = [str(p) for p in mpl_files("25", TEST[2:4])]
-    args = ["fit", "curve", *files, "--form", "annealing", "--test", tests[0], "--test", tests[1], "--output", str(out), "--plot", str(plot)]
+    args = [
+        "fit",
+        "curve",
+        *files,
+        "--form",
+        "annealing",
+        "--test",
+        tests[0],
+        "--test",
+        tests[1],
+        "--output",
+        str(out),
+        "--plot",
+        str(plot),
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "wsd_20000_24000" in r.output and "held out" in r.output

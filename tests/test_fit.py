@@ -154,13 +154,17 @@ def test_compute_as_regressor_recovers_a_synthetic_law():
     n = np.exp(rng.uniform(19, 23, 40))
     d = np.exp(rng.uniform(22, 27, 40))
     c = 6 * n * d
-    frame = pl.DataFrame({"N": n, "D": d, "lr": 0.3118 * c**-0.125 * np.exp(rng.normal(0, 0.01, 40)), "bs_tokens": 0.292 * c**0.3271})
+    frame = pl.DataFrame(
+        {"N": n, "D": d, "lr": 0.3118 * c**-0.125 * np.exp(rng.normal(0, 0.01, 40)), "bs_tokens": 0.292 * c**0.3271}
+    )
     law = sl.fit_lr_bs(frame, lr_on=("C",), bs_on=("C",), bootstrap=200)
     assert law.lr.coef[1] == pytest.approx(-0.125, abs=0.005)
     assert law.bs.coef == pytest.approx([math.log(0.292), 0.3271], abs=1e-9)
     assert law.inputs == ("C",)
     explicit = frame.with_columns(C=pl.Series(c * 2))  # an explicit C column wins over 6 N D
-    assert sl.fit_lr_bs(explicit, lr_on=("C",), bs_on=None, bootstrap=0).lr.coef[1] == pytest.approx(law.lr.point[1], abs=1e-9)
+    assert sl.fit_lr_bs(explicit, lr_on=("C",), bs_on=None, bootstrap=0).lr.coef[1] == pytest.approx(
+        law.lr.point[1], abs=1e-9
+    )
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -299,9 +303,18 @@ def test_evaluate_finds_the_nearest_grid_point_in_log_space():
     # One cell, a 3 x 3 grid; the law points between lr 1e-3 and 2e-3, closer to 2e-3 in log.
     lrs, bss = [1e-3, 2e-3, 4e-3], [1e5, 2e5, 4e5]
     grid = [(lr, bs, 3.0 + i + 0.1 * j) for i, lr in enumerate(lrs) for j, bs in enumerate(bss)]
-    final = pl.DataFrame({"N": [1e8] * 9, "D": [1e10] * 9, "lr": [g[0] for g in grid], "bs_tokens": [g[1] for g in grid], "loss": [g[2] for g in grid]})
+    final = pl.DataFrame(
+        {
+            "N": [1e8] * 9,
+            "D": [1e10] * 9,
+            "lr": [g[0] for g in grid],
+            "bs_tokens": [g[1] for g in grid],
+            "loss": [g[2] for g in grid],
+        }
+    )
     law = sl.HparamLaw(
-        sl.fit.PowerLaw("lr", ("N",), np.array([math.log(1.5e-3 * 1.1), 0.0])), sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(3.9e5), 0.0]))
+        sl.fit.PowerLaw("lr", ("N",), np.array([math.log(1.5e-3 * 1.1), 0.0])),
+        sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(3.9e5), 0.0])),
     )
     row = sl.evaluate({"mine": law}, final).row(0, named=True)
     assert (row["law"], row["lr_at"], row["bs_at"], row["loss_at"], row["loss_min"]) == ("mine", 2e-3, 4e5, 4.2, 3.0)
@@ -323,7 +336,8 @@ def test_evaluate_on_the_quadratic_surface_between_grid_points():
     final = pl.DataFrame(rows)
     lr_hat, bs_hat = 2.6e-3, 4.1e5
     law = sl.HparamLaw(
-        sl.fit.PowerLaw("lr", ("N",), np.array([math.log(lr_hat), 0.0])), sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(bs_hat), 0.0]))
+        sl.fit.PowerLaw("lr", ("N",), np.array([math.log(lr_hat), 0.0])),
+        sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(bs_hat), 0.0])),
     )
     row = sl.evaluate({"mine": law}, final, method="quadratic").row(0, named=True)
     truth = 2.5 * (1 + a * math.log(lr_hat / lr_star) ** 2 + b * math.log(bs_hat / bs_star) ** 2)
@@ -373,7 +387,11 @@ def test_chinchilla_fit_agrees_with_scipy_lbfgsb_from_the_same_starts(final):
     f = chinchilla_objective(N, D, L)
     # scipy's default ftol is relative to max(|f|, 1): with f ~ 1e-5 it would stop early.
     ref = min(
-        (minimize(f, s, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}) for s in starts), key=lambda r: r.fun
+        (
+            minimize(f, s, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+            for s in starts
+        ),
+        key=lambda r: r.fun,
     )
     law = sl.fit_loss_law(final, starts=starts.tolist())
     assert law.objective == pytest.approx(ref.fun, rel=1e-8)
@@ -435,7 +453,9 @@ def test_cli_fit_lr_bs_and_evaluate(steplaw_csv, tmp_path):
     assert "129 near-optimal samples" in r.output and "17 cells" in r.output
     law = sl.HparamLaw.load(out)
     assert law.coefficients()["lr_coefN"] == pytest.approx(-0.768, abs=0.015)
-    r = runner.invoke(app, ["evaluate", "--input", str(steplaw_csv), "--law", f"step-law,{out}", "-o", str(tmp_path / "ev.csv")])
+    r = runner.invoke(
+        app, ["evaluate", "--input", str(steplaw_csv), "--law", f"step-law,{out}", "-o", str(tmp_path / "ev.csv")]
+    )
     assert r.exit_code == 0, r.output
     rows = pl.read_csv(tmp_path / "ev.csv")
     assert set(rows["law"]) == {"step-law", "fitted"}

@@ -307,7 +307,9 @@ def test_several_metric_tables_in_one_directory_are_several_runs(tmp_path, stepl
     sweep = tmp_path / "runs" / "sweep"
     sweep.mkdir(parents=True)
     for name, scale in [("a", 1.0), ("b", 2.0), ("c", 3.0)]:
-        (sweep / f"{name}.csv").write_text("step,lr,loss\r\n" + "".join(f"{s},0.001,{scale * 10 / s}\r\n" for s in range(1, 6)))
+        (sweep / f"{name}.csv").write_text(
+            "step,lr,loss\r\n" + "".join(f"{s},0.001,{scale * 10 / s}\r\n" for s in range(1, 6))
+        )
     one = tmp_path / "runs" / "one"
     one.mkdir()
     (one / "metrics.csv").write_text("step,loss\n1,3.0\n2,2.5\n")

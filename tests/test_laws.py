@@ -37,7 +37,13 @@ def test_shipped_means_are_the_public_files_means(bootstrap_file):
     for k, v in sl.laws.STEP_LAW_MEANS.items():
         assert v == pytest.approx(means[k], rel=1e-12, abs=1e-15), k
     # ... and GUIDE.md's six-digit figures, and the rounded law 1.79 N^-0.713 D^0.307, 0.58 D^0.571.
-    published = {"lr_intercept": 0.586308, "lr_coefN": -0.712922, "lr_coefD": 0.307491, "bs_intercept": -0.543542, "bs_coefD": 0.570944}
+    published = {
+        "lr_intercept": 0.586308,
+        "lr_coefN": -0.712922,
+        "lr_coefD": 0.307491,
+        "bs_intercept": -0.543542,
+        "bs_coefD": 0.570944,
+    }
     for k, v in published.items():
         assert sl.laws.STEP_LAW_MEANS[k] == pytest.approx(v, abs=5e-7), k
     law = sl.laws.step_law()
@@ -60,7 +66,11 @@ def test_step_law_from_its_bootstrap_file(bootstrap_file):
 
 def test_every_law_documents_itself():
     laws = sl.laws.all_laws()
-    assert [law.name for law in laws] == sl.laws.names() == ["step-law", "deepseek", "porian", "openai", "minicpm", "microsoft"]
+    assert (
+        [law.name for law in laws]
+        == sl.laws.names()
+        == ["step-law", "deepseek", "porian", "openai", "minicpm", "microsoft"]
+    )
     for law in laws:
         assert law.source and law.inputs and law.gives and law.describe()
     table = sl.laws.describe_all()

@@ -153,7 +153,9 @@ def _quadratic_frame(noise: float, seed: int = 0) -> tuple[pl.DataFrame, float, 
             lr, bs = lr_star * 2 ** ((i + 0.3) / 2), bs_star * 2 ** ((j - 0.4) / 2)
             x, y = math.log(lr / lr_star), math.log(bs / bs_star)
             loss = 2.5 * (1 + synth.LANDSCAPE_A * x * x + synth.LANDSCAPE_B * y * y)
-            rows.append({"N": 1e9, "D": 2e10, "lr": lr, "bs_tokens": bs, "loss": loss * (1 + noise * rng.standard_normal())})
+            rows.append(
+                {"N": 1e9, "D": 2e10, "lr": lr, "bs_tokens": bs, "loss": loss * (1 + noise * rng.standard_normal())}
+            )
     return pl.DataFrame(rows), lr_star, bs_star
 
 
@@ -233,7 +235,9 @@ def test_cli_final_and_optima(swept, tmp_path):
     assert res.exit_code == 0, res.output
     assert pl.read_csv(out).height == db.runs().height
     out = tmp_path / "optima.parquet"
-    res = runner.invoke(app, ["--db", str(db.path), "optima", "--method", "quadratic", "--format", "parquet", "-o", str(out)])
+    res = runner.invoke(
+        app, ["--db", str(db.path), "optima", "--method", "quadratic", "--format", "parquet", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert pl.read_parquet(out).height == 4
     res = runner.invoke(app, ["--db", str(db.path), "optima"])

@@ -33,6 +33,7 @@ def need(path: Path) -> Path:
 
 # -- an independent TFRecord / protobuf codec -----------------------------------------------
 
+
 def record(data: bytes) -> bytes:
     head = struct.pack("<Q", len(data))
     return head + struct.pack("<I", masked(head)) + data + struct.pack("<I", masked(data))
@@ -189,8 +190,11 @@ def points_of(db: sl.Store, name: str) -> dict[str, dict[int, float]]:
 
 # -- TensorBoard: bad input first -----------------------------------------------------------
 
+
 def _five_points(run: Path) -> Path:
-    return write_events(run / "events.out.tfevents.1700000000.host.1.0", [(s, [simple_value("loss", 5.0 - s)]) for s in range(5)])
+    return write_events(
+        run / "events.out.tfevents.1700000000.host.1.0", [(s, [simple_value("loss", 5.0 - s)]) for s in range(5)]
+    )
 
 
 def test_tensorboard_truncated_last_record_is_read_up_to_with_a_warning(tmp_path):
@@ -247,14 +251,19 @@ def test_tensorboard_bad_file_fails_its_run_only(tmp_path, content, reason):
 
 # -- TensorBoard: what the writers produce --------------------------------------------------
 
+
 def test_tensorboard_every_point_is_kept_and_restarts_later_file_wins(tmp_path):
     run = tmp_path / "runs" / "pt"
     n = 25_000  # TensorBoard's EventAccumulator would keep 10,000 of them
-    write_events(run / "events.out.tfevents.1700000000.host.1.0",
-                 [(s, [simple_value("train/loss", 10.0 / (1 + s)), simple_value("lr", 1e-3)]) for s in range(1, n + 1)])
+    write_events(
+        run / "events.out.tfevents.1700000000.host.1.0",
+        [(s, [simple_value("train/loss", 10.0 / (1 + s)), simple_value("lr", 1e-3)]) for s in range(1, n + 1)],
+    )
     # The job restarted from the checkpoint at step 20,000: a new file, a different LR.
-    write_events(run / "events.out.tfevents.1700009999.host.2.0",
-                 [(s, [simple_value("train/loss", 1.0 / s), simple_value("lr", 5e-4)]) for s in range(20_000, 30_001, 10)])
+    write_events(
+        run / "events.out.tfevents.1700009999.host.2.0",
+        [(s, [simple_value("train/loss", 1.0 / s), simple_value("lr", 5e-4)]) for s in range(20_000, 30_001, 10)],
+    )
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
     assert report.ok, report.failed
@@ -268,10 +277,15 @@ def test_tensorboard_every_point_is_kept_and_restarts_later_file_wins(tmp_path):
     assert db.runs()["final_loss"].item() == pytest.approx(1.0 / 30_000)
 
 
-@pytest.mark.parametrize("dtype, as_content", [(DT_FLOAT, True), (DT_DOUBLE, True), (DT_HALF, True), (DT_FLOAT, False), (DT_DOUBLE, False), (DT_HALF, False)])
+@pytest.mark.parametrize(
+    "dtype, as_content",
+    [(DT_FLOAT, True), (DT_DOUBLE, True), (DT_HALF, True), (DT_FLOAT, False), (DT_DOUBLE, False), (DT_HALF, False)],
+)
 def test_tensorboard_scalar_tensor_summaries(tmp_path, dtype, as_content):
-    f = write_events(tmp_path / "runs" / "t" / "events.out.tfevents.1.h",
-                     [(s, [tensor_value("loss", 4.0 - s / 8, dtype, as_content)]) for s in range(0, 20)])
+    f = write_events(
+        tmp_path / "runs" / "t" / "events.out.tfevents.1.h",
+        [(s, [tensor_value("loss", 4.0 - s / 8, dtype, as_content)]) for s in range(0, 20)],
+    )
     db = sl.open(tmp_path / "db")
     assert db.ingest(tmp_path / "runs").ok
     got = points_of(db, "t")["loss"]
@@ -280,8 +294,13 @@ def test_tensorboard_scalar_tensor_summaries(tmp_path, dtype, as_content):
 
 def test_tensorboard_eval_directory_gives_val_loss_never_mixed_into_loss(tmp_path):
     run = tmp_path / "runs" / "keras"
-    write_events(run / "train" / "events.out.tfevents.1.h", [(s, [simple_value("epoch_loss", 3.0 - s / 10)]) for s in range(5)])
-    write_events(run / "validation" / "events.out.tfevents.1.h", [(s, [simple_value("epoch_loss", 3.5 - s / 10)]) for s in range(5)])
+    write_events(
+        run / "train" / "events.out.tfevents.1.h", [(s, [simple_value("epoch_loss", 3.0 - s / 10)]) for s in range(5)]
+    )
+    write_events(
+        run / "validation" / "events.out.tfevents.1.h",
+        [(s, [simple_value("epoch_loss", 3.5 - s / 10)]) for s in range(5)],
+    )
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
     assert report.ok and report.runs_found == 1, report
@@ -315,24 +334,71 @@ def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path):
 
 # -- HF Trainer state ------------------------------------------------------------------------
 
-def trainer_state(n_train: int = 10, every: int = 10, eval_every: int = 50, max_steps: int = 100, nan_at: int | None = None) -> dict:
+
+def trainer_state(
+    n_train: int = 10, every: int = 10, eval_every: int = 50, max_steps: int = 100, nan_at: int | None = None
+) -> dict:
     history = []
     for i in range(1, n_train + 1):
         step = i * every
         loss = float("nan") if step == nan_at else round(4.0 - 0.02 * step, 4)
-        history.append({"epoch": step / max_steps, "grad_norm": 1.0, "learning_rate": 3e-4 * (1 - step / max_steps), "loss": loss, "step": step})
+        history.append(
+            {
+                "epoch": step / max_steps,
+                "grad_norm": 1.0,
+                "learning_rate": 3e-4 * (1 - step / max_steps),
+                "loss": loss,
+                "step": step,
+            }
+        )
         if step % eval_every == 0:
-            history.append({"epoch": step / max_steps, "eval_loss": round(4.1 - 0.02 * step, 4), "eval_runtime": 3.2,
-                            "eval_samples_per_second": 100.0, "eval_steps_per_second": 12.5, "step": step})
-    history.append({"epoch": 1.0, "step": n_train * every, "total_flos": 1.2e15, "train_loss": 3.1, "train_runtime": 600.0,
-                    "train_samples_per_second": 10.0, "train_steps_per_second": 0.2})
-    return {"best_metric": None, "best_model_checkpoint": None, "epoch": 1.0, "eval_steps": eval_every, "global_step": n_train * every,
-            "is_hyper_param_search": False, "logging_steps": every, "max_steps": max_steps, "num_train_epochs": 1,
-            "total_flos": 1.2e15, "train_batch_size": 8, "log_history": history}
+            history.append(
+                {
+                    "epoch": step / max_steps,
+                    "eval_loss": round(4.1 - 0.02 * step, 4),
+                    "eval_runtime": 3.2,
+                    "eval_samples_per_second": 100.0,
+                    "eval_steps_per_second": 12.5,
+                    "step": step,
+                }
+            )
+    history.append(
+        {
+            "epoch": 1.0,
+            "step": n_train * every,
+            "total_flos": 1.2e15,
+            "train_loss": 3.1,
+            "train_runtime": 600.0,
+            "train_samples_per_second": 10.0,
+            "train_steps_per_second": 0.2,
+        }
+    )
+    return {
+        "best_metric": None,
+        "best_model_checkpoint": None,
+        "epoch": 1.0,
+        "eval_steps": eval_every,
+        "global_step": n_train * every,
+        "is_hyper_param_search": False,
+        "logging_steps": every,
+        "max_steps": max_steps,
+        "num_train_epochs": 1,
+        "total_flos": 1.2e15,
+        "train_batch_size": 8,
+        "log_history": history,
+    }
 
 
-LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8,
-                "num_attention_heads": 8, "max_position_embeddings": 2048, "vocab_size": 32000, "torch_dtype": "bfloat16"}
+LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 512,
+    "intermediate_size": 1376,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 2048,
+    "vocab_size": 32000,
+    "torch_dtype": "bfloat16",
+}
 
 
 def test_hf_truncated_state_fails_its_run_only_naming_the_line(tmp_path):
@@ -400,7 +466,7 @@ def test_hf_nan_loss_marks_the_run_diverged(tmp_path):
 
 # -- nanoGPT-style text logs -----------------------------------------------------------------
 
-NANOGPT_SOURCE = '''import os
+NANOGPT_SOURCE = """import os
 import time
 from model import GPTConfig, GPT
 @torch.no_grad()
@@ -421,7 +487,7 @@ while True:
         lossf = loss.item() * gradient_accumulation_steps
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
 # step 5: loss spikes are normal early on
-'''
+"""
 
 
 def nanogpt_log(max_iters: int = 100, log_interval: int = 10, eval_interval: int = 50) -> tuple[str, dict, dict, dict]:
@@ -480,8 +546,10 @@ def test_torchtitan_lines_with_colour_codes(tmp_path):
     lines = ["[titan] 2024-11-01 10:00:00,001 - root - INFO - Training starts at step 1, with local batch size 8"]
     losses = {s: 12.0 - s / 10 for s in range(1, 51)}
     for s, v in losses.items():
-        lines.append(f"[titan] 2024-11-01 10:00:{s:02d},123 - root - INFO - {red}step: {s:2}  {green}loss: {v:7.4f}  "
-                     f"{yellow}memory: 27.59GiB(29.04%)  {blue}tps: 1,082  mfu: 2.14%{reset}")
+        lines.append(
+            f"[titan] 2024-11-01 10:00:{s:02d},123 - root - INFO - {red}step: {s:2}  {green}loss: {v:7.4f}  "
+            f"{yellow}memory: 27.59GiB(29.04%)  {blue}tps: 1,082  mfu: 2.14%{reset}"
+        )
     (run / "stdout.log").write_text("\n".join(lines) + "\n")
     db = sl.open(tmp_path / "db")
     assert db.ingest(tmp_path / "runs").ok
@@ -491,19 +559,24 @@ def test_torchtitan_lines_with_colour_codes(tmp_path):
 def test_nanogpt_bad_lines_are_counted_and_a_code_only_file_fails(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    (run / "train.log").write_text("iter 0: loss 4.5000, time 1.00ms\niter 10: loss 4.4x00, time 1.00ms\niter 20: loss 4.3000, time 1.00ms\niter 30: loss 4.2")
+    (run / "train.log").write_text(
+        "iter 0: loss 4.5000, time 1.00ms\niter 10: loss 4.4x00, time 1.00ms\niter 20: loss 4.3000, time 1.00ms\niter 30: loss 4.2"
+    )
     code_only = tmp_path / "runs" / "code"
     code_only.mkdir()
     (code_only / "train.log").write_text(NANOGPT_SOURCE)
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs", format="nanogpt")
     assert points_of(db, "r")["loss"] == {0: 4.5, 20: 4.3}
-    assert any("train.log:2" in w for w in report.warnings) and any("train.log:4" in w and "truncated" in w for w in report.warnings)
+    assert any("train.log:2" in w for w in report.warnings) and any(
+        "train.log:4" in w and "truncated" in w for w in report.warnings
+    )
     [(source, why)] = report.failed
     assert source.endswith("code") and "no nanogpt log lines" in why, why
 
 
 # -- W&B exports ----------------------------------------------------------------------------
+
 
 def chart_columns(path: Path) -> dict[str, dict[str, dict[int, float]]]:
     """run -> metric -> {step: value} of a W&B chart export, read with the csv module."""
@@ -583,7 +656,9 @@ def test_wandb_history_export_long_csv_with_step_and_empty_cells(tmp_path):
         lr = "" if ev else "0.0003"
         rows.append(f"{s},{s * 1.5},{1.7e9 + s},{train},{lr},{ev},{s}")
     (run / "history.csv").write_text("\n".join(rows) + "\n")
-    (run / "config.yaml").write_text("wandb_version: 1\nlearning_rate:\n  desc: null\n  value: 0.0003\nglobal_batch_size:\n  desc: null\n  value: 256\n")
+    (run / "config.yaml").write_text(
+        "wandb_version: 1\nlearning_rate:\n  desc: null\n  value: 0.0003\nglobal_batch_size:\n  desc: null\n  value: 256\n"
+    )
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
     assert report.ok and report.malformed_lines == 0, report
@@ -624,7 +699,10 @@ _VALID = {
     ("events.out.tfevents.1.h", "tensorboard"): _VALID_EVENTS,
     ("trainer_state.json", "hf"): json.dumps(trainer_state()).encode(),
     ("train.log", "nanogpt"): (NANOGPT_SOURCE + nanogpt_log()[0]).encode(),
-    ("export.csv", "wandb-chart"): b'"Step","a - train/loss","a - train/loss__MIN","b - eval/loss"\n"1","3.0","2.9",""\n"2","","","2.5"',
+    (
+        "export.csv",
+        "wandb-chart",
+    ): b'"Step","a - train/loss","a - train/loss__MIN","b - eval/loss"\n"1","3.0","2.9",""\n"2","","","2.5"',
     ("history.csv", "csv"): b"_step,train/loss,eval/loss\n0,3.0,\n1,2.9,3.1\n",
     ("train_log_0.txt", "steplaw"): "".join(
         f"2024-06-18 12:00:00.010 | INFO     | megatron.core.trainerv2:training_log:812 - iter {i:>8}/{20:>8} "
@@ -636,9 +714,13 @@ _VALID = {
         f"1234.5 | learning rate: 1.000000E-04 | global batch size: 8 | lm loss: {3 - i / 50:E} | loss scale: 1.0 |\n"
         for i in range(1, 21)
     ).encode(),
-    ("metrics.jsonl", "jsonl"): b"".join(b'{"step": %d, "loss": %f, "lr": 0.0003}\n' % (i, 3 - i / 50) for i in range(1, 21)),
+    ("metrics.jsonl", "jsonl"): b"".join(
+        b'{"step": %d, "loss": %f, "lr": 0.0003}\n' % (i, 3 - i / 50) for i in range(1, 21)
+    ),
 }
-_PROPERTY = settings(max_examples=60, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+_PROPERTY = settings(
+    max_examples=60, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
 
 
 def _ingest_survives(name: str, fmt: str | None, data: bytes) -> None:
@@ -695,6 +777,7 @@ def test_mutated_valid_files_never_crash_a_reader(key, data):
 
 # -- the command line ------------------------------------------------------------------------
 
+
 def test_cli_ingests_the_new_formats_and_lists_them_in_help(tmp_path):
     from typer.testing import CliRunner
 
@@ -721,9 +804,13 @@ def test_wandb_history_jsonl_with_media_rows_and_nan(tmp_path):
     run.mkdir(parents=True)
     rows = []
     for s in range(50):
-        rows.append({"_step": s, "_runtime": s * 2.0, "_timestamp": 1.7e9 + s, "train/loss": 3.0 - s / 100, "train/lr": 1e-3})
+        rows.append(
+            {"_step": s, "_runtime": s * 2.0, "_timestamp": 1.7e9 + s, "train/loss": 3.0 - s / 100, "train/lr": 1e-3}
+        )
         if s % 25 == 24:
-            rows.append({"_step": s, "eval/loss": 3.1 - s / 100, "samples": {"_type": "table-file", "path": "media/t.json"}})
+            rows.append(
+                {"_step": s, "eval/loss": 3.1 - s / 100, "samples": {"_type": "table-file", "path": "media/t.json"}}
+            )
     text = "\n".join(json.dumps(r) for r in rows).replace('"train/loss": 2.9,', '"train/loss": NaN,')
     (run / "wandb-history.jsonl").write_text(text + "\n")
     db = sl.open(tmp_path / "db")

@@ -104,12 +104,28 @@ def test_cli_report_plot_stability(tmp_path, steplaw_csv):
     res = runner.invoke(app, ["--db", db, "report", "-o", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r.html").stat().st_size > 100_000
-    res = runner.invoke(app, ["--db", db, "plot", "landscape", "--cell", "N=214663680,D=1e11", "--law", "all", "-o", str(tmp_path / "l.png")])
+    res = runner.invoke(
+        app,
+        [
+            "--db",
+            db,
+            "plot",
+            "landscape",
+            "--cell",
+            "N=214663680,D=1e11",
+            "--law",
+            "all",
+            "-o",
+            str(tmp_path / "l.png"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["--db", db, "plot", "law", "--law", "step-law", "-o", str(tmp_path / "law.pdf")])
     assert res.exit_code == 0 and _is(tmp_path / "law.pdf", ".pdf"), res.output
     out = tmp_path / "v.csv"
-    res = runner.invoke(app, ["--db", db, "stability", "--bootstrap", "50", "--table", "verdicts", "--format", "csv", "-o", str(out)])
+    res = runner.invoke(
+        app, ["--db", db, "stability", "--bootstrap", "50", "--table", "verdicts", "--format", "csv", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert set(pl.read_csv(out)["verdict"]) <= {"stable", "unstable"}
     res = runner.invoke(app, ["--db", db, "plot", "landscape", "--cell", "N", "-o", str(tmp_path / "x.png")])

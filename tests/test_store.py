@@ -135,7 +135,9 @@ def test_sigkill_at_random_moments_never_corrupts(tmp_path):
     _sweep(tmp_path / "sweep", n_lr=7, n_bs=5, points=400, cells=[(960, 9368, 15, 7, 2e10), (1280, 9472, 10, 10, 2e10)])
     script = _write_ingest_script(tmp_path, tmp_path / "sweep", tmp_path / "db")
     for i, delay in enumerate([0.05, 0.15, 0.3, 0.5, 0.8]):
-        proc = subprocess.Popen([sys.executable, str(script), "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -130,8 +130,16 @@ def test_guide_example_lines_are_reproduced_exactly():
         "| global batch size:   141 | lm loss: 2.737994E+00 | grad norm: 0.412 |\n"
     )
     line = synth._format_megatron_lines(
-        ["2024-06-18 12:00:00"], [100], 500000, [51200], [1234.5], [1e-4], 512, [7.123456],
-        [1.234], [0],
+        ["2024-06-18 12:00:00"],
+        [100],
+        500000,
+        [51200],
+        [1234.5],
+        [1e-4],
+        512,
+        [7.123456],
+        [1.234],
+        [0],
     )
     assert line == (
         " [2024-06-18 12:00:00] iteration      100/  500000 | consumed samples:        51200 "
@@ -159,9 +167,7 @@ def test_names_and_config_parse_back(sweeps, fmt):
         m = NAME_RE.match(row["name"])
         assert m, row["name"]
         h, ffnh, numh, numl, lr, bs, steps, mlr = m.groups()
-        assert (int(h), int(ffnh), int(numh), int(numl)) == (
-            row["h"], row["ffnh"], row["numh"], row["numl"]
-        )
+        assert (int(h), int(ffnh), int(numh), int(numl)) == (row["h"], row["ffnh"], row["numh"], row["numl"])
         assert float(lr) == row["lr"]  # the lr is exactly what the name says
         assert int(bs) == row["bs"] and int(steps) == row["steps"] and float(mlr) == 1e-5
         assert row["steps"] == round(row["D"] / (row["bs"] * row["seq_len"]))
@@ -256,7 +262,9 @@ def test_default_sweep_truth(tmp_path):
         assert abs(c["lr_grid_offset"]) > 1e-3 or abs(c["bs_grid_offset"]) > 1e-3
     # the default grid reaches past DIVERGE_LR_FACTOR x lr*: its top learning rates diverge
     assert df["diverged"].any() and not df["diverged"].all()
-    assert (df.filter(pl.col("diverged"))["lr"] >= synth.DIVERGE_LR_FACTOR * df.filter(pl.col("diverged"))["lr_opt"]).all()
+    assert (
+        df.filter(pl.col("diverged"))["lr"] >= synth.DIVERGE_LR_FACTOR * df.filter(pl.col("diverged"))["lr_opt"]
+    ).all()
 
 
 def test_landscape_minimum_at_nearest_grid_point(tmp_path):

@@ -55,10 +55,21 @@ def chinchilla_grid() -> list[list[float]]: ...
 
 # Loss-curve laws (rust/src/py/curve.rs); used by steplaw_db.curve.
 def curve_predict(
-    form: str, params: list[float], lr: list[float], steps: list[int], lam: float = 0.999, method: str = "auto", jacobian: bool = False
+    form: str,
+    params: list[float],
+    lr: list[float],
+    steps: list[int],
+    lam: float = 0.999,
+    method: str = "auto",
+    jacobian: bool = False,
 ) -> Any: ...
 def curve_objective(
-    form: str, params: list[float], curves: list[tuple[list[float], list[int], list[float]]], delta: float = 1e-3, lam: float = 0.999, method: str = "auto"
+    form: str,
+    params: list[float],
+    curves: list[tuple[list[float], list[int], list[float]]],
+    delta: float = 1e-3,
+    lam: float = 0.999,
+    method: str = "auto",
 ) -> tuple[float, list[float]]: ...
 def curve_fit(
     form: str,

@@ -25,11 +25,27 @@ app = typer.Typer(
 )
 
 #: The demo's sweep: three shapes of the public Step Law data at three budgets each.
-DEMO_CELLS = tuple((*shape, d) for shape in ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16)) for d in (1e10, 3e10, 1e11))
+DEMO_CELLS = tuple(
+    (*shape, d)
+    for shape in ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16))
+    for d in (1e10, 3e10, 1e11)
+)
 #: Where the demo predicts: a model and budget beyond the sweep.
 DEMO_PREDICT = (7e9, 1.4e12)
 
-RUN_TABLE_COLUMNS = ["name", "status", "N", "D", "lr", "bs", "steps", "n_points", "final_step", "final_loss", "smooth_loss"]
+RUN_TABLE_COLUMNS = [
+    "name",
+    "status",
+    "N",
+    "D",
+    "lr",
+    "bs",
+    "steps",
+    "n_points",
+    "final_step",
+    "final_loss",
+    "smooth_loss",
+]
 
 
 def _version(value: bool) -> None:
@@ -41,8 +57,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Optional[Path] = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    db: Optional[Path] = typer.Option(
+        None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     ctx.obj = {"db": db if db is not None else Path(default_path())}
 
@@ -51,11 +71,15 @@ def main_options(
 def ingest(
     ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help="Run directories, sweep roots (any depth) or log files."),
-    format: Optional[str] = typer.Option(None, "--format", help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, tensorboard, hf."),
+    format: Optional[str] = typer.Option(
+        None, "--format", help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, tensorboard, hf."
+    ),
     metric: Optional[str] = typer.Option(None, "--metric", help="Source field to read as the training loss."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further series to store, comma-separated."),
     name_template: Optional[str] = typer.Option(
-        None, "--name-template", help="How run names encode the config, e.g. '{*}_lr{lr}_bs{bs}'. Default: Step Law names."
+        None,
+        "--name-template",
+        help="How run names encode the config, e.g. '{*}_lr{lr}_bs{bs}'. Default: Step Law names.",
     ),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="key=value applied to every run (repeatable)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
@@ -160,7 +184,9 @@ _SMOOTH_HELP = "Smoothing: robust (default), steplaw, gaussian, ema, tail-mean, 
 def final(
     ctx: typer.Context,
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
-    width: Optional[float] = typer.Option(None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."),
+    width: Optional[float] = typer.Option(
+        None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."
+    ),
     unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
     at: Optional[int] = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
@@ -176,7 +202,9 @@ def optima(
     by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
     threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal band (relative loss)."),
     method: str = typer.Option("grid", "--method", help="Optimum per cell: grid or quadratic."),
-    input_: Optional[Path] = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
+    input_: Optional[Path] = typer.Option(
+        None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."
+    ),
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
     include_diverged: bool = typer.Option(False, "--include-diverged", help="Keep diverged runs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
@@ -193,7 +221,9 @@ def optima(
 
 
 @app.command()
-def compact(ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")) -> None:
+def compact(
+    ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")
+) -> None:
     """Drop replaced runs' points, merge small segments, delete unused files."""
     store = open_store(ctx, create=False)
     r = _run(lambda: store.compact(wait))
@@ -219,13 +249,19 @@ def synth_cmd(
 
     if format not in synth.FORMATS:
         _fail(f"unknown --format '{format}' ({', '.join(synth.FORMATS)})", 2)
-    df = synth.write_sweep(out, fmt=format, n_lr=n_lr, n_bs=n_bs, points=points, noise=noise, seed=seed, workers=workers)
-    typer.echo(f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; truth in {out / 'truth.json'}")
+    df = synth.write_sweep(
+        out, fmt=format, n_lr=n_lr, n_bs=n_bs, points=points, noise=noise, seed=seed, workers=workers
+    )
+    typer.echo(
+        f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; truth in {out / 'truth.json'}"
+    )
 
 
 @app.command()
 def demo(
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the sweep and store (default: a temp dir)."),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", help="Where to put the sweep and store (default: a temp dir)."
+    ),
 ) -> None:
     """Generate a small synthetic sweep, ingest it and show what was found."""
     from . import synth
@@ -234,7 +270,9 @@ def demo(
     sweep, db_path = root / "sweep", root / "steplaw.db"
     if not sweep.exists():
         truth = synth.write_sweep(sweep, fmt="steplaw", cells=DEMO_CELLS)
-        typer.echo(f"wrote a synthetic sweep of {len(truth)} runs ({len(DEMO_CELLS)} cells x 7 lr x 5 batch sizes) to {sweep}")
+        typer.echo(
+            f"wrote a synthetic sweep of {len(truth)} runs ({len(DEMO_CELLS)} cells x 7 lr x 5 batch sizes) to {sweep}"
+        )
     store = _run(lambda: Store(db_path))
     report = _run(lambda: store.ingest(sweep, progress=True))
     typer.echo(report.summary())
@@ -275,7 +313,9 @@ def demo(
     write_report(html_path, final_df, runs=runs_df, title="steplaw-db demo: a synthetic sweep", bootstrap=300)
     typer.echo(f"\nreport: {html_path}")
     typer.echo(f"store: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
-    typer.echo(f'try: steplaw-db --db {db_path} optima   or   python -c "import steplaw_db as sl; print(sl.open(\'{db_path}\').final_losses())"')
+    typer.echo(
+        f"try: steplaw-db --db {db_path} optima   or   python -c \"import steplaw_db as sl; print(sl.open('{db_path}').final_losses())\""
+    )
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -304,11 +344,15 @@ STABILITY_TABLES = ("verdicts", "coefficients", "differences", "loco", "sensitiv
 def stability(
     ctx: typer.Context,
     by: Optional[str] = typer.Option(None, "--by", help="Group column (recipe, a MoE design, a shape tag)."),
-    thresholds: str = typer.Option("0.001,0.0025,0.005,0.01", "--thresholds", help="Near-optimal thresholds to compare."),
+    thresholds: str = typer.Option(
+        "0.001,0.0025,0.005,0.01", "--thresholds", help="Near-optimal thresholds to compare."
+    ),
     smoothing: str = typer.Option("robust,steplaw", "--smoothing", help="Smoothing modes to compare (store only)."),
     method: str = typer.Option("grid,quadratic", "--method", help="Optimum methods to compare: grid, quadratic."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
-    input_: Optional[Path] = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
+    input_: Optional[Path] = typer.Option(
+        None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."
+    ),
     table: Optional[str] = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (with --table)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
@@ -358,7 +402,9 @@ def _laws_of(spec: Optional[str]) -> dict:
 
 _OUTPUT = typer.Option(..., "-o", "--output", help="Figure file: .png, .svg or .pdf.")
 _INPUT = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store.")
-_LAWS = typer.Option(None, "--law", help="Laws to draw: step-law, deepseek, ..., all, or a saved law's .json (comma-separated).")
+_LAWS = typer.Option(
+    None, "--law", help="Laws to draw: step-law, deepseek, ..., all, or a saved law's .json (comma-separated)."
+)
 
 
 @plot_app.command("landscape")
@@ -459,7 +505,6 @@ from .cli_curve import register as _register_curve_fit  # noqa: E402
 from .cli_fit import register as _register_fits  # noqa: E402
 
 _register_curve_fit(_register_fits(app))
-
 
 
 def main() -> None:

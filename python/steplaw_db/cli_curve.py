@@ -42,10 +42,16 @@ def register(fit_app: typer.Typer) -> None:
     @fit_app.command("curve")
     def fit_curve(
         ctx: typer.Context,
-        files: Optional[List[Path]] = typer.Argument(None, help="Curves to fit on: CSV files with step, lr and loss columns."),
-        run: Optional[List[int]] = typer.Option(None, "--run", help="Fit on this run's loss curve from the store (repeatable)."),
+        files: Optional[List[Path]] = typer.Argument(
+            None, help="Curves to fit on: CSV files with step, lr and loss columns."
+        ),
+        run: Optional[List[int]] = typer.Option(
+            None, "--run", help="Fit on this run's loss curve from the store (repeatable)."
+        ),
         form: str = typer.Option("mpl", "--form", help="mpl (Multi-Power Law) or annealing (Tissue et al.)."),
-        test: Optional[List[Path]] = typer.Option(None, "--test", help="Held-out curve (CSV) to predict and score (repeatable)."),
+        test: Optional[List[Path]] = typer.Option(
+            None, "--test", help="Held-out curve (CSV) to predict and score (repeatable)."
+        ),
         schedule: Optional[List[str]] = typer.Option(
             None,
             "--schedule",
@@ -79,9 +85,15 @@ def register(fit_app: typer.Typer) -> None:
             scored = pl.concat([scored, held])
         typer.echo(repr(law))
         f = law.fit
-        typer.echo(f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, converged: {f['converged']}")
+        typer.echo(
+            f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, converged: {f['converged']}"
+        )
         shown = scored.select(
-            "role", "curve", "points", (pl.col("mean_rel_error") * 100).alias("mean_err_%"), (pl.col("max_rel_error") * 100).alias("max_err_%")
+            "role",
+            "curve",
+            "points",
+            (pl.col("mean_rel_error") * 100).alias("mean_err_%"),
+            (pl.col("max_rel_error") * 100).alias("max_err_%"),
         )
         with pl.Config(tbl_rows=100, tbl_width_chars=160, float_precision=3, tbl_hide_dataframe_shape=True):
             typer.echo(str(shown))

@@ -24,7 +24,14 @@ def _names(text: str) -> Optional[tuple[str, ...]]:
 
 
 def _table(df: pl.DataFrame) -> str:
-    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True, float_precision=6):
+    with pl.Config(
+        tbl_rows=200,
+        tbl_cols=20,
+        tbl_width_chars=200,
+        fmt_str_lengths=60,
+        tbl_hide_dataframe_shape=True,
+        float_precision=6,
+    ):
         return str(df)
 
 
@@ -34,13 +41,17 @@ def register(app: typer.Typer) -> typer.Typer:
     fit_app = typer.Typer(help="Fit scaling laws to a sweep's final losses.", no_args_is_help=True)
     app.add_typer(fit_app, name="fit")
 
-    input_help = "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
+    input_help = (
+        "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
+    )
 
     @fit_app.command("lr-bs")
     def fit_lr_bs_cmd(
         ctx: typer.Context,
         input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
-        threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."),
+        threshold: float = typer.Option(
+            0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."
+        ),
         method: str = typer.Option("ols", "--method", help="ols or huber."),
         bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap draws (0: none)."),
         resample: str = typer.Option("rows", "--resample", help="Bootstrap unit: rows (Step Law) or cells."),
@@ -88,7 +99,9 @@ def register(app: typer.Typer) -> typer.Typer:
         final = final_frame(ctx, input, seq_len=seq_len)
         law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta))
         i = law.info
-        typer.echo(f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); objective {law.objective:.6g}")
+        typer.echo(
+            f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); objective {law.objective:.6g}"
+        )
         typer.echo(repr(law))
         typer.echo(_table(law.to_polars()))
         if output:
@@ -100,9 +113,17 @@ def register(app: typer.Typer) -> typer.Typer:
         n: float = typer.Argument(..., metavar="N", help="Non-embedding parameters, e.g. 7e9."),
         d: float = typer.Argument(..., metavar="D", help="Training tokens, e.g. 1.4e12."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch in sequences = tokens / seq_len)."),
-        law: str = typer.Option("step-law", "--law", help="step-law, deepseek, porian, openai, minicpm, microsoft, all, or a law .json (comma-separated)."),
-        loss: Optional[float] = typer.Option(None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."),
-        compute: Optional[float] = typer.Option(None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."),
+        law: str = typer.Option(
+            "step-law",
+            "--law",
+            help="step-law, deepseek, porian, openai, minicpm, microsoft, all, or a law .json (comma-separated).",
+        ),
+        loss: Optional[float] = typer.Option(
+            None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."
+        ),
+        compute: Optional[float] = typer.Option(
+            None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."
+        ),
     ) -> None:
         """Predict the optimal peak learning rate and batch size for N parameters and D tokens."""
         from . import laws as published
@@ -119,7 +140,9 @@ def register(app: typer.Typer) -> typer.Typer:
             if "loss" in one.inputs and loss is None:
                 typer.echo(f"{one.name:<{width}}  (needs --loss)")
                 continue
-            row = _run(lambda: one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(0, named=True)
+            row = _run(lambda: one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(
+                0, named=True
+            )
             lr = f"{row['lr']:.3e}" if row["lr"] is not None else "-"
             tokens = f"{row['bs_tokens']:,.0f}" if row["bs_tokens"] is not None else "-"
             seqs = f"{row['bs']:,.1f}" if row["bs"] is not None else "-"
@@ -132,7 +155,9 @@ def register(app: typer.Typer) -> typer.Typer:
         law: str = typer.Option("all", "--law", help="Laws to compare (names, .json files, comma-separated, or all)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
         per_cell: bool = typer.Option(False, "--per-cell", help="Also print every (law, cell) row."),
-        method: str = typer.Option("nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."),
+        method: str = typer.Option(
+            "nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."
+        ),
         output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
     ) -> None:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
@@ -157,4 +182,3 @@ def register(app: typer.Typer) -> typer.Typer:
             typer.echo(f"wrote {len(rows)} rows to {output}")
 
     return fit_app
-

@@ -104,7 +104,9 @@ class Schedule:
         if self.wsd_shape not in WSD_SHAPES:
             raise InvalidArgumentError(f"wsd_shape must be one of {', '.join(WSD_SHAPES)}, got {self.wsd_shape!r}")
         if not (0 <= self.warmup_steps < self.total_steps):
-            raise InvalidArgumentError(f"need 0 <= warmup_steps < total_steps, got {self.warmup_steps} and {self.total_steps}")
+            raise InvalidArgumentError(
+                f"need 0 <= warmup_steps < total_steps, got {self.warmup_steps} and {self.total_steps}"
+            )
         if self.decay == "wsd":
             if self.decay_start is None or not (self.warmup_steps <= self.decay_start <= self.total_steps):
                 raise InvalidArgumentError("a wsd schedule needs decay_start between warmup_steps and total_steps")
@@ -156,7 +158,14 @@ class Schedule:
         if peak is None or steps is None:
             raise InvalidArgumentError(f"run {run.get('name', '?')}: its config lacks lr or steps; pass a Schedule")
         floor = run.get("lr_min")
-        return cls(peak_lr=float(peak), total_steps=int(steps), warmup_steps=warmup_steps, decay=decay, floor=float(floor or 0.0), **more)
+        return cls(
+            peak_lr=float(peak),
+            total_steps=int(steps),
+            warmup_steps=warmup_steps,
+            decay=decay,
+            floor=float(floor or 0.0),
+            **more,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,7 +295,9 @@ def _schedule_for(schedule: Any, index: int, label: str, n: int) -> Schedule | N
         if len(schedule) != n:
             raise InvalidArgumentError(f"{len(schedule)} schedules for {n} curves")
         return schedule[index]
-    raise InvalidArgumentError("schedule must be a Schedule, a list of them (one per curve) or a dict label -> Schedule")
+    raise InvalidArgumentError(
+        "schedule must be a Schedule, a list of them (one per curve) or a dict label -> Schedule"
+    )
 
 
 def load_curves(points: Points, schedule: Any = None) -> list[CurveData]:
@@ -298,7 +309,9 @@ def load_curves(points: Points, schedule: Any = None) -> list[CurveData]:
     label (the file's stem, or ``"run <id>"``) to Schedule) gives the exact per-step lr;
     without one the logged lr is interpolated (see the module's docstring). Duplicate
     steps keep the last value; points before any lr area are dropped."""
-    items: list[Any] = list(points) if isinstance(points, Sequence) and not isinstance(points, (str, bytes)) else [points]
+    items: list[Any] = (
+        list(points) if isinstance(points, Sequence) and not isinstance(points, (str, bytes)) else [points]
+    )
     frames: list[tuple[str, pl.DataFrame]] = []
     for k, item in enumerate(items):
         if isinstance(item, pl.DataFrame):
@@ -316,7 +329,9 @@ def load_curves(points: Points, schedule: Any = None) -> list[CurveData]:
             raise InvalidArgumentError(f"points must be DataFrames or CSV paths, got {type(item).__name__}")
     if not frames:
         raise InvalidArgumentError("no curves given")
-    return [_curve_of(label, df, _schedule_for(schedule, i, label, len(frames))) for i, (label, df) in enumerate(frames)]
+    return [
+        _curve_of(label, df, _schedule_for(schedule, i, label, len(frames))) for i, (label, df) in enumerate(frames)
+    ]
 
 
 def _lr_of(schedule: ScheduleLike, steps: int | None = None) -> np.ndarray:
@@ -384,7 +399,14 @@ class CurveLaw:
         rows = []
         for c in load_curves(points, schedule):
             rel = np.abs(self.loss_at(c.lr, c.step) - c.loss) / c.loss
-            rows.append({"curve": c.label, "points": int(c.step.size), "mean_rel_error": float(rel.mean()), "max_rel_error": float(rel.max())})
+            rows.append(
+                {
+                    "curve": c.label,
+                    "points": int(c.step.size),
+                    "mean_rel_error": float(rel.mean()),
+                    "max_rel_error": float(rel.max()),
+                }
+            )
         return pl.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,7 +415,13 @@ class CurveLaw:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CurveLaw:
         try:
-            return cls(form=d["form"], params={k: float(v) for k, v in d["params"].items()}, lam=float(d.get("lam", 0.999)), delta=float(d.get("delta", 1e-3)), fit=dict(d.get("fit", {})))
+            return cls(
+                form=d["form"],
+                params={k: float(v) for k, v in d["params"].items()},
+                lam=float(d.get("lam", 0.999)),
+                delta=float(d.get("delta", 1e-3)),
+                fit=dict(d.get("fit", {})),
+            )
         except (KeyError, TypeError, AttributeError) as e:
             raise InvalidArgumentError(f"not a curve law: {e}") from None
 
@@ -465,7 +493,9 @@ def fit_curve_law(
         )
     start_vectors = None
     if starts is not None:
-        start_vectors = [[float(s[n]) for n in FORMS[form]] if isinstance(s, Mapping) else [float(v) for v in s] for s in starts]
+        start_vectors = [
+            [float(s[n]) for n in FORMS[form]] if isinstance(s, Mapping) else [float(v) for v in s] for s in starts
+        ]
     r = _native.curve_fit(form, [c.native() for c in curves], delta, lam, "auto", start_vectors, int(max_iterations))
     fit = {
         "objective": r["objective"],
@@ -505,7 +535,14 @@ def plot_curve_law(
         rel = np.abs(pred - c.loss) / c.loss
         role = "fit" if c.label in fitted_set else "predicted"
         ax.plot(c.step, c.loss, color=color, lw=1.0, alpha=0.6)
-        ax.plot(c.step, pred, color=color, lw=1.5, ls="--", label=f"{c.label} ({role}; mean {rel.mean():.2%}, max {rel.max():.2%})")
+        ax.plot(
+            c.step,
+            pred,
+            color=color,
+            lw=1.5,
+            ls="--",
+            label=f"{c.label} ({role}; mean {rel.mean():.2%}, max {rel.max():.2%})",
+        )
         ax_lr.plot(np.arange(c.lr.size), c.lr, color=color, lw=1.0)
     ax.set_ylabel("loss")
     ax.set_title(title or f"{law.form} law: measured (solid) and law (dashed)")

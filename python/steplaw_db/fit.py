@@ -61,7 +61,9 @@ def _broadcast(values: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray 
     try:
         arrays = np.broadcast_arrays(*present.values())
     except ValueError as e:
-        raise InvalidArgumentError(f"inputs of different lengths: {', '.join(f'{k}={len(v)}' for k, v in present.items())}") from e
+        raise InvalidArgumentError(
+            f"inputs of different lengths: {', '.join(f'{k}={len(v)}' for k, v in present.items())}"
+        ) from e
     out = dict(values)
     out.update(zip(present, (np.array(a, dtype=float) for a in arrays)))
     return out
@@ -138,7 +140,9 @@ class Law:
         """
         if seq_len <= 0:
             raise InvalidArgumentError(f"seq_len must be positive, got {seq_len}")
-        x = _broadcast({"N": _as_array(N, "N"), "D": _as_array(D, "D"), "C": _as_array(C, "C"), "loss": _as_array(loss, "loss")})
+        x = _broadcast(
+            {"N": _as_array(N, "N"), "D": _as_array(D, "D"), "C": _as_array(C, "C"), "loss": _as_array(loss, "loss")}
+        )
         bad = [k for k, v in x.items() if v is not None and not (np.isfinite(v) & (v > 0)).all()]
         if bad:
             raise InvalidArgumentError(f"{', '.join(bad)} must be positive and finite")
@@ -146,7 +150,9 @@ class Law:
             x["C"] = _compute(x["N"], x["D"])
         missing = [v for v in self.inputs if x.get(v) is None]
         if missing:
-            raise InvalidArgumentError(f"law '{self.name}' needs {', '.join(missing)} (it depends on {', '.join(self.inputs)})")
+            raise InvalidArgumentError(
+                f"law '{self.name}' needs {', '.join(missing)} (it depends on {', '.join(self.inputs)})"
+            )
         n = next((len(v) for v in x.values() if v is not None), 1)
         out = self._predict_arrays(x, interval)
         cols: dict[str, Any] = {k: x[k] if x[k] is not None else np.full(n, np.nan) for k in ("N", "D")}
@@ -227,11 +233,21 @@ class PowerLaw:
         regressors = tuple(d["regressors"])
         bad = [v for v in regressors if v not in VARIABLES]
         if d["target"] not in _PREFIX or bad:
-            raise InvalidArgumentError(f"not a power law of {VARIABLES}: target {d['target']!r}, regressors {regressors}")
+            raise InvalidArgumentError(
+                f"not a power law of {VARIABLES}: target {d['target']!r}, regressors {regressors}"
+            )
         coef = arr(d["coef"])
         if coef is None or len(coef) != len(regressors) + 1:
             raise InvalidArgumentError(f"{d['target']}: {len(regressors) + 1} coefficients expected")
-        return cls(d["target"], regressors, coef, arr(d.get("point")), arr(d.get("samples")), d.get("r2", math.nan), d.get("scale", math.nan))
+        return cls(
+            d["target"],
+            regressors,
+            coef,
+            arr(d.get("point")),
+            arr(d.get("samples")),
+            d.get("r2", math.nan),
+            d.get("scale", math.nan),
+        )
 
 
 class HparamLaw(Law, _SavedAsJson):
@@ -322,7 +338,12 @@ class HparamLaw(Law, _SavedAsJson):
                         "r2": None if math.isnan(part.r2) else part.r2,
                     }
                 )
-        schema = {"target": pl.String, "term": pl.String, "name": pl.String, **{k: pl.Float64 for k in ("estimate", "point", "mean", "sd", "lo", "hi", "r2")}}
+        schema = {
+            "target": pl.String,
+            "term": pl.String,
+            "name": pl.String,
+            **{k: pl.Float64 for k in ("estimate", "point", "mean", "sd", "lo", "hi", "r2")},
+        }
         return pl.DataFrame(rows, schema=schema)
 
     def coefficients(self) -> dict[str, float]:
@@ -349,8 +370,14 @@ class HparamLaw(Law, _SavedAsJson):
         if d.get("kind") != "hparam-law":
             raise InvalidArgumentError(f"not a saved hyperparameter law (kind {d.get('kind')!r})")
         parts = [None if d.get(k) is None else PowerLaw.from_dict(d[k]) for k in ("lr", "bs")]
-        return cls(parts[0], parts[1], name=d.get("name", "fitted"), source=d.get("source", ""), notes=d.get("notes", ""), info=d.get("info"))
-
+        return cls(
+            parts[0],
+            parts[1],
+            name=d.get("name", "fitted"),
+            source=d.get("source", ""),
+            notes=d.get("notes", ""),
+            info=d.get("info"),
+        )
 
     @classmethod
     def from_samples(cls, samples: pl.DataFrame, *, name: str, source: str = "", notes: str = "") -> HparamLaw:
@@ -363,7 +390,11 @@ class HparamLaw(Law, _SavedAsJson):
                 parts.append(None)
                 continue
             regressors = tuple(v for v in VARIABLES if f"{prefix}_coef{v}" in samples.columns)
-            draws = samples.select([f"{prefix}_intercept", *(f"{prefix}_coef{v}" for v in regressors)]).to_numpy().astype(float)
+            draws = (
+                samples.select([f"{prefix}_intercept", *(f"{prefix}_coef{v}" for v in regressors)])
+                .to_numpy()
+                .astype(float)
+            )
             parts.append(PowerLaw(target, regressors, np.nanmean(draws, axis=0), None, draws))
         return cls(parts[0], parts[1], name=name, source=source, notes=notes, info={"draws": len(samples)})
 
@@ -451,7 +482,9 @@ def fit_lr_bs(
     samples = with_bs_tokens(samples, seq_len=None) if bs_on is not None else samples
     regressors = set(lr_on or ()) | set(bs_on or ())
     derive_c = "C" in regressors and "C" not in samples.columns
-    needed = [v for v in VARIABLES if (v in regressors and not (v == "C" and derive_c)) or (derive_c and v in ("N", "D"))]
+    needed = [
+        v for v in VARIABLES if (v in regressors and not (v == "C" and derive_c)) or (derive_c and v in ("N", "D"))
+    ]
     targets = [t for t, on in (("lr", lr_on), ("bs_tokens", bs_on)) if on is not None]
     _require(samples, [*keys, *needed, *targets], "the samples")
     if isinstance(weights, str):
@@ -488,9 +521,12 @@ def fit_lr_bs(
             "(e.g. every drawn cell shared one N) and were left out",
             stacklevel=2,
         )
-    for (target, on) in parts:
+    for target, on in parts:
         if n_cells <= len(on) + 3:
-            warnings.warn(f"{target}: only {n_cells} cells for {len(on) + 1} coefficients: the fit is barely determined", stacklevel=2)
+            warnings.warn(
+                f"{target}: only {n_cells} cells for {len(on) + 1} coefficients: the fit is barely determined",
+                stacklevel=2,
+            )
 
     laws = {}
     for (target, on), fit, draws in zip(parts, out["fits"], out["draws"]):
@@ -576,7 +612,9 @@ class LossLaw(_SavedAsJson):
                     "hi": float(np.percentile(draws, hi_q)) if draws.size else None,
                 }
             )
-        return pl.DataFrame(rows, schema={"param": pl.String, **{k: pl.Float64 for k in ("estimate", "mean", "sd", "lo", "hi")}})
+        return pl.DataFrame(
+            rows, schema={"param": pl.String, **{k: pl.Float64 for k in ("estimate", "mean", "sd", "lo", "hi")}}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -597,8 +635,13 @@ class LossLaw(_SavedAsJson):
         if missing:
             raise InvalidArgumentError(f"saved loss law lacks {missing}")
         samples = pl.DataFrame(d.get("samples") or {}, schema={k: pl.Float64 for k in (d.get("samples") or {})})
-        return cls({k: float(d["params"][k]) for k in cls.PARAMS}, samples, d.get("objective", math.nan), d.get("info", {}), d.get("name", "chinchilla"))
-
+        return cls(
+            {k: float(d["params"][k]) for k in cls.PARAMS},
+            samples,
+            d.get("objective", math.nan),
+            d.get("info", {}),
+            d.get("name", "chinchilla"),
+        )
 
 
 def _chinchilla_params(p: Sequence[float]) -> dict[str, float]:
@@ -649,12 +692,25 @@ def fit_loss_law(
     d = data["D"].cast(pl.Float64).to_list()
     y = data[loss].cast(pl.Float64).to_list()
     out = _native.fit_chinchilla(
-        n, d, y, float(delta), None if starts is None else [list(map(float, s)) for s in starts], int(bootstrap), int(seed), int(bootstrap_starts)
+        n,
+        d,
+        y,
+        float(delta),
+        None if starts is None else [list(map(float, s)) for s in starts],
+        int(bootstrap),
+        int(seed),
+        int(bootstrap_starts),
     )
     if out["failed"]:
-        warnings.warn(f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out", stacklevel=2)
+        warnings.warn(
+            f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out", stacklevel=2
+        )
     draws = [_chinchilla_params(p) for p in out["draws"]]
-    samples = pl.DataFrame(draws, schema={k: pl.Float64 for k in LossLaw.PARAMS}) if draws else pl.DataFrame(schema={k: pl.Float64 for k in LossLaw.PARAMS})
+    samples = (
+        pl.DataFrame(draws, schema={k: pl.Float64 for k in LossLaw.PARAMS})
+        if draws
+        else pl.DataFrame(schema={k: pl.Float64 for k in LossLaw.PARAMS})
+    )
     info = {
         "points": len(y),
         "delta": delta,
@@ -743,7 +799,9 @@ def evaluate(
     keys = _keys(by)
     final = with_bs_tokens(final, seq_len=None)
     _require(final, [*keys, "N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
-    measured = final.filter(pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0))
+    measured = final.filter(
+        pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0)
+    )
     if len(measured) == 0:
         raise InvalidArgumentError("no run with a finite loss to evaluate against")
     laws = _labelled_laws(law)

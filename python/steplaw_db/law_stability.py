@@ -178,7 +178,9 @@ def stability(
                     continue
                 sens_rows.append(
                     _coef_table(fitted).with_columns(
-                        group=pl.lit(g), smoothing=pl.lit(smooth_name), method=pl.lit(method),
+                        group=pl.lit(g),
+                        smoothing=pl.lit(smooth_name),
+                        method=pl.lit(method),
                         threshold=pl.lit(t, dtype=pl.Float64),
                     )  # fmt: skip
                 )
@@ -193,10 +195,14 @@ def stability(
         ratio = spread / row["sd"] if row["sd"] else float("inf")
         verdict_rows.append(
             {
-                "group": row["group"], "name": row["name"], "estimate": row["estimate"], "sd": row["sd"],
+                "group": row["group"],
+                "name": row["name"],
+                "estimate": row["estimate"],
+                "sd": row["sd"],
                 "min": float(s["estimate"].min()) if len(s) else None,
                 "max": float(s["estimate"].max()) if len(s) else None,
-                "range_in_sds": ratio, "verdict": "stable" if ratio < STABLE_SDS else "unstable",
+                "range_in_sds": ratio,
+                "verdict": "stable" if ratio < STABLE_SDS else "unstable",
             }  # fmt: skip
         )
     differences = _differences(laws, coefficients)
@@ -230,8 +236,13 @@ def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> p
             overlap = not (a["hi"] < b["lo"] or b["hi"] < a["lo"])
             rows.append(
                 {
-                    "group_a": ga, "group_b": gb, "name": n, "difference": observed[n], "se": se,
-                    "intervals_overlap": overlap, "p_bootstrap": p_z,
+                    "group_a": ga,
+                    "group_b": gb,
+                    "name": n,
+                    "difference": observed[n],
+                    "se": se,
+                    "intervals_overlap": overlap,
+                    "p_bootstrap": p_z,
                     "differ": (p_z < ALPHA) and not overlap,
                 }  # fmt: skip
             )
@@ -255,9 +266,13 @@ def _leave_one_cell_out(df: pl.DataFrame, group: str, threshold: float, seed: in
         scored = evaluate({"loco": law}, held, by=cells)
         rows.append(
             {
-                "group": group, **{c: cell[c] for c in cells},
-                "lr_pred": lr_pred, "lr_opt": cell["lr_grid"], "lr_log_error": math.log(lr_pred / cell["lr_grid"]),
-                "bs_pred": bs_pred, "bs_opt": cell["bs_tokens_grid"],
+                "group": group,
+                **{c: cell[c] for c in cells},
+                "lr_pred": lr_pred,
+                "lr_opt": cell["lr_grid"],
+                "lr_log_error": math.log(lr_pred / cell["lr_grid"]),
+                "bs_pred": bs_pred,
+                "bs_opt": cell["bs_tokens_grid"],
                 "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]),
                 "loss_penalty": float(scored["rel_error"][0]),
             }  # fmt: skip

@@ -26,7 +26,21 @@ import polars as pl
 from .errors import InvalidArgumentError
 from .fit import HparamLaw, Law, PowerLaw, load_law
 
-__all__ = ["step_law", "deepseek", "porian", "openai", "minicpm", "microsoft", "get", "names", "all_laws", "resolve", "describe_all", "FormulaLaw", "STEP_LAW_MEANS"]
+__all__ = [
+    "step_law",
+    "deepseek",
+    "porian",
+    "openai",
+    "minicpm",
+    "microsoft",
+    "get",
+    "names",
+    "all_laws",
+    "resolve",
+    "describe_all",
+    "FormulaLaw",
+    "STEP_LAW_MEANS",
+]
 
 #: Means of the 1,000 bootstrap fits in Step Law's public file
 #: ``data/1004_fitted_lr_bs_scaling_model_parameters.csv`` (natural-log space), at full
@@ -41,7 +55,9 @@ STEP_LAW_MEANS = {
     "bs_coefD": 0.5709443646895045,
 }
 
-_STEP_LAW_SOURCE = "Li et al. 2025, 'Predictable Scale: Part I' (Step Law), arXiv 2503.04715; github.com/step-law/steplaw"
+_STEP_LAW_SOURCE = (
+    "Li et al. 2025, 'Predictable Scale: Part I' (Step Law), arXiv 2503.04715; github.com/step-law/steplaw"
+)
 
 
 def step_law(samples: str | Path | pl.DataFrame | None = None) -> HparamLaw:
@@ -56,8 +72,12 @@ def step_law(samples: str | Path | pl.DataFrame | None = None) -> HparamLaw:
         frame = pl.read_csv(samples) if isinstance(samples, (str, Path)) else samples
         expected = set(STEP_LAW_MEANS)
         if not expected <= set(frame.columns):
-            raise InvalidArgumentError(f"not a Step Law bootstrap file: columns {frame.columns}, expected {sorted(expected)}")
-        return HparamLaw.from_samples(frame.select(list(STEP_LAW_MEANS)), name="step-law", source=_STEP_LAW_SOURCE, notes=notes)
+            raise InvalidArgumentError(
+                f"not a Step Law bootstrap file: columns {frame.columns}, expected {sorted(expected)}"
+            )
+        return HparamLaw.from_samples(
+            frame.select(list(STEP_LAW_MEANS)), name="step-law", source=_STEP_LAW_SOURCE, notes=notes
+        )
     m = STEP_LAW_MEANS
     lr = PowerLaw("lr", ("N", "D"), np.array([m["lr_intercept"], m["lr_coefN"], m["lr_coefD"]]))
     bs = PowerLaw("bs_tokens", ("D",), np.array([m["bs_intercept"], m["bs_coefD"]]))
@@ -203,7 +223,9 @@ def get(name: str) -> Law:
     key = name.strip().lower().replace("_", "-")
     key = "step-law" if key in ("steplaw", "step") else key
     if key not in _REGISTRY:
-        raise InvalidArgumentError(f"unknown law '{name}' (known: {', '.join(_REGISTRY)}, all, or a saved law's .json file)")
+        raise InvalidArgumentError(
+            f"unknown law '{name}' (known: {', '.join(_REGISTRY)}, all, or a saved law's .json file)"
+        )
     return _REGISTRY[key]()
 
 
@@ -236,7 +258,14 @@ def resolve(spec: str) -> list[Law]:
 def describe_all() -> pl.DataFrame:
     """A table of the shipped laws: name, formula, inputs, what they give, source, notes."""
     rows: list[dict[str, Any]] = [
-        {"law": law.name, "formula": law.describe(), "inputs": ", ".join(law.inputs), "gives": ", ".join(law.gives), "source": law.source, "notes": law.notes}
+        {
+            "law": law.name,
+            "formula": law.describe(),
+            "inputs": ", ".join(law.inputs),
+            "gives": ", ".join(law.gives),
+            "source": law.source,
+            "notes": law.notes,
+        }
         for law in all_laws()
     ]
     return pl.DataFrame(rows)

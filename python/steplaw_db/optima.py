@@ -62,7 +62,10 @@ def in_cell(cell: Mapping[str, object], tolerance: float = LEVEL_TOLERANCE) -> p
     """The rows of one cell: numeric keys within ``tolerance`` (relative) of the cell's
     value (keys are snapped to grid levels that close), other keys equal."""
     return pl.all_horizontal(
-        [(pl.col(k) - v).abs() <= tolerance * abs(v) if isinstance(v, (int, float)) else pl.col(k) == v for k, v in cell.items()]
+        [
+            (pl.col(k) - v).abs() <= tolerance * abs(v) if isinstance(v, (int, float)) else pl.col(k) == v
+            for k, v in cell.items()
+        ]
     )
 
 

@@ -65,7 +65,11 @@ def landscape(
     plt = _pyplot()
     grid = cell_landscape(final, cell)
     ok = grid.filter(pl.col("rel_loss").is_finite())
-    x, y, z = np.log10(ok["lr"].to_numpy()), np.log10(ok["bs_tokens"].to_numpy().astype(float)), ok["rel_loss"].to_numpy()
+    x, y, z = (
+        np.log10(ok["lr"].to_numpy()),
+        np.log10(ok["bs_tokens"].to_numpy().astype(float)),
+        ok["rel_loss"].to_numpy(),
+    )
     fig, ax = plt.subplots(figsize=(6.4, 5.0))
     shown = np.clip(z, 0, 0.05) * 100
     sc = ax.scatter(x, y, c=shown, cmap="viridis_r", s=60, edgecolors="k", linewidths=0.3, zorder=3)
@@ -100,7 +104,14 @@ def landscape(
             continue
         ax.plot(math.log10(p["lr"]), math.log10(p["bs_tokens"]), next(markers, "o"), color="tab:red", mfc="none",
                 ms=10, mew=1.5, zorder=6)  # fmt: skip
-        ax.annotate(name, (math.log10(p["lr"]), math.log10(p["bs_tokens"])), textcoords="offset points", xytext=(6, 4), fontsize=8, color="tab:red")
+        ax.annotate(
+            name,
+            (math.log10(p["lr"]), math.log10(p["bs_tokens"])),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+            color="tab:red",
+        )
     ax.set_xlabel("log10 peak learning rate")
     ax.set_ylabel("log10 batch size (tokens)")
     title = ", ".join(f"{k}={v:.3g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in cell.items())
@@ -192,7 +203,9 @@ def curves(
     return _save(fig, path)
 
 
-def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[str] = ("lr_coefN", "lr_coefD", "bs_coefD")):
+def stability(
+    report, *, path: str | os.PathLike | None = None, names: Sequence[str] = ("lr_coefN", "lr_coefD", "bs_coefD")
+):
     """The stability benchmark: per coefficient, each group's bootstrap distribution (violin,
     with the 95% interval and the estimate; left), and the estimate under every analysis
     choice of the sensitivity table with +-1 SD (right)."""
@@ -206,7 +219,9 @@ def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[
         ax = row[0]
         ys = np.arange(len(c))
         samples = [
-            report.draws.filter(pl.col("group") == g)[name].drop_nulls().drop_nans().to_numpy() if name in report.draws.columns else np.empty(0)
+            report.draws.filter(pl.col("group") == g)[name].drop_nulls().drop_nans().to_numpy()
+            if name in report.draws.columns
+            else np.empty(0)
             for g in c["group"]
         ]
         if all(len(v) > 1 for v in samples):
@@ -214,12 +229,15 @@ def stability(report, *, path: str | os.PathLike | None = None, names: Sequence[
                 ax.violinplot(samples, positions=ys, orientation="horizontal", showextrema=False)
             except TypeError:
                 ax.violinplot(samples, positions=ys, vert=False, showextrema=False)
-        ax.errorbar(c["estimate"], ys, xerr=[c["estimate"] - c["lo"], c["hi"] - c["estimate"]], fmt="o", color="k", capsize=3)
+        ax.errorbar(
+            c["estimate"], ys, xerr=[c["estimate"] - c["lo"], c["hi"] - c["estimate"]], fmt="o", color="k", capsize=3
+        )
         ax.set_yticks(ys, c["group"].to_list())
         ax.set_title(f"{name} by group (bootstrap distribution, 95% interval)", fontsize=9)
         s = report.sensitivity.filter(pl.col("name") == name)
         labels = [
-            f"{r['group']} {r['smoothing']} {r['method']}" + (f" {r['threshold'] * 100:g}%" if r["threshold"] is not None else "")
+            f"{r['group']} {r['smoothing']} {r['method']}"
+            + (f" {r['threshold'] * 100:g}%" if r["threshold"] is not None else "")
             for r in s.iter_rows(named=True)
         ]
         ax = row[1]

@@ -79,7 +79,7 @@ def _table(df: pl.DataFrame, columns: Sequence[str] | None = None, verdict_colum
                 cls += f" {v}"
             cells.append(f'<td class="{cls.strip()}">{_fmt(v)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<div class=\"scroll\"><table><tr>{head}</tr>{''.join(rows)}</table></div>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
 
 
 def _section(title: str, *parts: str) -> str:
@@ -171,7 +171,15 @@ def build_report(
         if cells is not None:
             figs = []
             for cell in cells.sort("runs", descending=True).head(MAX_LANDSCAPES).sort("N", "D").iter_rows(named=True):
-                fig = _try("landscape", lambda: plots.landscape(final, {"N": cell["N"], "D": cell["D"]}, laws={"fitted": fitted, **compare} if fitted else compare), notes)
+                fig = _try(
+                    "landscape",
+                    lambda: plots.landscape(
+                        final,
+                        {"N": cell["N"], "D": cell["D"]},
+                        laws={"fitted": fitted, **compare} if fitted else compare,
+                    ),
+                    notes,
+                )
                 if fig is not None:
                     figs.append(_figure(fig))
             parts.append(_section("Landscapes", '<div class="grid">', *figs, "</div>"))

@@ -80,7 +80,9 @@ LANDSCAPE_A = 0.003 / math.log(2.0) ** 2
 LANDSCAPE_B = 0.005 / math.log(2.0) ** 2
 
 LOSS_INIT = 10.8  # loss at t = 0 (about ln(vocab))
-DIVERGE_LR_FACTOR = 2.0**1.25  # runs with lr >= factor * lr* diverge (when diverge=True): the top LRs of the default grid
+DIVERGE_LR_FACTOR = (
+    2.0**1.25
+)  # runs with lr >= factor * lr* diverge (when diverge=True): the top LRs of the default grid
 DIVERGE_START = 0.7  # fraction of the steps where a diverging run's loss starts to rise
 DIVERGE_LOSS = 7.5  # level the loss of a diverging run rises towards
 DIVERGE_NAN = 2  # a diverging run's last entries that read nan
@@ -127,11 +129,7 @@ class GroundTruth:
 
     def loss_opt(self, N, D):
         """Final loss at the optimum (Chinchilla form, Epoch AI's refit)."""
-        return (
-            self.loss_E
-            + self.loss_A / np.power(N, self.loss_alpha)
-            + self.loss_B / np.power(D, self.loss_beta)
-        )
+        return self.loss_E + self.loss_A / np.power(N, self.loss_alpha) + self.loss_B / np.power(D, self.loss_beta)
 
     def landscape(self, N, D, lr, bs_tokens):
         """Noise-free final loss of a run with peak ``lr`` and batch ``bs_tokens``."""
@@ -178,10 +176,7 @@ RUN_NAME_RE = re.compile(
 
 
 def run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min, prefix="synth") -> str:
-    return (
-        f"{prefix}_h{h}_ffnh{ffnh}_numh{numh}_numl{numl}"
-        f"_lr{lr:.3e}_bs{bs}_ti{steps}_mlr{lr_min:.2e}"
-    )
+    return f"{prefix}_h{h}_ffnh{ffnh}_numh{numh}_numl{numl}_lr{lr:.3e}_bs{bs}_ti{steps}_mlr{lr_min:.2e}"
 
 
 def parse_run_name(name: str) -> dict:
@@ -375,9 +370,7 @@ def _write_run(spec: dict) -> int:
                 f"[after dataloaders are built] datetime: {pre_ts[0]}\n"
                 f"training ...\n"
             )
-            body = _format_megatron_lines(
-                ts, it_l, steps, consumed, ms.tolist(), lr_l, bs, loss_l, gn_l, nan_flags
-            )
+            body = _format_megatron_lines(ts, it_l, steps, consumed, ms.tolist(), lr_l, bs, loss_l, gn_l, nan_flags)
             _write_text(d / "train.log", pre + body)
     elif fmt == "jsonl":
         text = "".join(map(_JSONL_LINE.__mod__, zip(it_l, loss_l, lr_l)))
@@ -525,8 +518,17 @@ def write_sweep(
     out.mkdir(parents=True, exist_ok=True)
     seed = int(seed)
     runs, cell_rows = _plan(
-        cells, int(n_lr), int(n_bs), int(seq_len), float(lr_min), seed, bool(diverge),
-        float(noise), int(points), fmt, out,
+        cells,
+        int(n_lr),
+        int(n_bs),
+        int(seq_len),
+        float(lr_min),
+        seed,
+        bool(diverge),
+        float(noise),
+        int(points),
+        fmt,
+        out,
     )
 
     workers = max(1, min(int(workers), len(runs)))
@@ -567,14 +569,39 @@ def write_sweep(
         f.write("\n")
 
     cols = [
-        "name", "N", "D", "h", "ffnh", "numh", "numl", "lr", "bs", "seq_len", "bs_tokens",
-        "steps", "true_final_loss", "diverged", "lr_opt", "bs_tokens_opt",
+        "name",
+        "N",
+        "D",
+        "h",
+        "ffnh",
+        "numh",
+        "numl",
+        "lr",
+        "bs",
+        "seq_len",
+        "bs_tokens",
+        "steps",
+        "true_final_loss",
+        "diverged",
+        "lr_opt",
+        "bs_tokens_opt",
     ]
     schema = {
-        "name": pl.Utf8, "N": pl.Int64, "D": pl.Float64, "h": pl.Int64, "ffnh": pl.Int64,
-        "numh": pl.Int64, "numl": pl.Int64, "lr": pl.Float64, "bs": pl.Int64,
-        "seq_len": pl.Int64, "bs_tokens": pl.Int64, "steps": pl.Int64,
-        "true_final_loss": pl.Float64, "diverged": pl.Boolean, "lr_opt": pl.Float64,
+        "name": pl.Utf8,
+        "N": pl.Int64,
+        "D": pl.Float64,
+        "h": pl.Int64,
+        "ffnh": pl.Int64,
+        "numh": pl.Int64,
+        "numl": pl.Int64,
+        "lr": pl.Float64,
+        "bs": pl.Int64,
+        "seq_len": pl.Int64,
+        "bs_tokens": pl.Int64,
+        "steps": pl.Int64,
+        "true_final_loss": pl.Float64,
+        "diverged": pl.Boolean,
+        "lr_opt": pl.Float64,
         "bs_tokens_opt": pl.Float64,
     }
     return pl.DataFrame({c: [r[c] for r in runs] for c in cols}, schema=schema)

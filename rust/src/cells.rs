@@ -96,12 +96,24 @@ fn fit_rows(x: &[f64], y: &[f64], z: &[f64], rows: &[usize], centre: (f64, f64))
     let mean = rows.iter().map(|&i| z[i]).sum::<f64>() / rows.len() as f64;
     let (mut ss_res, mut ss_tot) = (0.0, 0.0);
     for &i in rows {
-        let fit: f64 = terms(x[i] - centre.0, y[i] - centre.1).iter().zip(&coef).map(|(t, c)| t * c).sum();
+        let fit: f64 = terms(x[i] - centre.0, y[i] - centre.1)
+            .iter()
+            .zip(&coef)
+            .map(|(t, c)| t * c)
+            .sum();
         ss_res += (z[i] - fit).powi(2);
         ss_tot += (z[i] - mean).powi(2);
     }
     let r2 = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 1.0 };
-    Some(Quadratic { coef, centre, hessian: [[hxx, hxy], [hxy, hyy]], convex, vertex, r2, points: rows.len() })
+    Some(Quadratic {
+        coef,
+        centre,
+        hessian: [[hxx, hxy], [hxy, hyy]],
+        convex,
+        vertex,
+        r2,
+        points: rows.len(),
+    })
 }
 
 fn distinct_levels(v: &[f64]) -> usize {
@@ -230,7 +242,10 @@ mod tests {
         let (x, y, z) = grid(|a, b| 2.5 + 0.3 * (a - x0).powi(2) + 0.1 * (a - x0) * (b - y0) + 0.2 * (b - y0).powi(2));
         let q = fit_quadratic(&x, &y, &z).unwrap();
         let (vx, vy, vz) = q.vertex.unwrap();
-        assert!((vx - x0).abs() < 1e-9 && (vy - y0).abs() < 1e-9 && (vz - 2.5).abs() < 1e-9, "{q:?}");
+        assert!(
+            (vx - x0).abs() < 1e-9 && (vy - y0).abs() < 1e-9 && (vz - 2.5).abs() < 1e-9,
+            "{q:?}"
+        );
         assert!((q.hessian[0][0] - 0.6).abs() < 1e-9 && (q.hessian[0][1] - 0.1).abs() < 1e-9);
         assert!(q.convex && (q.r2 - 1.0).abs() < 1e-12);
     }
@@ -239,7 +254,11 @@ mod tests {
     fn saddle_is_not_convex_and_too_few_levels_is_none() {
         let (x, y, z) = grid(|a, b| (a + 7.0).powi(2) - (b - 14.0).powi(2));
         assert!(!fit_quadratic(&x, &y, &z).unwrap().convex);
-        let (x, y, z) = (vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0], vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0], vec![1.0; 6]);
+        let (x, y, z) = (
+            vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0],
+            vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            vec![1.0; 6],
+        );
         assert!(fit_quadratic(&x, &y, &z).is_none());
     }
 
@@ -253,6 +272,9 @@ mod tests {
         let a = bootstrap_vertex(&x, &y, &z, 200, 42).unwrap();
         let b = bootstrap_vertex(&x, &y, &z, 200, 42).unwrap();
         assert_eq!(a, b);
-        assert!(a.sd.0 > 0.0 && a.sd.0 < 0.05 && a.x_interval.0 < -7.1 && a.x_interval.1 > -7.1, "{a:?}");
+        assert!(
+            a.sd.0 > 0.0 && a.sd.0 < 0.05 && a.x_interval.0 < -7.1 && a.x_interval.1 > -7.1,
+            "{a:?}"
+        );
     }
 }

@@ -29,18 +29,30 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
     pub fn parse(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Parse { location: location.into(), message: message.into() }
+        Error::Parse {
+            location: location.into(),
+            message: message.into(),
+        }
     }
     pub fn store(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        Error::Store { path: path.as_ref().to_path_buf(), message: message.into() }
+        Error::Store {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Store { path: PathBuf::new(), message: format!("parquet: {e}") }
+        Error::Store {
+            path: PathBuf::new(),
+            message: format!("parquet: {e}"),
+        }
     }
 }

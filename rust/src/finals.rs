@@ -20,7 +20,13 @@ pub struct FinalRow {
 /// One row per run that has a value at the budget: from its curve of `metric`, or for
 /// summary-only runs the imported final loss (the smoothed one when the table had it).
 /// `manifest` is the version to read (the newest: `store.latest()`).
-pub fn final_losses(store: &Store, manifest: &Manifest, metric: &str, smoothing: Smoothing, at: At) -> Result<Vec<FinalRow>> {
+pub fn final_losses(
+    store: &Store,
+    manifest: &Manifest,
+    metric: &str,
+    smoothing: Smoothing,
+    at: At,
+) -> Result<Vec<FinalRow>> {
     smoothing.validate()?;
     let needs_tokens = matches!(at, At::Tokens(_)) || smoothing.uses_tokens();
     let planned: std::collections::HashMap<RunId, Option<i64>> =
@@ -43,7 +49,9 @@ pub fn final_losses(store: &Store, manifest: &Manifest, metric: &str, smoothing:
     // Summary-only runs have no curve: their imported value stands for the end of the run.
     if at == At::End || matches!(at, At::Fraction(f) if f >= 1.0) {
         for r in manifest.runs.iter().filter(|r| r.status == status::SUMMARY_ONLY) {
-            let Some(loss) = r.smooth_loss.or(r.final_loss) else { continue };
+            let Some(loss) = r.smooth_loss.or(r.final_loss) else {
+                continue;
+            };
             rows.push(FinalRow {
                 run_id: r.run_id,
                 raw_loss: r.final_loss.unwrap_or(loss),

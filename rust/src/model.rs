@@ -40,16 +40,41 @@ const FIELD_ALIASES: &[(&str, &[&str])] = &[
     ("D", &["d", "train_tokens", "tokens", "num_tokens", "data_size"]),
     ("lr", &["learning_rate", "peak_lr", "max_lr", "lr_max"]),
     ("bs", &["global_batch_size", "gbs", "batch_size", "global_batch"]),
-    ("seq_len", &["seq_length", "max_seq_len", "block_size", "sequence_length", "seq"]),
+    (
+        "seq_len",
+        &["seq_length", "max_seq_len", "block_size", "sequence_length", "seq"],
+    ),
     ("bs_tokens", &["batch_tokens", "tokens_per_batch"]),
-    ("steps", &["train_iters", "max_steps", "total_steps", "ti", "num_iterations", "max_iters", "iters"]),
+    (
+        "steps",
+        &[
+            "train_iters",
+            "max_steps",
+            "total_steps",
+            "ti",
+            "num_iterations",
+            "max_iters",
+            "iters",
+        ],
+    ),
     ("lr_min", &["min_lr", "mlr", "min_learning_rate", "lr_final"]),
     ("h", &["hidden_size", "d_model", "n_embd", "hidden_dim", "dim"]),
     ("ffnh", &["ffn_hidden_size", "intermediate_size", "d_ff", "ffn_dim"]),
     ("numh", &["num_attention_heads", "n_head", "n_heads", "num_heads"]),
     ("numl", &["num_layers", "num_hidden_layers", "n_layer", "n_layers"]),
-    ("n_experts", &["num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"]),
-    ("top_k", &["moe_router_topk", "num_experts_per_tok", "topk", "moe_top_k"]),
+    (
+        "n_experts",
+        &[
+            "num_experts",
+            "num_local_experts",
+            "n_routed_experts",
+            "moe_num_experts",
+        ],
+    ),
+    (
+        "top_k",
+        &["moe_router_topk", "num_experts_per_tok", "topk", "moe_top_k"],
+    ),
     ("recipe", &["data_recipe", "dataset", "data"]),
 ];
 
@@ -69,7 +94,9 @@ fn parse_int(field: &str, value: &str) -> Result<i64> {
     // Counts are often written as floats ("1e11", "2.0e10").
     match v.parse::<f64>() {
         Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(f as i64),
-        _ => Err(Error::Invalid(format!("field '{field}': expected an integer, got '{value}'"))),
+        _ => Err(Error::Invalid(format!(
+            "field '{field}': expected an integer, got '{value}'"
+        ))),
     }
 }
 
@@ -125,7 +152,9 @@ impl RunConfig {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f.clone(); } )* };
         }
-        take!(n_params, tokens, lr, bs, seq_len, bs_tokens, steps, lr_min, h, ffnh, numh, numl, n_experts, top_k, recipe);
+        take!(
+            n_params, tokens, lr, bs, seq_len, bs_tokens, steps, lr_min, h, ffnh, numh, numl, n_experts, top_k, recipe
+        );
         for (k, v) in &other.tags {
             self.tags.insert(k.clone(), v.clone());
         }
@@ -236,7 +265,13 @@ mod tests {
     #[test]
     fn derives_n_d_and_batch_tokens_like_step_law() {
         let mut c = RunConfig::default();
-        for (k, v) in [("h", "960"), ("ffnh", "9368"), ("numl", "7"), ("bs", "736"), ("ti", "66342")] {
+        for (k, v) in [
+            ("h", "960"),
+            ("ffnh", "9368"),
+            ("numl", "7"),
+            ("bs", "736"),
+            ("ti", "66342"),
+        ] {
             c.set(k, v, false).unwrap();
         }
         c.derive(DEFAULT_SEQ_LEN);

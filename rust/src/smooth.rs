@@ -82,7 +82,11 @@ impl Width {
             "fraction" => Width::Fraction(value),
             "steps" => Width::Steps(value),
             "tokens" => Width::Tokens(value),
-            _ => return Err(Error::Invalid(format!("unknown width unit '{unit}' (fraction, steps, tokens)"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown width unit '{unit}' (fraction, steps, tokens)"
+                )))
+            }
         })
     }
 }
@@ -98,7 +102,12 @@ impl Smoothing {
             "ema" => Smoothing::Ema(weight.unwrap_or(DEFAULT_EMA_WEIGHT)),
             "tail-mean" => Smoothing::TailMean(width),
             "none" => Smoothing::None,
-            _ => return Err(Error::Invalid(format!("unknown smoothing '{mode}' ({})", MODES.join(", ")))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown smoothing '{mode}' ({})",
+                    MODES.join(", ")
+                )))
+            }
         };
         s.validate()?;
         Ok(s)
@@ -121,7 +130,9 @@ impl Smoothing {
         };
         match self {
             Smoothing::Gaussian(w) | Smoothing::TailMean(w) | Smoothing::Robust(w) if bad_width(w) => {
-                Err(Error::Invalid(format!("smoothing width must be positive (a fraction in (0, 1]), got {w:?}")))
+                Err(Error::Invalid(format!(
+                    "smoothing width must be positive (a fraction in (0, 1]), got {w:?}"
+                )))
             }
             Smoothing::Ema(weight) if !(0.0..1.0).contains(weight) => {
                 Err(Error::Invalid(format!("EMA weight must be in [0, 1), got {weight}")))
@@ -151,7 +162,12 @@ fn cut(curve: &Curve, at: At, planned_steps: Option<i64>) -> Result<usize> {
 }
 
 /// The final loss of `curve` at `at`; None when no point lies at or before it.
-pub fn final_loss(curve: &Curve, smoothing: Smoothing, at: At, planned_steps: Option<i64>) -> Result<Option<FinalLoss>> {
+pub fn final_loss(
+    curve: &Curve,
+    smoothing: Smoothing,
+    at: At,
+    planned_steps: Option<i64>,
+) -> Result<Option<FinalLoss>> {
     let end = cut(curve, at, planned_steps)?;
     if end == 0 {
         return Ok(None);
@@ -173,7 +189,12 @@ pub fn final_loss(curve: &Curve, smoothing: Smoothing, at: At, planned_steps: Op
             robust_local_linear(steps, values, h)
         }
     };
-    Ok(Some(FinalLoss { raw: values[last], smoothed, step: steps[last], points_used: used }))
+    Ok(Some(FinalLoss {
+        raw: values[last],
+        smoothed,
+        step: steps[last],
+        points_used: used,
+    }))
 }
 
 /// A width as a number of steps at the end of the first `end` points.
@@ -215,7 +236,9 @@ fn steplaw(steps: &[i64], values: &[f64], at: usize) -> (f64, usize) {
     let window = STEPLAW_WINDOW.min(0.01 * n as f64);
     let sigma = window / log_interval;
     let radius = (TRUNCATE * sigma + 0.5) as i64;
-    let weights: Vec<f64> = (-radius..=radius).map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp()).collect();
+    let weights: Vec<f64> = (-radius..=radius)
+        .map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let acc: f64 = (-radius..=radius)
         .zip(&weights)
@@ -340,7 +363,11 @@ fn median_of_non_negative(bits: &mut [u64]) -> f64 {
 fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
     let n = steps.len();
     let end = steps[n - 1] as f64;
-    let first = if h > 0.0 { steps.partition_point(|&s| (end - s as f64) >= h) } else { n - 1 };
+    let first = if h > 0.0 {
+        steps.partition_point(|&s| (end - s as f64) >= h)
+    } else {
+        n - 1
+    };
     // Fewer than 3 points cannot tell noise from slope: use what there is.
     let first = first.min(n.saturating_sub(3));
     // x in window units, 0 at the end: the intercept is the answer.
@@ -350,8 +377,13 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
     if y.iter().any(|v| !v.is_finite()) {
         return (f64::NAN, y.len());
     }
-    let kernel: Vec<f64> = x.iter().map(|&u| (1.0 - u.abs().min(1.0).powi(3)).powi(3).max(1e-12)).collect();
-    let Some(mut fit) = weighted_line(&x, y, &kernel) else { return (values[n - 1], 1) };
+    let kernel: Vec<f64> = x
+        .iter()
+        .map(|&u| (1.0 - u.abs().min(1.0).powi(3)).powi(3).max(1e-12))
+        .collect();
+    let Some(mut fit) = weighted_line(&x, y, &kernel) else {
+        return (values[n - 1], 1);
+    };
     let mut residuals = vec![0.0; y.len()];
     let mut scratch = vec![0u64; y.len()];
     for _ in 0..IRLS_ITERATIONS {
@@ -385,7 +417,11 @@ mod tests {
     use super::*;
 
     fn curve<'a>(steps: &'a [i64], values: &'a [f64]) -> Curve<'a> {
-        Curve { steps, values, tokens: &[] }
+        Curve {
+            steps,
+            values,
+            tokens: &[],
+        }
     }
 
     #[test]
@@ -401,11 +437,15 @@ mod tests {
         let steps: Vec<i64> = (1..=200).map(|i| i * 10).collect();
         let mut values: Vec<f64> = steps.iter().map(|&s| 3.0 - 1e-4 * s as f64).collect();
         let c = curve(&steps, &values);
-        let f = final_loss(&c, Smoothing::Robust(Width::Fraction(0.1)), At::End, None).unwrap().unwrap();
+        let f = final_loss(&c, Smoothing::Robust(Width::Fraction(0.1)), At::End, None)
+            .unwrap()
+            .unwrap();
         assert!((f.smoothed - (3.0 - 0.2)).abs() < 1e-12, "{f:?}");
         values[195] += 5.0; // a spike near the end
         let c = curve(&steps, &values);
-        let f = final_loss(&c, Smoothing::Robust(Width::Fraction(0.1)), At::End, None).unwrap().unwrap();
+        let f = final_loss(&c, Smoothing::Robust(Width::Fraction(0.1)), At::End, None)
+            .unwrap()
+            .unwrap();
         assert!((f.smoothed - 2.8).abs() < 1e-3, "{f:?}");
     }
 
@@ -414,7 +454,11 @@ mod tests {
         let steps = [10, 20, 30, 40];
         let values = [4.0, 3.0, 2.0, 1.0];
         let tokens = [100, 200, 300, 400];
-        let c = Curve { steps: &steps, values: &values, tokens: &tokens };
+        let c = Curve {
+            steps: &steps,
+            values: &values,
+            tokens: &tokens,
+        };
         let at = |a| final_loss(&c, Smoothing::None, a, Some(40)).unwrap().map(|f| f.raw);
         assert_eq!(at(At::End), Some(1.0));
         assert_eq!(at(At::Step(25)), Some(3.0));
@@ -434,7 +478,9 @@ mod tests {
         assert!((f.smoothed - 1.0).abs() < 1e-12);
         let values = [4.0, 3.0, 2.0, 1.0];
         let c = curve(&steps, &values);
-        let f = final_loss(&c, Smoothing::TailMean(Width::Steps(1.5)), At::End, None).unwrap().unwrap();
+        let f = final_loss(&c, Smoothing::TailMean(Width::Steps(1.5)), At::End, None)
+            .unwrap()
+            .unwrap();
         assert_eq!((f.smoothed, f.points_used), (1.5, 2));
     }
 }

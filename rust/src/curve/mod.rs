@@ -45,7 +45,10 @@ impl Curve {
         let mut lr = lr;
         lr.truncate(last + 1);
         if let Some(bad) = lr.iter().position(|v| !v.is_finite() || *v < 0.0) {
-            return Err(Error::Invalid(format!("the learning rate at step {bad} is {} (must be finite and >= 0)", lr[bad])));
+            return Err(Error::Invalid(format!(
+                "the learning rate at step {bad} is {} (must be finite and >= 0)",
+                lr[bad]
+            )));
         }
         if let Some(bad) = lr.iter().skip(1).position(|v| *v <= 0.0) {
             return Err(Error::Invalid(format!(
@@ -55,10 +58,17 @@ impl Curve {
         }
         if let Some(loss) = &loss {
             if loss.len() != steps.len() {
-                return Err(Error::Invalid(format!("{} loss values for {} steps", loss.len(), steps.len())));
+                return Err(Error::Invalid(format!(
+                    "{} loss values for {} steps",
+                    loss.len(),
+                    steps.len()
+                )));
             }
             if let Some(i) = loss.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
-                return Err(Error::Invalid(format!("the loss at step {} is {} (must be finite and > 0)", steps[i], loss[i])));
+                return Err(Error::Invalid(format!(
+                    "the loss at step {} is {} (must be finite and > 0)",
+                    steps[i], loss[i]
+                )));
             }
         }
         let mut prefix = Vec::with_capacity(lr.len());
@@ -74,7 +84,13 @@ impl Curve {
             )));
         }
         let changes = (1..lr.len()).filter(|&k| lr[k] != lr[k - 1]).collect();
-        Ok(Curve { lr, prefix, steps, loss, changes })
+        Ok(Curve {
+            lr,
+            prefix,
+            steps,
+            loss,
+            changes,
+        })
     }
 
     pub fn lr(&self) -> &[f64] {
@@ -232,7 +248,11 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { delta: 1e-3, starts: Vec::new(), max_iterations: 3000 }
+        FitOptions {
+            delta: 1e-3,
+            starts: Vec::new(),
+            max_iterations: 3000,
+        }
     }
 }
 
@@ -271,23 +291,44 @@ pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult>
     let points: usize = curves.iter().map(|c| c.steps.len()).sum();
     let n = form.n_params();
     if points <= n {
-        return Err(Error::Invalid(format!("too few points to fit the law's {n} parameters: {points}")));
+        return Err(Error::Invalid(format!(
+            "too few points to fit the law's {n} parameters: {points}"
+        )));
     }
     let mut dummy = vec![0.0; n];
     objective(form, &vec![1.0; n], curves, opts.delta, &mut dummy)?; // validates curves and delta
-    let starts = if opts.starts.is_empty() { automatic_starts(form, curves)? } else { opts.starts.clone() };
+    let starts = if opts.starts.is_empty() {
+        automatic_starts(form, curves)?
+    } else {
+        opts.starts.clone()
+    };
     if starts.is_empty() {
-        return Err(Error::Invalid("no usable start: the curves do not look like decreasing loss curves".into()));
+        return Err(Error::Invalid(
+            "no usable start: the curves do not look like decreasing loss curves".into(),
+        ));
     }
     for s in &starts {
         form.check(s)?;
         if s[1..].iter().any(|v| *v <= 0.0) {
-            return Err(Error::Invalid("every parameter but L0 must be positive in a start".into()));
+            return Err(Error::Invalid(
+                "every parameter but L0 must be positive in a start".into(),
+            ));
         }
     }
     let scale = 1.0 / (points as f64 * opts.delta * opts.delta);
-    let to_natural = |x: &[f64]| -> Vec<f64> { x.iter().enumerate().map(|(i, v)| if i == 0 { *v } else { v.exp() }).collect() };
-    let lbfgs = LbfgsOptions { gtol: 1e-7, ftol: 1e-12, max_iterations: opts.max_iterations, max_evaluations: 4 * opts.max_iterations, ..Default::default() };
+    let to_natural = |x: &[f64]| -> Vec<f64> {
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| if i == 0 { *v } else { v.exp() })
+            .collect()
+    };
+    let lbfgs = LbfgsOptions {
+        gtol: 1e-7,
+        ftol: 1e-12,
+        max_iterations: opts.max_iterations,
+        max_evaluations: 4 * opts.max_iterations,
+        ..Default::default()
+    };
 
     let mut g_nat = vec![0.0; n];
     let mut run = |x0: &[f64], lbfgs: &LbfgsOptions| {
@@ -306,19 +347,30 @@ pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult>
     };
     // A short run from every start, then the best one to convergence: the starts differ
     // mostly in the drop term's shape, and a few dozen iterations tell them apart.
-    let short = LbfgsOptions { max_iterations: SCREEN_ITERATIONS.min(lbfgs.max_iterations), ..lbfgs.clone() };
+    let short = LbfgsOptions {
+        max_iterations: SCREEN_ITERATIONS.min(lbfgs.max_iterations),
+        ..lbfgs.clone()
+    };
     let mut screened: Option<(usize, crate::fit::lbfgs::LbfgsResult)> = None;
     let mut used = (0, 0);
     for (index, start) in starts.iter().enumerate() {
-        let x0: Vec<f64> = start.iter().enumerate().map(|(i, v)| if i == 0 { *v } else { v.ln() }).collect();
-        let r = if starts.len() == 1 { run(&x0, &lbfgs) } else { run(&x0, &short) };
+        let x0: Vec<f64> = start
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i == 0 { *v } else { v.ln() })
+            .collect();
+        let r = if starts.len() == 1 {
+            run(&x0, &lbfgs)
+        } else {
+            run(&x0, &short)
+        };
         used = (used.0 + r.iterations, used.1 + r.evaluations);
         if r.f.is_finite() && screened.as_ref().is_none_or(|(_, b)| r.f < b.f) {
             screened = Some((index, r));
         }
     }
-    let (best_start, mut r) =
-        screened.ok_or_else(|| Error::Invalid("the fit failed from every start (the prediction was never positive)".into()))?;
+    let (best_start, mut r) = screened
+        .ok_or_else(|| Error::Invalid("the fit failed from every start (the prediction was never positive)".into()))?;
     if starts.len() > 1 && !r.converged {
         let x0 = r.x.clone();
         r = run(&x0, &lbfgs);
@@ -340,7 +392,10 @@ pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult>
 /// Least squares of y on three columns (tiny ridge on the scaled normal equations, so a
 /// column that is constant zero, e.g. the drop term of constant-lr curves, gets 0).
 fn least_squares3(cols: [&[f64]; 3], y: &[f64]) -> [f64; 3] {
-    let norms: Vec<f64> = cols.iter().map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300)).collect();
+    let norms: Vec<f64> = cols
+        .iter()
+        .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300))
+        .collect();
     let mut a = [[0.0; 4]; 3];
     for r in 0..3 {
         for c in 0..3 {
@@ -350,7 +405,9 @@ fn least_squares3(cols: [&[f64]; 3], y: &[f64]) -> [f64; 3] {
         a[r][3] = cols[r].iter().zip(y).map(|(x, y)| x * y).sum::<f64>() / norms[r];
     }
     for col in 0..3 {
-        let piv = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        let piv = (col..3)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap();
         a.swap(col, piv);
         let pivot = a[col];
         for (r, row) in a.iter_mut().enumerate() {
@@ -360,14 +417,23 @@ fn least_squares3(cols: [&[f64]; 3], y: &[f64]) -> [f64; 3] {
             }
         }
     }
-    [a[0][3] / a[0][0] / norms[0], a[1][3] / a[1][1] / norms[1], a[2][3] / a[2][2] / norms[2]]
+    [
+        a[0][3] / a[0][0] / norms[0],
+        a[1][3] / a[1][1] / norms[1],
+        a[2][3] / a[2][2] / norms[2],
+    ]
 }
 
 fn automatic_starts(form: Form, curves: &[Curve]) -> Result<Vec<Vec<f64>>> {
     let loss: Vec<f64> = curves.iter().flat_map(|c| c.loss.clone().unwrap_or_default()).collect();
-    let area: Vec<f64> = curves.iter().flat_map(|c| c.steps.iter().map(|&s| c.area(s)).collect::<Vec<_>>()).collect();
+    let area: Vec<f64> = curves
+        .iter()
+        .flat_map(|c| c.steps.iter().map(|&s| c.area(s)).collect::<Vec<_>>())
+        .collect();
     let ones = vec![1.0; loss.len()];
-    let (lo, hi) = loss.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = loss
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let lr_max = curves.iter().flat_map(|c| c.lr.iter()).fold(0.0f64, |a, &v| a.max(v));
     // Where the data cannot set the drop coefficient (e.g. only constant-lr curves): a
     // drop of the order of the loss range over the lr range.
@@ -384,7 +450,10 @@ fn automatic_starts(form: Form, curves: &[Curve]) -> Result<Vec<Vec<f64>>> {
             }
         }
         Form::Annealing { lambda } => {
-            let s2: Vec<f64> = curves.iter().flat_map(|c| annealing::annealing_area(c, lambda)).collect();
+            let s2: Vec<f64> = curves
+                .iter()
+                .flat_map(|c| annealing::annealing_area(c, lambda))
+                .collect();
             shapes.push((s2.iter().map(|v| -v).collect(), Vec::new()));
         }
     }
@@ -399,7 +468,9 @@ fn automatic_starts(form: Form, curves: &[Curve]) -> Result<Vec<Vec<f64>>> {
                 continue;
             }
             let k = if k > 0.0 { k } else { fallback_drop };
-            let sse: f64 = (0..loss.len()).map(|j| (l0 + a * power[j] + k * third[j] - loss[j]).powi(2)).sum();
+            let sse: f64 = (0..loss.len())
+                .map(|j| (l0 + a * power[j] + k * third[j] - loss[j]).powi(2))
+                .sum();
             if best.as_ref().is_none_or(|b| sse < b.0) {
                 let mut p = vec![l0, a, alpha, k];
                 p.extend(&shape);

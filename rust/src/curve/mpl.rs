@@ -158,7 +158,12 @@ fn direct(curve: &Curve, changes: &[usize], c: f64, beta: f64, gamma: f64, want:
         (f, f_c, f_beta, f_gamma)
     };
     let rows: Vec<(f64, f64, f64, f64)> = curve.steps().par_iter().map(|&s| one(s)).collect();
-    let mut out = DropSums { f: Vec::with_capacity(m), f_c: Vec::new(), f_beta: Vec::new(), f_gamma: Vec::new() };
+    let mut out = DropSums {
+        f: Vec::with_capacity(m),
+        f_c: Vec::new(),
+        f_beta: Vec::new(),
+        f_gamma: Vec::new(),
+    };
     for (f, f_c, f_beta, f_gamma) in rows {
         out.f.push(f);
         out.f_c.push(f_c);
@@ -186,7 +191,9 @@ impl Nodes {
         // Aliasing error of the trapezoidal rule with step h = 2 pi / y: about
         // 2 |Gamma(beta + i y)| / Gamma(beta) <= 2.3 sqrt(2 pi) y^(beta - 1/2) e^(-pi y / 2)
         // (Stirling; 1 / Gamma(beta) <= 1.13 for beta > 0).
-        let bound = |y: f64| 2.3 * (2.0 * std::f64::consts::PI).sqrt() * y.powf(beta - 0.5) * (-std::f64::consts::PI * y / 2.0).exp();
+        let bound = |y: f64| {
+            2.3 * (2.0 * std::f64::consts::PI).sqrt() * y.powf(beta - 0.5) * (-std::f64::consts::PI * y / 2.0).exp()
+        };
         let mut y = 8.0;
         while bound(y) > KERNEL_EPS && y < 200.0 {
             y += 0.25;
@@ -201,7 +208,13 @@ impl Nodes {
         let e = (beta * h).exp();
         let tail = h * (beta * t0).exp() / (e - 1.0);
         let tail_beta = tail * (t0 - h * e / (e - 1.0));
-        Nodes { t0, h, count, tail, tail_beta }
+        Nodes {
+            t0,
+            h,
+            count,
+            tail,
+            tail_beta,
+        }
     }
 
     fn t(&self, j: usize) -> f64 {
@@ -270,7 +283,12 @@ fn expsum(curve: &Curve, changes: &[usize], c: f64, beta: f64, gamma: f64, want:
         prev = Some(e);
     }
 
-    let mut out = DropSums { f: vec![0.0; m], f_c: vec![0.0; m], f_beta: vec![0.0; m], f_gamma: vec![0.0; m] };
+    let mut out = DropSums {
+        f: vec![0.0; m],
+        f_c: vec![0.0; m],
+        f_beta: vec![0.0; m],
+        f_gamma: vec![0.0; m],
+    };
     if !z_min.is_finite() {
         return out; // no change point before the last evaluated step: F = 0
     }
@@ -281,8 +299,10 @@ fn expsum(curve: &Curve, changes: &[usize], c: f64, beta: f64, gamma: f64, want:
     // Per node: sums over nodes of weight x state at each evaluated step. Columns:
     // 0: w H, 1: w t H, 2: w H_gamma, 3: w v K, 4: w v K_gamma (w = h e^(beta t)).
     let columns = if want { 5 } else { 1 };
-    let ranges: Vec<std::ops::Range<usize>> =
-        (0..nodes.count).step_by(NODES_PER_TASK).map(|s| s..(s + NODES_PER_TASK).min(nodes.count)).collect();
+    let ranges: Vec<std::ops::Range<usize>> = (0..nodes.count)
+        .step_by(NODES_PER_TASK)
+        .map(|s| s..(s + NODES_PER_TASK).min(nodes.count))
+        .collect();
     let parts: Vec<Vec<f64>> = ranges
         .into_par_iter()
         .map(|range| {

@@ -1,6 +1,14 @@
 use super::*;
 
-const P_25M: [f64; 7] = [3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257];
+const P_25M: [f64; 7] = [
+    3.04045406,
+    0.52468604,
+    0.50786857,
+    363.78751622,
+    2.06560812,
+    0.58279013,
+    0.64142257,
+];
 
 /// Warm-up 0 -> peak over `w` steps (numpy.linspace), then cosine to `floor` at `total`.
 fn cosine(w: usize, total: usize, peak: f64, floor: f64) -> Vec<f64> {
@@ -18,7 +26,17 @@ fn cosine(w: usize, total: usize, peak: f64, floor: f64) -> Vec<f64> {
 
 /// Warm-up, constant `peak` until `switch`, then constant `low`.
 fn two_stage(w: usize, total: usize, peak: f64, low: f64, switch: usize) -> Vec<f64> {
-    (0..total).map(|t| if t < w { peak * t as f64 / (w - 1) as f64 } else if t < switch { peak } else { low }).collect()
+    (0..total)
+        .map(|t| {
+            if t < w {
+                peak * t as f64 / (w - 1) as f64
+            } else if t < switch {
+                peak
+            } else {
+                low
+            }
+        })
+        .collect()
 }
 
 /// The MPL straight from its definition: every k, no prefix sums, no shortcuts.
@@ -68,7 +86,11 @@ fn expsum_is_accurate_over_a_range_of_shapes() {
         for (i, &s) in steps.iter().enumerate().step_by(17) {
             let want = mpl_naive(&p, &lr, s);
             assert!(rel(direct[i], want) < 1e-12, "{shape:?} direct at {s}");
-            assert!(rel(fast[i], want) < 1e-11, "{shape:?} expsum at {s}: {} vs {want}", fast[i]);
+            assert!(
+                rel(fast[i], want) < 1e-11,
+                "{shape:?} expsum at {s}: {} vs {want}",
+                fast[i]
+            );
         }
     }
 }
@@ -98,7 +120,11 @@ fn jacobians_match_finite_differences() {
     let lr = cosine(100, 2000, 3e-4, 3e-5);
     let steps: Vec<usize> = (120..2000).step_by(101).collect();
     let curve = Curve::new(lr, steps, None).unwrap();
-    for form in [Form::Mpl(Method::Direct), Form::Mpl(Method::ExpSum), Form::Annealing { lambda: 0.999 }] {
+    for form in [
+        Form::Mpl(Method::Direct),
+        Form::Mpl(Method::ExpSum),
+        Form::Annealing { lambda: 0.999 },
+    ] {
         let p: Vec<f64> = match form {
             Form::Mpl(_) => P_25M.to_vec(),
             Form::Annealing { .. } => vec![3.0, 0.5, 0.5, 400.0],
@@ -142,7 +168,11 @@ fn objective_gradient_matches_finite_differences() {
     let clean = Curve::new(lr.clone(), steps.clone(), None).unwrap();
     let truth = predict(Form::Mpl(Method::Auto), &P_25M, &clean).unwrap();
     // Residuals on both sides of delta so both Huber branches are exercised.
-    let loss: Vec<f64> = truth.iter().enumerate().map(|(i, v)| v * (1.0 + 0.003 * ((i as f64) * 1.7).sin())).collect();
+    let loss: Vec<f64> = truth
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (1.0 + 0.003 * ((i as f64) * 1.7).sin()))
+        .collect();
     let curve = Curve::new(lr, steps, Some(loss)).unwrap();
     let form = Form::Mpl(Method::ExpSum);
     let p: Vec<f64> = P_25M.iter().map(|v| v * 1.01).collect();
@@ -158,7 +188,11 @@ fn objective_gradient_matches_finite_differences() {
         let fu = objective(form, &up, std::slice::from_ref(&curve), 1e-3, &mut scratch).unwrap();
         let fd = objective(form, &down, std::slice::from_ref(&curve), 1e-3, &mut scratch).unwrap();
         let num = (fu - fd) / (2.0 * h);
-        assert!((g[j] - num).abs() <= 1e-4 * num.abs().max(1e-9), "param {j}: {} vs {num}", g[j]);
+        assert!(
+            (g[j] - num).abs() <= 1e-4 * num.abs().max(1e-9),
+            "param {j}: {} vs {num}",
+            g[j]
+        );
     }
 }
 
@@ -166,7 +200,11 @@ fn objective_gradient_matches_finite_differences() {
 fn fit_recovers_known_parameters() {
     // Three schedules like the MPL paper's training set, loss exactly from known parameters.
     let truth = [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62];
-    let schedules = [cosine(300, 6000, 3e-4, 3e-5), two_stage(300, 6000, 3e-4, 3e-4, 6000), two_stage(300, 5000, 3e-4, 9e-5, 2500)];
+    let schedules = [
+        cosine(300, 6000, 3e-4, 3e-5),
+        two_stage(300, 6000, 3e-4, 3e-4, 6000),
+        two_stage(300, 5000, 3e-4, 9e-5, 2500),
+    ];
     let curves: Vec<Curve> = schedules
         .iter()
         .map(|lr| {
@@ -215,12 +253,18 @@ fn bad_curves_are_refused() {
     assert!(Curve::new(lr.clone(), vec![2, 1], None).is_err());
     assert!(Curve::new(lr.clone(), vec![1, 4], None).is_err(), "beyond the lr");
     assert!(Curve::new(lr.clone(), vec![0, 1], None).is_err(), "S1 = 0 at step 0");
-    assert!(Curve::new(vec![1e-4, 0.0, 1e-4], vec![2], None).is_err(), "lr 0 after step 0");
+    assert!(
+        Curve::new(vec![1e-4, 0.0, 1e-4], vec![2], None).is_err(),
+        "lr 0 after step 0"
+    );
     assert!(Curve::new(vec![1e-4, f64::NAN, 1e-4], vec![2], None).is_err());
     assert!(Curve::new(lr.clone(), vec![1, 2], Some(vec![3.0])).is_err());
     assert!(Curve::new(lr.clone(), vec![1, 2], Some(vec![3.0, f64::INFINITY])).is_err());
     let ok = Curve::new(lr, vec![1, 2, 3], Some(vec![3.0, 2.9, 2.8])).unwrap();
-    assert!(predict(Form::Mpl(Method::Auto), &[1.0; 3], &ok).is_err(), "wrong parameter count");
+    assert!(
+        predict(Form::Mpl(Method::Auto), &[1.0; 3], &ok).is_err(),
+        "wrong parameter count"
+    );
     let few = fit(Form::Mpl(Method::Auto), &[ok], &FitOptions::default());
     assert!(matches!(few, Err(Error::Invalid(m)) if m.contains("too few points")));
 }

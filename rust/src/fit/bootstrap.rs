@@ -23,7 +23,9 @@ impl Resample {
         match name {
             "rows" => Ok(Resample::Rows),
             "cells" => Ok(Resample::Cells),
-            other => Err(Error::Invalid(format!("unknown bootstrap resampling '{other}' (rows, cells)"))),
+            other => Err(Error::Invalid(format!(
+                "unknown bootstrap resampling '{other}' (rows, cells)"
+            ))),
         }
     }
 }
@@ -109,7 +111,10 @@ pub fn fit_models(models: &[Model], cells: &[usize], method: Method, boot: &Boot
         .iter()
         .enumerate()
         .map(|(m, model)| {
-            per_draw.iter().map(|d| d[m].clone().unwrap_or_else(|| vec![f64::NAN; model.terms()])).collect()
+            per_draw
+                .iter()
+                .map(|d| d[m].clone().unwrap_or_else(|| vec![f64::NAN; model.terms()]))
+                .collect()
         })
         .collect();
     Ok(LinearReport { fits, draws, failed })
@@ -153,7 +158,11 @@ mod tests {
     #[test]
     fn same_draws_whatever_the_thread_count() {
         let (models, cells) = sweep();
-        let boot = BootstrapOptions { draws: 200, resample: Resample::Rows, seed: 42 };
+        let boot = BootstrapOptions {
+            draws: 200,
+            resample: Resample::Rows,
+            seed: 42,
+        };
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| fit_models(&models, &cells, Method::Huber { t: 1.345 }, &boot).unwrap())
@@ -161,20 +170,38 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(3));
         assert_eq!(one.draws[0].len(), 200);
-        let other_seed =
-            fit_models(&models, &cells, Method::Ols, &BootstrapOptions { seed: 43, ..boot.clone() }).unwrap();
-        assert_ne!(other_seed.draws[0][0], fit_models(&models, &cells, Method::Ols, &boot).unwrap().draws[0][0]);
+        let other_seed = fit_models(
+            &models,
+            &cells,
+            Method::Ols,
+            &BootstrapOptions {
+                seed: 43,
+                ..boot.clone()
+            },
+        )
+        .unwrap();
+        assert_ne!(
+            other_seed.draws[0][0],
+            fit_models(&models, &cells, Method::Ols, &boot).unwrap().draws[0][0]
+        );
     }
 
     #[test]
     fn bootstrap_spread_matches_the_ols_standard_error() {
         let (models, cells) = sweep();
-        let boot = BootstrapOptions { draws: 2000, resample: Resample::Rows, seed: 1 };
+        let boot = BootstrapOptions {
+            draws: 2000,
+            resample: Resample::Rows,
+            seed: 1,
+        };
         let r = fit_models(&models[..1], &cells, Method::Ols, &boot).unwrap();
         // The classical standard error of the N coefficient, from (X'X)^-1 sigma^2.
         let m = &models[0];
         let n = m.rows() as f64;
-        let (mn, md) = (m.columns[0].iter().sum::<f64>() / n, m.columns[1].iter().sum::<f64>() / n);
+        let (mn, md) = (
+            m.columns[0].iter().sum::<f64>() / n,
+            m.columns[1].iter().sum::<f64>() / n,
+        );
         let (mut snn, mut snd, mut sdd) = (0.0, 0.0, 0.0);
         for i in 0..m.rows() {
             let (a, b) = (m.columns[0][i] - mn, m.columns[1][i] - md);
@@ -192,7 +219,11 @@ mod tests {
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         let sd = (draws.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (draws.len() - 1) as f64).sqrt();
         assert!((sd / se_n - 1.0).abs() < 0.15, "bootstrap sd {sd}, OLS se {se_n}");
-        assert!((mean - fit.coef[1]).abs() < 0.2 * se_n, "mean {mean} vs {}", fit.coef[1]);
+        assert!(
+            (mean - fit.coef[1]).abs() < 0.2 * se_n,
+            "mean {mean} vs {}",
+            fit.coef[1]
+        );
     }
 
     #[test]

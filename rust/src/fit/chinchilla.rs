@@ -81,8 +81,11 @@ pub fn objective(p: &[f64], data: &LossData, weights: &[f64], delta: f64, grad: 
         let (x1, x2, x3) = ((t1 - m).exp(), (t2 - m).exp(), (e - m).exp());
         let s = x1 + x2 + x3;
         let r = m + s.ln() - data.log_loss[i];
-        let (value, psi) =
-            if r.abs() <= delta { (0.5 * r * r, r) } else { (delta * (r.abs() - 0.5 * delta), delta * r.signum()) };
+        let (value, psi) = if r.abs() <= delta {
+            (0.5 * r * r, r)
+        } else {
+            (delta * (r.abs() - 0.5 * delta), delta * r.signum())
+        };
         total += w * value;
         let k = w * psi / s;
         grad[0] += k * x1;
@@ -116,7 +119,13 @@ pub fn default_grid() -> Vec<Params> {
 /// The optimiser settings for this objective: with delta = 1e-3 its values are tiny
 /// (~1e-5 a point), so scipy's relative-to-1 `ftol` would stop far from the minimum.
 pub fn default_lbfgs() -> LbfgsOptions {
-    LbfgsOptions { gtol: 1e-10, ftol: 1e-15, max_iterations: 2_000, max_evaluations: 6_000, ..LbfgsOptions::default() }
+    LbfgsOptions {
+        gtol: 1e-10,
+        ftol: 1e-15,
+        max_iterations: 2_000,
+        max_evaluations: 6_000,
+        ..LbfgsOptions::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +161,13 @@ pub struct ChinchillaOptions {
 
 impl Default for ChinchillaOptions {
     fn default() -> Self {
-        ChinchillaOptions { delta: 1e-3, lbfgs: default_lbfgs(), draws: 0, seed: 42, bootstrap_starts: 8 }
+        ChinchillaOptions {
+            delta: 1e-3,
+            lbfgs: default_lbfgs(),
+            draws: 0,
+            seed: 42,
+            bootstrap_starts: 8,
+        }
     }
 }
 
@@ -160,12 +175,20 @@ fn solve(data: &LossData, weights: &[f64], start: &Params, opts: &ChinchillaOpti
     let r = minimize(|p, g| objective(p, data, weights, opts.delta, g), start, &opts.lbfgs);
     let mut params = [0.0; PARAMS];
     params.copy_from_slice(&r.x);
-    Solution { params, objective: r.f, converged: r.converged && r.f.is_finite(), iterations: r.iterations }
+    Solution {
+        params,
+        objective: r.f,
+        converged: r.converged && r.f.is_finite(),
+        iterations: r.iterations,
+    }
 }
 
 /// The lowest finite objective (the earliest start on ties, so the answer is deterministic).
 fn best_of(solutions: &[Solution]) -> Option<&Solution> {
-    solutions.iter().filter(|s| s.objective.is_finite()).min_by(|x, y| x.objective.total_cmp(&y.objective))
+    solutions
+        .iter()
+        .filter(|s| s.objective.is_finite())
+        .min_by(|x, y| x.objective.total_cmp(&y.objective))
 }
 
 /// Fit from every start in parallel, keep the best; then bootstrap (rows resampled).
@@ -174,7 +197,10 @@ pub fn fit(data: &LossData, starts: &[Params], opts: &ChinchillaOptions) -> Resu
         return Err(Error::Invalid("the Chinchilla fit needs at least one start".into()));
     }
     if !(opts.delta > 0.0 && opts.delta.is_finite()) {
-        return Err(Error::Invalid(format!("the Huber delta must be positive, got {}", opts.delta)));
+        return Err(Error::Invalid(format!(
+            "the Huber delta must be positive, got {}",
+            opts.delta
+        )));
     }
     let ones = vec![1.0; data.len()];
     let solutions: Vec<Solution> = starts.par_iter().map(|s| solve(data, &ones, s, opts)).collect();
@@ -191,8 +217,11 @@ pub fn fit(data: &LossData, starts: &[Params], opts: &ChinchillaOptions) -> Resu
         if warm.len() >= opts.bootstrap_starts.max(1) {
             break;
         }
-        let distinct =
-            warm.iter().all(|w| w.iter().zip(&s.params).any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + a.abs())));
+        let distinct = warm.iter().all(|w| {
+            w.iter()
+                .zip(&s.params)
+                .any(|(a, b)| (a - b).abs() > 1e-3 * (1.0 + a.abs()))
+        });
         if distinct {
             warm.push(s.params);
         }
@@ -212,7 +241,13 @@ pub fn fit(data: &LossData, starts: &[Params], opts: &ChinchillaOptions) -> Resu
         .collect();
     let failed = draws.iter().filter(|d| d.is_none()).count();
     let draws = draws.into_iter().map(|d| d.unwrap_or([f64::NAN; PARAMS])).collect();
-    Ok(ChinchillaFit { best, starts_converged, starts: starts.len(), draws, failed })
+    Ok(ChinchillaFit {
+        best,
+        starts_converged,
+        starts: starts.len(),
+        draws,
+        failed,
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +312,11 @@ mod tests {
         let starts: Vec<Params> = default_grid().into_iter().step_by(37).collect();
         let fit = fit(&data, &starts, &ChinchillaOptions::default()).unwrap();
         for (k, (got, want)) in fit.best.params.iter().zip(truth()).enumerate() {
-            assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "param {k}: {got} vs {want} ({:?})", fit.best);
+            assert!(
+                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                "param {k}: {got} vs {want} ({:?})",
+                fit.best
+            );
         }
     }
 
@@ -285,7 +324,11 @@ mod tests {
     fn bootstrap_draws_are_deterministic_and_spread_around_the_fit() {
         let data = synthetic(0.004);
         let start = [[6.0, 7.5, 0.5, 0.3, 0.3]];
-        let opts = ChinchillaOptions { draws: 64, seed: 7, ..Default::default() };
+        let opts = ChinchillaOptions {
+            draws: 64,
+            seed: 7,
+            ..Default::default()
+        };
         let a = fit(&data, &start, &opts).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let b = pool.install(|| fit(&data, &start, &opts).unwrap());
@@ -294,7 +337,10 @@ mod tests {
         let alphas: Vec<f64> = a.draws.iter().map(|p| p[3]).collect();
         let mean = alphas.iter().sum::<f64>() / 64.0;
         let sd = (alphas.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 63.0).sqrt();
-        assert!(sd > 0.0 && (mean - a.best.params[3]).abs() < 3.0 * sd + 1e-9, "mean {mean} sd {sd}");
+        assert!(
+            sd > 0.0 && (mean - a.best.params[3]).abs() < 3.0 * sd + 1e-9,
+            "mean {mean} sd {sd}"
+        );
     }
 
     #[test]
@@ -307,6 +353,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("too few points"));
-        assert!(LossData::new(&[1e8; 7], &d, &[-1.0; 7]).unwrap_err().to_string().contains("positive"));
+        assert!(LossData::new(&[1e8; 7], &d, &[-1.0; 7])
+            .unwrap_err()
+            .to_string()
+            .contains("positive"));
     }
 }

@@ -125,16 +125,37 @@ fn strong_wolfe<F: FnMut(&[f64], &mut [f64]) -> f64>(
         let (fs, ds) = line.eval(step);
         if !fs.is_finite() {
             // Too far (overflow): look between the last good step and this one.
-            return zoom(line, f0, d0, (prev, f_prev, d_prev), (step, fs, ds), MAX_LINE_SEARCH_EVALUATIONS - i - 1);
+            return zoom(
+                line,
+                f0,
+                d0,
+                (prev, f_prev, d_prev),
+                (step, fs, ds),
+                MAX_LINE_SEARCH_EVALUATIONS - i - 1,
+            );
         }
         if fs > f0 + C1 * step * d0 || (i > 0 && fs >= f_prev) {
-            return zoom(line, f0, d0, (prev, f_prev, d_prev), (step, fs, ds), MAX_LINE_SEARCH_EVALUATIONS - i - 1);
+            return zoom(
+                line,
+                f0,
+                d0,
+                (prev, f_prev, d_prev),
+                (step, fs, ds),
+                MAX_LINE_SEARCH_EVALUATIONS - i - 1,
+            );
         }
         if ds.abs() <= -C2 * d0 {
             return Some(fs);
         }
         if ds >= 0.0 {
-            return zoom(line, f0, d0, (step, fs, ds), (prev, f_prev, d_prev), MAX_LINE_SEARCH_EVALUATIONS - i - 1);
+            return zoom(
+                line,
+                f0,
+                d0,
+                (step, fs, ds),
+                (prev, f_prev, d_prev),
+                MAX_LINE_SEARCH_EVALUATIONS - i - 1,
+            );
         }
         (prev, f_prev, d_prev) = (step, fs, ds);
         step *= 2.0;
@@ -157,7 +178,11 @@ fn zoom<F: FnMut(&[f64], &mut [f64]) -> f64>(
         if width <= 1e-16 * lo.0.abs().max(1e-300) {
             break;
         }
-        let trial = if hi.1.is_finite() { cubic_min(lo.0, lo.1, lo.2, hi.0, hi.1, hi.2) } else { None };
+        let trial = if hi.1.is_finite() {
+            cubic_min(lo.0, lo.1, lo.2, hi.0, hi.1, hi.2)
+        } else {
+            None
+        };
         // Keep the trial away from the ends so the bracket keeps shrinking.
         let margin = 0.1 * width;
         let step = match trial {
@@ -229,7 +254,9 @@ pub fn minimize<F: FnMut(&[f64], &mut [f64]) -> f64>(mut f: F, x0: &[f64], opts:
         }
         for j in 0..s_hist.len() {
             let beta = rho[j] * dot(&y_hist[j], &d);
-            d.iter_mut().zip(&s_hist[j]).for_each(|(di, si)| *di += (alpha[j] - beta) * si);
+            d.iter_mut()
+                .zip(&s_hist[j])
+                .for_each(|(di, si)| *di += (alpha[j] - beta) * si);
         }
         let mut slope = dot(&g, &d);
         if slope.is_nan() || slope >= 0.0 {
@@ -240,9 +267,20 @@ pub fn minimize<F: FnMut(&[f64], &mut [f64]) -> f64>(mut f: F, x0: &[f64], opts:
             d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
             slope = dot(&g, &d);
         }
-        let first = if s_hist.is_empty() { (1.0 / max_abs(&g).max(f64::MIN_POSITIVE)).min(1.0) } else { 1.0 };
+        let first = if s_hist.is_empty() {
+            (1.0 / max_abs(&g).max(f64::MIN_POSITIVE)).min(1.0)
+        } else {
+            1.0
+        };
 
-        let mut line = Line { f: &mut f, x: &x, d: &d, point: vec![0.0; n], grad: vec![0.0; n], evaluations: 0 };
+        let mut line = Line {
+            f: &mut f,
+            x: &x,
+            d: &d,
+            point: vec![0.0; n],
+            grad: vec![0.0; n],
+            evaluations: 0,
+        };
         let found = strong_wolfe(&mut line, fx, slope, first);
         let (point, grad, used) = (line.point, line.grad, line.evaluations);
         evaluations += used;
@@ -310,7 +348,11 @@ mod tests {
 
     #[test]
     fn rosenbrock_from_the_classic_start() {
-        let opts = LbfgsOptions { gtol: 1e-9, ftol: 0.0, ..Default::default() };
+        let opts = LbfgsOptions {
+            gtol: 1e-9,
+            ftol: 0.0,
+            ..Default::default()
+        };
         let r = minimize(rosenbrock, &[-1.2, 1.0], &opts);
         assert!(r.converged, "{r:?}");
         assert!((r.x[0] - 1.0).abs() < 1e-6 && (r.x[1] - 1.0).abs() < 1e-6, "{r:?}");
@@ -319,7 +361,11 @@ mod tests {
 
     #[test]
     fn rosenbrock_in_ten_dimensions() {
-        let opts = LbfgsOptions { gtol: 1e-8, ftol: 0.0, ..Default::default() };
+        let opts = LbfgsOptions {
+            gtol: 1e-8,
+            ftol: 0.0,
+            ..Default::default()
+        };
         let x0: Vec<f64> = (0..10).map(|i| if i % 2 == 0 { -1.2 } else { 1.0 }).collect();
         let r = minimize(rosenbrock, &x0, &opts);
         assert!(r.converged, "{r:?}");
@@ -339,7 +385,11 @@ mod tests {
             }
             f
         };
-        let opts = LbfgsOptions { gtol: 1e-12, ftol: 0.0, ..Default::default() };
+        let opts = LbfgsOptions {
+            gtol: 1e-12,
+            ftol: 0.0,
+            ..Default::default()
+        };
         let r = minimize(quad, &[10.0, -3.0, 7.0, 0.5], &opts);
         assert!(r.converged, "{r:?}");
         for (i, v) in r.x.iter().enumerate() {
@@ -379,7 +429,14 @@ mod tests {
             g[0] = (10.0 * x[0]).exp() * 10.0 - (-x[0]).exp();
             (10.0 * x[0]).exp() + (-x[0]).exp()
         };
-        let r = minimize(f, &[-50.0], &LbfgsOptions { gtol: 1e-10, ..Default::default() });
+        let r = minimize(
+            f,
+            &[-50.0],
+            &LbfgsOptions {
+                gtol: 1e-10,
+                ..Default::default()
+            },
+        );
         let exact = (0.1f64).ln() / 11.0; // 10 e^{10x} = e^{-x}
         assert!((r.x[0] - exact).abs() < 1e-6, "{r:?}");
     }

@@ -23,8 +23,12 @@ impl Method {
         match name {
             "ols" => Ok(Method::Ols),
             "huber" if huber_t.is_finite() && huber_t > 0.0 => Ok(Method::Huber { t: huber_t }),
-            "huber" => Err(Error::Invalid(format!("the Huber threshold must be a positive number, got {huber_t}"))),
-            other => Err(Error::Invalid(format!("unknown regression method '{other}' (ols, huber)"))),
+            "huber" => Err(Error::Invalid(format!(
+                "the Huber threshold must be a positive number, got {huber_t}"
+            ))),
+            other => Err(Error::Invalid(format!(
+                "unknown regression method '{other}' (ols, huber)"
+            ))),
         }
     }
 }
@@ -224,7 +228,13 @@ pub fn fit_weighted(model: &Model, base: &[f64], method: Method, ws: &mut Worksp
     let ssr: f64 = r.iter().zip(base).map(|(ri, wi)| wi * ri * ri).sum();
     ws.residuals = r;
     let r2 = if sst > 0.0 { 1.0 - ssr / sst } else { f64::NAN };
-    Some(LinearFit { coef, r2, scale, iterations, converged })
+    Some(LinearFit {
+        coef,
+        r2,
+        scale,
+        iterations,
+        converged,
+    })
 }
 
 /// Densify arbitrary cell labels into 0..n_cells (in order of first appearance).
@@ -261,7 +271,12 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
             "{name}: every column, the weights and the cell labels must have one value per sample"
         )));
     }
-    if model.y.iter().chain(model.columns.iter().flatten()).any(|v| !v.is_finite()) {
+    if model
+        .y
+        .iter()
+        .chain(model.columns.iter().flatten())
+        .any(|v| !v.is_finite())
+    {
         return Err(Error::Invalid(format!(
             "{name}: a sample has a missing, zero, negative or infinite value (logs must be finite)"
         )));
@@ -309,13 +324,21 @@ mod tests {
 
     fn model(columns: Vec<Vec<f64>>, y: Vec<f64>) -> Model {
         let regressors = (0..columns.len()).map(|j| format!("x{j}")).collect();
-        Model { target: "y".into(), regressors, columns, y, weights: None }
+        Model {
+            target: "y".into(),
+            regressors,
+            columns,
+            y,
+            weights: None,
+        }
     }
 
     /// A fixed pseudo-random sequence in [-1, 1) for test data.
     fn noise(n: usize, seed: u64) -> Vec<f64> {
         let mut rng = crate::fit::rng::Rng::new(seed);
-        (0..n).map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0).collect()
+        (0..n)
+            .map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -324,7 +347,13 @@ mod tests {
         let x1: Vec<f64> = (0..40).map(|i| 19.0 + 0.05 * i as f64).collect();
         let x2: Vec<f64> = (0..40).map(|i| 23.0 + 0.07 * ((i * 7) % 40) as f64).collect();
         let y: Vec<f64> = x1.iter().zip(&x2).map(|(a, b)| 4.37 - 0.768 * a + 0.197 * b).collect();
-        let fit = fit_weighted(&model(vec![x1, x2], y), &[1.0; 40], Method::Ols, &mut Workspace::default()).unwrap();
+        let fit = fit_weighted(
+            &model(vec![x1, x2], y),
+            &[1.0; 40],
+            Method::Ols,
+            &mut Workspace::default(),
+        )
+        .unwrap();
         for (c, t) in fit.coef.iter().zip([4.37, -0.768, 0.197]) {
             assert!((c - t).abs() < 1e-10, "{:?}", fit.coef);
         }
@@ -338,8 +367,13 @@ mod tests {
         let y: Vec<f64> = x.iter().zip(&e).map(|(a, b)| 1.0 + 2.0 * a + b).collect();
         let counts = [0.0, 2.0, 1.0, 3.0, 0.0, 1.0, 1.0, 0.0, 2.0, 1.0, 0.0, 1.0];
         let mut ws = Workspace::default();
-        let weighted =
-            fit_weighted(&model(vec![x.clone()], y.clone()), &counts, Method::Huber { t: 1.345 }, &mut ws).unwrap();
+        let weighted = fit_weighted(
+            &model(vec![x.clone()], y.clone()),
+            &counts,
+            Method::Huber { t: 1.345 },
+            &mut ws,
+        )
+        .unwrap();
         let (mut xr, mut yr) = (vec![], vec![]);
         for i in 0..12 {
             for _ in 0..counts[i] as usize {
@@ -373,18 +407,40 @@ mod tests {
     #[test]
     fn weighted_median_of_a_multiset() {
         let mut order = vec![];
-        assert_eq!(weighted_median_abs(&[3.0, -1.0, 2.0], &[1.0, 1.0, 1.0], &mut order), 2.0);
-        assert_eq!(weighted_median_abs(&[3.0, -1.0, 2.0, 4.0], &[1.0, 1.0, 1.0, 1.0], &mut order), 2.5);
-        assert_eq!(weighted_median_abs(&[3.0, -1.0, 2.0], &[0.0, 2.0, 1.0], &mut order), 1.0);
-        assert_eq!(weighted_median_abs(&[3.0, -1.0, 2.0], &[1.0, 1.0, 0.0], &mut order), 2.0);
+        assert_eq!(
+            weighted_median_abs(&[3.0, -1.0, 2.0], &[1.0, 1.0, 1.0], &mut order),
+            2.0
+        );
+        assert_eq!(
+            weighted_median_abs(&[3.0, -1.0, 2.0, 4.0], &[1.0, 1.0, 1.0, 1.0], &mut order),
+            2.5
+        );
+        assert_eq!(
+            weighted_median_abs(&[3.0, -1.0, 2.0], &[0.0, 2.0, 1.0], &mut order),
+            1.0
+        );
+        assert_eq!(
+            weighted_median_abs(&[3.0, -1.0, 2.0], &[1.0, 1.0, 0.0], &mut order),
+            2.0
+        );
     }
 
     #[test]
     fn ill_posed_designs_are_refused_with_the_reason() {
         let cells: Vec<usize> = (0..8).map(|i| i / 2).collect();
-        let same_n = model(vec![vec![20.0; 8], (0..8).map(|i| 22.0 + i as f64).collect()], vec![0.0; 8]);
-        let e =
-            check_model(&Model { regressors: vec!["N".into(), "D".into()], ..same_n }, &cells).unwrap_err().to_string();
+        let same_n = model(
+            vec![vec![20.0; 8], (0..8).map(|i| 22.0 + i as f64).collect()],
+            vec![0.0; 8],
+        );
+        let e = check_model(
+            &Model {
+                regressors: vec!["N".into(), "D".into()],
+                ..same_n
+            },
+            &cells,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("same N") && e.contains("not identifiable"), "{e}");
 
         let few = model(vec![(0..8).map(|i| (i / 2) as f64).collect()], vec![0.0; 8]);
@@ -394,11 +450,17 @@ mod tests {
 
         let n: Vec<f64> = (0..8).map(|i| 19.0 + (i / 2) as f64).collect();
         let d: Vec<f64> = n.iter().map(|v| v + 3.0).collect();
-        let collinear = Model { regressors: vec!["N".into(), "D".into()], ..model(vec![n.clone(), d], vec![1.0; 8]) };
+        let collinear = Model {
+            regressors: vec!["N".into(), "D".into()],
+            ..model(vec![n.clone(), d], vec![1.0; 8])
+        };
         let e = check_model(&collinear, &cells).unwrap_err().to_string();
         assert!(e.contains("collinear"), "{e}");
 
-        let bad = model(vec![n], (0..8).map(|i| if i == 3 { f64::NEG_INFINITY } else { 0.0 }).collect());
+        let bad = model(
+            vec![n],
+            (0..8).map(|i| if i == 3 { f64::NEG_INFINITY } else { 0.0 }).collect(),
+        );
         assert!(check_model(&bad, &cells).unwrap_err().to_string().contains("infinite"));
     }
 }

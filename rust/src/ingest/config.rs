@@ -24,12 +24,23 @@ pub enum NameTemplate {
 }
 
 /// Step Law's name tokens (prefix, field); longest prefixes first so `ffnh` is not `h`.
-const STEP_LAW_TOKENS: &[(&str, &str)] =
-    &[("ffnh", "ffnh"), ("numh", "numh"), ("numl", "numl"), ("mlr", "lr_min"), ("seq", "seq_len"), ("lr", "lr"), ("bs", "bs"), ("ti", "steps"), ("h", "h")];
+const STEP_LAW_TOKENS: &[(&str, &str)] = &[
+    ("ffnh", "ffnh"),
+    ("numh", "numh"),
+    ("numl", "numl"),
+    ("mlr", "lr_min"),
+    ("seq", "seq_len"),
+    ("lr", "lr"),
+    ("bs", "bs"),
+    ("ti", "steps"),
+    ("h", "h"),
+];
 
 impl NameTemplate {
     pub fn parse(template: Option<&str>) -> Result<NameTemplate> {
-        let Some(t) = template else { return Ok(NameTemplate::StepLaw) };
+        let Some(t) = template else {
+            return Ok(NameTemplate::StepLaw);
+        };
         if t == "steplaw" {
             return Ok(NameTemplate::StepLaw);
         }
@@ -37,20 +48,29 @@ impl NameTemplate {
         let mut rest = t;
         while let Some(open) = rest.find('{') {
             re.push_str(&regex::escape(&rest[..open]));
-            let close = rest[open..].find('}').ok_or_else(|| Error::Invalid(format!("name template '{t}': '{{' without '}}'")))?;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| Error::Invalid(format!("name template '{t}': '{{' without '}}'")))?;
             let name = &rest[open + 1..open + close];
             if name == "*" {
                 re.push_str(".*?");
-            } else if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit()) {
+            } else if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+            {
                 re.push_str(&format!("(?P<{name}>.+?)"));
             } else {
-                return Err(Error::Invalid(format!("name template '{t}': bad field name '{{{name}}}'")));
+                return Err(Error::Invalid(format!(
+                    "name template '{t}': bad field name '{{{name}}}'"
+                )));
             }
             rest = &rest[open + close + 1..];
         }
         re.push_str(&regex::escape(rest));
         re.push('$');
-        Regex::new(&re).map(NameTemplate::Pattern).map_err(|e| Error::Invalid(format!("name template '{t}': {e}")))
+        Regex::new(&re)
+            .map(NameTemplate::Pattern)
+            .map_err(|e| Error::Invalid(format!("name template '{t}': {e}")))
     }
 
     /// The configuration a name encodes (empty when it does not match).
@@ -89,7 +109,9 @@ fn scalar_text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) => Some(s.clone()),
         // W&B's config.yaml wraps every value: `lr: {desc: null, value: 0.0003}`.
-        Value::Object(m) if m.contains_key("value") && m.keys().all(|k| k == "value" || k == "desc") => scalar_text(&m["value"]),
+        Value::Object(m) if m.contains_key("value") && m.keys().all(|k| k == "value" || k == "desc") => {
+            scalar_text(&m["value"])
+        }
         _ => None,
     }
 }
@@ -129,7 +151,8 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let value: Value = if name.ends_with(".json") {
-            serde_json::from_slice(&bytes).map_err(|e| Error::parse(format!("{}:{}", path.display(), e.line()), format!("invalid JSON: {e}")))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::parse(format!("{}:{}", path.display(), e.line()), format!("invalid JSON: {e}")))?
         } else {
             serde_yaml::from_slice(&bytes).map_err(|e| {
                 let line = e.location().map_or(0, |l| l.line());
@@ -161,7 +184,9 @@ pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
             return status::DIVERGED;
         }
     }
-    let (Some(planned), Some(&last)) = (planned_steps, loss.steps.last()) else { return status::COMPLETE };
+    let (Some(planned), Some(&last)) = (planned_steps, loss.steps.last()) else {
+        return status::COMPLETE;
+    };
     let interval = match loss.steps[..] {
         [a, b, ..] => b - a,
         _ => 0,
@@ -182,8 +207,14 @@ mod tests {
         let c = NameTemplate::StepLaw
             .read("step2v2_0618_h960_ffnh9368_numh15_numl7_lr3.453e-04_bs736_ti66342_mlr1.00e-05")
             .unwrap();
-        assert_eq!((c.h, c.ffnh, c.numh, c.numl), (Some(960), Some(9368), Some(15), Some(7)));
-        assert_eq!((c.lr, c.bs, c.steps, c.lr_min), (Some(3.453e-4), Some(736), Some(66342), Some(1e-5)));
+        assert_eq!(
+            (c.h, c.ffnh, c.numh, c.numl),
+            (Some(960), Some(9368), Some(15), Some(7))
+        );
+        assert_eq!(
+            (c.lr, c.bs, c.steps, c.lr_min),
+            (Some(3.453e-4), Some(736), Some(66342), Some(1e-5))
+        );
     }
 
     #[test]
@@ -195,7 +226,10 @@ mod tests {
         assert_eq!((c.lr, c.bs), (Some(3e-4), Some(512)));
         std::fs::write(dir.path().join("config.json"), r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 24, "num_attention_heads": 16}"#).unwrap();
         let (c, _) = read_sidecar(dir.path()).unwrap().unwrap();
-        assert_eq!((c.h, c.ffnh, c.numl, c.numh), (Some(2048), Some(5504), Some(24), Some(16)));
+        assert_eq!(
+            (c.h, c.ffnh, c.numl, c.numh),
+            (Some(2048), Some(5504), Some(24), Some(16))
+        );
     }
 
     #[test]
@@ -210,7 +244,11 @@ mod tests {
     }
 
     fn series(values: &[f64]) -> Series {
-        Series { steps: (1..=values.len() as i64).map(|s| s * 10).collect(), values: values.to_vec(), ..Default::default() }
+        Series {
+            steps: (1..=values.len() as i64).map(|s| s * 10).collect(),
+            values: values.to_vec(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -219,6 +257,9 @@ mod tests {
         assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(40)), status::COMPLETE); // one interval short
         assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(100)), status::INCOMPLETE);
         assert_eq!(run_status(&series(&[5.0, f64::NAN, 3.0]), None), status::DIVERGED);
-        assert_eq!(run_status(&series(&[9.0, 3.0, 2.5, 6.0, 7.0, 7.5]), None), status::DIVERGED);
+        assert_eq!(
+            run_status(&series(&[9.0, 3.0, 2.5, 6.0, 7.0, 7.5]), None),
+            status::DIVERGED
+        );
     }
 }

@@ -63,7 +63,10 @@ fn sniff_text(path: &Path) -> Option<Format> {
 /// The format of a file, from its name (and, for generic text logs and CSV, its content).
 pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
     let name = path.file_name()?.to_str()?;
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     let is_text = matches!(ext.as_str(), "log" | "txt" | "out");
     let by_name = if step_law_index(name).is_some() {
         Some(Format::Steplaw)
@@ -90,7 +93,12 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
     }
 }
 
-fn list_files(dir: &Path, forced: Option<Format>, files: &mut Vec<(PathBuf, Format)>, keep: impl Fn(Format) -> bool) -> Result<()> {
+fn list_files(
+    dir: &Path,
+    forced: Option<Format>,
+    files: &mut Vec<(PathBuf, Format)>,
+    keep: impl Fn(Format) -> bool,
+) -> Result<()> {
     let listing = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for f in listing.flatten() {
         let p = f.path();
@@ -116,7 +124,13 @@ fn is_part_of_parent(dir: &Path) -> bool {
 /// `eval/` and the like, and `training_eval/<task>/`.
 fn part_dirs(dir: &Path) -> Vec<PathBuf> {
     let subdirs = |d: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         v.sort();
         v
     };
@@ -187,22 +201,35 @@ fn split_runs(key: &str, dir: &Path, dir_name: &str, files: Vec<(PathBuf, Format
     // Several metric tables that each hold a training loss are several runs (one export per
     // run, as W&B history exports and many sweeps keep them): one run per file, named by it.
     // A single one (with, say, an eval-only table beside it) is the directory's run.
-    let is_whole_run =
-        |(p, f): &(PathBuf, Format)| matches!(f, Format::Csv | Format::Jsonl) && tabular::has_training_loss(&head(p), *f == Format::Jsonl);
+    let is_whole_run = |(p, f): &(PathBuf, Format)| {
+        matches!(f, Format::Csv | Format::Jsonl) && tabular::has_training_loss(&head(p), *f == Format::Jsonl)
+    };
     let (tables, mut own): (Vec<_>, Vec<_>) = own.into_iter().partition(is_whole_run);
     if tables.len() >= 2 {
         for (path, format) in tables {
             let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or("run");
             let name = format!("{dir_name}/{stem}");
             let key = path.to_string_lossy().into_owned();
-            runs.push(RunSource { key, name, dir: dir.to_path_buf(), files: vec![(path, format)], member: None });
+            runs.push(RunSource {
+                key,
+                name,
+                dir: dir.to_path_buf(),
+                files: vec![(path, format)],
+                member: None,
+            });
         }
     } else {
         own.extend(tables);
         order_files(&mut own);
     }
     if !own.is_empty() {
-        runs.push(RunSource { key: key.to_string(), name: dir_name.to_string(), dir: dir.to_path_buf(), files: own, member: None });
+        runs.push(RunSource {
+            key: key.to_string(),
+            name: dir_name.to_string(),
+            dir: dir.to_path_buf(),
+            files: own,
+            member: None,
+        });
     }
     members.sort_by(|a, b| a.0.cmp(&b.0));
     for (member, files) in members {
@@ -236,20 +263,32 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<RunSour
         }
         if root.is_file() {
             let format = classify(root, forced).or(forced).ok_or_else(|| {
-                Error::Invalid(format!("{}: not a log file of a known format (use --format to force one)", root.display()))
+                Error::Invalid(format!(
+                    "{}: not a log file of a known format (use --format to force one)",
+                    root.display()
+                ))
             })?;
             let abs = absolute(root);
             let name = abs.file_stem().and_then(|n| n.to_str()).unwrap_or("run").to_string();
             let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-            split_runs(&abs.to_string_lossy(), &dir, &name, vec![(abs.clone(), format)], &mut runs);
+            split_runs(
+                &abs.to_string_lossy(),
+                &dir,
+                &name,
+                vec![(abs.clone(), format)],
+                &mut runs,
+            );
             continue;
         }
-        let walker = walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_entry(|e| {
-            let hidden = e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
-            // Never read a store (ours or another) as logs.
-            let is_store = e.file_type().is_dir() && e.path().join("_manifest").is_dir();
-            !hidden && !is_store
-        });
+        let walker = walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                let hidden = e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
+                // Never read a store (ours or another) as logs.
+                let is_store = e.file_type().is_dir() && e.path().join("_manifest").is_dir();
+                !hidden && !is_store
+            });
         for entry in walker {
             let entry = entry.map_err(|e| Error::Invalid(format!("{}: {e}", root.display())))?;
             if !entry.file_type().is_dir() {

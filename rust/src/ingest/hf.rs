@@ -34,11 +34,16 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse)
     let state: Map<String, Value> = match serde_json::from_slice(data) {
         Ok(v) => v,
         Err(first) => {
-            let patched = std::str::from_utf8(data).ok().map(quote_non_finite).map(|s| serde_json::from_str(&s));
+            let patched = std::str::from_utf8(data)
+                .ok()
+                .map(quote_non_finite)
+                .map(|s| serde_json::from_str(&s));
             match patched {
                 Some(Ok(v)) => v,
                 _ => {
-                    out.malformed(file, first.line() as u64, || format!("not a trainer_state.json object: {first}"));
+                    out.malformed(file, first.line() as u64, || {
+                        format!("not a trainer_state.json object: {first}")
+                    });
                     return;
                 }
             }
@@ -91,7 +96,9 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse)
 }
 
 fn quote_non_finite(text: &str) -> String {
-    text.replace("-Infinity", "\"-inf\"").replace("Infinity", "\"inf\"").replace("NaN", "\"NaN\"")
+    text.replace("-Infinity", "\"-inf\"")
+        .replace("Infinity", "\"inf\"")
+        .replace("NaN", "\"NaN\"")
 }
 
 #[cfg(test)]

@@ -45,8 +45,16 @@ pub enum Format {
 }
 
 impl Format {
-    pub const NAMES: &'static [&'static str] =
-        &["steplaw", "megatron", "nanogpt", "jsonl", "csv", "wandb-chart", "tensorboard", "hf"];
+    pub const NAMES: &'static [&'static str] = &[
+        "steplaw",
+        "megatron",
+        "nanogpt",
+        "jsonl",
+        "csv",
+        "wandb-chart",
+        "tensorboard",
+        "hf",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -70,7 +78,12 @@ impl Format {
             "hf" | "trainer_state" => Format::HfTrainer,
             "nanogpt" => Format::NanoGpt,
             "wandb-chart" | "wandb" => Format::WandbChart,
-            _ => return Err(Error::Invalid(format!("unknown format '{s}' ({})", Format::NAMES.join(", ")))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown format '{s}' ({})",
+                    Format::NAMES.join(", ")
+                )))
+            }
         })
     }
 }
@@ -164,7 +177,11 @@ fn stat_files(src: &RunSource) -> Result<Vec<FileStat>> {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos() as i128);
-            Ok(FileStat { path: p.to_string_lossy().into_owned(), size: m.len(), mtime_ns })
+            Ok(FileStat {
+                path: p.to_string_lossy().into_owned(),
+                size: m.len(),
+                mtime_ns,
+            })
         })
         .collect()
 }
@@ -181,7 +198,10 @@ fn process(ctx: &Context, src: &RunSource, text_buf: &mut Vec<u8>) -> Outcome {
     let run_id = run_id_for(&src.key);
     match parse_run(ctx, src, run_id, text_buf) {
         Ok(o) => o,
-        Err(e) => Outcome::Failed { source: src.key.clone(), reason: e.to_string() },
+        Err(e) => Outcome::Failed {
+            source: src.key.clone(),
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -194,7 +214,10 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     // Megatron lines are 150-300 bytes, JSONL/CSV rows shorter: a generous guess costs only
     // address space (untouched pages), a short one costs copies.
     let total_size: u64 = files.iter().map(|f| f.size).sum();
-    let mut parse = RunParse { capacity_hint: (total_size / 100) as usize, ..Default::default() };
+    let mut parse = RunParse {
+        capacity_hint: (total_size / 100) as usize,
+        ..Default::default()
+    };
     let mut fingerprint = read::Fingerprint::default();
     let mut bytes = 0u64;
     let sel = &ctx.opts.metrics;
@@ -220,16 +243,29 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         let may_be_empty = matches!(format, Format::Steplaw | Format::Megatron | Format::TfEvents);
         let just_started = may_be_empty && src.files.len() > 1 && parse.malformed == malformed_before;
         if !yielded && !just_started {
-            let detail = parse.messages.first().map(|m| format!("; first problem: {m}")).unwrap_or_default();
+            let detail = parse
+                .messages
+                .first()
+                .map(|m| format!("; first problem: {m}"))
+                .unwrap_or_default();
             match (format, &src.member) {
                 (Format::TfEvents, _) => {
-                    return Err(Error::parse(label, format!("no scalar summaries found in this event file{detail}")))
+                    return Err(Error::parse(
+                        label,
+                        format!("no scalar summaries found in this event file{detail}"),
+                    ))
                 }
                 (Format::WandbChart, Some(run)) => {
-                    return Err(Error::parse(label, format!("no values for run '{run}' in this W&B chart export{detail}")))
+                    return Err(Error::parse(
+                        label,
+                        format!("no values for run '{run}' in this W&B chart export{detail}"),
+                    ))
                 }
                 (Format::HfTrainer, _) => {
-                    return Err(Error::parse(label, format!("no loss or eval-loss entries in log_history{detail}")))
+                    return Err(Error::parse(
+                        label,
+                        format!("no loss or eval-loss entries in log_history{detail}"),
+                    ))
                 }
                 _ => {}
             }
@@ -240,12 +276,19 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
             });
             return Err(Error::parse(
                 label,
-                format!("no {} log lines with a training loss ('{looked_for}') found{detail}", format.name()),
+                format!(
+                    "no {} log lines with a training loss ('{looked_for}') found{detail}",
+                    format.name()
+                ),
             ));
         }
     }
     // Tagged scalars (a tag a series) learn which tag is the loss and join the LR to it.
-    if src.files.iter().any(|(_, f)| matches!(f, Format::TfEvents | Format::WandbChart)) {
+    if src
+        .files
+        .iter()
+        .any(|(_, f)| matches!(f, Format::TfEvents | Format::WandbChart))
+    {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
     let fingerprint = fingerprint.finish();
@@ -254,18 +297,34 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     }
     // A run logged without its training loss (an eval-only export) is kept for its other
     // series; its status is judged on the validation loss, or else on its first series.
-    let Some(loss) = [LOSS, VAL_LOSS].iter().find_map(|m| parse.series.get(*m)).or_else(|| parse.series.values().next()).map(|b| &b.series)
+    let Some(loss) = [LOSS, VAL_LOSS]
+        .iter()
+        .find_map(|m| parse.series.get(*m))
+        .or_else(|| parse.series.values().next())
+        .map(|b| &b.series)
     else {
-        return Err(Error::parse(src.key.clone(), "no training-loss values in this run's logs"));
+        return Err(Error::parse(
+            src.key.clone(),
+            "no training-loss values in this run's logs",
+        ));
     };
     let has_train_loss = loss.metric == LOSS;
 
     // Configuration: the log < the name < the sidecar file < the user's overrides.
-    let mut config = RunConfig { steps: parse.planned_steps, bs: parse.batch_size, ..Default::default() };
+    let mut config = RunConfig {
+        steps: parse.planned_steps,
+        bs: parse.batch_size,
+        ..Default::default()
+    };
     config.merge_from(&ctx.template.read(&src.name)?);
     // The sidecar beside the run, else beside one of its files (a HF checkpoint's config.json).
     let mut sidecar_dirs = vec![src.dir.as_path()];
-    sidecar_dirs.extend(src.files.iter().filter_map(|(p, _)| p.parent()).filter(|d| *d != src.dir));
+    sidecar_dirs.extend(
+        src.files
+            .iter()
+            .filter_map(|(p, _)| p.parent())
+            .filter(|d| *d != src.dir),
+    );
     for dir in sidecar_dirs {
         if let Some((side, _)) = config::read_sidecar(dir)? {
             config.merge_from(&side);
@@ -277,7 +336,11 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
 
     let status = config::run_status(loss, config.steps).to_string();
     let final_step = loss.steps.last().copied();
-    let final_loss = if has_train_loss { loss.values.iter().rev().find(|v| v.is_finite()).copied() } else { None };
+    let final_loss = if has_train_loss {
+        loss.values.iter().rev().find(|v| v.is_finite()).copied()
+    } else {
+        None
+    };
     let mut series: Vec<Series> = parse.series.into_values().map(|b| b.series).collect();
     fill_tokens(&mut series, parse.tokens_are_samples, &config);
     let n_points = series.iter().map(|s| s.len() as u64).sum();
@@ -298,11 +361,23 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         segment: None,
         files,
     };
-    Ok(Outcome::Parsed(Box::new(ParsedRun { record, series, messages: parse.messages, bytes })))
+    Ok(Outcome::Parsed(Box::new(ParsedRun {
+        record,
+        series,
+        messages: parse.messages,
+        bytes,
+    })))
 }
 
 /// Parse one file read whole into `parse`.
-fn parse_whole(src: &RunSource, path: &std::path::Path, format: Format, data: &[u8], sel: &MetricSelection, parse: &mut RunParse) -> Result<()> {
+fn parse_whole(
+    src: &RunSource,
+    path: &std::path::Path,
+    format: Format,
+    data: &[u8],
+    sel: &MetricSelection,
+    parse: &mut RunParse,
+) -> Result<()> {
     let label = path.display().to_string();
     if format == Format::TfEvents {
         // Binary: only emptiness is checked here (a writer that has not flushed yet).
@@ -320,10 +395,18 @@ fn parse_whole(src: &RunSource, path: &std::path::Path, format: Format, data: &[
         Format::HfTrainer => hf::parse(data, &label, sel, parse),
         Format::WandbChart => match &src.member {
             Some(run) => wandb::parse(data, &label, run, sel, parse),
-            None => return Err(Error::parse(label, "not a W&B chart export (a 'Step' column, then '<run> - <metric>' columns)")),
+            None => {
+                return Err(Error::parse(
+                    label,
+                    "not a W&B chart export (a 'Step' column, then '<run> - <metric>' columns)",
+                ))
+            }
         },
         Format::TfEvents => {
-            let rel = path.parent().and_then(|p| p.strip_prefix(&src.dir).ok()).unwrap_or(std::path::Path::new(""));
+            let rel = path
+                .parent()
+                .and_then(|p| p.strip_prefix(&src.dir).ok())
+                .unwrap_or(std::path::Path::new(""));
             let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
             tfevents::parse(data, &label, &tfevents::prefix_for(&dirs), parse)
         }
@@ -367,7 +450,9 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     let t0 = Instant::now();
     let mut overrides = RunConfig::default();
     for (k, v) in &opts.set {
-        overrides.set(k, v, true).map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
+        overrides
+            .set(k, v, true)
+            .map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
     }
     if let Some(r) = &opts.recipe {
         overrides.recipe = Some(r.clone());
@@ -383,7 +468,11 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         overrides,
         existing: base_runs.iter().map(|r| (r.run_id, r)).collect(),
     };
-    let mut report = IngestReport { runs_found: sources.len(), version: tx.base.version, ..Default::default() };
+    let mut report = IngestReport {
+        runs_found: sources.len(),
+        version: tx.base.version,
+        ..Default::default()
+    };
     let mut changed: HashMap<RunId, RunRecord> = HashMap::new();
     let mut restat: HashMap<RunId, Vec<FileStat>> = HashMap::new();
     let pb = progress_bar(opts.progress, sources.len());
@@ -430,7 +519,12 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
                 }
                 Outcome::Failed { source, reason } => report.failed.push((source, reason)),
                 Outcome::Parsed(p) => {
-                    let ParsedRun { record, messages, bytes, .. } = *p;
+                    let ParsedRun {
+                        record,
+                        messages,
+                        bytes,
+                        ..
+                    } = *p;
                     report.bytes_read += bytes;
                     report.points += record.n_points;
                     report.malformed_lines += record.n_malformed;
@@ -449,7 +543,10 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         }
         let mut segments = Vec::new();
         for h in handles {
-            segments.extend(h.join().map_err(|_| Error::Invalid("an ingest worker panicked".into()))??);
+            segments.extend(
+                h.join()
+                    .map_err(|_| Error::Invalid("an ingest worker panicked".into()))??,
+            );
         }
         Ok(segments)
     });
@@ -457,7 +554,10 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     let segments = written?;
     report.failed.sort();
 
-    let nothing_changed = changed.is_empty() && restat.iter().all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
+    let nothing_changed = changed.is_empty()
+        && restat
+            .iter()
+            .all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
     let refuse = opts.strict && !report.failed.is_empty();
     if refuse || nothing_changed {
         for s in &segments {

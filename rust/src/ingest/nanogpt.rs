@@ -16,10 +16,26 @@ use super::text::parse_f64;
 use super::MetricSelection;
 
 const STEP_KEYS: &[&str] = &["iter", "step", "iteration", "global_step"];
-pub const LOSS_KEYS: &[&str] =
-    &["loss", "train_loss", "train loss", "training loss", "reduced_train_loss", "train/loss", "lm loss", "lm_loss"];
-const VAL_KEYS: &[&str] =
-    &["val loss", "val_loss", "validation loss", "val/loss", "valid loss", "eval loss", "eval_loss", "validation_loss"];
+pub const LOSS_KEYS: &[&str] = &[
+    "loss",
+    "train_loss",
+    "train loss",
+    "training loss",
+    "reduced_train_loss",
+    "train/loss",
+    "lm loss",
+    "lm_loss",
+];
+const VAL_KEYS: &[&str] = &[
+    "val loss",
+    "val_loss",
+    "validation loss",
+    "val/loss",
+    "valid loss",
+    "eval loss",
+    "eval_loss",
+    "validation_loss",
+];
 const LR_KEYS: &[&str] = &["lr", "learning rate", "learning_rate"];
 /// On an evaluation line nanoGPT's `train loss` is an estimate over eval batches, not the
 /// training loss of that step: it is kept under this name.
@@ -72,8 +88,13 @@ fn pairs(line: &[u8]) -> Vec<Pair<'_>> {
     let mut label_floor = 0; // labels never reach back into the previous value
     while i < line.len() {
         let start = i;
-        let signed = matches!(line[i], b'-' | b'+') && line.get(i + 1).is_some_and(|c| c.is_ascii_digit() || *c == b'.');
-        let begins = line[i].is_ascii_digit() || signed || (line[i] == b'.' && line.get(i + 1).is_some_and(u8::is_ascii_digit)) || starts_word(line, i, b"nan") || starts_word(line, i, b"inf");
+        let signed =
+            matches!(line[i], b'-' | b'+') && line.get(i + 1).is_some_and(|c| c.is_ascii_digit() || *c == b'.');
+        let begins = line[i].is_ascii_digit()
+            || signed
+            || (line[i] == b'.' && line.get(i + 1).is_some_and(u8::is_ascii_digit))
+            || starts_word(line, i, b"nan")
+            || starts_word(line, i, b"inf");
         let boundary = i == 0 || !(is_word(line[i - 1]) || line[i - 1] == b'.');
         if !(begins && boundary) {
             i += 1;
@@ -91,7 +112,9 @@ fn pairs(line: &[u8]) -> Vec<Pair<'_>> {
         if line.get(end) == Some(&b'/') {
             let t_end = number_end(line, end + 1);
             if t_end > end + 1 {
-                total = parse_f64(&line[end + 1..t_end]).filter(|t| t.fract() == 0.0 && *t >= 0.0).map(|t| t as i64);
+                total = parse_f64(&line[end + 1..t_end])
+                    .filter(|t| t.fract() == 0.0 && *t >= 0.0)
+                    .map(|t| t as i64);
                 next = t_end;
             }
         }
@@ -181,7 +204,14 @@ fn read_line<'a>(pairs: &'a [Pair<'a>], sel: &MetricSelection) -> Option<Line<'a
     let first_step = pairs.iter().position(|p| key_is(p.key, STEP_KEYS))?;
     let sp = &pairs[first_step];
     let step = parse_f64(sp.value).filter(|s| s.is_finite() && *s >= 0.0 && s.fract() == 0.0)? as i64;
-    let mut line = Line { step, total: sp.total, loss: None, val: None, lr: None, extra: Vec::new() };
+    let mut line = Line {
+        step,
+        total: sp.total,
+        loss: None,
+        val: None,
+        lr: None,
+        extra: Vec::new(),
+    };
     // Fields may stand before the step too (NeMo prints `lr=...` ahead of `global_step=`).
     for (i, p) in pairs.iter().enumerate() {
         if i == first_step {
@@ -223,16 +253,28 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse)
         let found = pairs(&text);
         let Some(line) = read_line(&found, sel) else { continue };
         if end == data.len() && !ends_with_newline {
-            out.malformed(file, line_no, || "truncated last line (is the file still being written?)".into());
+            out.malformed(file, line_no, || {
+                "truncated last line (is the file still being written?)".into()
+            });
             continue;
         }
-        if let Some(t) = [line.loss, line.val].into_iter().flatten().find(|t| parse_f64(t).is_none()) {
-            out.malformed(file, line_no, || format!("cannot read '{}' as a loss", String::from_utf8_lossy(t)));
+        if let Some(t) = [line.loss, line.val]
+            .into_iter()
+            .flatten()
+            .find(|t| parse_f64(t).is_none())
+        {
+            out.malformed(file, line_no, || {
+                format!("cannot read '{}' as a loss", String::from_utf8_lossy(t))
+            });
             continue;
         }
         let val = line.val.and_then(parse_f64);
         if let Some(v) = line.loss.and_then(parse_f64) {
-            let metric = if val.is_some() && sel.loss.is_none() { EVAL_TRAIN_LOSS } else { LOSS };
+            let metric = if val.is_some() && sel.loss.is_none() {
+                EVAL_TRAIN_LOSS
+            } else {
+                LOSS
+            };
             out.push(metric, line.step, v, line.lr, None);
         }
         if let Some(v) = val {
@@ -319,11 +361,17 @@ Epoch 0: : 10%| 100/1000 [01:00<09:00, lr=3e-4, global_step=99.0, reduced_train_
 
     #[test]
     fn bad_numbers_and_truncated_tail() {
-        let p = run("iter 1: loss 4.5, time 1ms\niter 2: loss nan, time 1ms\niter 3: loss 4.2x, time 1ms\niter 4: loss 4.1");
+        let p = run(
+            "iter 1: loss 4.5, time 1ms\niter 2: loss nan, time 1ms\niter 3: loss 4.2x, time 1ms\niter 4: loss 4.1",
+        );
         assert_eq!(p.series[LOSS].series.steps, vec![1, 2]);
         assert!(p.series[LOSS].series.values[1].is_nan());
         assert_eq!(p.malformed, 2, "{:?}", p.messages);
-        assert!(p.messages[0].contains("'4.2x'") && p.messages[1].contains("truncated"), "{:?}", p.messages);
+        assert!(
+            p.messages[0].contains("'4.2x'") && p.messages[1].contains("truncated"),
+            "{:?}",
+            p.messages
+        );
     }
 
     #[test]

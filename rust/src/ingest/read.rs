@@ -107,7 +107,12 @@ pub fn check_text(path: &Path, data: &[u8]) -> Result<()> {
 /// called with whole lines, in order; only the chunk that ends the file (`at_eof`) may end
 /// in an unterminated line. The file's blocks go into `fp` as they are read. Fails, as
 /// `check_text` does, on an empty or binary file. Returns the bytes read.
-pub fn stream_lines(path: &Path, buf: &mut Vec<u8>, fp: &mut Fingerprint, mut lines: impl FnMut(&[u8], bool)) -> Result<u64> {
+pub fn stream_lines(
+    path: &Path,
+    buf: &mut Vec<u8>,
+    fp: &mut Fingerprint,
+    mut lines: impl FnMut(&[u8], bool),
+) -> Result<u64> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut total = 0u64;
     let mut seen_text = false;
@@ -211,7 +216,10 @@ mod tests {
     #[test]
     fn empty_and_binary_files_fail() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, data, why) in [("e", &b" \n\n"[..], "empty file"), ("b", &b"iter 1 \0\0 loss"[..], "binary")] {
+        for (name, data, why) in [
+            ("e", &b" \n\n"[..], "empty file"),
+            ("b", &b"iter 1 \0\0 loss"[..], "binary"),
+        ] {
             let path = dir.path().join(name);
             std::fs::write(&path, data).unwrap();
             let err = stream_lines(&path, &mut Vec::new(), &mut Fingerprint::default(), |_, _| {}).unwrap_err();

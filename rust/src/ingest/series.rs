@@ -117,7 +117,10 @@ impl RunParse {
     /// `put_builder`.
     pub fn take_builder(&mut self, metric: &str) -> SeriesBuilder {
         self.series.remove(metric).unwrap_or_else(|| {
-            let mut b = SeriesBuilder { series: spare_series(metric), restarts: 0 };
+            let mut b = SeriesBuilder {
+                series: spare_series(metric),
+                restarts: 0,
+            };
             let s = &mut b.series;
             s.steps.reserve(self.capacity_hint);
             s.values.reserve(self.capacity_hint);
@@ -151,7 +154,15 @@ mod tests {
     #[test]
     fn restart_replaces_points_from_the_restart_step_on() {
         let mut b = SeriesBuilder::default();
-        for (s, v) in [(10, 5.0), (20, 4.0), (30, 3.5), (40, 3.4), (20, 4.1), (30, 3.6), (30, 3.7)] {
+        for (s, v) in [
+            (10, 5.0),
+            (20, 4.0),
+            (30, 3.5),
+            (40, 3.4),
+            (20, 4.1),
+            (30, 3.6),
+            (30, 3.7),
+        ] {
             b.push(s, v, None, None);
         }
         assert_eq!(b.series.steps, vec![10, 20, 30]);

@@ -29,27 +29,42 @@ pub struct SummaryOptions {
 
 /// Import `rows` read from the table at `source` (its path: part of each run's identity, so
 /// importing the same table again replaces its runs instead of adding them twice).
-pub fn import_summaries(store: &Store, source: &str, rows: &[SummaryRow], opts: &SummaryOptions) -> Result<IngestReport> {
+pub fn import_summaries(
+    store: &Store,
+    source: &str,
+    rows: &[SummaryRow],
+    opts: &SummaryOptions,
+) -> Result<IngestReport> {
     let t0 = Instant::now();
     let template = NameTemplate::parse(opts.name_template.as_deref())?;
     let mut overrides = RunConfig::default();
     for (k, v) in &opts.set {
-        overrides.set(k, v, true).map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
+        overrides
+            .set(k, v, true)
+            .map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
     }
     if let Some(r) = &opts.recipe {
         overrides.recipe = Some(r.clone());
     }
     let tx = store.begin(opts.wait)?;
-    let mut report = IngestReport { runs_found: rows.len(), version: tx.base.version, ..Default::default() };
+    let mut report = IngestReport {
+        runs_found: rows.len(),
+        version: tx.base.version,
+        ..Default::default()
+    };
     let existing: HashMap<RunId, usize> = tx.base.runs.iter().enumerate().map(|(i, r)| (r.run_id, i)).collect();
     let mut runs = tx.base.runs.clone();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let location = format!("{source}:{}", i + 2); // header is line 1
-        // Names repeat in some tables: the k-th repeat gets its own identity.
+                                                      // Names repeat in some tables: the k-th repeat gets its own identity.
         let count = seen.entry(row.name.clone()).or_insert(0);
         *count += 1;
-        let key = if *count == 1 { format!("{source}#{}", row.name) } else { format!("{source}#{}@{count}", row.name) };
+        let key = if *count == 1 {
+            format!("{source}#{}", row.name)
+        } else {
+            format!("{source}#{}@{count}", row.name)
+        };
         let mut config = match template.read(&row.name) {
             Ok(c) => c,
             Err(e) => {
@@ -70,7 +85,10 @@ pub fn import_summaries(store: &Store, source: &str, rows: &[SummaryRow], opts: 
         } else {
             status::SUMMARY_ONLY
         };
-        let fingerprint_src = format!("{:?}|{:?}|{:?}|{:?}", row.name, row.fields, row.final_loss, row.smooth_loss);
+        let fingerprint_src = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            row.name, row.fields, row.final_loss, row.smooth_loss
+        );
         let record = RunRecord {
             run_id: run_id_for(&key),
             name: row.name.clone(),

@@ -6,12 +6,41 @@ use super::series::{RunParse, LOSS, VAL_LOSS};
 use super::text::parse_f64;
 use super::MetricSelection;
 
-pub const STEP_KEYS: &[&str] = &["step", "_step", "iteration", "iter", "global_step", "trainer/global_step", "Step"];
-pub const LOSS_KEYS: &[&str] =
-    &["loss", "train/loss", "train_loss", "lm_loss", "lm loss", "train/lm_loss", "training_loss", "train/loss_avg"];
-pub const LR_KEYS: &[&str] = &["lr", "learning_rate", "train/lr", "train/learning_rate", "learning rate"];
+pub const STEP_KEYS: &[&str] = &[
+    "step",
+    "_step",
+    "iteration",
+    "iter",
+    "global_step",
+    "trainer/global_step",
+    "Step",
+];
+pub const LOSS_KEYS: &[&str] = &[
+    "loss",
+    "train/loss",
+    "train_loss",
+    "lm_loss",
+    "lm loss",
+    "train/lm_loss",
+    "training_loss",
+    "train/loss_avg",
+];
+pub const LR_KEYS: &[&str] = &[
+    "lr",
+    "learning_rate",
+    "train/lr",
+    "train/learning_rate",
+    "learning rate",
+];
 pub const TOKEN_KEYS: &[&str] = &["tokens", "consumed_tokens", "train/tokens", "num_tokens", "tokens_seen"];
-pub const VAL_KEYS: &[&str] = &["val_loss", "val/loss", "eval_loss", "eval/loss", "validation_loss", "valid/loss"];
+pub const VAL_KEYS: &[&str] = &[
+    "val_loss",
+    "val/loss",
+    "eval_loss",
+    "eval/loss",
+    "validation_loss",
+    "valid/loss",
+];
 
 /// Which column plays which part, resolved once per file from its names.
 struct Roles {
@@ -38,7 +67,11 @@ fn roles(names: &[&str], sel: &MetricSelection) -> Option<Roles> {
         lr: pick(names, LR_KEYS),
         tokens: pick(names, TOKEN_KEYS),
         val: pick(names, VAL_KEYS),
-        extra: sel.extra.iter().filter_map(|e| names.iter().position(|n| n == e).map(|i| (i, e.clone()))).collect(),
+        extra: sel
+            .extra
+            .iter()
+            .filter_map(|e| names.iter().position(|n| n == e).map(|i| (i, e.clone())))
+            .collect(),
     })
 }
 
@@ -90,7 +123,9 @@ fn json_number(v: &Value) -> Option<f64> {
 
 /// Python's `json.dumps` writes NaN, Infinity and -Infinity, which are not JSON.
 fn quote_non_finite(line: &str) -> String {
-    line.replace("-Infinity", "\"-inf\"").replace("Infinity", "\"inf\"").replace("NaN", "\"NaN\"")
+    line.replace("-Infinity", "\"-inf\"")
+        .replace("Infinity", "\"inf\"")
+        .replace("NaN", "\"NaN\"")
 }
 
 pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
@@ -103,7 +138,11 @@ pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut Run
         }
         let obj: serde_json::Map<String, Value> = match serde_json::from_slice(line) {
             Ok(o) => o,
-            Err(first) => match std::str::from_utf8(line).ok().map(quote_non_finite).map(|s| serde_json::from_str(&s)) {
+            Err(first) => match std::str::from_utf8(line)
+                .ok()
+                .map(quote_non_finite)
+                .map(|s| serde_json::from_str(&s))
+            {
                 Some(Ok(o)) => o,
                 _ => {
                     out.malformed(file, line_no, || format!("not a JSON object: {first}"));
@@ -113,12 +152,16 @@ pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut Run
         };
         let names: Vec<&str> = obj.keys().map(String::as_str).collect();
         let Some(r) = roles(&names, sel) else {
-            out.malformed(file, line_no, || format!("no step field (one of {})", STEP_KEYS.join(", ")));
+            out.malformed(file, line_no, || {
+                format!("no step field (one of {})", STEP_KEYS.join(", "))
+            });
             continue;
         };
         let values: Vec<&Value> = obj.values().collect();
         let Some(step) = json_number(values[r.step]).filter(|s| s.is_finite() && *s >= 0.0) else {
-            out.malformed(file, line_no, || format!("field '{}': not a step number", names[r.step]));
+            out.malformed(file, line_no, || {
+                format!("field '{}': not a step number", names[r.step])
+            });
             continue;
         };
         emit(&r, step as i64, &|i| json_number(values[i]), out);
@@ -132,7 +175,10 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         Some(i) if i + 1 < data.len() => (&data[..=i], &data[i + 1..]),
         _ => (data, &data[data.len()..]),
     };
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(body);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(body);
     let header: Vec<String> = match rdr.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
         Err(e) => {
@@ -148,7 +194,9 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
     for_each_record(&mut rdr, file, out, |record, line, out| {
         if record.len() != header.len() {
             let n = record.len();
-            out.malformed(file, line, || format!("{n} fields where the header has {}", header.len()));
+            out.malformed(file, line, || {
+                format!("{n} fields where the header has {}", header.len())
+            });
             return;
         }
         let Some(step) = parse_f64(record[r.step].trim_ascii()).filter(|s| s.is_finite() && *s >= 0.0) else {
@@ -159,7 +207,9 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
     });
     if !tail.trim_ascii().is_empty() {
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
+        out.malformed(file, line, || {
+            "truncated last line (is the file still being written?)".into()
+        });
     }
 }
 

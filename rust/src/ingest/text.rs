@@ -73,7 +73,9 @@ fn parse_uint(s: &[u8]) -> Option<(i64, usize)> {
 #[cold]
 fn parse_long_uint(s: &[u8]) -> Option<(i64, usize)> {
     let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    let v = s[..n].iter().try_fold(0i64, |v, &b| v.checked_mul(10)?.checked_add((b - b'0') as i64))?;
+    let v = s[..n]
+        .iter()
+        .try_fold(0i64, |v, &b| v.checked_mul(10)?.checked_add((b - b'0') as i64))?;
     Some((v, n))
 }
 
@@ -90,15 +92,19 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
 }
 
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-    1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
 ];
 
 /// `m x 10^scale`, correctly rounded, when both m and 10^|scale| are exact doubles
 /// (m < 2^53, |scale| <= 22): one IEEE operation then rounds once (Clinger's fast path).
 fn exact_scaled(m: u64, scale: i32) -> Option<f64> {
     let m = m as f64;
-    Some(if scale >= 0 { *POW10.get(scale as usize)? * m } else { m / *POW10.get(scale.unsigned_abs() as usize)? })
+    Some(if scale >= 0 {
+        *POW10.get(scale as usize)? * m
+    } else {
+        m / *POW10.get(scale.unsigned_abs() as usize)?
+    })
 }
 
 /// Megatron prints its floats with C's `%E`: `2.737994E+00`, 12 bytes in fixed places. Read
@@ -231,8 +237,8 @@ fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
     let mut i = 0;
     while let Some(w) = word_at(s, i) {
         let x = w ^ (ONES * byte as u64); // zero bytes: matches
-        // The high bit of each zero byte of x; a borrow can also mark bytes above a zero
-        // byte, never below one, so the lowest mark is exact.
+                                          // The high bit of each zero byte of x; a borrow can also mark bytes above a zero
+                                          // byte, never below one, so the lowest mark is exact.
         let zeros = x.wrapping_sub(ONES) & !x & (ONES << 7);
         if zeros != 0 {
             return Some(i + (zeros.trailing_zeros() / 8) as usize);
@@ -260,7 +266,9 @@ fn find_iteration(finder: &Finder, line: &[u8]) -> Option<(i64, Option<i64>, usi
         if j == i {
             continue; // "iterations", "iter_time", ...
         }
-        let Some((step, n)) = parse_uint(&line[j..]) else { continue };
+        let Some((step, n)) = parse_uint(&line[j..]) else {
+            continue;
+        };
         let k = skip_spaces(line, j + n);
         if line.get(k) == Some(&b'/') {
             let t = skip_spaces(line, k + 1);
@@ -314,7 +322,12 @@ impl<'a> Value<'a> {
 }
 
 /// The keys of the standard fields, in the order `read_standard_fields` returns them.
-const STANDARD_KEYS: [&[u8]; 4] = [b"lm loss:", b"learning rate:", b"consumed samples:", b"global batch size:"];
+const STANDARD_KEYS: [&[u8]; 4] = [
+    b"lm loss:",
+    b"learning rate:",
+    b"consumed samples:",
+    b"global batch size:",
+];
 
 /// Which standard field's key `field` starts with, if any. The keys are compared at constant
 /// length: a few word compares, no call to memcmp.
@@ -332,7 +345,9 @@ fn standard_key(field: &[u8]) -> Option<usize> {
 /// The length of the token at the start of `s`: up to the first space, tab, CR or '|'.
 #[inline(always)]
 fn token_len(s: &[u8]) -> usize {
-    s.iter().position(|b| matches!(b, b' ' | b'|' | b'\t' | b'\r')).unwrap_or(s.len())
+    s.iter()
+        .position(|b| matches!(b, b' ' | b'|' | b'\t' | b'\r'))
+        .unwrap_or(s.len())
 }
 
 /// A standard field's value read where it starts, at `v`, in the form Megatron prints: `%E`
@@ -440,16 +455,21 @@ impl<'a> TextParser<'a> {
             start = end + 1;
             self.line_no += 1;
             let line_no = self.line_no;
-            let Some((step, total, at, rest)) = find_iteration(&self.iter, line) else { continue };
+            let Some((step, total, at, rest)) = find_iteration(&self.iter, line) else {
+                continue;
+            };
             let is_last_unterminated = at_eof && end == data.len() && !ends_with_newline;
             if is_last_unterminated && trim(line).last() != Some(&b'|') {
-                out.malformed(file, line_no, || "truncated last line (is the file still being written?)".into());
+                out.malformed(file, line_no, || {
+                    "truncated last line (is the file still being written?)".into()
+                });
                 continue;
             }
             // Megatron's validation lines read "validation loss at iteration 100 | ...".
             let is_validation = {
                 let head = &line[..at];
-                head.ends_with(b"loss at ") && (self.validation.find(head).is_some() || self.evaluation.find(head).is_some())
+                head.ends_with(b"loss at ")
+                    && (self.validation.find(head).is_some() || self.evaluation.find(head).is_some())
             };
             if !is_validation {
                 if let Some(f) = self.standard.then(|| read_standard_fields(&line[rest..])).flatten() {
@@ -461,13 +481,27 @@ impl<'a> TextParser<'a> {
                             out.batch_size = f.batch.or(out.batch_size);
                         }
                         Err(text) => out.malformed(file, line_no, || {
-                            format!("field 'lm loss': cannot read '{}' as a number", String::from_utf8_lossy(text))
+                            format!(
+                                "field 'lm loss': cannot read '{}' as a number",
+                                String::from_utf8_lossy(text)
+                            )
                         }),
                     }
                     continue;
                 }
             }
-            parse_fields(line, rest, step, total, is_validation, &self.wanted, file, line_no, &mut self.loss, out);
+            parse_fields(
+                line,
+                rest,
+                step,
+                total,
+                is_validation,
+                &self.wanted,
+                file,
+                line_no,
+                &mut self.loss,
+                out,
+            );
         }
     }
 
@@ -501,11 +535,7 @@ fn parse_fields(
     let mut samples = None;
     let mut batch = None;
     let mut extras: Vec<Option<&[u8]>> = vec![None; wanted.extra.len()];
-    let keys: &[&[u8]] = if is_validation {
-        VAL_KEYS
-    } else {
-        &wanted.loss_keys
-    };
+    let keys: &[&[u8]] = if is_validation { VAL_KEYS } else { &wanted.loss_keys };
     // Fields are `key: value |`. One SIMD scan finds every ':' and '|' of the line; the
     // first ':' after a '|' splits key from value.
     let fields = &line[rest..];
@@ -545,14 +575,21 @@ fn parse_fields(
             None => {
                 let key = String::from_utf8_lossy(keys[loss.map_or(0, |l| l.0)]).into_owned();
                 out.malformed(file, line_no, || {
-                    format!("field '{key}': cannot read '{}' as a number", String::from_utf8_lossy(text))
+                    format!(
+                        "field '{key}': cannot read '{}' as a number",
+                        String::from_utf8_lossy(text)
+                    )
                 });
                 return;
             }
         },
         None if is_validation => return,
         None => {
-            let names = keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>().join("' or '");
+            let names = keys
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+                .join("' or '");
             out.malformed(file, line_no, || format!("no field '{names}' on this log line"));
             return;
         }
@@ -623,7 +660,11 @@ mod tests {
         let p = parse_str(&text);
         assert_eq!(p.series[LOSS].series.steps, vec![36]);
         assert_eq!(p.malformed, 1);
-        assert!(p.messages[0].starts_with("f.txt:3: field 'lm loss'"), "{:?}", p.messages);
+        assert!(
+            p.messages[0].starts_with("f.txt:3: field 'lm loss'"),
+            "{:?}",
+            p.messages
+        );
     }
 
     #[test]
@@ -631,7 +672,9 @@ mod tests {
         let text = format!(
             "{}{}{}",
             LOGURU.replace("2.737994E+00", "nan"),
-            LOGURU.replace("iter       35", "iter       36").replace("2.737994E+00", "inf"),
+            LOGURU
+                .replace("iter       35", "iter       36")
+                .replace("2.737994E+00", "inf"),
             &LOGURU.replace("iter       35", "iter       37")[..150]
         );
         let p = parse_str(&text);
@@ -645,8 +688,26 @@ mod tests {
     #[test]
     fn fast_float_path_agrees_with_std() {
         let cases = [
-            "2.737994E+00", "1.100000E-02", "0", "-0.5", "+3", "1e-5", "3.453e-04", "123456789012345",
-            "0.1", "9.999999E+22", "7.", ".5", "1234567890123456789", "1e400", "nan", "inf", "-", "1e", "1.2.3", "",
+            "2.737994E+00",
+            "1.100000E-02",
+            "0",
+            "-0.5",
+            "+3",
+            "1e-5",
+            "3.453e-04",
+            "123456789012345",
+            "0.1",
+            "9.999999E+22",
+            "7.",
+            ".5",
+            "1234567890123456789",
+            "1e400",
+            "nan",
+            "inf",
+            "-",
+            "1e",
+            "1.2.3",
+            "",
         ];
         for c in cases {
             let std = c.parse::<f64>().ok();
@@ -657,7 +718,11 @@ mod tests {
         let mut x = 1.234567e-7_f64;
         for _ in 0..2000 {
             for text in [format!("{x:.6E}"), format!("{x:.7}"), format!("{x}")] {
-                assert_eq!(parse_f64(text.as_bytes()).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{text}");
+                assert_eq!(
+                    parse_f64(text.as_bytes()).map(f64::to_bits),
+                    text.parse::<f64>().ok().map(f64::to_bits),
+                    "{text}"
+                );
             }
             x *= 1.0173;
         }
@@ -676,13 +741,23 @@ mod tests {
         while x < 1e40 {
             for v in [x, -x] {
                 let text = printf_e(v);
-                assert_eq!(parse_f64(text.as_bytes()).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{text}");
+                assert_eq!(
+                    parse_f64(text.as_bytes()).map(f64::to_bits),
+                    text.parse::<f64>().ok().map(f64::to_bits),
+                    "{text}"
+                );
             }
             x *= 1.0131;
         }
         assert_eq!(parse_printf_e(b"2.737994E+00"), Some(2.737994));
         assert_eq!(parse_printf_e(b"1.000000E-30"), None); // beyond the exact range: the general parser
-        for bad in ["2.737994E+0", "2.737994e+00", "2,737994E+00", "2.73799xE+00", "2.737994E*00"] {
+        for bad in [
+            "2.737994E+0",
+            "2.737994e+00",
+            "2,737994E+00",
+            "2.73799xE+00",
+            "2.737994E*00",
+        ] {
             assert_eq!(parse_printf_e(bad.as_bytes()), None, "{bad}");
         }
     }
@@ -721,7 +796,14 @@ mod tests {
                 .collect();
             assert_eq!(parse_uint(&s), plain(&s), "{:?}", String::from_utf8_lossy(&s));
         }
-        for &(x, n) in &[(0i64, 1usize), (7, 1), (12345678, 8), (99999999, 8), (1234567, 7), (123456789012345678, 18)] {
+        for &(x, n) in &[
+            (0i64, 1usize),
+            (7, 1),
+            (12345678, 8),
+            (99999999, 8),
+            (1234567, 7),
+            (123456789012345678, 18),
+        ] {
             let text = format!("{x:0n$}|more");
             assert_eq!(parse_uint(text.as_bytes()), Some((x, n)), "{text}");
         }
@@ -740,26 +822,66 @@ mod tests {
     fn the_direct_field_scan_agrees_with_the_general_one() {
         let mut rng = crate::fit::rng::Rng::new(11);
         let values = [
-            "1.088281E+01", "2.413302E-06", "9.999999E+22", "1.000000E-30", "2.737994E+00\t", "2.737994E+0", "nan",
-            "inf", "-1.5", "7", "", "1e400", "3.4e", "12 34", "0x1", "\t5", "00012", "99999999999999999999", "464abc",
-            "1:2", "+3", "1.0\r",
+            "1.088281E+01",
+            "2.413302E-06",
+            "9.999999E+22",
+            "1.000000E-30",
+            "2.737994E+00\t",
+            "2.737994E+0",
+            "nan",
+            "inf",
+            "-1.5",
+            "7",
+            "",
+            "1e400",
+            "3.4e",
+            "12 34",
+            "0x1",
+            "\t5",
+            "00012",
+            "99999999999999999999",
+            "464abc",
+            "1:2",
+            "+3",
+            "1.0\r",
         ];
-        let keys = ["consumed samples", "learning rate", "global batch size", "lm loss", "grad norm", "lm loss only", "loss"];
-        let general = MetricSelection { loss: None, extra: vec!["no such metric".into()] };
+        let keys = [
+            "consumed samples",
+            "learning rate",
+            "global batch size",
+            "lm loss",
+            "grad norm",
+            "lm loss only",
+            "loss",
+        ];
+        let general = MetricSelection {
+            loss: None,
+            extra: vec!["no such metric".into()],
+        };
         for case in 0..20_000 {
             let mut text = String::new();
             for line in 0..3 {
                 let step = 10 * case + line;
-                text.push_str(&format!("2024-06-18 12:00:00.010 | INFO     | t:training_log:812 - iter {step:>8}/{:>8} |", 5000));
+                text.push_str(&format!(
+                    "2024-06-18 12:00:00.010 | INFO     | t:training_log:812 - iter {step:>8}/{:>8} |",
+                    5000
+                ));
                 for _ in 0..rng.below(8) {
                     let key = keys[rng.below(keys.len())];
                     let value = match rng.below(3) {
                         0 => values[rng.below(values.len())].to_string(),
                         1 => format!("{}", rng.below(1 << 20)),
-                        _ => format!("{:.6E}", rng.below(1000) as f64 * 1e-3).replace("E-", "E-0").replace("E0", "E+00"),
+                        _ => format!("{:.6E}", rng.below(1000) as f64 * 1e-3)
+                            .replace("E-", "E-0")
+                            .replace("E0", "E+00"),
                     };
                     let pad = |r: &mut crate::fit::rng::Rng| " ".repeat(r.below(12));
-                    text.push_str(&format!("{}{key}:{}{value}{}|", pad(&mut rng), pad(&mut rng), pad(&mut rng)));
+                    text.push_str(&format!(
+                        "{}{key}:{}{value}{}|",
+                        pad(&mut rng),
+                        pad(&mut rng),
+                        pad(&mut rng)
+                    ));
                 }
                 if rng.below(4) > 0 {
                     text.push('\n');
@@ -776,7 +898,13 @@ mod tests {
                     .map(|b| {
                         let s = &b.series;
                         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        (s.metric.clone(), s.steps.clone(), bits(&s.values), bits(&s.lr), s.tokens.clone())
+                        (
+                            s.metric.clone(),
+                            s.steps.clone(),
+                            bits(&s.values),
+                            bits(&s.lr),
+                            s.tokens.clone(),
+                        )
                     })
                     .collect();
                 (series, p.planned_steps, p.batch_size, p.malformed, p.messages.clone())

@@ -14,14 +14,41 @@ use super::MetricSelection;
 /// Tags under which trainers log the training loss, best first (T5X's `loss` includes its
 /// z-loss; PyTorch, Lightning, HF and Keras names follow).
 pub const LOSS_TAGS: &[&str] = &[
-    "loss", "train/loss", "train_loss", "training_loss", "loss/train", "Loss/train", "train/lm_loss", "lm_loss",
-    "lm loss", "train/loss_step", "epoch_loss", "cross_ent_loss",
+    "loss",
+    "train/loss",
+    "train_loss",
+    "training_loss",
+    "loss/train",
+    "Loss/train",
+    "train/lm_loss",
+    "lm_loss",
+    "lm loss",
+    "train/loss_step",
+    "epoch_loss",
+    "cross_ent_loss",
 ];
 /// Tags of the validation loss (in the run's own files).
-pub const VAL_TAGS: &[&str] =
-    &["val_loss", "val/loss", "eval/loss", "eval_loss", "validation/loss", "valid/loss", "loss/val", "Loss/val", "validation_loss"];
+pub const VAL_TAGS: &[&str] = &[
+    "val_loss",
+    "val/loss",
+    "eval/loss",
+    "eval_loss",
+    "validation/loss",
+    "valid/loss",
+    "loss/val",
+    "Loss/val",
+    "validation_loss",
+];
 /// Tags of the learning rate, joined to the loss by step.
-pub const LR_TAGS: &[&str] = &["learning_rate", "lr", "train/learning_rate", "train/lr", "lr-Adam", "lr-AdamW", "learning rate"];
+pub const LR_TAGS: &[&str] = &[
+    "learning_rate",
+    "lr",
+    "train/learning_rate",
+    "train/lr",
+    "lr-Adam",
+    "lr-AdamW",
+    "learning rate",
+];
 
 /// Where eval writers put their event files, below the run directory (T5X
 /// `training_eval/<task>`, TF Estimator `eval`, Keras `validation`).
@@ -293,7 +320,9 @@ fn tensor_scalar(buf: &[u8]) -> Option<f64> {
         dtype::FLOAT => le(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64),
         dtype::DOUBLE => le(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())),
         dtype::HALF => le(2).map(|b| half_to_f64(u16::from_le_bytes(b.try_into().unwrap()))),
-        dtype::BFLOAT16 => le(2).map(|b| f32::from_bits((u16::from_le_bytes(b.try_into().unwrap()) as u32) << 16) as f64),
+        dtype::BFLOAT16 => {
+            le(2).map(|b| f32::from_bits((u16::from_le_bytes(b.try_into().unwrap()) as u32) << 16) as f64)
+        }
         dtype::INT32 => le(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64),
         dtype::INT64 => le(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64),
         dtype::UINT32 => le(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as f64),
@@ -385,7 +414,10 @@ impl TagNames {
     fn metric(&mut self, tag: &[u8]) -> Option<&str> {
         if !self.known.contains_key(tag) {
             // Tags are UTF-8 in practice; one that is not is not a metric name.
-            let name = std::str::from_utf8(tag).ok().filter(|t| !t.is_empty()).map(|t| format!("{}{t}", self.prefix));
+            let name = std::str::from_utf8(tag)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("{}{t}", self.prefix));
             self.known.insert(tag.to_vec(), name);
         }
         self.known[tag].as_deref()
@@ -394,14 +426,19 @@ impl TagNames {
 
 /// Read one event file into `out`: every scalar under `prefix` + its tag.
 pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
-    let mut names = TagNames { prefix: prefix.to_string(), known: Default::default() };
+    let mut names = TagNames {
+        prefix: prefix.to_string(),
+        known: Default::default(),
+    };
     let mut scalars = Vec::new();
     let mut pos = 0usize;
     let mut records = 0u64;
     while pos < data.len() {
         let rest = &data[pos..];
         if rest.len() < 12 {
-            out.malformed(file, pos as u64, || format!("truncated last record at offset {pos} (is the file still being written?)"));
+            out.malformed(file, pos as u64, || {
+                format!("truncated last record at offset {pos} (is the file still being written?)")
+            });
             break;
         }
         let header_ok = masked_crc(&rest[..8]) == u32::from_le_bytes(rest[8..12].try_into().unwrap());
@@ -413,7 +450,10 @@ pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
             } else {
                 match next {
                     Some(n) => format!("corrupt record header at offset {pos}: skipped {} bytes", n - pos),
-                    None => format!("corrupt record header at offset {pos}: skipped the remaining {} bytes", data.len() - pos),
+                    None => format!(
+                        "corrupt record header at offset {pos}: skipped the remaining {} bytes",
+                        data.len() - pos
+                    ),
                 }
             };
             out.malformed(file, pos as u64, || what);
@@ -426,7 +466,10 @@ pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
             }
         }
         let len = u64::from_le_bytes(rest[..8].try_into().unwrap());
-        let end = usize::try_from(len).ok().and_then(|l| l.checked_add(16)).filter(|&e| e <= rest.len());
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(16))
+            .filter(|&e| e <= rest.len());
         let Some(end) = end else {
             out.malformed(file, pos as u64, || {
                 format!("truncated last record at offset {pos} ({len} data bytes announced, {} present; is the file still being written?)", rest.len() - 12)
@@ -436,7 +479,9 @@ pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
         let body = &rest[12..end - 4];
         records += 1;
         if masked_crc(body) != u32::from_le_bytes(rest[end - 4..end].try_into().unwrap()) {
-            out.malformed(file, pos as u64, || format!("corrupt record at offset {pos} (data checksum mismatch): skipped"));
+            out.malformed(file, pos as u64, || {
+                format!("corrupt record at offset {pos} (data checksum mismatch): skipped")
+            });
         } else {
             match event_scalars(body, &mut scalars) {
                 Ok(Some(step)) => {
@@ -447,7 +492,9 @@ pub fn parse(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
                     }
                 }
                 Ok(None) => {}
-                Err(()) => out.malformed(file, pos as u64, || format!("record at offset {pos}: not a valid Event protobuf")),
+                Err(()) => out.malformed(file, pos as u64, || {
+                    format!("record at offset {pos}: not a valid Event protobuf")
+                }),
             }
         }
         pos += end;
@@ -476,7 +523,12 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
 /// training-loss tag becomes `loss` (with the learning rate joined to it by step), the best
 /// validation tag `val_loss`. The other tags stay under their own names.
 pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
-    let present = |names: &[&str], out: &RunParse| names.iter().find(|n| out.series.contains_key(**n)).map(|n| n.to_string());
+    let present = |names: &[&str], out: &RunParse| {
+        names
+            .iter()
+            .find(|n| out.series.contains_key(**n))
+            .map(|n| n.to_string())
+    };
     let loss_tag = match &sel.loss {
         Some(k) => out.series.contains_key(k.as_str()).then(|| k.clone()),
         None => present(LOSS_TAGS, out),
@@ -486,10 +538,20 @@ pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
     if val_tag.is_none() {
         // The loss of the one eval directory; several eval tasks stay apart, none named so.
         let is_eval_loss = |k: &str, l: &str| k.starts_with(EVAL_PREFIX) && k.ends_with(&format!("/{l}"));
-        let eval_losses: Vec<&String> = out.series.keys().filter(|k| LOSS_TAGS.iter().any(|l| is_eval_loss(k, l))).collect();
-        let tasks: std::collections::BTreeSet<&str> = eval_losses.iter().filter_map(|k| k.rsplit_once('/').map(|(task, _)| task)).collect();
+        let eval_losses: Vec<&String> = out
+            .series
+            .keys()
+            .filter(|k| LOSS_TAGS.iter().any(|l| is_eval_loss(k, l)))
+            .collect();
+        let tasks: std::collections::BTreeSet<&str> = eval_losses
+            .iter()
+            .filter_map(|k| k.rsplit_once('/').map(|(task, _)| task))
+            .collect();
         if tasks.len() == 1 {
-            val_tag = LOSS_TAGS.iter().find_map(|l| eval_losses.iter().find(|k| is_eval_loss(k, l))).map(|k| k.to_string());
+            val_tag = LOSS_TAGS
+                .iter()
+                .find_map(|l| eval_losses.iter().find(|k| is_eval_loss(k, l)))
+                .map(|k| k.to_string());
         }
     }
     rename(out, val_tag, VAL_LOSS);
@@ -641,19 +703,61 @@ pub(crate) mod tests {
     #[test]
     fn simple_values_and_every_tensor_kind() {
         let mut f = file_version();
-        f.extend(record(&event(10, &[simple("loss", 2.5), simple("learning_rate", 1e-3)])));
-        f.extend(record(&event(20, &[tensor_value("loss", &tensor(dtype::FLOAT, &[], &2.25f32.to_le_bytes(), None))])));
-        f.extend(record(&event(30, &[tensor_value("loss", &tensor(dtype::DOUBLE, &[], &2.125f64.to_le_bytes(), None))])));
-        f.extend(record(&event(40, &[tensor_value("loss", &tensor(dtype::HALF, &[], &0x4000u16.to_le_bytes(), None))])));
+        f.extend(record(&event(
+            10,
+            &[simple("loss", 2.5), simple("learning_rate", 1e-3)],
+        )));
+        f.extend(record(&event(
+            20,
+            &[tensor_value(
+                "loss",
+                &tensor(dtype::FLOAT, &[], &2.25f32.to_le_bytes(), None),
+            )],
+        )));
+        f.extend(record(&event(
+            30,
+            &[tensor_value(
+                "loss",
+                &tensor(dtype::DOUBLE, &[], &2.125f64.to_le_bytes(), None),
+            )],
+        )));
+        f.extend(record(&event(
+            40,
+            &[tensor_value(
+                "loss",
+                &tensor(dtype::HALF, &[], &0x4000u16.to_le_bytes(), None),
+            )],
+        )));
         // PyTorch's new-style scalars: float_val packed; a half in half_val
-        f.extend(record(&event(50, &[tensor_value("loss", &tensor(dtype::FLOAT, &[], &[], Some((5, 1.75f32.to_le_bytes().to_vec()))))])));
+        f.extend(record(&event(
+            50,
+            &[tensor_value(
+                "loss",
+                &tensor(dtype::FLOAT, &[], &[], Some((5, 1.75f32.to_le_bytes().to_vec()))),
+            )],
+        )));
         let mut hv = Vec::new();
         varint(0x3E00, &mut hv); // 1.5
-        f.extend(record(&event(60, &[tensor_value("loss", &tensor(dtype::HALF, &[], &[], Some((13, hv))))])));
-        f.extend(record(&event(70, &[tensor_value("loss", &tensor(dtype::BFLOAT16, &[1], &0x3FA0u16.to_le_bytes(), None))])));
+        f.extend(record(&event(
+            60,
+            &[tensor_value("loss", &tensor(dtype::HALF, &[], &[], Some((13, hv))))],
+        )));
+        f.extend(record(&event(
+            70,
+            &[tensor_value(
+                "loss",
+                &tensor(dtype::BFLOAT16, &[1], &0x3FA0u16.to_le_bytes(), None),
+            )],
+        )));
         // not scalars: a histogram-like [2,3] tensor and a string
-        f.extend(record(&event(80, &[tensor_value("hist", &tensor(dtype::DOUBLE, &[2, 3], &[0u8; 48], None))])));
-        f.extend(record(&event(80, &[tensor_value("text", &tensor(7, &[], &[], Some((8, b"hi".to_vec()))))])));
+        f.extend(record(&event(
+            80,
+            &[tensor_value("hist", &tensor(dtype::DOUBLE, &[2, 3], &[0u8; 48], None))],
+        )));
+        f.extend(record(&event(
+            80,
+            &[tensor_value("text", &tensor(7, &[], &[], Some((8, b"hi".to_vec()))))],
+        )));
         let mut p = parse_bytes(&f);
         assert_eq!(p.malformed, 0, "{:?}", p.messages);
         finish(&mut p, &MetricSelection::default());
@@ -683,7 +787,11 @@ pub(crate) mod tests {
         assert_eq!(p.series[LOSS].series.steps, vec![0, 2, 4]);
         assert_eq!(p.malformed, 3, "{:?}", p.messages);
         assert!(p.messages[0].contains(&format!("offset {r1}")), "{:?}", p.messages);
-        assert!(p.messages[1].contains(&format!("header at offset {r3}")), "{:?}", p.messages);
+        assert!(
+            p.messages[1].contains(&format!("header at offset {r3}")),
+            "{:?}",
+            p.messages
+        );
         assert!(p.messages[2].contains("truncated last record"), "{:?}", p.messages);
     }
 
@@ -708,7 +816,9 @@ pub(crate) mod tests {
             x ^= x << 17;
             x
         };
-        let valid: Vec<u8> = (0..20).flat_map(|i| record(&event(i, &[simple("loss", 1.0), simple("lr", 0.1)]))).collect();
+        let valid: Vec<u8> = (0..20)
+            .flat_map(|i| record(&event(i, &[simple("loss", 1.0), simple("lr", 0.1)])))
+            .collect();
         for _ in 0..3000 {
             let mut f = valid.clone();
             for _ in 0..(rnd() % 8) {

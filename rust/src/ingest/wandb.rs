@@ -18,14 +18,22 @@ fn split_column(name: &str) -> Option<(&str, &str)> {
         return None;
     }
     // Metric names hold '-' but not " - "; run names may: split at the last one.
-    name.rsplit_once(SEPARATOR).filter(|(run, metric)| !run.is_empty() && !metric.is_empty())
+    name.rsplit_once(SEPARATOR)
+        .filter(|(run, metric)| !run.is_empty() && !metric.is_empty())
 }
 
 fn header(data: &[u8]) -> Option<Vec<String>> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data);
     let mut rec = csv::StringRecord::new();
     rdr.read_record(&mut rec).ok()?;
-    Some(rec.iter().map(|s| s.trim_start_matches('\u{feff}').trim().to_string()).collect())
+    Some(
+        rec.iter()
+            .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
+            .collect(),
+    )
 }
 
 /// The run names of a chart export, in column order; None when `head` (the start of a CSV
@@ -64,7 +72,12 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
     // written) could still parse, but W&B quotes every cell: a complete row ends in a quote
     // and has every field.
     let complete_tail = |tail: &[u8]| {
-        let fields = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(tail).byte_records().next();
+        let fields = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(tail)
+            .byte_records()
+            .next();
         let header_fields = header(data).map_or(0, |h| h.len());
         tail.trim_ascii_end().ends_with(b"\"") && fields.is_some_and(|r| r.is_ok_and(|r| r.len() == header_fields))
     };
@@ -72,9 +85,15 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
         Some(i) if i + 1 < data.len() && !complete_tail(&data[i + 1..]) => (&data[..=i], &data[i + 1..]),
         _ => (data, &data[data.len()..]),
     };
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(body);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(body);
     let cols: Vec<String> = match rdr.headers() {
-        Ok(h) => h.iter().map(|s| s.trim_start_matches('\u{feff}').trim().to_string()).collect(),
+        Ok(h) => h
+            .iter()
+            .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
+            .collect(),
         Err(e) => {
             out.malformed(file, 1, || format!("unreadable header: {e}"));
             return;
@@ -87,12 +106,21 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
     let mine: Vec<(usize, String)> = cols
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| split_column(c).filter(|(r, _)| *r == run).map(|(_, m)| (i, metric_name(m, sel).to_string())))
+        .filter_map(|(i, c)| {
+            split_column(c)
+                .filter(|(r, _)| *r == run)
+                .map(|(_, m)| (i, metric_name(m, sel).to_string()))
+        })
         .collect();
     super::tabular::for_each_record(&mut rdr, file, out, |record, line, out| {
         let cell = |i: usize| record.get(i).map(<[u8]>::trim_ascii).unwrap_or_default();
         // Empty cells are runs without a value at this step.
-        let values: Vec<(usize, &[u8])> = mine.iter().enumerate().map(|(k, (i, _))| (k, cell(*i))).filter(|(_, v)| !v.is_empty()).collect();
+        let values: Vec<(usize, &[u8])> = mine
+            .iter()
+            .enumerate()
+            .map(|(k, (i, _))| (k, cell(*i)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         if values.is_empty() {
             return;
         }
@@ -107,14 +135,18 @@ pub fn parse(data: &[u8], file: &str, run: &str, sel: &MetricSelection, out: &mu
                 Some(v) => out.push(metric, step as i64, v, None, None),
                 None => {
                     let text = String::from_utf8_lossy(text).into_owned();
-                    out.malformed(file, line, || format!("column '{}': '{text}' is not a number", cols[*i]));
+                    out.malformed(file, line, || {
+                        format!("column '{}': '{text}' is not a number", cols[*i])
+                    });
                 }
             }
         }
     });
     if !tail.trim_ascii().is_empty() {
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        out.malformed(file, line, || "truncated last line (is the file still being written?)".into());
+        out.malformed(file, line, || {
+            "truncated last line (is the file still being written?)".into()
+        });
     }
 }
 
@@ -130,7 +162,10 @@ mod tests {
 
     #[test]
     fn one_file_several_runs() {
-        assert_eq!(runs_in(EXPORT.as_bytes()), Some(vec!["run-b".to_string(), "run-a".to_string()]));
+        assert_eq!(
+            runs_in(EXPORT.as_bytes()),
+            Some(vec!["run-b".to_string(), "run-a".to_string()])
+        );
         assert_eq!(runs_in(b"step,loss\n1,2\n"), None);
         assert_eq!(runs_in(b"\"Step\",\"a - loss\""), None); // no complete header line
         let mut b = RunParse::default();
@@ -144,7 +179,11 @@ mod tests {
         assert_eq!(a.series[LOSS].series.steps, vec![20]);
         assert_eq!(a.series[VAL_LOSS].series.values, vec![4.2]);
         assert_eq!(a.malformed, 1);
-        assert!(a.messages[0].starts_with("w:4: column 'run-a - train/loss'"), "{:?}", a.messages);
+        assert!(
+            a.messages[0].starts_with("w:4: column 'run-a - train/loss'"),
+            "{:?}",
+            a.messages
+        );
         // a last row cut short
         let cut = &EXPORT[..EXPORT.len() - 6];
         let mut c = RunParse::default();

@@ -11,7 +11,9 @@ fn form_of(name: &str, lam: f64, method: &str) -> PyResult<Form> {
     match name {
         "mpl" => Ok(Form::Mpl(Method::from_name(method).map_err(to_py)?)),
         "annealing" => Ok(Form::Annealing { lambda: lam }),
-        other => Err(to_py(Error::Invalid(format!("unknown curve law '{other}' (expected mpl or annealing)")))),
+        other => Err(to_py(Error::Invalid(format!(
+            "unknown curve law '{other}' (expected mpl or annealing)"
+        )))),
     }
 }
 
@@ -44,7 +46,9 @@ fn curve_predict(
     let form = form_of(form, lam, method)?;
     let curve = Curve::new(lr, steps, None).map_err(to_py)?;
     if jacobian {
-        let (pred, jac) = py.detach(|| curve::predict_with_jacobian(form, &params, &curve)).map_err(to_py)?;
+        let (pred, jac) = py
+            .detach(|| curve::predict_with_jacobian(form, &params, &curve))
+            .map_err(to_py)?;
         Ok((pred, jac).into_pyobject(py)?.into_any().unbind())
     } else {
         let pred = py.detach(|| curve::predict(form, &params, &curve)).map_err(to_py)?;
@@ -68,7 +72,9 @@ fn curve_objective(
     let form = form_of(form, lam, method)?;
     let curves = curves_of(curves)?;
     let mut grad = vec![0.0; form.n_params()];
-    let value = py.detach(|| curve::objective(form, &params, &curves, delta, &mut grad)).map_err(to_py)?;
+    let value = py
+        .detach(|| curve::objective(form, &params, &curves, delta, &mut grad))
+        .map_err(to_py)?;
     Ok((value, grad))
 }
 
@@ -90,7 +96,11 @@ fn curve_fit<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let form = form_of(form, lam, method)?;
     let curves = curves_of(curves)?;
-    let opts = FitOptions { delta, starts: starts.unwrap_or_default(), max_iterations };
+    let opts = FitOptions {
+        delta,
+        starts: starts.unwrap_or_default(),
+        max_iterations,
+    };
     let r = py.detach(|| curve::fit(form, &curves, &opts)).map_err(to_py)?;
     let d = PyDict::new(py);
     d.set_item("params", r.params)?;

@@ -38,11 +38,20 @@ fn fit_linear<'py>(
     resample: String,
     seed: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let models: Vec<Model> = models.iter().map(|m| model_of(m.cast::<PyDict>()?)).collect::<PyResult<_>>()?;
+    let models: Vec<Model> = models
+        .iter()
+        .map(|m| model_of(m.cast::<PyDict>()?))
+        .collect::<PyResult<_>>()?;
     let method = Method::from_name(&method, huber_t).map_err(to_py)?;
-    let boot = BootstrapOptions { draws, resample: Resample::from_name(&resample).map_err(to_py)?, seed };
+    let boot = BootstrapOptions {
+        draws,
+        resample: Resample::from_name(&resample).map_err(to_py)?,
+        seed,
+    };
     let (cells, _) = cell_index(&cells);
-    let report = py.detach(move || fit_models(&models, &cells, method, &boot)).map_err(to_py)?;
+    let report = py
+        .detach(move || fit_models(&models, &cells, method, &boot))
+        .map_err(to_py)?;
     let out = PyDict::new(py);
     let fits = PyList::empty(py);
     for f in &report.fits {
@@ -91,8 +100,16 @@ fn fit_chinchilla<'py>(
         Some(s) => s.iter().map(|v| params_of(v)).collect::<PyResult<_>>()?,
         None => chinchilla::default_grid(),
     };
-    let opts = ChinchillaOptions { delta, draws, seed, bootstrap_starts, ..Default::default() };
-    let fit = py.detach(move || chinchilla::fit(&data, &starts, &opts)).map_err(to_py)?;
+    let opts = ChinchillaOptions {
+        delta,
+        draws,
+        seed,
+        bootstrap_starts,
+        ..Default::default()
+    };
+    let fit = py
+        .detach(move || chinchilla::fit(&data, &starts, &opts))
+        .map_err(to_py)?;
     let out = PyDict::new(py);
     out.set_item("params", fit.best.params.to_vec())?;
     out.set_item("objective", fit.best.objective)?;

@@ -12,9 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::error::Error;
+use crate::finals::final_losses;
 use crate::ingest::summary::{import_summaries, SummaryOptions, SummaryRow};
 use crate::ingest::{ingest, Format, IngestOptions, IngestReport, MetricSelection};
-use crate::finals::final_losses;
 use crate::smooth::{At, Smoothing, Width};
 use crate::store;
 
@@ -83,7 +83,9 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (path, create = true))]
     fn new(path: PathBuf, create: bool) -> PyResult<Self> {
-        Ok(PyStore { inner: store::Store::open(path, create).map_err(to_py)? })
+        Ok(PyStore {
+            inner: store::Store::open(path, create).map_err(to_py)?,
+        })
     }
 
     #[getter]
@@ -92,9 +94,17 @@ impl PyStore {
     }
 
     /// Ingest runs found under `paths`; `options` as `steplaw_db.Store.ingest` documents.
-    fn ingest<'py>(&self, py: Python<'py>, paths: Vec<PathBuf>, options: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    fn ingest<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+        options: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let opts = IngestOptions {
-            format: get::<String>(options, "format")?.map(|f| Format::from_name(&f)).transpose().map_err(to_py)?,
+            format: get::<String>(options, "format")?
+                .map(|f| Format::from_name(&f))
+                .transpose()
+                .map_err(to_py)?,
             metrics: MetricSelection {
                 loss: get(options, "metric")?,
                 extra: get::<Vec<String>>(options, "metrics")?.unwrap_or_default(),
@@ -142,7 +152,9 @@ impl PyStore {
             wait: wait_of(options)?,
         };
         let store = self.inner.clone();
-        let report = py.detach(move || import_summaries(&store, &source, &rows, &opts)).map_err(to_py)?;
+        let report = py
+            .detach(move || import_summaries(&store, &source, &rows, &opts))
+            .map_err(to_py)?;
         report_dict(py, &report)
     }
 
@@ -157,8 +169,12 @@ impl PyStore {
         d.set_item("runs_file", m.runs_file.as_ref().map(|f| root.join(f)))?;
         let segments = PyList::empty(py);
         for seg in &m.segments {
-            let live: HashSet<i64> =
-                m.runs.iter().filter(|r| r.segment.as_deref() == Some(seg.file.as_str())).map(|r| r.run_id).collect();
+            let live: HashSet<i64> = m
+                .runs
+                .iter()
+                .filter(|r| r.segment.as_deref() == Some(seg.file.as_str()))
+                .map(|r| r.run_id)
+                .collect();
             let s = PyDict::new(py);
             s.set_item("file", root.join(&seg.file))?;
             s.set_item("rows", seg.rows)?;
@@ -209,7 +225,10 @@ impl PyStore {
             .map_err(to_py)?;
         let d = PyDict::new(py);
         // The runs table of the same version, so the caller joins what was read.
-        d.set_item("runs_file", manifest.runs_file.as_ref().map(|f| self.inner.root().join(f)))?;
+        d.set_item(
+            "runs_file",
+            manifest.runs_file.as_ref().map(|f| self.inner.root().join(f)),
+        )?;
         d.set_item("run_id", rows.iter().map(|r| r.run_id).collect::<Vec<_>>())?;
         d.set_item("raw_loss", rows.iter().map(|r| r.raw_loss).collect::<Vec<_>>())?;
         d.set_item("loss", rows.iter().map(|r| r.loss).collect::<Vec<_>>())?;
@@ -222,7 +241,9 @@ impl PyStore {
     #[pyo3(signature = (wait = 0.0))]
     fn compact<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyDict>> {
         let store = self.inner.clone();
-        let r = py.detach(move || store.compact(Duration::from_secs_f64(wait.max(0.0)))).map_err(to_py)?;
+        let r = py
+            .detach(move || store.compact(Duration::from_secs_f64(wait.max(0.0))))
+            .map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("version", r.version)?;
         d.set_item("segments_rewritten", r.segments_rewritten)?;
@@ -246,7 +267,9 @@ fn fit_cells<'py>(
     seed: u64,
 ) -> PyResult<Bound<'py, PyList>> {
     if [x.len(), y.len(), z.len()].iter().any(|&n| n != cell.len()) {
-        return Err(to_py(Error::Invalid("fit_cells: cell, x, y and z must have one length".into())));
+        return Err(to_py(Error::Invalid(
+            "fit_cells: cell, x, y and z must have one length".into(),
+        )));
     }
     let fits = py.detach(move || crate::cells::fit_cells(&cell, &x, &y, &z, draws, seed));
     let out = PyList::empty(py);

@@ -33,7 +33,14 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn empty() -> Self {
-        Manifest { format: FORMAT.into(), version: 0, created_at_us: 0, runs_file: None, segments: vec![], runs: vec![] }
+        Manifest {
+            format: FORMAT.into(),
+            version: 0,
+            created_at_us: 0,
+            runs_file: None,
+            segments: vec![],
+            runs: vec![],
+        }
     }
 }
 
@@ -57,12 +64,17 @@ pub fn read_latest(dir: &Path) -> Result<Manifest> {
     let mut last_err = None;
     for v in versions.into_iter().rev() {
         let path = dir.join(file_name(v));
-        let parsed = fs::read(&path)
-            .map_err(|e| Error::io(&path, e))
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| Error::store(&path, format!("unreadable manifest: {e}"))));
+        let parsed = fs::read(&path).map_err(|e| Error::io(&path, e)).and_then(|b| {
+            serde_json::from_slice::<Manifest>(&b).map_err(|e| Error::store(&path, format!("unreadable manifest: {e}")))
+        });
         match parsed {
             Ok(m) if m.format == FORMAT => return Ok(m),
-            Ok(m) => return Err(Error::store(&path, format!("manifest format '{}' is not '{FORMAT}' (newer steplaw-db?)", m.format))),
+            Ok(m) => {
+                return Err(Error::store(
+                    &path,
+                    format!("manifest format '{}' is not '{FORMAT}' (newer steplaw-db?)", m.format),
+                ))
+            }
             Err(e) => {
                 eprintln!("steplaw-db: warning: skipping damaged manifest: {e}");
                 last_err = Some(e)
@@ -81,15 +93,18 @@ pub fn write_new(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
     let body = serde_json::to_vec(m).map_err(|e| Error::store(dir, format!("cannot encode manifest: {e}")))?;
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&body).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&body)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
     let target = dir.join(&name);
     let linked = fs::hard_link(&tmp, &target);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => super::fsync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(Error::store(dir, format!("version {} was committed by another writer meanwhile", m.version)))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::store(
+            dir,
+            format!("version {} was committed by another writer meanwhile", m.version),
+        )),
         Err(e) => Err(Error::io(&target, e)),
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use manifest::{Manifest, SegmentEntry};
-pub use points::{visit_metric, Series, SegmentWriter, POINT_FIELDS};
+pub use points::{visit_metric, SegmentWriter, Series, POINT_FIELDS};
 
 use crate::error::{Error, Result};
 use crate::model::{now_us, RunId, RunRecord};
@@ -45,16 +45,19 @@ fn crash_point(name: &str) {
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// A file name no other writer will pick: version, process and clock.
 fn unique_suffix() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let key = format!("{}-{}", std::process::id(), t.as_nanos());
     format!("{:08x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as u32)
 }
-
 
 impl Store {
     /// Open the store at `root`, creating an empty one if `create` and it does not exist.
@@ -63,7 +66,10 @@ impl Store {
         let manifest_dir = root.join(MANIFEST_DIR);
         if !manifest_dir.is_dir() {
             if !create {
-                return Err(Error::store(&root, "no store here (no _manifest directory); ingest something first"));
+                return Err(Error::store(
+                    &root,
+                    "no store here (no _manifest directory); ingest something first",
+                ));
             }
             if root.exists() && !root.is_dir() {
                 return Err(Error::store(&root, "exists and is not a directory"));
@@ -104,19 +110,32 @@ impl Store {
                 Err(fs::TryLockError::WouldBlock) => {
                     let mut holder = String::new();
                     let _ = lock.read_to_string(&mut holder);
-                    let holder = if holder.trim().is_empty() { "unknown process".to_string() } else { holder.trim().to_string() };
-                    return Err(Error::Locked { path: self.root.clone(), holder });
+                    let holder = if holder.trim().is_empty() {
+                        "unknown process".to_string()
+                    } else {
+                        holder.trim().to_string()
+                    };
+                    return Err(Error::Locked {
+                        path: self.root.clone(),
+                        holder,
+                    });
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
             }
         }
         // Who holds the lock, for the next writer's error message. The lock itself is the
         // OS's (flock), so a killed writer never leaves a stale lock behind.
-        let _ = lock.set_len(0).and_then(|_| lock.rewind()).and_then(|_| {
-            write!(lock, "pid {} since {} us", std::process::id(), now_us())
-        });
+        let _ = lock
+            .set_len(0)
+            .and_then(|_| lock.rewind())
+            .and_then(|_| write!(lock, "pid {} since {} us", std::process::id(), now_us()));
         let base = self.latest()?;
-        Ok(Transaction { store: self.clone(), _lock: lock, base, new_segments: Vec::new() })
+        Ok(Transaction {
+            store: self.clone(),
+            _lock: lock,
+            base,
+            new_segments: Vec::new(),
+        })
     }
 
     /// Rewrite segments that hold replaced runs or are small into fresh ones, then delete
@@ -125,8 +144,10 @@ impl Store {
     pub fn compact(&self, wait: Duration) -> Result<CompactReport> {
         let mut tx = self.begin(wait)?;
         let runs = tx.base.runs.clone();
-        let live: HashMap<RunId, &str> =
-            runs.iter().filter_map(|r| r.segment.as_deref().map(|s| (r.run_id, s))).collect();
+        let live: HashMap<RunId, &str> = runs
+            .iter()
+            .filter_map(|r| r.segment.as_deref().map(|s| (r.run_id, s)))
+            .collect();
         let mut rewrite = Vec::new();
         for seg in &tx.base.segments {
             let all_live = seg.run_ids.iter().all(|id| live.get(id) == Some(&seg.file.as_str()));
@@ -139,13 +160,20 @@ impl Store {
         if rewrite.len() == 1 && !has_dead_rows(&rewrite[0]) {
             rewrite.clear();
         }
-        let mut report = CompactReport { segments_rewritten: rewrite.len(), ..Default::default() };
+        let mut report = CompactReport {
+            segments_rewritten: rewrite.len(),
+            ..Default::default()
+        };
         let mut moved: HashMap<RunId, String> = HashMap::new();
         if !rewrite.is_empty() {
             let mut writer = tx.segment_writer(0)?;
             for seg in &rewrite {
-                let keep_ids: HashSet<RunId> =
-                    seg.run_ids.iter().copied().filter(|id| live.get(id) == Some(&seg.file.as_str())).collect();
+                let keep_ids: HashSet<RunId> = seg
+                    .run_ids
+                    .iter()
+                    .copied()
+                    .filter(|id| live.get(id) == Some(&seg.file.as_str()))
+                    .collect();
                 writer.copy_rows_of(&self.root.join(&seg.file), &keep_ids)?;
             }
             let written = writer.finish()?;
@@ -173,7 +201,11 @@ impl Store {
             let d = self.root.join(dir);
             for entry in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
                 let p = entry.map_err(|e| Error::io(&d, e))?.path();
-                let is_current = if dir == MANIFEST_DIR { p.file_name().is_some_and(|n| n == newest.as_str()) } else { named.contains(&p) };
+                let is_current = if dir == MANIFEST_DIR {
+                    p.file_name().is_some_and(|n| n == newest.as_str())
+                } else {
+                    named.contains(&p)
+                };
                 if !is_current {
                     report.bytes_freed += p.metadata().map(|m| m.len()).unwrap_or(0);
                     report.files_removed += 1;
@@ -309,7 +341,10 @@ fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
         c(|r| r.config.n_experts),
         c(|r| r.config.top_k),
         Column::opt_utf8(runs.iter().map(|r| r.config.recipe.as_deref())),
-        Column::utf8(runs.iter().map(|r| serde_json::to_string(&r.config.tags).unwrap_or_default())),
+        Column::utf8(
+            runs.iter()
+                .map(|r| serde_json::to_string(&r.config.tags).unwrap_or_default()),
+        ),
         Column::int64(runs.iter().map(|r| r.n_points as i64).collect()),
         c(|r| r.final_step),
         Column::opt_float64(runs.iter().map(|r| r.final_loss)),

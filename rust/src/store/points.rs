@@ -42,7 +42,10 @@ pub struct Series {
 
 impl Series {
     pub fn new(metric: impl Into<String>) -> Self {
-        Series { metric: metric.into(), ..Default::default() }
+        Series {
+            metric: metric.into(),
+            ..Default::default()
+        }
     }
     pub fn len(&self) -> usize {
         self.steps.len()
@@ -125,14 +128,23 @@ struct Head<'a> {
 impl Head<'_> {
     fn columns(&self) -> [ColumnData<'_>; 6] {
         let (b, n) = (self.buf, self.rows);
-        let dense = |values| ColumnData { values, def_levels: None };
+        let dense = |values| ColumnData {
+            values,
+            def_levels: None,
+        };
         [
             dense(Data::Int64Runs(&self.run_ids)),
             dense(Data::Utf8Runs(&self.metrics)),
             dense(Data::Int64(&b.step[..n])),
-            ColumnData { values: Data::Int64(&b.tokens[..self.tokens]), def_levels: Some(&b.tokens_def[..n]) },
+            ColumnData {
+                values: Data::Int64(&b.tokens[..self.tokens]),
+                def_levels: Some(&b.tokens_def[..n]),
+            },
             dense(Data::Float64(&b.value[..n])),
-            ColumnData { values: Data::Float64(&b.lr[..self.lr]), def_levels: Some(&b.lr_def[..n]) },
+            ColumnData {
+                values: Data::Float64(&b.lr[..self.lr]),
+                def_levels: Some(&b.lr_def[..n]),
+            },
         ]
     }
 }
@@ -188,7 +200,10 @@ fn metric_name(name: &str) -> ByteArray {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let name: &'static str = match names.get(name) {
         Some(&known) => known,
         None => {
@@ -214,17 +229,41 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     pub(super) fn new(root: PathBuf, dir: &'static str, version: u64, writer: usize) -> Result<Self> {
-        Ok(SegmentWriter { root, dir, version, writer, buf: Buffers::default(), open: None, done: Vec::new(), next_index: 0 })
+        Ok(SegmentWriter {
+            root,
+            dir,
+            version,
+            writer,
+            buf: Buffers::default(),
+            open: None,
+            done: Vec::new(),
+            next_index: 0,
+        })
     }
 
     fn segment(&mut self) -> Result<&mut OpenSegment> {
         if self.open.is_none() {
-            let name =
-                format!("seg-{:08}-{:02}-{:04}-{}.parquet", self.version, self.writer, self.next_index, super::unique_suffix());
+            let name = format!(
+                "seg-{:08}-{:02}-{:04}-{}.parquet",
+                self.version,
+                self.writer,
+                self.next_index,
+                super::unique_suffix()
+            );
             self.next_index += 1;
             let tmp = self.root.join(self.dir).join(format!(".tmp-{name}"));
-            let writer = TableWriter::create(&tmp, POINT_FIELDS, &["run_id", "step", "tokens"], Some(&["run_id", "metric"]))?;
-            self.open = Some(OpenSegment { writer, tmp, name, run_ids: Vec::new() });
+            let writer = TableWriter::create(
+                &tmp,
+                POINT_FIELDS,
+                &["run_id", "step", "tokens"],
+                Some(&["run_id", "metric"]),
+            )?;
+            self.open = Some(OpenSegment {
+                writer,
+                tmp,
+                name,
+                run_ids: Vec::new(),
+            });
         }
         Ok(self.open.as_mut().expect("just opened"))
     }
@@ -290,7 +329,11 @@ impl SegmentWriter {
             let rows = seg.writer.finish()?;
             let target = self.root.join(self.dir).join(&seg.name);
             fs::rename(&seg.tmp, &target).map_err(|e| Error::io(&target, e))?;
-            self.done.push(SegmentEntry { file: format!("{}/{}", self.dir, seg.name), rows, run_ids: seg.run_ids });
+            self.done.push(SegmentEntry {
+                file: format!("{}/{}", self.dir, seg.name),
+                rows,
+                run_ids: seg.run_ids,
+            });
         }
         Ok(())
     }
@@ -301,7 +344,9 @@ impl SegmentWriter {
             return Ok(());
         }
         let cols = table::read_columns(path, &["run_id", "metric", "step", "tokens", "value", "lr"])?;
-        let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else { unreachable!() };
+        let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else {
+            unreachable!()
+        };
         let (Values::Int64(rid), Values::Utf8(metric), Values::Int64(step), Values::Float64(value)) =
             (&run_col.values, &metric_col.values, &step_col.values, &value_col.values)
         else {
@@ -321,7 +366,9 @@ impl SegmentWriter {
             let id = rid[start];
             if run_ids.contains(&id) {
                 let series = Series {
-                    metric: std::str::from_utf8(metric[start].data()).unwrap_or_default().to_string(),
+                    metric: std::str::from_utf8(metric[start].data())
+                        .unwrap_or_default()
+                        .to_string(),
                     steps: step[start..end].to_vec(),
                     values: value[start..end].to_vec(),
                     lr: lr[start..end].to_vec(),
@@ -359,7 +406,10 @@ fn expand_nullable_i64(c: &Column) -> Vec<i64> {
         None => v.clone(),
         Some(valid) => {
             let mut it = v.iter();
-            valid.iter().map(|&ok| if ok { *it.next().unwrap_or(&-1) } else { -1 }).collect()
+            valid
+                .iter()
+                .map(|&ok| if ok { *it.next().unwrap_or(&-1) } else { -1 })
+                .collect()
         }
     }
 }
@@ -370,7 +420,10 @@ fn expand_nullable_f64(c: &Column) -> Vec<f64> {
         None => v.clone(),
         Some(valid) => {
             let mut it = v.iter();
-            valid.iter().map(|&ok| if ok { *it.next().unwrap_or(&f64::NAN) } else { f64::NAN }).collect()
+            valid
+                .iter()
+                .map(|&ok| if ok { *it.next().unwrap_or(&f64::NAN) } else { f64::NAN })
+                .collect()
         }
     }
 }
@@ -426,7 +479,11 @@ pub fn visit_metric<T: Send>(
             }
         }
     }
-    out.extend(edges.iter().map(|(id, s)| (*id, visit(*id, curve(&s.steps, &s.values, &s.tokens)))));
+    out.extend(
+        edges
+            .iter()
+            .map(|(id, s)| (*id, visit(*id, curve(&s.steps, &s.values, &s.tokens)))),
+    );
     Ok(out)
 }
 
@@ -450,11 +507,16 @@ fn visit_group<T>(
     with_tokens: bool,
     visit: &(dyn Fn(RunId, Curve) -> T + Sync),
 ) -> Result<GroupResult<T>> {
-    let mut result = GroupResult { done: Vec::new(), edges: Vec::new() };
+    let mut result = GroupResult {
+        done: Vec::new(),
+        edges: Vec::new(),
+    };
     // The metric column's statistics settle most row groups without decoding a string:
     // all rows of the metric (min == max == metric), or none of them.
     let all_rows_match = match table::column_bounds(path, group, "metric")? {
-        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => return Ok(result),
+        Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => {
+            return Ok(result)
+        }
         Some((min, max)) => min == max,
         None => false,
     };
@@ -486,7 +548,9 @@ fn visit_group<T>(
             Values::Int64(v) => v.as_slice(),
             _ => unreachable!("typed above"),
         };
-        let Values::Float64(values) = &batch[2] else { unreachable!("typed above") };
+        let Values::Float64(values) = &batch[2] else {
+            unreachable!("typed above")
+        };
         let (rid, steps) = (int(0), int(1));
         let tokens = tokens_at.map(int);
         let metrics = metric_at.map(|i| match &batch[i] {
@@ -516,7 +580,9 @@ fn visit_group<T>(
                     // Whole inside this batch and inside the group: visited where it lies.
                     if is_wanted {
                         let (st, va, to) = slice(i..j);
-                        result.done.push((rid[i], visit(rid[i], curve(st, va, to.unwrap_or_default()))));
+                        result
+                            .done
+                            .push((rid[i], visit(rid[i], curve(st, va, to.unwrap_or_default()))));
                     }
                 } else {
                     current.start(rid[i], name, is_wanted, row + i);
@@ -572,13 +638,22 @@ impl BlockBuffer {
 
     /// Visit the block, or keep it for joining when it may continue in a neighbouring group;
     /// the buffer is then free for the next block.
-    fn finish<T>(&mut self, result: &mut GroupResult<T>, visit: &(dyn Fn(RunId, Curve) -> T + Sync), at_group_end: bool) {
-        let Some(run_id) = self.run_id.take().filter(|_| self.is_wanted) else { return };
+    fn finish<T>(
+        &mut self,
+        result: &mut GroupResult<T>,
+        visit: &(dyn Fn(RunId, Curve) -> T + Sync),
+        at_group_end: bool,
+    ) {
+        let Some(run_id) = self.run_id.take().filter(|_| self.is_wanted) else {
+            return;
+        };
         let s = &self.series;
         if self.first_row == 0 || at_group_end {
             result.edges.push((run_id, s.clone()));
         } else {
-            result.done.push((run_id, visit(run_id, curve(&s.steps, &s.values, &s.tokens))));
+            result
+                .done
+                .push((run_id, visit(run_id, curve(&s.steps, &s.values, &s.tokens))));
         }
     }
 }

@@ -59,28 +59,52 @@ pub struct Column {
 
 impl Column {
     pub fn int64(values: Vec<i64>) -> Self {
-        Column { values: Values::Int64(values), valid: None }
+        Column {
+            values: Values::Int64(values),
+            valid: None,
+        }
     }
     pub fn float64(values: Vec<f64>) -> Self {
-        Column { values: Values::Float64(values), valid: None }
+        Column {
+            values: Values::Float64(values),
+            valid: None,
+        }
     }
     pub fn utf8<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> Self {
-        let v = values.into_iter().map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec())).collect();
-        Column { values: Values::Utf8(v), valid: None }
+        let v = values
+            .into_iter()
+            .map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec()))
+            .collect();
+        Column {
+            values: Values::Utf8(v),
+            valid: None,
+        }
     }
     pub fn opt_int64(values: impl IntoIterator<Item = Option<i64>>) -> Self {
         let (valid, present) = split_options(values);
-        Column { values: Values::Int64(present), valid: Some(valid) }
+        Column {
+            values: Values::Int64(present),
+            valid: Some(valid),
+        }
     }
     /// Non-finite floats are stored as null.
     pub fn opt_float64(values: impl IntoIterator<Item = Option<f64>>) -> Self {
         let (valid, present) = split_options(values.into_iter().map(|v| v.filter(|x| x.is_finite())));
-        Column { values: Values::Float64(present), valid: Some(valid) }
+        Column {
+            values: Values::Float64(present),
+            valid: Some(valid),
+        }
     }
     pub fn opt_utf8<S: AsRef<str>>(values: impl IntoIterator<Item = Option<S>>) -> Self {
-        let (valid, present) =
-            split_options(values.into_iter().map(|v| v.map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec()))));
-        Column { values: Values::Utf8(present), valid: Some(valid) }
+        let (valid, present) = split_options(
+            values
+                .into_iter()
+                .map(|v| v.map(|s| ByteArray::from(s.as_ref().as_bytes().to_vec()))),
+        );
+        Column {
+            values: Values::Utf8(present),
+            valid: Some(valid),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -233,7 +257,13 @@ impl RepeatedChunk {
         write_runs(&mut col, &[(value.clone(), times)])?;
         let close = col.close()?;
         let bytes = bytes::Bytes::from(sink.into_inner()?);
-        Ok(RepeatedChunk { column, value: value.clone(), times, bytes, close })
+        Ok(RepeatedChunk {
+            column,
+            value: value.clone(),
+            times,
+            bytes,
+            close,
+        })
     }
 }
 
@@ -256,7 +286,10 @@ impl TableWriter {
             // Dictionaries pay for low-cardinality text only; measured values are nearly all
             // distinct, and hashing each one costs more than it saves.
             .set_dictionary_enabled(false);
-        for f in fields.iter().filter(|f| statistics.is_some_and(|keep| !keep.contains(&f.name))) {
+        for f in fields
+            .iter()
+            .filter(|f| statistics.is_some_and(|keep| !keep.contains(&f.name)))
+        {
             props = props.set_column_statistics_enabled(ColumnPath::from(f.name), EnabledStatistics::None);
         }
         for f in fields.iter().filter(|f| f.kind == Kind::Utf8) {
@@ -286,8 +319,10 @@ impl TableWriter {
     }
 
     pub fn write_row_group(&mut self, columns: &[Column]) -> Result<()> {
-        let levels: Vec<Option<Vec<i16>>> =
-            columns.iter().map(|c| c.valid.as_ref().map(|v| v.iter().map(|&ok| ok as i16).collect())).collect();
+        let levels: Vec<Option<Vec<i16>>> = columns
+            .iter()
+            .map(|c| c.valid.as_ref().map(|v| v.iter().map(|&ok| ok as i16).collect()))
+            .collect();
         let data: Vec<ColumnData> = columns
             .iter()
             .zip(&levels)
@@ -297,7 +332,10 @@ impl TableWriter {
                     Values::Float64(v) => Data::Float64(v),
                     Values::Utf8(v) => Data::Utf8(v),
                 };
-                ColumnData { values, def_levels: def.as_deref() }
+                ColumnData {
+                    values,
+                    def_levels: def.as_deref(),
+                }
             })
             .collect();
         self.write_row_group_data(&data)
@@ -313,11 +351,20 @@ impl TableWriter {
         let mut rg = self.writer.next_row_group()?;
         for (i, c) in columns.iter().enumerate() {
             if let Data::Utf8Runs([(value, times)]) = c.values {
-                let cached = self.repeated.as_ref().is_some_and(|r| r.column == i && r.value == *value && r.times == *times);
+                let cached = self
+                    .repeated
+                    .as_ref()
+                    .is_some_and(|r| r.column == i && r.value == *value && r.times == *times);
                 if cached {
                     self.spliced += 1;
                 } else {
-                    self.repeated = Some(RepeatedChunk::encode(i, self.columns[i].clone(), self.props.clone(), value, *times)?);
+                    self.repeated = Some(RepeatedChunk::encode(
+                        i,
+                        self.columns[i].clone(),
+                        self.props.clone(),
+                        value,
+                        *times,
+                    )?);
                 }
                 let chunk = self.repeated.as_ref().expect("just encoded");
                 rg.append_column(&chunk.bytes, chunk.close.clone())?;
@@ -394,7 +441,9 @@ pub fn column_bounds(path: &Path, group: usize, name: &str) -> Result<Option<(Ve
     let Some(col) = meta.columns().iter().find(|c| c.column_descr().name() == name) else {
         return Err(Error::store(path, format!("no column '{name}'")));
     };
-    Ok(col.statistics().and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
+    Ok(col
+        .statistics()
+        .and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
 }
 
 /// Named columns of one row group read in lockstep, a batch of rows at a time, into reused
@@ -423,7 +472,13 @@ impl GroupBatches {
             nullable.push(schema.column(i).max_def_level() > 0);
         }
         let rows_left = rg.metadata().num_rows() as usize;
-        Ok(GroupBatches { path: path.to_path_buf(), readers, nullable, def: Vec::new(), rows_left })
+        Ok(GroupBatches {
+            path: path.to_path_buf(),
+            readers,
+            nullable,
+            def: Vec::new(),
+            rows_left,
+        })
     }
 
     /// The next `max` rows (fewer at the end) into `out`, one buffer per column, each cleared
@@ -438,7 +493,9 @@ impl GroupBatches {
             let got = match (reader, buf) {
                 (ColumnReader::Int64ColumnReader(r), Values::Int64(v)) => read_batch(r, want, def, v, -1)?,
                 (ColumnReader::DoubleColumnReader(r), Values::Float64(v)) => read_batch(r, want, def, v, f64::NAN)?,
-                (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(v)) => read_batch(r, want, def, v, ByteArray::new())?,
+                (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(v)) => {
+                    read_batch(r, want, def, v, ByteArray::new())?
+                }
                 _ => return Err(Error::store(&self.path, "a column has an unexpected type")),
             };
             if got != want {
@@ -481,7 +538,13 @@ fn read_batch<T: parquet::data_type::DataType>(
         got += recs;
     }
     let mut it = present.into_iter();
-    out.extend(def.iter().map(|&d| if d > 0 { it.next().unwrap_or_else(|| missing.clone()) } else { missing.clone() }));
+    out.extend(def.iter().map(|&d| {
+        if d > 0 {
+            it.next().unwrap_or_else(|| missing.clone())
+        } else {
+            missing.clone()
+        }
+    }));
     Ok(got)
 }
 
@@ -507,7 +570,10 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
                 parquet::basic::Type::DOUBLE => Values::Float64(Vec::new()),
                 _ => Values::Utf8(Vec::new()),
             };
-            Column { values, valid: nullable.then(Vec::new) }
+            Column {
+                values,
+                valid: nullable.then(Vec::new),
+            }
         })
         .collect();
     for g in 0..reader.num_row_groups() {
@@ -522,8 +588,12 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
                     let mut r = $reader;
                     let mut got = 0;
                     while got < rows {
-                        let (recs, _, _) =
-                            r.read_records(rows - got, if want_def { Some(&mut def) } else { None }, None, $buf)?;
+                        let (recs, _, _) = r.read_records(
+                            rows - got,
+                            if want_def { Some(&mut def) } else { None },
+                            None,
+                            $buf,
+                        )?;
                         if recs == 0 {
                             break;
                         }
@@ -535,7 +605,12 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
                 (ColumnReader::Int64ColumnReader(r), Values::Int64(buf)) => read_all!(r, buf),
                 (ColumnReader::DoubleColumnReader(r), Values::Float64(buf)) => read_all!(r, buf),
                 (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(buf)) => read_all!(r, buf),
-                _ => return Err(Error::store(path, format!("column '{}' has an unexpected type", names[k]))),
+                _ => {
+                    return Err(Error::store(
+                        path,
+                        format!("column '{}' has an unexpected type", names[k]),
+                    ))
+                }
             }
             if let Some(valid) = &mut col.valid {
                 valid.extend(def.iter().map(|&d| d > 0));
