@@ -1,6 +1,6 @@
 """What every command-line module shares: the store of ``--db``, the final losses the analysis
-verbs work on, and errors as one line on stderr with an exit status (2 for usage errors, 1 for
-everything else), never a traceback."""
+verbs work on, and errors as one line on stderr with an exit status (2 for usage errors, 3 for
+internal errors, 1 for everything else), never a traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Optional
 import polars as pl
 import typer
 
-from .errors import InvalidArgumentError, SteplawError
+from .errors import InternalError, InvalidArgumentError, SteplawError
 from .store import Store
 
 
@@ -25,6 +25,8 @@ def run(fn):
         return fn()
     except InvalidArgumentError as e:
         fail(str(e), 2)
+    except InternalError as e:  # a bug, not the input: its own status so scripts can tell
+        fail(str(e), 3)
     except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
         fail(str(e), 1)
 

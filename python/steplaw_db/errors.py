@@ -5,7 +5,7 @@ The Rust core's one error enum maps onto these classes (``rust/src/py/mod.rs``).
 
 from __future__ import annotations
 
-__all__ = ["SteplawError", "StoreError", "StoreLockedError", "ParseError", "InvalidArgumentError"]
+__all__ = ["SteplawError", "StoreError", "StoreLockedError", "ParseError", "InvalidArgumentError", "InternalError"]
 
 
 class SteplawError(Exception):
@@ -26,3 +26,7 @@ class ParseError(SteplawError, ValueError):
 
 class InvalidArgumentError(SteplawError, ValueError):
     """An option or argument makes no sense (unknown format, bad ``--set``, missing path, ...)."""
+
+
+class InternalError(SteplawError, RuntimeError):
+    """A bug in steplaw-db itself (a worker panicked, an invariant broke); please report it."""

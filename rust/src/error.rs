@@ -23,6 +23,10 @@ pub enum Error {
     /// The caller asked for something that makes no sense (bad option, unknown field, ...).
     #[error("{0}")]
     Invalid(String),
+
+    /// A bug in steplaw-db (a worker panicked, an invariant broke): not the user's input.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

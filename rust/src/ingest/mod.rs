@@ -545,7 +545,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         for h in handles {
             segments.extend(
                 h.join()
-                    .map_err(|_| Error::Invalid("an ingest worker panicked".into()))??,
+                    .map_err(|_| Error::Internal("an ingest worker panicked".into()))??,
             );
         }
         Ok(segments)

@@ -26,6 +26,7 @@ fn to_py(e: Error) -> PyErr {
         Error::Locked { .. } => "StoreLockedError",
         Error::Parse { .. } => "ParseError",
         Error::Invalid(_) => "InvalidArgumentError",
+        Error::Internal(_) => "InternalError",
     };
     let message = e.to_string();
     Python::attach(|py| {
