@@ -3,6 +3,9 @@
 //! Hessian, and the vertex's bootstrap spread.
 use rayon::prelude::*;
 
+use crate::fit::rng::Rng;
+use crate::numeric::solve_dense;
+
 /// z = c0 + c1 u + c2 v + c3 u^2 + c4 u v + c5 v^2, with (u, v) the centred logs.
 const TERMS: usize = 6;
 
@@ -33,33 +36,6 @@ pub struct VertexSpread {
     pub non_convex: usize,
 }
 
-/// Solve a small dense system in place by Gaussian elimination with partial pivoting.
-fn solve<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; K]> {
-    let scale = a.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
-    for col in 0..K {
-        let pivot = (col..K).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() <= 1e-12 * scale {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        let pivot_row = a[col];
-        for row in col + 1..K {
-            let f = a[row][col] / pivot_row[col];
-            for (x, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
-                *x -= f * p;
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = [0.0; K];
-    for row in (0..K).rev() {
-        let s: f64 = (row + 1..K).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / a[row][row];
-    }
-    Some(x)
-}
-
 fn terms(u: f64, v: f64) -> [f64; TERMS] {
     [1.0, u, v, u * u, u * v, v * v]
 }
@@ -82,7 +58,7 @@ fn fit_rows(x: &[f64], y: &[f64], z: &[f64], rows: &[usize], centre: (f64, f64))
             atb[r] += t[r] * z[i];
         }
     }
-    let coef = solve(ata, atb)?;
+    let coef = solve_dense(ata, atb)?;
     let (hxx, hxy, hyy) = (2.0 * coef[3], coef[4], 2.0 * coef[5]);
     let det = hxx * hyy - hxy * hxy;
     let convex = hxx > 0.0 && det > 0.0;
@@ -134,16 +110,6 @@ pub fn fit_quadratic(x: &[f64], y: &[f64], z: &[f64]) -> Option<Quadratic> {
     fit_rows(x, y, z, &rows, (x[best], y[best]))
 }
 
-/// splitmix64: a tiny, well-mixed generator; one stream per draw keeps results identical
-/// whatever the thread count.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
@@ -158,8 +124,8 @@ pub fn bootstrap_vertex(x: &[f64], y: &[f64], z: &[f64], draws: usize, seed: u64
     let results: Vec<Option<(f64, f64)>> = (0..draws)
         .into_par_iter()
         .map(|d| {
-            let mut state = seed ^ (d as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-            let rows: Vec<usize> = (0..n).map(|_| (splitmix(&mut state) % n as u64) as usize).collect();
+            let mut rng = Rng::stream(seed, d as u64);
+            let rows: Vec<usize> = (0..n).map(|_| rng.below(n)).collect();
             let q = fit_rows(x, y, z, &rows, fit.centre)?;
             q.convex.then_some(())?;
             q.vertex.map(|(vx, vy, _)| (vx, vy))
@@ -264,10 +230,10 @@ mod tests {
 
     #[test]
     fn bootstrap_is_deterministic_and_spreads_with_noise() {
-        let mut state = 7u64;
+        let mut rng = Rng::new(7);
         let (x, y, mut z) = grid(|a, b| 2.5 + 0.3 * (a + 7.1).powi(2) + 0.2 * (b - 14.2).powi(2));
         for v in z.iter_mut() {
-            *v += 1e-3 * ((splitmix(&mut state) % 1000) as f64 / 1000.0 - 0.5);
+            *v += 1e-3 * (rng.below(1000) as f64 / 1000.0 - 0.5);
         }
         let a = bootstrap_vertex(&x, &y, &z, 200, 42).unwrap();
         let b = bootstrap_vertex(&x, &y, &z, 200, 42).unwrap();

@@ -7,6 +7,7 @@ pub mod finals;
 pub mod fit;
 pub mod ingest;
 pub mod model;
+pub mod numeric;
 pub mod smooth;
 pub mod store;
 

@@ -6,6 +6,7 @@
 //! with a known truth).
 use crate::error::{Error, Result};
 pub use crate::model::Curve;
+use crate::numeric::{huber_weight, HUBER_T, MAD_PER_SD};
 
 /// A window width, in the unit the user thinks in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,8 +64,6 @@ const STEPLAW_MAX_ENTRIES: usize = 32_768;
 const STEPLAW_WINDOW: f64 = 100.0;
 /// scipy.ndimage's default truncation of a Gaussian kernel, in sigmas.
 const TRUNCATE: f64 = 4.0;
-/// Huber's tuning constant (95% efficiency under Gaussian noise).
-const HUBER_K: f64 = 1.345;
 const IRLS_ITERATIONS: usize = 10;
 /// Relative change of the estimate at which IRLS stops (far below any loss difference that matters).
 const CONVERGED: f64 = 1e-7;
@@ -391,15 +390,15 @@ fn robust_local_linear(steps: &[i64], values: &[f64], h: f64) -> (f64, usize) {
             *r = yi - fit.0 - fit.1 * xi;
             *a = r.abs().to_bits();
         }
-        let sigma = 1.4826 * median_of_non_negative(&mut scratch);
+        let sigma = median_of_non_negative(&mut scratch) / MAD_PER_SD;
         if sigma.is_nan() || sigma <= 0.0 {
             break;
         }
-        let c = HUBER_K * sigma;
+        let c = HUBER_T * sigma;
         // The Huber weights and the weighted sums of the next line in one pass.
         let mut sums = LineSums::default();
         for (((&ki, r), &xi), &yi) in kernel.iter().zip(&residuals).zip(&x).zip(y) {
-            let wi = ki * if r.abs() <= c { 1.0 } else { c / r.abs() };
+            let wi = ki * huber_weight(*r, c);
             sums.add(wi, xi, yi);
         }
         let Some(next) = sums.line() else { break };

@@ -8,6 +8,7 @@ pub mod mpl;
 
 use crate::error::{Error, Result};
 use crate::fit::lbfgs::{minimize, LbfgsOptions};
+use crate::numeric::{huber, solve_dense};
 
 pub use mpl::Method;
 
@@ -191,14 +192,6 @@ pub fn predict_with_jacobian(form: Form, p: &[f64], curve: &Curve) -> Result<(Ve
     let mut jac = Vec::new();
     let pred = form.evaluate(p, curve, Some(&mut jac));
     Ok((pred, jac.chunks(form.n_params()).map(<[f64]>::to_vec).collect()))
-}
-
-fn huber(r: f64, delta: f64) -> (f64, f64) {
-    if r.abs() <= delta {
-        (0.5 * r * r, r)
-    } else {
-        (delta * (r.abs() - 0.5 * delta), delta * r.signum())
-    }
 }
 
 /// sum over curves and points of Huber_delta(ln loss - ln prediction) at the natural
@@ -396,32 +389,18 @@ fn least_squares3(cols: [&[f64]; 3], y: &[f64]) -> [f64; 3] {
         .iter()
         .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300))
         .collect();
-    let mut a = [[0.0; 4]; 3];
+    let mut a = [[0.0; 3]; 3];
+    let mut b = [0.0; 3];
     for r in 0..3 {
         for c in 0..3 {
             a[r][c] = cols[r].iter().zip(cols[c]).map(|(x, y)| x * y).sum::<f64>() / (norms[r] * norms[c]);
         }
         a[r][r] += 1e-10;
-        a[r][3] = cols[r].iter().zip(y).map(|(x, y)| x * y).sum::<f64>() / norms[r];
+        b[r] = cols[r].iter().zip(y).map(|(x, y)| x * y).sum::<f64>() / norms[r];
     }
-    for col in 0..3 {
-        let piv = (col..3)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .unwrap();
-        a.swap(col, piv);
-        let pivot = a[col];
-        for (r, row) in a.iter_mut().enumerate() {
-            if r != col {
-                let f = row[col] / pivot[col];
-                row.iter_mut().zip(&pivot).skip(col).for_each(|(x, p)| *x -= f * p);
-            }
-        }
-    }
-    [
-        a[0][3] / a[0][0] / norms[0],
-        a[1][3] / a[1][1] / norms[1],
-        a[2][3] / a[2][2] / norms[2],
-    ]
+    // Only non-finite data makes the ridged system unsolvable: NaN starts, as before.
+    let x = solve_dense(a, b).unwrap_or([f64::NAN; 3]);
+    std::array::from_fn(|i| x[i] / norms[i])
 }
 
 fn automatic_starts(form: Form, curves: &[Curve]) -> Result<Vec<Vec<f64>>> {

@@ -123,6 +123,7 @@ pub fn fit_models(models: &[Model], cells: &[usize], method: Method, boot: &Boot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numeric::HUBER_T;
 
     /// 12 cells over 4 N and 6 D, 5 samples each: log lr = 4 - 0.75 log N + 0.2 log D + noise.
     fn sweep() -> (Vec<Model>, Vec<usize>) {
@@ -165,7 +166,7 @@ mod tests {
         };
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| fit_models(&models, &cells, Method::Huber { t: 1.345 }, &boot).unwrap())
+            pool.install(|| fit_models(&models, &cells, Method::Huber { t: HUBER_T }, &boot).unwrap())
         };
         let one = run(1);
         assert_eq!(one, run(3));

@@ -9,6 +9,7 @@ use super::bootstrap::{resample_counts, Resample};
 use super::lbfgs::{minimize, LbfgsOptions};
 use super::rng::Rng;
 use crate::error::{Error, Result};
+use crate::numeric::huber;
 
 pub const PARAMS: usize = 5;
 pub type Params = [f64; PARAMS];
@@ -81,11 +82,7 @@ pub fn objective(p: &[f64], data: &LossData, weights: &[f64], delta: f64, grad: 
         let (x1, x2, x3) = ((t1 - m).exp(), (t2 - m).exp(), (e - m).exp());
         let s = x1 + x2 + x3;
         let r = m + s.ln() - data.log_loss[i];
-        let (value, psi) = if r.abs() <= delta {
-            (0.5 * r * r, r)
-        } else {
-            (delta * (r.abs() - 0.5 * delta), delta * r.signum())
-        };
+        let (value, psi) = huber(r, delta);
         total += w * value;
         let k = w * psi / s;
         grad[0] += k * x1;

@@ -6,6 +6,7 @@
 //! the inverse variance of a quadratic vertex); a draw with rows resampled is the same fit
 //! with integer multiplicities, so the bootstrap never copies the design.
 use crate::error::{Error, Result};
+use crate::numeric::{huber_weight, MAD_PER_SD};
 
 /// The loss minimised over the residuals r of the log response.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,7 +180,6 @@ fn weighted_median_abs(r: &[f64], w: &[f64], order: &mut Vec<usize>) -> f64 {
 }
 
 /// Consistency constant of the MAD under normal errors (Phi^-1(3/4)).
-const MAD_TO_SD: f64 = 0.674_489_750_196_081_7;
 const IRLS_MAX_ITERATIONS: usize = 200;
 const IRLS_TOLERANCE: f64 = 1e-10;
 
@@ -199,7 +199,7 @@ pub fn fit_weighted(model: &Model, base: &[f64], method: Method, ws: &mut Worksp
         let mut order = std::mem::take(&mut ws.order);
         let mut w = std::mem::take(&mut ws.weights);
         while iterations < IRLS_MAX_ITERATIONS {
-            scale = weighted_median_abs(&r, base, &mut order) / MAD_TO_SD;
+            scale = weighted_median_abs(&r, base, &mut order) / MAD_PER_SD;
             if scale <= 0.0 {
                 // More than half the residuals are exactly zero: the fit is exact on them,
                 // and no reweighting can change it.
@@ -207,7 +207,7 @@ pub fn fit_weighted(model: &Model, base: &[f64], method: Method, ws: &mut Worksp
                 break;
             }
             w.clear();
-            w.extend(r.iter().zip(base).map(|(ri, bi)| bi * (t * scale / ri.abs()).min(1.0)));
+            w.extend(r.iter().zip(base).map(|(ri, bi)| bi * huber_weight(*ri, t * scale)));
             iterations += 1;
             let Some(next) = wls(model, &w, ws) else { break };
             let change = next.iter().zip(&coef).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
@@ -321,6 +321,7 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numeric::HUBER_T;
 
     fn model(columns: Vec<Vec<f64>>, y: Vec<f64>) -> Model {
         let regressors = (0..columns.len()).map(|j| format!("x{j}")).collect();
@@ -370,7 +371,7 @@ mod tests {
         let weighted = fit_weighted(
             &model(vec![x.clone()], y.clone()),
             &counts,
-            Method::Huber { t: 1.345 },
+            Method::Huber { t: HUBER_T },
             &mut ws,
         )
         .unwrap();
@@ -382,7 +383,7 @@ mod tests {
             }
         }
         let ones = vec![1.0; xr.len()];
-        let repeated = fit_weighted(&model(vec![xr], yr), &ones, Method::Huber { t: 1.345 }, &mut ws).unwrap();
+        let repeated = fit_weighted(&model(vec![xr], yr), &ones, Method::Huber { t: HUBER_T }, &mut ws).unwrap();
         for (a, b) in weighted.coef.iter().zip(&repeated.coef) {
             assert!((a - b).abs() < 1e-10, "{weighted:?} {repeated:?}");
         }
@@ -398,7 +399,7 @@ mod tests {
         let m = model(vec![x], y);
         let mut ws = Workspace::default();
         let ols = fit_weighted(&m, &[1.0; 30], Method::Ols, &mut ws).unwrap();
-        let hub = fit_weighted(&m, &[1.0; 30], Method::Huber { t: 1.345 }, &mut ws).unwrap();
+        let hub = fit_weighted(&m, &[1.0; 30], Method::Huber { t: HUBER_T }, &mut ws).unwrap();
         assert!(hub.converged && hub.iterations > 1);
         assert!((hub.coef[1] + 1.5).abs() < 0.005, "huber {:?}", hub.coef);
         assert!((ols.coef[1] + 1.5).abs() > 0.05, "ols {:?}", ols.coef);
