@@ -57,7 +57,7 @@ pub fn import_summaries(
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let location = format!("{source}:{}", i + 2); // header is line 1
-                                                      // Names repeat in some tables: the k-th repeat gets its own identity.
+        // Names repeat in some tables: the k-th repeat gets its own identity.
         let count = seen.entry(row.name.clone()).or_insert(0);
         *count += 1;
         let key = if *count == 1 {
