@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from _data import MPL_DIR, need
 from steplaw_db import _native
 from steplaw_db.curve import FORMS, CurveLaw, Schedule, fit_curve_law
 
 # The tests' independent references serve as the baselines here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from references import PUBLISHED, TEST, TRAIN, mpl_schedule  # noqa: E402
+from references import PUBLISHED, TEST, TRAIN, mpl_schedule
 
 TRUTH = [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62]
 
@@ -83,7 +85,7 @@ def bench(args) -> None:
     schedule = Schedule(3e-4, args.steps, args.steps // 50, "cosine", 3e-5)
     lrs = schedule.lr()
     steps = np.arange(schedule.warmup_steps, args.steps, args.every)
-    truth = CurveLaw("mpl", dict(zip(FORMS["mpl"], TRUTH)))
+    truth = CurveLaw("mpl", dict(zip(FORMS["mpl"], TRUTH, strict=True)))
     loss = truth.loss_at(lrs, steps) * np.exp(np.random.default_rng(0).normal(0, 2e-3, steps.size))
     start = [2.7, 0.5, 0.5, 300.0, 1.0, 0.5, 0.5]
     curve = [(lrs.tolist(), steps.tolist(), loss.tolist())]
@@ -101,7 +103,8 @@ def bench(args) -> None:
     print(f"objective + gradient, Rust exponential sum: {t_rust * 1e3:9.1f} ms")
     print(f"objective + gradient, Rust direct sum:      {t_direct * 1e3:9.1f} ms")
     print(
-        f"objective + gradient, numpy (authors' sum): {t_numpy * 1e3:9.1f} ms   ratio numpy / Rust: {t_numpy / t_rust:.0f}x"
+        f"objective + gradient, numpy (authors' sum): {t_numpy * 1e3:9.1f} ms   "
+        f"ratio numpy / Rust: {t_numpy / t_rust:.0f}x"
     )
 
     frame = pl.DataFrame({"step": steps, "value": loss, "lr": lrs[steps]})
@@ -112,7 +115,8 @@ def bench(args) -> None:
     print(f"fit (steplaw-db, 3 starts, L-BFGS): {t_fit:.1f} s, {evals} evaluations, converged {law.fit['converged']}")
     print(f"   fitted {law}")
     print(
-        f"numpy fit, estimated ({evals} evaluations x {t_numpy:.2f} s): {evals * t_numpy:.0f} s   ratio {evals * t_numpy / t_fit:.0f}x"
+        f"numpy fit, estimated ({evals} evaluations x {t_numpy:.2f} s): {evals * t_numpy:.0f} s   "
+        f"ratio {evals * t_numpy / t_fit:.0f}x"
     )
     if args.numpy_fit:
         from scipy.optimize import minimize
@@ -125,35 +129,35 @@ def bench(args) -> None:
         )
 
 
-MPL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multipowerlaw" / "loss_curve_repo"
+def pct(v: float) -> str:
+    return f"{100 * v:.3f}"
 
 
 def real() -> None:
     """Fit on the authors' three training curves of each size, predict the other six; the
     same with the authors' parameters; print markdown tables."""
     schedules = {n: mpl_schedule(n) for n in TRAIN + TEST}
-    pct = lambda v: f"{100 * v:.3f}"
     for size in PUBLISHED:
-        files = [MPL_DIR / f"csv_{size}" / f"{n}.csv" for n in TRAIN + TEST]
+        files = [need(MPL_DIR / f"csv_{size}" / f"{n}.csv") for n in TRAIN + TEST]
         t = time.perf_counter()
         mpl = fit_curve_law(files[:3], "mpl", schedule=schedules)
         t_mpl = time.perf_counter() - t
         ann = fit_curve_law(files[:3], "annealing", schedule=schedules)
-        pub = CurveLaw("mpl", dict(zip(FORMS["mpl"], PUBLISHED[size])))
+        pub = CurveLaw("mpl", dict(zip(FORMS["mpl"], PUBLISHED[size], strict=True)))
         curves = [
             (schedules[n].lr().tolist(), *pl.read_csv(f).select("step", "loss").to_numpy().T.tolist())
-            for n, f in zip(TRAIN, files)
+            for n, f in zip(TRAIN, files[: len(TRAIN)], strict=True)
         ]
-        curves = [(lr, [int(s) for s in st], l) for lr, st, l in curves]
+        curves = [(lr, [int(s) for s in st], loss) for lr, st, loss in curves]
         obj_pub, _ = _native.curve_objective("mpl", pub.vector, curves, 1e-3)
         e = {k: law.evaluate(files, schedules) for k, law in (("pub", pub), ("mpl", mpl), ("ann", ann))}
         print(f"\n### {size}M\n")
-        print(f"Fitted MPL ({t_mpl:.0f} s, objective {mpl.fit['objective']:.5g} vs {obj_pub:.5g} at the published parameters): "
-              + ", ".join(f"{k} {v:.4g}" for k, v in mpl.params.items()))  # fmt: skip
+        fitted = ", ".join(f"{k} {v:.4g}" for k, v in mpl.params.items())
+        objectives = f"objective {mpl.fit['objective']:.5g} vs {obj_pub:.5g} at the published parameters"
+        print(f"Fitted MPL ({t_mpl:.0f} s, {objectives}): {fitted}")
         print("Fitted annealing law (lambda 0.999): " + ", ".join(f"{k} {v:.4g}" for k, v in ann.params.items()) + "\n")
-        print(
-            "| curve | role | published MPL mean / max (%) | our MPL fit mean / max (%) | annealing fit mean / max (%) |"
-        )
+        columns = ["published MPL", "our MPL fit", "annealing fit"]
+        print("| curve | role | " + " | ".join(f"{c} mean / max (%)" for c in columns) + " |")
         print("|---|---|---|---|---|")
         for i, name in enumerate(TRAIN + TEST):
             role = "fit" if name in TRAIN else "held out"

@@ -104,7 +104,7 @@ def quadratic_numpy(x, y, z, draws, rng):
         A = np.column_stack([np.ones_like(u), u, v, u * u, u * v, v * v])
         c = np.linalg.lstsq(A, z[rows], rcond=None)[0]
         H = np.array([[2 * c[3], c[4]], [c[4], 2 * c[5]]])
-        return np.linalg.solve(H, -c[1:3]) + (x0, y0), H
+        return np.linalg.solve(H, -c[1:3]) + np.array([x0, y0]), H
 
     best = int(np.argmin(z))
     x0, y0 = x[best], y[best]
@@ -131,7 +131,7 @@ def baseline(db: sl.Store, mode: str) -> pl.DataFrame:
             pick = rel <= window
             if len(set(x[pick])) >= 3 and len(set(y[pick])) >= 3 and pick.sum() >= 6:
                 break
-        vertex, sd = quadratic_numpy(x[pick], y[pick], rel[pick], 200, rng)
+        vertex, _sd = quadratic_numpy(x[pick], y[pick], rel[pick], 200, rng)  # the sd is timed, not compared
         out.append({"N": n, "D": d, "loss_min": g["loss"].min(), "near": int((np.abs(rel) < 0.0025).sum()),
                     "lr_quad": math.exp(vertex[0])})  # fmt: skip
     return pl.DataFrame(out)
@@ -156,14 +156,14 @@ def main() -> None:
     n_points = db.runs()["n_points"].sum()
     print(f"store: {db.runs().height} runs, {n_points:,} points")
     for mode in ("robust", "steplaw"):
-        ours_t, ours = best_of(args.repeat, lambda: optima(db.final_losses(mode), method="quadratic"))
-        base_t, base = best_of(args.repeat, lambda: baseline(db, mode))
+        ours_t, ours = best_of(args.repeat, lambda m=mode: optima(db.final_losses(m), method="quadratic"))
+        base_t, base = best_of(args.repeat, lambda m=mode: baseline(db, m))
         j = ours.join(base, on=["N", "D"])
         assert (j["loss_min"] - j["loss_min_right"]).abs().max() < 1e-7, "final losses differ"
         assert (j["near_optimal"] == j["near"]).all()
         fitted = j.filter(pl.col("lr_quad").is_not_null())
         assert fitted.height and ((fitted["lr_quad"] / fitted["lr_quad_right"] - 1).abs() < 1e-6).all()
-        fl_t, _ = best_of(args.repeat, lambda: db.final_losses(mode))
+        fl_t, _ = best_of(args.repeat, lambda m=mode: db.final_losses(m))
         print(
             f"{mode:8s} steplaw-db final+optima {ours_t:.3f} s (final losses alone {fl_t:.3f} s); "
             f"numpy/scipy {base_t:.3f} s; ratio {base_t / ours_t:.1f}x"

@@ -30,15 +30,13 @@ import numpy as np
 import polars as pl
 
 import steplaw_db as sl
+from _data import STEPLAW_CSV, need, public_dense
 from steplaw_db import _native
 from steplaw_db.optima import near_optimal
 
 # The tests' independent references serve as the baselines here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from references import chinchilla_objective as scipy_objective  # noqa: E402
-
-SHARED = Path(os.environ.get("STEPLAW_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-CSV = SHARED / "steplaw" / "dense_lr_bs_loss.csv"
+from references import chinchilla_objective as scipy_objective
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -73,14 +71,15 @@ def reference_bootstrap(query, n_bootstrap: int):
 
 
 def bench_lr_bs(repeat: int) -> None:
-    final = pl.read_csv(CSV).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
+    final = public_dense()
     samples = near_optimal(final)
     sl.fit_lr_bs(samples)  # warm-up (imports, thread pool)
     ours, law = timed(lambda: sl.fit_lr_bs(samples, bootstrap=1000), repeat)
     with_selection, _ = timed(lambda: sl.fit_lr_bs(near_optimal(final), bootstrap=1000), repeat)
     c = law.coefficients()
     print(
-        f"steplaw-db fit_lr_bs, 1,000 draws: {ours * 1e3:.1f} ms (median of {repeat}); with near_optimal: {with_selection * 1e3:.1f} ms"
+        f"steplaw-db fit_lr_bs, 1,000 draws: {ours * 1e3:.1f} ms (median of {repeat}); "
+        f"with near_optimal: {with_selection * 1e3:.1f} ms"
     )
     print(f"  lr_coefN {c['lr_coefN']:.4f}  lr_coefD {c['lr_coefD']:.4f}  bs_coefD {c['bs_coefD']:.4f}")
     try:
@@ -103,7 +102,8 @@ def bench_lr_bs(repeat: int) -> None:
     base, models = timed(lambda: reference_bootstrap(query, 1000), max(1, repeat // 2))
     coef_n = np.mean([m[0].coef_[0] for m in models])
     print(
-        f"reference (pandas sample + sklearn LinearRegression x2 per draw, Pool({cpu_count()})): {base:.2f} s; lr_coefN {coef_n:.4f}"
+        f"reference (pandas sample + sklearn LinearRegression x2 per draw, Pool({cpu_count()})): {base:.2f} s; "
+        f"lr_coefN {coef_n:.4f}"
     )
     print(
         f"ratio lr/bs: {base / ours:.0f}x (target >= 200x; steplaw-db <= 20 ms: {'met' if ours <= 0.02 else 'NOT met'})"
@@ -116,12 +116,13 @@ def bench_lr_bs(repeat: int) -> None:
 def bench_chinchilla(repeat: int, scipy_starts: int) -> None:
     from scipy.optimize import minimize
 
-    final = pl.read_csv(CSV).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
+    final = public_dense()
     grid_only, law0 = timed(lambda: sl.fit_loss_law(final), repeat)
     full, law = timed(lambda: sl.fit_loss_law(final, bootstrap=1000), max(1, repeat // 2))
     print(
-        f"steplaw-db fit_loss_law: 4,500-start grid {grid_only:.2f} s; grid + 1,000 bootstrap draws {full:.2f} s on {os.cpu_count()} cores "
-        f"(target <= 30 s: {'met' if full <= 30 else 'NOT met'}); objective {law0.objective:.6e}"
+        f"steplaw-db fit_loss_law: 4,500-start grid {grid_only:.2f} s; grid + 1,000 bootstrap draws {full:.2f} s "
+        f"on {os.cpu_count()} cores (target <= 30 s: {'met' if full <= 30 else 'NOT met'}); "
+        f"objective {law0.objective:.6e}"
     )
     print(f"  {law}")
 
@@ -139,7 +140,8 @@ def bench_chinchilla(repeat: int, scipy_starts: int) -> None:
     )
     best_scipy = min(r.fun for r in results)
     print(
-        f"scipy L-BFGS-B (same objective, analytic gradient, ftol 1e-15, gtol 1e-10): {scipy_per_start * 1e3:.1f} ms per start over {len(starts)} starts; "
+        f"scipy L-BFGS-B (same objective, analytic gradient, ftol 1e-15, gtol 1e-10): "
+        f"{scipy_per_start * 1e3:.1f} ms per start over {len(starts)} starts; "
         f"best objective {best_scipy:.6e} vs steplaw-db {out['objective']:.6e} from the same starts"
     )
     ours_per_start = ours_same / len(starts)
@@ -151,8 +153,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--scipy-starts", type=int, default=100)
     args = p.parse_args()
-    if not CSV.is_file():
-        sys.exit(f"{CSV}: the public Step Law data is expected in ../shared/data")
+    need(STEPLAW_CSV)
     bench_lr_bs(args.repeat)
     print()
     bench_chinchilla(args.repeat, args.scipy_starts)

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from steplaw_db import synth
 
 # The public Step Law reader (code/log_analysis.py, extract_df) matches one regex per line:
@@ -123,7 +122,8 @@ def main() -> None:
             base_points, base_bytes = baseline_parse(data)
             base_s = time.perf_counter() - t
             print(
-                f"round {round_no}: baseline python regex parser: {base_points:,} points, {base_s:.2f} s, {base_bytes / 1e6 / base_s:.0f} MB/s"
+                f"round {round_no}: baseline python regex parser: {base_points:,} points, {base_s:.2f} s, "
+                f"{base_bytes / 1e6 / base_s:.0f} MB/s"
             )
             out = subprocess.run(
                 [sys.executable, "-c", INGEST_CHILD, str(db), str(data)], check=True, capture_output=True, text=True
@@ -131,15 +131,15 @@ def main() -> None:
             r = json.loads(out.stdout)
             assert r["points"] == base_points, (r["points"], base_points)
             mbs = r["bytes"] / 1e6 / r["seconds"]
+            times = ", ".join(f"{t:.2f}" for t in r["times"])
             print(
-                f"round {round_no}: steplaw-db ingest: {r['runs']} runs, {r['points']:,} points, {r['seconds']:.2f} s, {mbs:.0f} MB/s, "
-                f"peak RSS {r['maxrss_mb']:.0f} MB (median of {len(r['times'])}: {', '.join(f'{t:.2f}' for t in r['times'])} s)"
+                f"round {round_no}: steplaw-db ingest: {r['runs']} runs, {r['points']:,} points, {r['seconds']:.2f} s, "
+                f"{mbs:.0f} MB/s, peak RSS {r['maxrss_mb']:.0f} MB (median of {len(r['times'])}: {times} s)"
             )
             ratios.append(base_s / r["seconds"])
             print(f"round {round_no}: ratio vs baseline: {ratios[-1]:.1f}x")
-        print(
-            f"ratio vs baseline, median of {len(ratios)} rounds: {statistics.median(ratios):.1f}x (rounds: {', '.join(f'{x:.1f}' for x in ratios)})"
-        )
+        rounds = ", ".join(f"{x:.1f}" for x in ratios)
+        print(f"ratio vs baseline, median of {len(ratios)} rounds: {statistics.median(ratios):.1f}x (rounds: {rounds})")
         print(f"incremental re-ingest (all {r['again_unchanged']} unchanged): {r['again_s'] * 1000:.0f} ms")
 
         import steplaw_db as sl

@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 
 import steplaw_db as sl
+from _data import T5X_RUN
 
 # The tests' TFRecord/protobuf codec writes the benchmark's files.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from references import _CRC  # noqa: E402
-from references import fld as _fld  # noqa: E402
-from references import varint as _varint  # noqa: E402
+from references import _CRC
+from references import fld as _fld
+from references import varint as _varint
 
 
 def _mask(c: int) -> int:
@@ -65,7 +66,7 @@ def masked_crcs(bodies: list[bytes]) -> list[int]:
             c = (c >> np.uint32(8)) ^ table[(c ^ arr[:, j]) & np.uint32(0xFF)]
         c ^= np.uint32(0xFFFFFFFF)
         masked = (((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(0xA282EAD8)).astype(np.uint32)
-        for i, m in zip(idx, masked.tolist()):
+        for i, m in zip(idx, masked.tolist(), strict=True):
             result[i] = m
     return result
 
@@ -81,7 +82,7 @@ def event_file(steps: range, tags: list[str], seed: int) -> bytes:
     crcs = masked_crcs(bodies)
     headers: dict[int, bytes] = {}
     parts = []
-    for body, crc in zip(bodies, crcs):
+    for body, crc in zip(bodies, crcs, strict=True):
         n = len(body)
         if n not in headers:
             h = struct.pack("<Q", n)
@@ -164,7 +165,8 @@ def main() -> None:
     n_events, n_bytes = make_data(data, args.runs, args.steps, args.tags)
     runs = sorted(p for p in data.iterdir() if p.is_dir())
     print(
-        f"data: {len(runs)} runs, {n_events:,} events, {n_bytes / 1e6:.0f} MB at {data} (ready in {time.perf_counter() - t:.1f} s)"
+        f"data: {len(runs)} runs, {n_events:,} events, {n_bytes / 1e6:.0f} MB at {data} "
+        f"(ready in {time.perf_counter() - t:.1f} s)"
     )
     for p in data.glob("*/events.out.tfevents.*"):  # warm the page cache
         p.read_bytes()
@@ -188,14 +190,13 @@ def main() -> None:
         secs, n = result
         # The baselines keep both files' copies of the restarted steps (no restart rule).
         print(
-            f"{name}: {n:,} scalars, {secs:.2f} s, {n_events / secs / 1e6:.3f} M events/s; steplaw-db is {secs / ours:.1f}x faster"
+            f"{name}: {n:,} scalars, {secs:.2f} s, {n_events / secs / 1e6:.3f} M events/s; "
+            f"steplaw-db is {secs / ours:.1f}x faster"
         )
-    shared = Path(os.environ.get("STEPLAW_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    real = shared / "colpret" / "raw_data" / "t5_pile" / "base"
-    if real.is_dir():
-        time_real_t5x(real, args.data)
+    if T5X_RUN.is_dir():
+        time_real_t5x(T5X_RUN, args.data)
     else:
-        print(f"real T5X files: {real} not found, skipped")
+        print(f"real T5X files: {T5X_RUN} not found, skipped")
     sys.stdout.flush()
 
 
@@ -213,7 +214,8 @@ def time_real_t5x(run: Path, scratch_root: Path) -> None:
             times.append(time.perf_counter() - t)
         ours = statistics.median(times)
     print(
-        f"real T5X run ({len(files)} files, {n_bytes / 1e3:.0f} kB): steplaw-db {report.points:,} points, {ours * 1000:.1f} ms (median of 7)"
+        f"real T5X run ({len(files)} files, {n_bytes / 1e3:.0f} kB): steplaw-db {report.points:,} points, "
+        f"{ours * 1000:.1f} ms (median of 7)"
     )
     try:
         from tbparse import SummaryReader

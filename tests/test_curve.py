@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 import steplaw_db as sl
-from conftest import SHARED
 from references import PUBLISHED, TEST, TRAIN, mpl_schedule
 from steplaw_db import _native
 from steplaw_db.cli import app
@@ -23,17 +25,16 @@ from steplaw_db.curve import (
     load_curves,
     plot_curve_law,
 )
-from typer.testing import CliRunner
-
-MPL_DIR = SHARED / "multipowerlaw" / "loss_curve_repo"
 
 
-def mpl_files(size: str, names: list[str]) -> list:
-    return [MPL_DIR / f"csv_{size}" / f"{n}.csv" for n in names]
+def mpl_files(root: Path, size: str, names: list[str]) -> list[Path]:
+    """Curves of the MPL data's loss_curve_repo (conftest: ``mpl_dir``, or ``loss_curves``,
+    which is also a stand-in made from the published parameters)."""
+    return [root / f"csv_{size}" / f"{n}.csv" for n in names]
 
 
 def published(size: str) -> CurveLaw:
-    return CurveLaw("mpl", dict(zip(FORMS["mpl"], PUBLISHED[size])))
+    return CurveLaw("mpl", dict(zip(FORMS["mpl"], PUBLISHED[size], strict=True)))
 
 
 # --- plain numpy references, straight from the papers' formulas -------------------------
@@ -98,7 +99,7 @@ def test_annealing_matches_the_numpy_formula():
     steps = np.arange(3, 5000, 31)
     for lam in (0.999, 0.99):
         p = [2.5, 0.6, 0.45, 300.0]
-        law = CurveLaw("annealing", dict(zip(FORMS["annealing"], p)), lam=lam)
+        law = CurveLaw("annealing", dict(zip(FORMS["annealing"], p, strict=True)), lam=lam)
         np.testing.assert_allclose(law.loss_at(lrs, steps), annealing_numpy(p, lrs, steps, lam), rtol=1e-10)
 
 
@@ -130,47 +131,48 @@ def test_objective_and_gradient_match_numpy(form):
 # --- the real curves of the MPL paper ------------------------------------------------------
 
 
-def test_schedules_reproduce_the_logged_lr():
+def test_schedules_reproduce_the_logged_lr(mpl_dir):
     for name in TRAIN + TEST:
-        df = pl.read_csv(MPL_DIR / "csv_25" / f"{name}.csv")
+        df = pl.read_csv(mpl_dir / "csv_25" / f"{name}.csv")
         lr = mpl_schedule(name).lr(int(df["step"].max()) + 1)
         np.testing.assert_allclose(lr[df["step"].to_numpy()], df["lr"].to_numpy(), rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("size", ["25", "100", "400"])
-def test_published_parameters_reproduce_the_real_curves(size):
+def test_published_parameters_reproduce_the_real_curves(mpl_dir, size):
     """The independent check of the MPL formula: the authors' parameters must give small
     errors on all nine curves with this implementation (their paper: about 0.1-0.3%)."""
     names = TRAIN + TEST
     schedules = {n: mpl_schedule(n) for n in names}
     law = published(size)
-    exact = law.evaluate(mpl_files(size, names), schedules)
+    exact = law.evaluate(mpl_files(mpl_dir, size, names), schedules)
     assert exact["mean_rel_error"].max() < 0.003, exact
     assert exact["max_rel_error"].max() < 0.02, exact
     # The logged lr, interpolated between points (no schedule), gives nearly the same.
-    interpolated = law.evaluate(mpl_files(size, names))
+    interpolated = law.evaluate(mpl_files(mpl_dir, size, names))
     np.testing.assert_allclose(interpolated["mean_rel_error"], exact["mean_rel_error"], atol=5e-4)
     # And the predictions are the authors' formula's, to rounding.
-    c = load_curves(mpl_files(size, ["wsd_20000_24000"]), schedules)[0]
+    c = load_curves(mpl_files(mpl_dir, size, ["wsd_20000_24000"]), schedules)[0]
     np.testing.assert_allclose(law.loss_at(c.lr, c.step), mpl_numpy(PUBLISHED[size], c.lr, c.step), rtol=1e-9)
 
 
+@pytest.mark.slow  # 5-40 s each
 @pytest.mark.parametrize("size", ["25", "100", "400"])
-def test_fit_on_real_curves_predicts_the_held_out_schedules(size):
+def test_fit_on_real_curves_predicts_the_held_out_schedules(mpl_dir, size):
     """The paper's protocol: fit on three curves, predict the other six (docs/curve-laws.md)."""
     schedules = {n: mpl_schedule(n) for n in TRAIN + TEST}
-    train = mpl_files(size, TRAIN)
+    train = mpl_files(mpl_dir, size, TRAIN)
     law = fit_curve_law(train, "mpl", schedule=schedules)
     assert law.fit["converged"], law.fit
     # At least as good as the published parameters on the objective both minimise.
     curves = [c.native() for c in load_curves(train, schedules)]
     published_objective, _ = _native.curve_objective("mpl", published(size).vector, curves, 1e-3)
     assert law.fit["objective"] <= published_objective * 1.0001
-    held_out = law.evaluate(mpl_files(size, TEST), schedules)
+    held_out = law.evaluate(mpl_files(mpl_dir, size, TEST), schedules)
     assert held_out["mean_rel_error"].max() < 0.008, held_out
     assert held_out["max_rel_error"].max() < 0.015, held_out
     annealing = fit_curve_law(train, "annealing", schedule=schedules)
-    held_out = annealing.evaluate(mpl_files(size, TEST), schedules)
+    held_out = annealing.evaluate(mpl_files(mpl_dir, size, TEST), schedules)
     assert held_out["mean_rel_error"].max() < 0.006, held_out
 
 
@@ -185,7 +187,7 @@ def synthetic(law: CurveLaw, schedule: Schedule, every: int, noise: float = 0.0,
 
 
 def test_fit_recovers_mpl_parameters_from_synthetic_curves():
-    truth = CurveLaw("mpl", dict(zip(FORMS["mpl"], [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62])))
+    truth = CurveLaw("mpl", dict(zip(FORMS["mpl"], [2.8, 0.55, 0.48, 400.0, 2.0, 0.6, 0.62], strict=True)))
     train = [
         Schedule(3e-4, 8000, 400, "cosine", 3e-5),
         Schedule(3e-4, 8000, 400, "constant"),
@@ -201,7 +203,7 @@ def test_fit_recovers_mpl_parameters_from_synthetic_curves():
 
 
 def test_fit_recovers_annealing_parameters_with_noise():
-    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.6, 0.7, 0.4, 300.0])), lam=0.995)
+    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.6, 0.7, 0.4, 300.0], strict=True)), lam=0.995)
     train = [Schedule(3e-4, 6000, 200, "cosine", 3e-5), Schedule(3e-4, 6000, 200, "linear", 1e-5)]
     frames = [synthetic(truth, s, 10, noise=5e-4, seed=k) for k, s in enumerate(train)]
     law = fit_curve_law(frames, "annealing", lam=0.995)  # lr interpolated from the log
@@ -211,10 +213,10 @@ def test_fit_recovers_annealing_parameters_with_noise():
 
 
 def test_store_points_with_several_runs_make_several_curves():
-    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.6, 0.7, 0.4, 300.0])))
+    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.6, 0.7, 0.4, 300.0], strict=True)))
     schedules = [Schedule(3e-4, 3000, 100, "cosine", 3e-5), Schedule(3e-4, 3000, 100, "constant")]
     parts = []
-    for rid, s in zip((7, 3), schedules):
+    for rid, s in zip((7, 3), schedules, strict=True):
         df = synthetic(truth, s, 25)
         parts.append(df.with_columns(run_id=pl.lit(rid, pl.Int64), metric=pl.lit("loss"), tokens=pl.col("step") * 1000))
     points = pl.concat(parts).select("run_id", "metric", "step", "tokens", "value", "lr")
@@ -226,18 +228,18 @@ def test_store_points_with_several_runs_make_several_curves():
         assert law.params[name] == pytest.approx(value, rel=1e-3)
 
 
-def test_fit_from_the_store_equals_the_fit_from_the_files(tmp_path):
+def test_fit_from_the_store_equals_the_fit_from_the_files(tmp_path, loss_curves):
     """End to end: the MPL CSVs (step, lr, loss) ingested as runs, fitted from Store.points."""
     for name in TRAIN:
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
-        (run / "metrics.csv").write_text((MPL_DIR / "csv_25" / f"{name}.csv").read_text())
+        (run / "metrics.csv").write_text((loss_curves / "csv_25" / f"{name}.csv").read_text())
     db = sl.open(tmp_path / "db")
     assert db.ingest(tmp_path / "runs", name_template="{*}").ok
     ids = dict(db.runs().select("name", "run_id").iter_rows())
     points = db.points([ids[n] for n in TRAIN], metric="loss")
     from_store = fit_curve_law(points, "annealing")
-    from_files = fit_curve_law(mpl_files("25", TRAIN), "annealing")
+    from_files = fit_curve_law(mpl_files(loss_curves, "25", TRAIN), "annealing")
     for name, value in from_files.params.items():
         assert from_store.params[name] == pytest.approx(value, rel=1e-9)
     r = CliRunner().invoke(
@@ -329,22 +331,24 @@ def test_json_round_trip_and_predict(tmp_path):
     np.testing.assert_array_equal(some, by_schedule["loss"].to_numpy()[[4999, 2999, 4999]])
 
 
-def test_plot_writes_png_svg_pdf(tmp_path):
+def test_plot_writes_png_svg_pdf(tmp_path, loss_curves):
     law = published("25")
     schedules = {n: mpl_schedule(n) for n in TRAIN + TEST}
     for ext in ("png", "svg", "pdf"):
         out = tmp_path / f"curves.{ext}"
-        fig = plot_curve_law(law, mpl_files("25", TRAIN + TEST[:2]), out, schedule=schedules, fitted=TRAIN)
+        fig = plot_curve_law(
+            law, mpl_files(loss_curves, "25", [*TRAIN, *TEST[:2]]), out, schedule=schedules, fitted=TRAIN
+        )
         assert out.stat().st_size > 1000
         assert "(fit;" in fig.axes[0].get_legend().get_texts()[0].get_text()
     with pytest.raises(sl.InvalidArgumentError, match="png"):
-        plot_curve_law(law, mpl_files("25", TRAIN[:1]), tmp_path / "curves.txt")
+        plot_curve_law(law, mpl_files(loss_curves, "25", TRAIN[:1]), tmp_path / "curves.txt")
 
 
-def test_cli_fit_curve(tmp_path):
+def test_cli_fit_curve(tmp_path, loss_curves):
     out, plot = tmp_path / "law.json", tmp_path / "law.png"
-    files = [str(p) for p in mpl_files("25", TRAIN)]
-    tests = [str(p) for p in mpl_files("25", TEST[2:4])]
+    files = [str(p) for p in mpl_files(loss_curves, "25", TRAIN)]
+    tests = [str(p) for p in mpl_files(loss_curves, "25", TEST[2:4])]
     args = [
         "fit",
         "curve",
@@ -376,7 +380,7 @@ def test_cli_fit_curve(tmp_path):
 
 
 def test_fitting_only_constant_schedules_warns_that_the_drop_is_not_identifiable():
-    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.8, 0.55, 0.48, 0.5])))
+    truth = CurveLaw("annealing", dict(zip(FORMS["annealing"], [2.8, 0.55, 0.48, 0.5], strict=True)))
     constant = Schedule(3e-4, 6000, 400, "constant")
     with pytest.warns(UserWarning, match="not identifiable"):
         fit_curve_law(synthetic(truth, constant, 40), "annealing", schedule=constant)

@@ -1,6 +1,10 @@
 """The fitting engine against GUIDE.md's reference numbers and independent implementations
 (numpy least squares, scipy optimisers, statsmodels when installed), synthetic truths,
-and ill-posed designs."""
+and ill-posed designs.
+
+``final`` (conftest) is a synthetic Step Law-format table and, marked ``shared``, the public
+dense CSV: checks against independent implementations run on both; GUIDE.md's numbers take
+the public data (``dense``, ``steplaw_csv``)."""
 
 from __future__ import annotations
 
@@ -18,17 +22,15 @@ from scipy.special import huber
 from typer.testing import CliRunner
 
 import steplaw_db as sl
-from steplaw_db import _native
+from conftest import SYNTH_CELLS
+from references import chinchilla_objective
+from steplaw_db import _native, synth
 from steplaw_db.cli import app
 from steplaw_db.errors import InvalidArgumentError
 from steplaw_db.optima import near_optimal
 
-from references import chinchilla_objective
-
-
-@pytest.fixture(scope="module")
-def final(steplaw_csv) -> pl.DataFrame:
-    return pl.read_csv(steplaw_csv).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
+#: Cells of each ``dataset`` (conftest).
+CELLS = {"public": 17, "synthetic": SYNTH_CELLS}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,9 @@ def _design(samples: pl.DataFrame, on: tuple[str, ...]) -> np.ndarray:
 # --------------------------------------------------------------------------- reference procedure
 
 
-def test_reference_procedure_reproduces_the_guide(samples, reference):
+def test_reference_procedure_reproduces_the_guide(dense):
+    samples = near_optimal(dense, by=("N", "D"), threshold=0.0025, loss="loss")
+    reference = sl.fit_lr_bs(samples)
     assert len(samples) == 129
     coef = reference.coefficients()
     assert coef["lr_coefN"] == pytest.approx(-0.768, abs=0.01)
@@ -57,7 +61,7 @@ def test_reference_procedure_reproduces_the_guide(samples, reference):
     # lr = exp(4.37) ..., bs = exp(-1.58) ...: intercepts move ~20x the exponents' spread.
     assert coef["lr_intercept"] == pytest.approx(4.37, abs=0.1)
     assert coef["bs_intercept"] == pytest.approx(-1.58, abs=0.1)
-    sd = dict(zip(reference.to_polars()["name"], reference.to_polars()["sd"]))
+    sd = dict(zip(reference.to_polars()["name"], reference.to_polars()["sd"], strict=True))
     assert sd["lr_coefN"] == pytest.approx(0.05, abs=0.012)
     assert sd["lr_coefD"] == pytest.approx(0.03, abs=0.008)
     assert sd["bs_coefD"] == pytest.approx(0.04, abs=0.01)
@@ -66,9 +70,21 @@ def test_reference_procedure_reproduces_the_guide(samples, reference):
     assert reference.samples.columns == ["lr_intercept", "lr_coefN", "lr_coefD", "bs_intercept", "bs_coefD"]
 
 
+def test_reference_procedure_recovers_the_synthetic_truth(synthetic_dense):
+    samples = near_optimal(synthetic_dense, by=("N", "D"), threshold=0.0025, loss="loss")
+    assert samples.select("N", "D").n_unique() == SYNTH_CELLS
+    law = sl.fit_lr_bs(samples)
+    assert law.info["samples"] == len(samples) and law.info["cells"] == SYNTH_CELLS
+    truth = {"lr_coefN": synth.LR_EXP_N, "lr_coefD": synth.LR_EXP_D, "bs_coefD": synth.BS_EXP_D}
+    table = law.to_polars()
+    for row in table.filter(pl.col("name").is_in(list(truth))).iter_rows(named=True):
+        assert row["estimate"] == pytest.approx(truth[row["name"]], abs=0.05), row
+        assert row["lo"] < truth[row["name"]] < row["hi"], row
+
+
 @pytest.mark.parametrize(("threshold", "d_exponent"), [(0.001, 0.205), (0.01, 0.133)])
-def test_the_fit_moves_with_the_threshold_as_the_guide_says(final, threshold, d_exponent):
-    law = sl.fit_lr_bs(near_optimal(final, threshold=threshold), bootstrap=200)
+def test_the_fit_moves_with_the_threshold_as_the_guide_says(dense, threshold, d_exponent):
+    law = sl.fit_lr_bs(near_optimal(dense, threshold=threshold), bootstrap=200)
     assert law.coefficients()["lr_coefD"] == pytest.approx(d_exponent, abs=0.005)
 
 
@@ -118,17 +134,7 @@ def _huber_objective_fit(X: np.ndarray, y: np.ndarray, scale: float, t: float, s
     return minimize(obj, start, jac=True, method="BFGS", options={"gtol": 1e-12}).x
 
 
-@pytest.mark.parametrize("data", ["public", "outliers"])
-def test_huber_matches_an_independent_minimiser(samples, data):
-    if data == "public":
-        frame = samples
-    else:
-        rng = np.random.default_rng(3)
-        n = np.exp(rng.uniform(19, 22, 60))
-        d = np.exp(rng.uniform(22, 26, 60))
-        lr = np.exp(4.0 - 0.75 * np.log(n) + 0.2 * np.log(d) + rng.normal(0, 0.05, 60))
-        lr[:6] *= 8  # gross outliers
-        frame = pl.DataFrame({"N": n, "D": d, "lr": lr, "bs_tokens": np.full(60, 1e6)})
+def _check_huber_against_an_independent_minimiser(frame: pl.DataFrame) -> sl.HparamLaw:
     law = sl.fit_lr_bs(frame, bs_on=None, method="huber", bootstrap=0)
     X = _design(frame, ("N", "D"))
     y = np.log(frame["lr"].to_numpy())
@@ -144,9 +150,23 @@ def test_huber_matches_an_independent_minimiser(samples, data):
     assert law.lr.scale == pytest.approx(np.median(np.abs(r)) / 0.6744897501960817, rel=1e-6)
     ref = _huber_objective_fit(X, y, law.lr.scale, 1.345, np.linalg.lstsq(X, y, rcond=None)[0])
     np.testing.assert_allclose(law.lr.coef, ref, rtol=1e-6, atol=1e-6)
-    if data == "outliers":
-        ols = sl.fit_lr_bs(frame, bs_on=None, bootstrap=0)
-        assert abs(law.lr.coef[1] + 0.75) < 0.01 and abs(ols.lr.coef[1] + 0.75) > 0.1
+    return law
+
+
+def test_huber_matches_an_independent_minimiser(samples):
+    _check_huber_against_an_independent_minimiser(samples)
+
+
+def test_huber_matches_an_independent_minimiser_with_gross_outliers():
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(19, 22, 60))
+    d = np.exp(rng.uniform(22, 26, 60))
+    lr = np.exp(4.0 - 0.75 * np.log(n) + 0.2 * np.log(d) + rng.normal(0, 0.05, 60))
+    lr[:6] *= 8  # gross outliers
+    frame = pl.DataFrame({"N": n, "D": d, "lr": lr, "bs_tokens": np.full(60, 1e6)})
+    law = _check_huber_against_an_independent_minimiser(frame)
+    ols = sl.fit_lr_bs(frame, bs_on=None, bootstrap=0)
+    assert abs(law.lr.coef[1] + 0.75) < 0.01 and abs(ols.lr.coef[1] + 0.75) > 0.1
 
 
 def test_compute_as_regressor_recovers_a_synthetic_law():
@@ -178,11 +198,12 @@ def test_bootstrap_is_deterministic_per_seed(samples):
     assert not a.samples.equals(c.samples)
 
 
-def test_bootstrap_is_the_same_whatever_the_thread_count(steplaw_csv, tmp_path):
+def test_bootstrap_is_the_same_whatever_the_thread_count(final, tmp_path):
+    final.write_parquet(tmp_path / "final.parquet")
     script = (
         "import sys, polars as pl, steplaw_db as sl\n"
         "from steplaw_db.optima import near_optimal\n"
-        f"f = pl.read_csv({str(steplaw_csv)!r}).with_columns(loss=pl.col('smooth loss'), bs_tokens=pl.col('bs') * 2048)\n"
+        f"f = pl.read_parquet({str(tmp_path / 'final.parquet')!r})\n"
         "for resample in ('rows', 'cells'):\n"
         "    law = sl.fit_lr_bs(near_optimal(f), method='huber', bootstrap=400, resample=resample, seed=3)\n"
         "    law.samples.write_csv(sys.argv[1] + resample)\n"
@@ -201,7 +222,12 @@ def test_cell_bootstrap_equals_row_bootstrap_with_one_sample_per_cell(samples):
     rows = sl.fit_lr_bs(one_per_cell, bootstrap=200, resample="rows", seed=5)
     cells = sl.fit_lr_bs(one_per_cell, bootstrap=200, resample="cells", seed=5)
     assert rows.samples.equals(cells.samples)
-    # ...and resampling cells of the many-sample frame is a different, wider bootstrap.
+
+
+def test_cell_bootstrap_is_wider_on_the_public_cells(dense):
+    # Resampling cells of the many-sample frame is a different, wider bootstrap: the public
+    # cells' near-optimal samples are correlated within a cell (in synthetic data they are not).
+    samples = near_optimal(dense, by=("N", "D"), threshold=0.0025, loss="loss")
     wide = sl.fit_lr_bs(samples, bootstrap=500, resample="cells", seed=5).to_polars()
     narrow = sl.fit_lr_bs(samples, bootstrap=500, resample="rows", seed=5).to_polars()
     assert wide["sd"][1] > narrow["sd"][1]
@@ -255,7 +281,7 @@ def test_save_and_load_round_trip(reference, tmp_path):
 
 def test_one_n_only_is_refused(samples):
     one_n = samples.filter(pl.col("N") == samples["N"].min())
-    with pytest.raises(InvalidArgumentError, match="same N.*not identifiable"):
+    with pytest.raises(InvalidArgumentError, match=r"same N.*not identifiable"):
         sl.fit_lr_bs(one_n)
     # Without N among the regressors the same rows can be fitted, with a warning: 4 cells.
     with pytest.warns(UserWarning, match="only 4 cells"):
@@ -292,8 +318,8 @@ def test_bad_inputs_are_refused(samples):
 # --------------------------------------------------------------------------- evaluation
 
 
-def test_step_law_nearest_grid_median_on_the_public_cells(final):
-    rows = sl.evaluate(sl.laws.step_law(), final)
+def test_step_law_nearest_grid_median_on_the_public_cells(dense):
+    rows = sl.evaluate(sl.laws.step_law(), dense)
     assert len(rows) == 17
     assert rows["rel_error"].median() * 100 == pytest.approx(0.067, abs=0.003)
     assert (rows["rel_error"] >= 0).all()
@@ -380,6 +406,7 @@ def test_chinchilla_objective_and_gradient_match_a_numpy_implementation(final):
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.slow  # scipy: 7-35 s on 2 busy cores
 def test_chinchilla_fit_agrees_with_scipy_lbfgsb_from_the_same_starts(final):
     cells = final.sort("loss").unique(subset=["N", "D"], keep="first")
     N, D, L = (cells[c].cast(pl.Float64).to_numpy() for c in ("N", "D", "loss"))
@@ -421,9 +448,9 @@ def test_chinchilla_bootstrap_intervals_cover_a_noisy_truth():
     assert again.samples.equals(law.samples)
 
 
-def test_loss_law_reduces_cells_to_their_best_run_and_round_trips(final, tmp_path):
+def test_loss_law_reduces_cells_to_their_best_run_and_round_trips(final, dataset, tmp_path):
     law = sl.fit_loss_law(final)
-    assert law.info["points"] == 17
+    assert law.info["points"] == CELLS[dataset]
     p = law.predict(N=[2.1e8], D=[1e11], interval=None)
     best = final.filter((pl.col("N") == 214663680) & (pl.col("D") == 100000000000))["loss"].min()
     assert p["loss"][0] == pytest.approx(best, rel=0.01)
@@ -489,3 +516,38 @@ def test_cli_reads_the_store_without_input(steplaw_csv, tmp_path):
     assert "129 near-optimal samples" in r.output and "17 cells" in r.output
     r = runner.invoke(app, ["--db", str(db), "evaluate", "--law", "step-law"])
     assert r.exit_code == 0 and "0.0669" in r.output, r.output
+
+
+def test_cli_fit_and_evaluate_a_synthetic_table_from_the_file_and_from_the_store(
+    synthetic_csv, synthetic_dense, tmp_path
+):
+    runner = CliRunner()
+    near = near_optimal(synthetic_dense).height
+    out = tmp_path / "law.json"
+    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--bootstrap", "200", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
+    assert sl.HparamLaw.load(out).coefficients()["lr_coefN"] == pytest.approx(synth.LR_EXP_N, abs=0.05)
+    r = runner.invoke(
+        app, ["evaluate", "--input", str(synthetic_csv), "--law", f"step-law,{out}", "-o", str(tmp_path / "ev.csv")]
+    )
+    assert r.exit_code == 0, r.output
+    rows = pl.read_csv(tmp_path / "ev.csv")
+    assert set(rows["law"]) == {"step-law", "fitted"} and rows.height == 2 * SYNTH_CELLS
+    assert rows.sort("law", "N", "D").equals(
+        sl.evaluate({"step-law": "step-law", "fitted": sl.HparamLaw.load(out)}, synthetic_dense)
+        .select(rows.columns)
+        .sort("law", "N", "D"),
+    )
+    r = runner.invoke(app, ["fit", "loss", "--input", str(synthetic_csv), "-o", str(tmp_path / "loss.json")])
+    assert r.exit_code == 0, r.output
+    assert f"{SYNTH_CELLS} cells" in r.output and "4500 starts" in r.output
+    assert sl.LossLaw.load(tmp_path / "loss.json").params["E"] == pytest.approx(synth.LOSS_E, rel=0.05)
+    # The same table imported into a store: the same samples and cells without --input.
+    db = tmp_path / "db"
+    assert runner.invoke(app, ["--db", str(db), "import-table", str(synthetic_csv)]).exit_code == 0
+    r = runner.invoke(app, ["--db", str(db), "fit", "lr-bs", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
+    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--method", "nope"])
+    assert r.exit_code == 2 and "unknown regression method" in r.output

@@ -240,7 +240,7 @@ def test_incremental_reingest_skips_unchanged_and_replaces_grown(tmp_path):
     assert sorted(runs["status"].to_list()) == ["complete", "complete"]
     assert db.points().height == 30
     forced = db.ingest(tmp_path / "runs", force=True)
-    assert forced.unchanged == 0 and forced.updated == 0 or forced.updated + forced.unchanged == 2
+    assert (forced.unchanged == 0 and forced.updated == 0) or forced.updated + forced.unchanged == 2
     assert db.points().height == 30
 
 
@@ -298,12 +298,12 @@ def test_many_extra_metrics_from_text_logs(tmp_path):
     names = ["grad norm"] + [f"m{k}" for k in range(10)]
     assert db.ingest(tmp_path / "runs", metrics=names).ok
     stored = db.points(metric=None).group_by("metric").agg(pl.col("value").first(), pl.len())
-    got = dict(zip(stored["metric"], stored["value"]))
+    got = dict(zip(stored["metric"], stored["value"], strict=True))
     assert got == {"loss": pytest.approx(2.9), "grad norm": 0.412, **{f"m{k}": k + 0.5 for k in range(10)}}
     assert (stored["len"] == 3).all()
 
 
-def test_several_metric_tables_in_one_directory_are_several_runs(tmp_path, steplaw_csv):
+def test_several_metric_tables_in_one_directory_are_several_runs(tmp_path):
     sweep = tmp_path / "runs" / "sweep"
     sweep.mkdir(parents=True)
     for name, scale in [("a", 1.0), ("b", 2.0), ("c", 3.0)]:
@@ -325,8 +325,8 @@ def test_several_metric_tables_in_one_directory_are_several_runs(tmp_path, stepl
     assert sorted(both["metric"].unique()) == ["loss", "val_loss"]
 
 
-def test_real_multipowerlaw_directory_gives_one_run_per_schedule(tmp_path, steplaw_csv):
-    mpl = steplaw_csv.parents[1] / "multipowerlaw" / "loss_curve_repo" / "csv_25"
+def test_multipowerlaw_directory_gives_one_run_per_schedule(tmp_path, loss_curves):
+    mpl = loss_curves / "csv_25"
     db = sl.open(tmp_path / "db")
     report = db.ingest(mpl)
     assert report.ok and report.added == 9, report.summary()

@@ -13,17 +13,6 @@ import steplaw_db as sl
 from steplaw_db.cli import app
 from steplaw_db.errors import InvalidArgumentError
 
-from conftest import SHARED
-
-BOOTSTRAP_FILE = SHARED / "steplaw" / "1004_fitted_lr_bs_scaling_model_parameters.csv"
-
-
-@pytest.fixture(scope="module")
-def bootstrap_file():
-    if not BOOTSTRAP_FILE.is_file():
-        raise FileNotFoundError(f"{BOOTSTRAP_FILE}: the public Step Law data is expected in ../shared/data")
-    return BOOTSTRAP_FILE
-
 
 def test_step_law_answer_matches_the_public_tool():
     row = sl.laws.step_law().predict(N=7e9, D=1.4e12, seq_len=2048).row(0, named=True)
@@ -32,8 +21,8 @@ def test_step_law_answer_matches_the_public_tool():
     assert f"{row['bs']:.1f}" == "2439.9"
 
 
-def test_shipped_means_are_the_public_files_means(bootstrap_file):
-    means = pl.read_csv(bootstrap_file).mean().row(0, named=True)
+def test_shipped_means_are_the_public_files_means(steplaw_bootstrap_csv):
+    means = pl.read_csv(steplaw_bootstrap_csv).mean().row(0, named=True)
     for k, v in sl.laws.STEP_LAW_MEANS.items():
         assert v == pytest.approx(means[k], rel=1e-12, abs=1e-15), k
     # ... and GUIDE.md's six-digit figures, and the rounded law 1.79 N^-0.713 D^0.307, 0.58 D^0.571.
@@ -51,8 +40,8 @@ def test_shipped_means_are_the_public_files_means(bootstrap_file):
     assert math.exp(law.bs.coef[0]) == pytest.approx(0.58, abs=0.005)
 
 
-def test_step_law_from_its_bootstrap_file(bootstrap_file):
-    law = sl.laws.step_law(bootstrap_file)
+def test_step_law_from_its_bootstrap_file(steplaw_bootstrap_csv):
+    law = sl.laws.step_law(steplaw_bootstrap_csv)
     assert law.samples.shape == (1000, 5)
     for k, v in law.coefficients().items():
         assert v == pytest.approx(sl.laws.STEP_LAW_MEANS[k], rel=1e-12), k
@@ -62,6 +51,29 @@ def test_step_law_from_its_bootstrap_file(bootstrap_file):
     assert p["bs_tokens_lo"] < p["bs_tokens"] < p["bs_tokens_hi"]
     with pytest.raises(InvalidArgumentError, match="not a Step Law bootstrap file"):
         sl.laws.step_law(pl.DataFrame({"a": [1.0]}))
+
+
+def test_step_law_from_a_file_of_bootstrap_draws(tmp_path):
+    """A file in the public bootstrap file's format, made here: 1,000 draws around the means."""
+    rng = np.random.default_rng(4)
+    sd = {"lr_intercept": 0.3, "lr_coefN": 0.02, "lr_coefD": 0.015, "bs_intercept": 0.4, "bs_coefD": 0.02}
+    draws = pl.DataFrame({k: v + sd[k] * rng.standard_normal(1000) for k, v in sl.laws.STEP_LAW_MEANS.items()})
+    path = tmp_path / "draws.csv"
+    draws.write_csv(path)
+    law = sl.laws.step_law(path)
+    assert law.samples.shape == (1000, 5) and law.name == "step-law"
+    means = pl.read_csv(path).mean().row(0, named=True)
+    for k, v in law.coefficients().items():
+        assert v == pytest.approx(means[k], rel=1e-12), k
+    c = law.coefficients()
+    p = law.predict(N=7e9, D=1.4e12, seq_len=2048).row(0, named=True)
+    assert p["lr"] == pytest.approx(math.exp(c["lr_intercept"]) * 7e9 ** c["lr_coefN"] * 1.4e12 ** c["lr_coefD"])
+    assert p["bs_tokens"] == pytest.approx(math.exp(c["bs_intercept"]) * 1.4e12 ** c["bs_coefD"])
+    assert p["lr_lo"] < p["lr"] < p["lr_hi"]
+    assert p["bs_tokens_lo"] < p["bs_tokens"] < p["bs_tokens_hi"]
+    assert sl.laws.step_law(draws).coefficients() == pytest.approx(c, rel=1e-12)  # a frame as well as a path
+    with pytest.raises(InvalidArgumentError, match="not a Step Law bootstrap file"):
+        sl.laws.step_law(draws.drop("bs_coefD"))
 
 
 def test_every_law_documents_itself():
@@ -75,7 +87,7 @@ def test_every_law_documents_itself():
         assert law.source and law.inputs and law.gives and law.describe()
     table = sl.laws.describe_all()
     assert table.columns == ["law", "formula", "inputs", "gives", "source", "notes"]
-    assert dict(zip(table["law"], table["inputs"]))["openai"] == "N, loss"
+    assert dict(zip(table["law"], table["inputs"], strict=True))["openai"] == "N, loss"
 
 
 def test_formulas_of_the_other_laws():

@@ -11,17 +11,14 @@ from scipy.ndimage import gaussian_filter1d
 from typer.testing import CliRunner
 
 import steplaw_db as sl
-from steplaw_db.optima import landscape, near_optimal, optima, snap_levels
+from conftest import SYNTH_BS_LEVELS, SYNTH_CELLS, SYNTH_LR_LEVELS, SYNTH_ROWS
 from steplaw_db import synth
 from steplaw_db.cli import app
+from steplaw_db.optima import landscape, near_optimal, optima, snap_levels
 
 ONE_CELL = [(960, 9368, 15, 7, 2e10)]
-
-
-@pytest.fixture(scope="module")
-def dense(steplaw_csv) -> pl.DataFrame:
-    """The public dense CSV as a final-loss frame (their smoothed loss)."""
-    return pl.read_csv(steplaw_csv).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
+#: Runs of each ``dataset`` (conftest).
+ROWS = {"public": 1911, "synthetic": SYNTH_ROWS}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +48,7 @@ def test_steplaw_mode_equals_scipy(tmp_path, entries):
     run.mkdir(parents=True)
     steps = np.arange(1, entries + 1) * 10
     loss = 2.5 + 3.0 / np.sqrt(steps) + 0.02 * rng.standard_normal(entries)
-    (run / "m.csv").write_text("step,loss\n" + "".join(f"{s},{float(v)!r}\n" for s, v in zip(steps, loss)))
+    (run / "m.csv").write_text("step,loss\n" + "".join(f"{s},{float(v)!r}\n" for s, v in zip(steps, loss, strict=True)))
     db = sl.open(tmp_path / "db")
     assert db.ingest(tmp_path / "runs").ok
     got = db.final_losses("steplaw")
@@ -64,7 +61,7 @@ def test_modes_and_budgets(tmp_path):
     run.mkdir(parents=True)
     steps = np.arange(1, 1001)
     loss = 3.0 - 1e-4 * steps  # a straight line: every unbiased mode reads it exactly
-    (run / "m.csv").write_text("step,loss\n" + "".join(f"{s},{float(v)!r}\n" for s, v in zip(steps, loss)))
+    (run / "m.csv").write_text("step,loss\n" + "".join(f"{s},{float(v)!r}\n" for s, v in zip(steps, loss, strict=True)))
     db = sl.open(tmp_path / "db")
     db.ingest(tmp_path / "runs", set=["bs=2", "seq_len=8", "steps=1000"])
     assert db.final_losses()["loss"].item() == pytest.approx(2.9, abs=1e-12)
@@ -101,12 +98,13 @@ def test_default_beats_steplaw_on_noisy_curves_with_known_truth(swept):
     assert err["robust"] < 0.5 * err["steplaw"], err
 
 
-def test_summary_only_runs_use_imported_smooth_loss(tmp_path, steplaw_csv, dense):
+def test_summary_only_runs_use_imported_smooth_loss(tmp_path, final_csv, final, dataset):
     db = sl.open(tmp_path / "db")
-    db.import_table(steplaw_csv)
+    db.import_table(final_csv)
     f = db.final_losses()
-    assert f.height == 1911 and (f["origin"] == "imported").all()
-    j = f.join(dense.select(pl.col("exp_name").alias("name"), pl.col("loss").alias("csv")), on="name")
+    assert f.height == ROWS[dataset] and (f["origin"] == "imported").all()
+    j = f.join(final.select(pl.col("exp_name").alias("name"), pl.col("loss").alias("csv")), on="name")
+    assert j.height == f.height
     assert (j["loss"] - j["csv"]).abs().max() < 1e-12
     assert db.final_losses(at=100).height == 0  # no curve: no loss at an earlier budget
 
@@ -135,6 +133,20 @@ def test_public_dense_cells(dense):
     assert cells["lr_levels"].max() == 12
     assert cells.filter(pl.col("runs") == 47)["lr_levels"].item() == 5
     # the plateau widens with the band
+    assert (cells["lr_hi_1%"] / cells["lr_lo_1%"] >= cells["lr_hi_0.25%"] / cells["lr_lo_0.25%"]).all()
+
+
+def test_synthetic_cells(synthetic_dense):
+    cells = optima(synthetic_dense)
+    assert cells.height == SYNTH_CELLS
+    assert (cells["runs"] == SYNTH_LR_LEVELS * SYNTH_BS_LEVELS).all()
+    assert (cells["lr_levels"] == SYNTH_LR_LEVELS).all()
+    plain = synthetic_dense.group_by("N", "D").agg(pl.col("loss").min().alias("plain")).sort("N", "D")
+    assert (cells.sort("N", "D")["loss_min"] - plain["plain"]).abs().max() == 0
+    assert cells["near_optimal"].sum() == near_optimal(synthetic_dense, threshold=0.0025).height
+    # the grid optimum is a grid point next to the true optimum (the grid is in half-octaves)
+    for row in cells.iter_rows(named=True):
+        assert abs(math.log(row["lr_grid"] / synth.TRUTH.lr_opt(row["N"], row["D"]))) < 1.5 * math.log(2), row
     assert (cells["lr_hi_1%"] / cells["lr_lo_1%"] >= cells["lr_hi_0.25%"] / cells["lr_lo_0.25%"]).all()
 
 
@@ -204,24 +216,29 @@ def test_flags_edge_and_not_convex():
     assert "not-convex" in cell["flags"] and "bs-edge" in cell["flags"] and not cell["convex"]
 
 
-def test_landscape(dense):
+#: The cell N=214663680, D=1e11 of each ``dataset``: lr levels x batch levels.
+LANDSCAPE_GRID = {"public": (12, 10), "synthetic": (SYNTH_LR_LEVELS, SYNTH_BS_LEVELS)}
+
+
+def test_landscape(final, dataset):
+    n_lr, n_bs = LANDSCAPE_GRID[dataset]
     cell = {"N": 214663680, "D": 100_000_000_000}
-    long = landscape(dense, cell)
-    assert long.height == 120 and long["rel_loss"].min() == 0
-    assert long["lr_level"].max() == 11 and long["bs_level"].max() == 9
-    wide = landscape(dense, cell, wide=True)
-    assert wide.height == 12 and wide.width == 11
+    long = landscape(final, cell)
+    assert long.height == {"public": 120, "synthetic": n_lr * n_bs}[dataset] and long["rel_loss"].min() == 0
+    assert long["lr_level"].max() == n_lr - 1 and long["bs_level"].max() == n_bs - 1
+    wide = landscape(final, cell, wide=True)
+    assert wide.height == n_lr and wide.width == n_bs + 1
     with pytest.raises(sl.InvalidArgumentError, match="no runs"):
-        landscape(dense, {"N": 1, "D": 1})
+        landscape(final, {"N": 1, "D": 1})
 
 
-def test_bad_frames_raise_clear_errors(dense):
+def test_bad_frames_raise_clear_errors(final):
     with pytest.raises(sl.InvalidArgumentError, match="loss"):
-        optima(dense.drop("loss"))
+        optima(final.drop("loss"))
     with pytest.raises(sl.InvalidArgumentError, match="method"):
-        optima(dense, method="cubic")
+        optima(final, method="cubic")
     with pytest.raises(sl.InvalidArgumentError, match="no usable runs"):
-        optima(dense.with_columns(loss=pl.lit(float("nan"))))
+        optima(final.with_columns(loss=pl.lit(float("nan"))))
 
 
 # -- CLI ------------------------------------------------------------------------------------

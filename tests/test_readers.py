@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import struct
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import steplaw_db as sl
-from conftest import SHARED
 from references import fld, masked, varint
-
-COLPRET = SHARED / "colpret" / "raw_data"
-T5X_RUN = COLPRET / "t5_pile" / "base"
-OLMO = COLPRET / "OLMO"
-MULTIPOWER = SHARED / "multipowerlaw" / "loss_curve_repo"
+from steplaw_db.errors import SteplawError
 
 
 def need(path: Path) -> Path:
@@ -110,7 +109,7 @@ def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
 
 def _tensor_scalar(buf: bytes) -> float | None:
     dtype, dims, content, vals = 0, [], b"", []
-    for n, wire, v in _fields(buf):
+    for n, _wire, v in _fields(buf):
         if n == 1:
             dtype = v
         elif n == 2:
@@ -185,7 +184,7 @@ def later_wins(files: list[Path], prefix: str = "") -> dict[str, dict[int, float
 def points_of(db: sl.Store, name: str) -> dict[str, dict[int, float]]:
     run_id = db.runs().filter(pl.col("name") == name)["run_id"].item()
     df = db.points(run_id, metric=None)
-    return {m: dict(zip(g["step"].to_list(), g["value"].to_list())) for (m,), g in df.group_by("metric")}
+    return {m: dict(zip(g["step"].to_list(), g["value"].to_list(), strict=True)) for (m,), g in df.group_by("metric")}
 
 
 # -- TensorBoard: bad input first -----------------------------------------------------------
@@ -270,9 +269,9 @@ def test_tensorboard_every_point_is_kept_and_restarts_later_file_wins(tmp_path):
     df = db.points(db.runs()["run_id"].item())
     expected = later_wins(sorted(run.iterdir()))
     assert df.height == len(expected["train/loss"]) == 19_999 + 1_001
-    assert dict(zip(df["step"].to_list(), df["value"].to_list())) == expected["train/loss"]
+    assert dict(zip(df["step"].to_list(), df["value"].to_list(), strict=True)) == expected["train/loss"]
     # the learning rate is joined to the loss by step (float32 as written)
-    lr = dict(zip(df["step"].to_list(), df["lr"].to_list()))
+    lr = dict(zip(df["step"].to_list(), df["lr"].to_list(), strict=True))
     assert lr[19_999] == pytest.approx(1e-3) and lr[20_000] == pytest.approx(5e-4)
     assert db.runs()["final_loss"].item() == pytest.approx(1.0 / 30_000)
 
@@ -309,8 +308,8 @@ def test_tensorboard_eval_directory_gives_val_loss_never_mixed_into_loss(tmp_pat
     assert pts["val_loss"] == pytest.approx({s: 3.5 - s / 10 for s in range(5)})
 
 
-def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path):
-    run = need(T5X_RUN)
+def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path, colpret_dir):
+    run = need(colpret_dir / "t5_pile" / "base")
     db = sl.open(tmp_path / "db")
     report = db.ingest(run)
     names = db.runs()["name"].to_list()
@@ -419,7 +418,7 @@ def test_hf_truncated_state_fails_its_run_only_naming_the_line(tmp_path):
 def test_hf_loss_and_eval_entries_apart_with_the_shape_from_config(tmp_path):
     out = tmp_path / "runs" / "llama-60m"
     # The Trainer's output directory: checkpoints, each with the history so far, and config.json.
-    for n, step in [(1, 50), (2, 100)]:
+    for step in (50, 100):
         ckpt = out / f"checkpoint-{step}"
         ckpt.mkdir(parents=True)
         (ckpt / "trainer_state.json").write_text(json.dumps(trainer_state(n_train=step // 10, nan_at=None), indent=2))
@@ -560,7 +559,8 @@ def test_nanogpt_bad_lines_are_counted_and_a_code_only_file_fails(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
     (run / "train.log").write_text(
-        "iter 0: loss 4.5000, time 1.00ms\niter 10: loss 4.4x00, time 1.00ms\niter 20: loss 4.3000, time 1.00ms\niter 30: loss 4.2"
+        "iter 0: loss 4.5000, time 1.00ms\niter 10: loss 4.4x00, time 1.00ms\n"
+        "iter 20: loss 4.3000, time 1.00ms\niter 30: loss 4.2"
     )
     code_only = tmp_path / "runs" / "code"
     code_only.mkdir()
@@ -596,8 +596,9 @@ def chart_columns(path: Path) -> dict[str, dict[str, dict[int, float]]]:
     return out
 
 
-def test_wandb_chart_exports_real_olmo_files_one_run_per_wandb_run(tmp_path):
-    files = sorted(need(OLMO).glob("wandb_export_*.csv"))
+def test_wandb_chart_exports_real_olmo_files_one_run_per_wandb_run(tmp_path, colpret_dir):
+    olmo = need(colpret_dir / "OLMO")
+    files = sorted(olmo.glob("wandb_export_*.csv"))
     assert len(files) == 2
     expected: dict[str, dict[str, dict[int, float]]] = {}
     for f in files:
@@ -606,7 +607,7 @@ def test_wandb_chart_exports_real_olmo_files_one_run_per_wandb_run(tmp_path):
     expected = {r: {m: p for m, p in ms.items() if p} for r, ms in expected.items()}
     expected = {r: ms for r, ms in expected.items() if ms}
     db = sl.open(tmp_path / "db")
-    report = db.ingest(OLMO)
+    report = db.ingest(olmo)
     assert report.ok and report.malformed_lines == 0, report
     runs = db.runs()
     assert sorted(runs["name"].to_list()) == sorted(expected) and len(expected) == 36
@@ -627,7 +628,7 @@ def test_wandb_chart_export_with_train_and_eval_loss(tmp_path):
     rows = [",".join(header)]
     for step in range(0, 1000, 100):
         cells = [f'"{step}"']
-        for k, r in enumerate(runs):
+        for k in range(len(runs)):
             train = f"{3.0 - step / 1000 + k:.3f}"
             ev = f"{3.2 - step / 1000 + k:.3f}" if step % 500 == 0 else ""
             cells += [f'"{train}"'] * 3 + [f'"{ev}"'] * 3 + [f'"{1e-3 * (1 - step / 1000):.6f}"'] * 3
@@ -657,7 +658,8 @@ def test_wandb_history_export_long_csv_with_step_and_empty_cells(tmp_path):
         rows.append(f"{s},{s * 1.5},{1.7e9 + s},{train},{lr},{ev},{s}")
     (run / "history.csv").write_text("\n".join(rows) + "\n")
     (run / "config.yaml").write_text(
-        "wandb_version: 1\nlearning_rate:\n  desc: null\n  value: 0.0003\nglobal_batch_size:\n  desc: null\n  value: 256\n"
+        "wandb_version: 1\nlearning_rate:\n  desc: null\n  value: 0.0003\n"
+        "global_batch_size:\n  desc: null\n  value: 256\n"
     )
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
@@ -669,13 +671,13 @@ def test_wandb_history_export_long_csv_with_step_and_empty_cells(tmp_path):
     assert (row["lr"], row["bs"]) == (3e-4, 256)  # from W&B's wrapped config values
 
 
-def test_real_multipowerlaw_csv_with_an_lr_column(tmp_path):
-    files = sorted(need(MULTIPOWER / "csv_100").glob("*.csv"))
+def test_multipowerlaw_csv_with_an_lr_column(tmp_path, loss_curves):
+    files = sorted(need(loss_curves / "csv_100").glob("*.csv"))
     assert len(files) == 9
     db = sl.open(tmp_path / "db")
     report = db.ingest(files)
     assert report.ok and report.runs_found == 9, report
-    ref = pl.read_csv(MULTIPOWER / "csv_100" / "cosine_24000.csv")
+    ref = pl.read_csv(loss_curves / "csv_100" / "cosine_24000.csv")
     got = db.points(db.runs().filter(pl.col("name") == "cosine_24000")["run_id"].item())
     assert got["step"].to_list() == ref["step"].to_list()
     assert got["value"].to_list() == ref["loss"].to_list()
@@ -683,13 +685,6 @@ def test_real_multipowerlaw_csv_with_an_lr_column(tmp_path):
 
 
 # -- no input crashes or hangs a reader (hypothesis) ----------------------------------------
-
-from datetime import timedelta  # noqa: E402
-import tempfile  # noqa: E402
-
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from steplaw_db.errors import SteplawError  # noqa: E402
 
 _VALID_EVENTS = file_version() + b"".join(
     record(event(s, [simple_value("loss", 3.0 - s / 100), tensor_value("lr", 1e-3, DT_DOUBLE)])) for s in range(40)
@@ -710,8 +705,9 @@ _VALID = {
         for i in range(1, 21)
     ).encode(),
     ("train.log", "megatron"): "".join(
-        f" [2024-06-18 12:00:00] iteration {i:>8}/{20:>8} | consumed samples: {i * 8:>12} | elapsed time per iteration (ms): "
-        f"1234.5 | learning rate: 1.000000E-04 | global batch size: 8 | lm loss: {3 - i / 50:E} | loss scale: 1.0 |\n"
+        f" [2024-06-18 12:00:00] iteration {i:>8}/{20:>8} | consumed samples: {i * 8:>12} "
+        f"| elapsed time per iteration (ms): 1234.5 | learning rate: 1.000000E-04 | global batch size: 8 "
+        f"| lm loss: {3 - i / 50:E} | loss scale: 1.0 |\n"
         for i in range(1, 21)
     ).encode(),
     ("metrics.jsonl", "jsonl"): b"".join(

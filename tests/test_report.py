@@ -16,15 +16,10 @@ from steplaw_db import laws, plots, synth
 from steplaw_db.cli import app
 from steplaw_db.optima import near_optimal
 from steplaw_db.report import build_report, write_report
-from steplaw_db.law_stability import stability
+from steplaw_db.stability import stability
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 CELL = {"N": 214663680, "D": 100_000_000_000}
-
-
-@pytest.fixture(scope="module")
-def dense(steplaw_csv) -> pl.DataFrame:
-    return pl.read_csv(steplaw_csv).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
 
 
 def _is(path, ext: str) -> bool:
@@ -32,33 +27,33 @@ def _is(path, ext: str) -> bool:
 
 
 @pytest.mark.parametrize("ext", [".png", ".svg", ".pdf"])
-def test_landscape_and_law_figures_in_every_format(tmp_path, dense, ext):
-    fig = plots.landscape(dense, CELL, laws={"Step Law": laws.step_law()}, path=tmp_path / f"l{ext}")
+def test_landscape_and_law_figures_in_every_format(tmp_path, final, ext):
+    fig = plots.landscape(final, CELL, laws={"Step Law": laws.step_law()}, path=tmp_path / f"l{ext}")
     assert _is(tmp_path / f"l{ext}", ext)
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert "Step Law" in texts  # the law's prediction is a labelled marker
-    fitted = sl.fit_lr_bs(near_optimal(dense), bootstrap=50)
-    plots.law(dense, {"fitted": fitted}, path=tmp_path / f"law{ext}")
+    fitted = sl.fit_lr_bs(near_optimal(final), bootstrap=50)
+    plots.law(final, {"fitted": fitted}, path=tmp_path / f"law{ext}")
     assert _is(tmp_path / f"law{ext}", ext)
 
 
-def test_figure_errors(tmp_path, dense):
+def test_figure_errors(tmp_path, final):
     with pytest.raises(sl.InvalidArgumentError, match="extension"):
-        plots.landscape(dense, CELL, path=tmp_path / "x.bmp")
+        plots.landscape(final, CELL, path=tmp_path / "x.bmp")
     with pytest.raises(sl.InvalidArgumentError, match="no runs"):
-        plots.landscape(dense, {"N": 1, "D": 1})
+        plots.landscape(final, {"N": 1, "D": 1})
     with pytest.raises(sl.InvalidArgumentError):
         plots.curves(pl.DataFrame(schema=sl.store.POINTS_SCHEMA))
 
 
-def test_curves_and_stability_figures(tmp_path, dense):
+def test_curves_and_stability_figures(tmp_path, final):
     truth = synth.write_sweep(tmp_path / "sweep", cells=synth.DEFAULT_CELLS[:1], n_lr=3, n_bs=1, points=50)
     db = sl.open(tmp_path / "db")
     db.ingest(tmp_path / "sweep")
     ids = db.runs()["run_id"].to_list()
     fig = plots.curves(db.points(ids), final=db.final_losses(), path=tmp_path / "c.png")
     assert _is(tmp_path / "c.png", ".png") and len(fig.axes[0].lines) >= 2 * len(truth)
-    report = stability(dense, bootstrap=50, thresholds=(0.0025, 0.01), methods=("grid",), loco=False)
+    report = stability(final, bootstrap=50, thresholds=(0.0025, 0.01), methods=("grid",), loco=False)
     plots.stability(report, path=tmp_path / "s.svg")
     assert _is(tmp_path / "s.svg", ".svg")
 
@@ -67,9 +62,10 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_report_loads_in_a_headless_browser_and_shows_its_figures(tmp_path, dense):
+@pytest.mark.slow  # 3-8 s: the whole report
+def test_report_loads_in_a_headless_browser_and_shows_its_figures(tmp_path, final):
     path = tmp_path / "report.html"
-    write_report(path, dense, title="public dense CSV", bootstrap=100)
+    write_report(path, final, title="a dense sweep", bootstrap=100)
     text = path.read_text()
     assert "Stability" in text and "Landscapes" in text and "step-law" in text
     assert "http://" not in text and "https://" not in text  # self-contained
@@ -79,10 +75,8 @@ def test_report_loads_in_a_headless_browser_and_shows_its_figures(tmp_path, dens
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom"]
+    dom = subprocess.run([browser, *flags, path.as_uri()], capture_output=True, text=True, timeout=120).stdout
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:500]
     shown = re.search(r'data-figures-shown="(\d+)"', body.group(0))
@@ -91,16 +85,17 @@ def test_report_loads_in_a_headless_browser_and_shows_its_figures(tmp_path, dens
     assert "data-errors" not in re.search(r"<html[^>]*>", dom).group(0)
 
 
-def test_report_explains_what_it_could_not_do(dense):
-    one_cell = dense.filter((pl.col("N") == CELL["N"]) & (pl.col("D") == CELL["D"]))
+def test_report_explains_what_it_could_not_do(final):
+    one_cell = final.filter((pl.col("N") == CELL["N"]) & (pl.col("D") == CELL["D"]))
     text = build_report(one_cell, bootstrap=20)
     assert "Notes" in text and "fit" in text
 
 
-def test_cli_report_plot_stability(tmp_path, steplaw_csv):
+@pytest.mark.slow  # 5-20 s: the whole report
+def test_cli_report_plot_stability(tmp_path, final_csv):
     runner = CliRunner()
     db = str(tmp_path / "db")
-    assert runner.invoke(app, ["--db", db, "import-table", str(steplaw_csv)]).exit_code == 0
+    assert runner.invoke(app, ["--db", db, "import-table", str(final_csv)]).exit_code == 0
     res = runner.invoke(app, ["--db", db, "report", "-o", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r.html").stat().st_size > 100_000
@@ -132,6 +127,7 @@ def test_cli_report_plot_stability(tmp_path, steplaw_csv):
     assert res.exit_code == 2
 
 
+@pytest.mark.slow  # 4-15 s: a synthetic sweep, its fits and the whole report
 def test_demo_writes_the_report(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
     assert res.exit_code == 0, res.output

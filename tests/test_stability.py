@@ -10,19 +10,18 @@ import polars as pl
 import pytest
 
 import steplaw_db as sl
+from conftest import SYNTH_CELLS
 from steplaw_db import synth
-from steplaw_db.law_stability import stability
+from steplaw_db.stability import stability
 
-
-@pytest.fixture(scope="module")
-def dense(steplaw_csv) -> pl.DataFrame:
-    return pl.read_csv(steplaw_csv).with_columns(loss=pl.col("smooth loss"), bs_tokens=pl.col("bs") * 2048)
+#: Cells of each ``dataset`` (conftest).
+CELLS = {"public": 17, "synthetic": SYNTH_CELLS}
 
 
 def test_public_dense_csv_lr_d_exponent_moves_with_threshold(dense):
     report = stability(dense, bootstrap=200, loco=False)
     s = report.sensitivity.filter((pl.col("name") == "lr_coefD") & (pl.col("method") == "grid")).sort("threshold")
-    by_t = dict(zip(s["threshold"], s["estimate"]))
+    by_t = dict(zip(s["threshold"], s["estimate"], strict=True))
     # GUIDE.md: 0.1% -> 0.205, 0.25% -> 0.197, 1% -> 0.133
     assert by_t[0.001] == pytest.approx(0.205, abs=0.01)
     assert by_t[0.0025] == pytest.approx(0.197, abs=0.01)
@@ -31,10 +30,10 @@ def test_public_dense_csv_lr_d_exponent_moves_with_threshold(dense):
     assert verdict["verdict"] == "unstable" and verdict["range_in_sds"] > 2
 
 
-def test_leave_one_cell_out_on_public_cells(dense):
-    report = stability(dense, bootstrap=50, thresholds=(0.0025,), methods=("grid",))
+def test_leave_one_cell_out(final, dataset):
+    report = stability(final, bootstrap=50, thresholds=(0.0025,), methods=("grid",))
     loco = report.loco
-    assert loco.height == 17
+    assert loco.height == CELLS[dataset]
     # a held-out cell's loss penalty is what `evaluate` gives a law fitted without it: small, >= 0
     assert (loco["loss_penalty"] >= 0).all() and loco["loss_penalty"].median() < 0.005
     assert loco["lr_log_error"].abs().median() < 0.5
@@ -83,7 +82,7 @@ def test_synthetic_recipes_with_identical_laws_are_not_told_apart():
 
 
 def test_smoothing_modes_enter_the_sensitivity_table(tmp_path):
-    cells = synth.DEFAULT_CELLS + ((960, 9368, 15, 7, 4e10),)
+    cells = (*synth.DEFAULT_CELLS, (960, 9368, 15, 7, 4e10))
     truth = synth.write_sweep(tmp_path / "sweep", cells=cells, points=100, seed=5)
     db = sl.open(tmp_path / "db")
     db.ingest(tmp_path / "sweep")
@@ -94,8 +93,8 @@ def test_smoothing_modes_enter_the_sensitivity_table(tmp_path):
     assert len(truth) > 0
 
 
-def test_bad_arguments(dense):
+def test_bad_arguments(final):
     with pytest.raises(sl.InvalidArgumentError, match="recipe"):
-        stability(dense, by="recipe")
+        stability(final, by="recipe")
     with pytest.raises(sl.InvalidArgumentError, match="method"):
-        stability(dense, methods=("cubic",))
+        stability(final, methods=("cubic",))

@@ -15,7 +15,12 @@ import polars as pl
 import pytest
 
 import steplaw_db as sl
+from conftest import SYNTH_CELLS, SYNTH_ROWS
 from steplaw_db import synth
+
+#: Runs and cells of each ``dataset`` (conftest).
+ROWS = {"public": 1911, "synthetic": SYNTH_ROWS}
+CELLS = {"public": 17, "synthetic": SYNTH_CELLS}
 
 
 def _sweep(path: Path, **kw) -> pl.DataFrame:
@@ -24,17 +29,17 @@ def _sweep(path: Path, **kw) -> pl.DataFrame:
     return synth.write_sweep(path, **kw)
 
 
-def test_import_step_law_csv_with_no_options(tmp_path, steplaw_csv):
+def test_import_step_law_csv_with_no_options(tmp_path, final_csv, dataset):
     db = sl.open(tmp_path / "db")
-    report = db.import_table(steplaw_csv)
-    raw = pl.read_csv(steplaw_csv)
-    assert report.ok and report.added == len(raw) == 1911
+    report = db.import_table(final_csv)
+    raw = pl.read_csv(final_csv)
+    assert report.ok and report.added == len(raw) == ROWS[dataset]
     runs = db.runs()
-    assert len(runs) == 1911
+    assert len(runs) == ROWS[dataset]
     assert (runs["status"] == "summary-only").all()
     # Configuration read from the table: bs is in sequences of 2048.
     joined = runs.join(raw.rename({"exp_name": "name"}), on="name", suffix="_csv")
-    assert len(joined) == 1911
+    assert len(joined) == ROWS[dataset]
     assert (joined["bs_tokens"] == joined["bs_csv"] * 2048).all()
     assert (joined["N"] == joined["N_csv"]).all()
     assert (joined["D"] == joined["D_csv"]).all()
@@ -42,10 +47,10 @@ def test_import_step_law_csv_with_no_options(tmp_path, steplaw_csv):
     assert (joined["steps"] == joined["ti"]).all()
     assert (joined["final_loss"] - joined["loss"]).abs().max() == 0
     assert (joined["smooth_loss"] - joined["smooth loss"]).abs().max() < 1e-12
-    assert runs.group_by("N", "D").len().height == 17
+    assert runs.group_by("N", "D").len().height == CELLS[dataset]
     # Importing the same table again changes nothing.
-    again = db.import_table(steplaw_csv)
-    assert (again.added, again.updated, again.unchanged, again.committed) == (0, 0, 1911, False)
+    again = db.import_table(final_csv)
+    assert (again.added, again.updated, again.unchanged, again.committed) == (0, 0, ROWS[dataset], False)
 
 
 def test_import_table_with_map_and_errors(tmp_path):
@@ -189,7 +194,7 @@ def test_replaced_runs_and_compact(tmp_path):
     metrics = Path(source) / "metrics.csv"
     lines = metrics.read_text().splitlines()
     last_step = int(lines[-1].split(",")[0])
-    metrics.write_text("\n".join(lines + [f"{last_step + 10},2.0,1e-5", f"{last_step + 20},1.9,1e-5"]) + "\n")
+    metrics.write_text("\n".join([*lines, f"{last_step + 10},2.0,1e-5", f"{last_step + 20},1.9,1e-5"]) + "\n")
     r = db.ingest(tmp_path / "sweep")
     assert (r.updated, r.unchanged) == (1, 3)
     runs = db.runs()

@@ -69,7 +69,7 @@ def read_run(run_dir: Path, fmt: str):
         for line in lines[3:]:
             m = STEPLAW_RE.match(line)
             assert m, line
-            ts, it, steps, consumed, lr, bs, loss, gn = m.groups()
+            ts, it, _steps, consumed, lr, bs, loss, _gn = m.groups()
             assert ts > prev_ts  # strictly increasing timestamps
             prev_ts = ts
             assert int(consumed) == int(it) * int(bs)
@@ -84,7 +84,7 @@ def read_run(run_dir: Path, fmt: str):
             if m is None:
                 assert "iteration" not in line
                 continue
-            ts, it, steps, consumed, ms, lr, bs, loss, gn, n_nan = m.groups()
+            ts, it, _steps, consumed, _ms, lr, bs, loss, _gn, n_nan = m.groups()
             assert ts >= prev_ts
             prev_ts = ts
             assert int(consumed) == int(it) * int(bs)
@@ -291,7 +291,7 @@ def _tree(root: Path) -> dict:
 
 @pytest.mark.parametrize("fmt", ["steplaw", "megatron"])
 def test_identical_output_whatever_the_worker_count(tmp_path, fmt):
-    kw = dict(fmt=fmt, cells=SMALL + [(1280, 9472, 10, 10, 3e9)], n_lr=9, n_bs=3, points=40, seed=7)
+    kw = dict(fmt=fmt, cells=[*SMALL, (1280, 9472, 10, 10, 3e9)], n_lr=9, n_bs=3, points=40, seed=7)
     df1 = synth.write_sweep(tmp_path / "w1", workers=1, **kw)
     df2 = synth.write_sweep(tmp_path / "w2", workers=2, **kw)
     assert df1.equals(df2)
