@@ -3,11 +3,11 @@
 Markers (registered in pyproject.toml, ``--strict-markers``):
 
 * ``shared``: the test reads the public data of ../shared/data (``STEPLAW_SHARED_DATA``
-  points elsewhere). Every test that reaches that data through the ``shared_data`` fixture
-  (directly or through ``steplaw_csv``, ``dense``, ``mpl_dir``, ...) is marked here at
-  collection; a test that gets it some other way without the marker fails. Without the data,
-  a shared test that is not deselected fails loudly: ``pytest -m "not shared"`` is how to run
-  without it.
+  points elsewhere). The tests name no path into it: they get it from the ``shared_data``
+  fixture, directly or through ``steplaw_csv``, ``dense``, ``mpl_dir``, ..., and every test
+  that requests one of those is marked here at collection. One that reaches it at run time
+  (``request.getfixturevalue``) without the marker fails. Without the data, a shared test
+  that is not deselected fails loudly: ``pytest -m "not shared"`` is how to run without it.
 * ``slow``: left out of the inner loop, ``pytest -m "not slow"``.
 
 The unit tier runs on small frames made here: ``synthetic_csv`` is a Step Law-format table of
@@ -33,6 +33,7 @@ from steplaw_db.curve import FORMS, CurveLaw
 SHARED_MARK = "shared"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
