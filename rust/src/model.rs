@@ -161,20 +161,34 @@ impl RunConfig {
     }
 
     /// Fill in what follows from the rest: N from the dense shape, batch in tokens,
-    /// and D from steps x batch tokens. Explicit values are never overwritten.
-    pub fn derive(&mut self, default_seq_len: i64) {
+    /// and D from steps x batch tokens. Explicit values are never overwritten. A product
+    /// that does not fit an i64 is an error naming the fields, never a wrapped value.
+    pub fn derive(&mut self, default_seq_len: i64) -> Result<()> {
         if self.seq_len.is_none() {
             self.seq_len = Some(default_seq_len);
         }
         if self.n_params.is_none() {
             if let (Some(h), Some(ffnh), Some(numl)) = (self.h, self.ffnh, self.numl) {
                 // Q, K, V, O (4 h^2) and a SwiGLU FFN (3 h ffnh) per layer; no embeddings.
-                self.n_params = Some(numl * (4 * h * h + 3 * h * ffnh));
+                let per_layer = h
+                    .checked_mul(h)
+                    .and_then(|hh| hh.checked_mul(4))
+                    .zip(h.checked_mul(ffnh).and_then(|x| x.checked_mul(3)))
+                    .and_then(|(a, b)| a.checked_add(b));
+                self.n_params = Some(per_layer.and_then(|p| p.checked_mul(numl)).ok_or_else(|| {
+                    overflow(
+                        "N = numl x (4 h^2 + 3 h ffnh)",
+                        &[("h", h), ("ffnh", ffnh), ("numl", numl)],
+                    )
+                })?);
             }
         }
         if self.bs_tokens.is_none() {
             if let (Some(bs), Some(seq)) = (self.bs, self.seq_len) {
-                self.bs_tokens = Some(bs * seq);
+                let bt = bs
+                    .checked_mul(seq)
+                    .ok_or_else(|| overflow("bs_tokens = bs x seq_len", &[("bs", bs), ("seq_len", seq)]))?;
+                self.bs_tokens = Some(bt);
             }
         }
         if self.bs.is_none() {
@@ -186,10 +200,59 @@ impl RunConfig {
         }
         if self.tokens.is_none() {
             if let (Some(steps), Some(bt)) = (self.steps, self.bs_tokens) {
-                self.tokens = Some(steps * bt);
+                let d = steps
+                    .checked_mul(bt)
+                    .ok_or_else(|| overflow("D = steps x bs_tokens", &[("steps", steps), ("bs_tokens", bt)]))?;
+                self.tokens = Some(d);
             }
         }
+        Ok(())
     }
+
+    /// The user's `--set key=value` overrides (and `--recipe`) as a config, checked: a
+    /// value that does not parse, or a non-positive N, D, lr, batch or length, is an error.
+    pub fn overrides(set: &[(String, String)], recipe: Option<&str>) -> Result<RunConfig> {
+        let mut c = RunConfig::default();
+        for (k, v) in set {
+            c.set(k, v, true)
+                .map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
+        }
+        if let Some(r) = recipe {
+            c.recipe = Some(r.to_string());
+        }
+        c.check_positive().map_err(|e| Error::Invalid(format!("--set: {e}")))?;
+        Ok(c)
+    }
+
+    /// Refuse values no run can have in the fields the analysis divides by or takes logs
+    /// of: N, D, lr, bs, seq_len, bs_tokens and steps must be positive (a user's `--set`,
+    /// checked before anything is read).
+    pub fn check_positive(&self) -> Result<()> {
+        let ints = [
+            ("N", self.n_params),
+            ("D", self.tokens),
+            ("bs", self.bs),
+            ("seq_len", self.seq_len),
+            ("bs_tokens", self.bs_tokens),
+            ("steps", self.steps),
+        ];
+        for (field, v) in ints {
+            if let Some(v) = v.filter(|v| *v <= 0) {
+                return Err(Error::Invalid(format!("field '{field}' must be positive, got {v}")));
+            }
+        }
+        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "field 'lr' must be a positive number, got {lr}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn overflow(what: &str, values: &[(&str, i64)]) -> Error {
+    let given: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Error::Invalid(format!("{what} does not fit a 64-bit integer ({})", given.join(", ")))
 }
 
 /// Size and modification time of one source file: the cheap part of a run's fingerprint,
@@ -274,7 +337,7 @@ mod tests {
         ] {
             c.set(k, v, false).unwrap();
         }
-        c.derive(DEFAULT_SEQ_LEN);
+        c.derive(DEFAULT_SEQ_LEN).unwrap();
         assert_eq!(c.n_params, Some(214_663_680)); // the public CSV's N for this shape
         assert_eq!(c.bs_tokens, Some(736 * 2048));
         assert_eq!(c.tokens, Some(66342 * 736 * 2048));
@@ -292,5 +355,58 @@ mod tests {
         assert_eq!(c.tags.get("color").map(String::as_str), Some("blue"));
         assert!(!c.tags.contains_key("ignored"));
         assert!(c.set("numl", "seven", false).is_err());
+    }
+
+    #[test]
+    fn products_that_overflow_are_errors_naming_the_fields() {
+        // 2^62 steps x 2048-token batches wrapped to a negative D before.
+        let mut c = RunConfig {
+            steps: Some(1 << 62),
+            bs: Some(1),
+            ..Default::default()
+        };
+        let e = c.derive(DEFAULT_SEQ_LEN).unwrap_err().to_string();
+        assert!(
+            e.contains("D = steps x bs_tokens") && e.contains("steps=4611686018427387904"),
+            "{e}"
+        );
+        assert_eq!(c.tokens, None);
+        let mut c = RunConfig {
+            h: Some(1 << 40),
+            ffnh: Some(4),
+            numl: Some(2),
+            ..Default::default()
+        };
+        assert!(c.derive(DEFAULT_SEQ_LEN).unwrap_err().to_string().contains("N = numl"));
+        let mut c = RunConfig {
+            bs: Some(i64::MAX / 2),
+            ..Default::default()
+        };
+        assert!(c
+            .derive(DEFAULT_SEQ_LEN)
+            .unwrap_err()
+            .to_string()
+            .contains("bs_tokens = bs x seq_len"));
+    }
+
+    #[test]
+    fn non_positive_values_are_refused_by_check_positive() {
+        for (k, v) in [
+            ("N", "0"),
+            ("D", "-5"),
+            ("lr", "0"),
+            ("lr", "-1e-3"),
+            ("bs", "0"),
+            ("seq_len", "-2048"),
+        ] {
+            let mut c = RunConfig::default();
+            c.set(k, v, false).unwrap();
+            let e = c.check_positive().unwrap_err().to_string();
+            assert!(e.contains(&format!("'{k}'")) && e.contains("positive"), "{k}={v}: {e}");
+        }
+        let mut c = RunConfig::default();
+        c.set("lr", "3e-4", false).unwrap();
+        c.set("N", "1e8", false).unwrap();
+        c.check_positive().unwrap();
     }
 }

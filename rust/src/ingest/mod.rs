@@ -332,7 +332,9 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         }
     }
     config.merge_from(&ctx.overrides);
-    config.derive(ctx.opts.seq_len);
+    config
+        .derive(ctx.opts.seq_len)
+        .map_err(|e| Error::parse(src.key.clone(), e.to_string()))?;
 
     let status = config::run_status(loss, config.steps).to_string();
     let final_step = loss.steps.last().copied();
@@ -448,15 +450,7 @@ fn progress_bar(show: bool, n: usize) -> indicatif::ProgressBar {
 /// Ingest every run found under `paths` into `store`.
 pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
     let t0 = Instant::now();
-    let mut overrides = RunConfig::default();
-    for (k, v) in &opts.set {
-        overrides
-            .set(k, v, true)
-            .map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
-    }
-    if let Some(r) = &opts.recipe {
-        overrides.recipe = Some(r.clone());
-    }
+    let overrides = RunConfig::overrides(&opts.set, opts.recipe.as_deref())?;
     let template = NameTemplate::parse(opts.name_template.as_deref())?;
     let sources = discover::discover(paths, opts.format)?;
 

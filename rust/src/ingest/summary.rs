@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::config::NameTemplate;
 use super::IngestReport;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{now_us, run_id_for, status, RunConfig, RunId, RunRecord};
 use crate::store::Store;
 
@@ -37,15 +37,7 @@ pub fn import_summaries(
 ) -> Result<IngestReport> {
     let t0 = Instant::now();
     let template = NameTemplate::parse(opts.name_template.as_deref())?;
-    let mut overrides = RunConfig::default();
-    for (k, v) in &opts.set {
-        overrides
-            .set(k, v, true)
-            .map_err(|e| Error::Invalid(format!("--set {k}={v}: {e}")))?;
-    }
-    if let Some(r) = &opts.recipe {
-        overrides.recipe = Some(r.clone());
-    }
+    let overrides = RunConfig::overrides(&opts.set, opts.recipe.as_deref())?;
     let tx = store.begin(opts.wait)?;
     let mut report = IngestReport {
         runs_found: rows.len(),
@@ -57,7 +49,7 @@ pub fn import_summaries(
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let location = format!("{source}:{}", i + 2); // header is line 1
-        // Names repeat in some tables: the k-th repeat gets its own identity.
+                                                      // Names repeat in some tables: the k-th repeat gets its own identity.
         let count = seen.entry(row.name.clone()).or_insert(0);
         *count += 1;
         let key = if *count == 1 {
@@ -79,7 +71,10 @@ pub fn import_summaries(
         }
         config.merge_from(&from_row);
         config.merge_from(&overrides);
-        config.derive(opts.seq_len);
+        if let Err(e) = config.derive(opts.seq_len) {
+            report.failed.push((location, e.to_string()));
+            continue;
+        }
         let row_status = if row.final_loss.or(row.smooth_loss).is_some_and(|v| !v.is_finite()) {
             status::DIVERGED
         } else {
