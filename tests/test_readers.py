@@ -756,6 +756,7 @@ def mutated(draw, fmt_key):
     return bytes(data[:cut] if draw(st.booleans()) else data)
 
 
+@pytest.mark.slow  # 60 examples per format: 3-40 s for the 8 on 2 busy cores
 @pytest.mark.parametrize("key", list(_VALID), ids=[k[1] for k in _VALID])
 @given(data=st.binary(max_size=2048))
 @_PROPERTY
@@ -764,6 +765,7 @@ def test_random_bytes_never_crash_a_reader(key, data):
     _ingest_survives(key[0], None, data)  # detection by name and content too
 
 
+@pytest.mark.slow  # 60 mutations per format: 3-30 s for the 8 on 2 busy cores
 @pytest.mark.parametrize("key", list(_VALID), ids=[k[1] for k in _VALID])
 @given(st.data())
 @_PROPERTY
