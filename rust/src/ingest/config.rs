@@ -154,10 +154,10 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)
             serde_json::from_slice(&bytes)
                 .map_err(|e| Error::parse(format!("{}:{}", path.display(), e.line()), format!("invalid JSON: {e}")))?
         } else {
-            serde_yaml::from_slice(&bytes).map_err(|e| {
-                let line = e.location().map_or(0, |l| l.line());
-                Error::parse(format!("{}:{line}", path.display()), format!("invalid YAML: {e}"))
-            })?
+            // serde-saphyr: linear time and bounded depth on any input (serde_yaml, deprecated,
+            // took minutes on a 200 KB nested file, holding the store's lock meanwhile).
+            serde_saphyr::from_slice(&bytes)
+                .map_err(|e| Error::parse(path.display().to_string(), format!("invalid YAML: {e}")))?
         };
         return Ok(Some((collect_fields(&value, &path)?, path)));
     }
@@ -230,6 +230,25 @@ mod tests {
             (c.h, c.ffnh, c.numl, c.numh),
             (Some(2048), Some(5504), Some(24), Some(16))
         );
+    }
+
+    #[test]
+    fn pathological_yaml_is_an_error_naming_the_file_not_a_hang() {
+        // 200 KB of nested flow sequences: serde_yaml's scanner took minutes (quadratic).
+        let dir = tempfile::tempdir().unwrap();
+        let n = 100_000;
+        let yaml = format!("lr: {}{}\n", "[".repeat(n), "]".repeat(n));
+        std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+        let e = read_sidecar(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.yaml") && e.contains("invalid YAML"), "{e}");
+        // Deep block nesting under a generous limit still reads.
+        let deep: String = (0..40)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect::<String>()
+            + &"  ".repeat(40)
+            + "lr: 0.001\n";
+        std::fs::write(dir.path().join("config.yaml"), deep).unwrap();
+        assert_eq!(read_sidecar(dir.path()).unwrap().unwrap().0.lr, Some(1e-3));
     }
 
     #[test]
