@@ -1,70 +1,100 @@
 """steplaw-db: store, analyse and fit hyperparameter scaling laws from LLM pre-training sweeps.
 
+A synthetic sweep with a known truth (four (N, D) cells of 7 learning rates x 5 batch sizes),
+ingested into a new store:
+
+>>> import tempfile
 >>> import steplaw_db as sl
->>> db = sl.open("steplaw.db")
->>> db.ingest("runs/")
->>> db.runs(), db.points()
+>>> tmp = tempfile.TemporaryDirectory()
+>>> truth = sl.synth.write_sweep(f"{tmp.name}/runs", points=50)
+>>> db = sl.open(f"{tmp.name}/steplaw.db")
+>>> report = db.ingest(f"{tmp.name}/runs")
+>>> report.added, report.failed
+(140, [])
+>>> db.runs().height, db.points().height  # one row per run; every logged training loss
+(140, 7133)
+>>> final = db.final_losses()  # raw and smoothed final loss of every run, with its configuration
+>>> sl.optima(final, method="quadratic").select("N", "D", "lr_opt", "bs_tokens_opt").height
+4
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._native import __version__
 from .errors import InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
 from .optima import landscape, near_optimal, optima, read_final_table
+
+# ``stability`` is the function: imported here, it stays bound over the module of that name.
+from .stability import StabilityReport, stability
 from .store import IngestReport, Store, open
 
+if TYPE_CHECKING:
+    from . import fit, laws, plots, synth
+    from .curve import CurveLaw, Schedule, fit_curve_law, plot_curve_law
+    from .fit import evaluate, fit_loss_law, fit_lr_bs
+    from .laws import HparamLaw, LossLaw
+    from .report import write_report
 
 #: Names served lazily, by the module that holds them (None: the module itself). They pull in
 #: numpy (and start its BLAS threads) or matplotlib: loaded only when asked for.
-_LAZY = {
-    "synth": None, "laws": None, "plots": None,
-    **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate", "HparamLaw", "LossLaw"), "fit"),
+_LAZY: dict[str, str | None] = {
+    "fit": None, "laws": None, "plots": None, "synth": None,
+    **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate"), "fit"),
+    **dict.fromkeys(("HparamLaw", "LossLaw"), "laws"),
     **dict.fromkeys(("fit_curve_law", "CurveLaw", "Schedule", "plot_curve_law"), "curve"),
-    **dict.fromkeys(("stability", "StabilityReport"), "law_stability"),
     "write_report": "report",
 }  # fmt: skip
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'steplaw_db' has no attribute {name!r}")
-    import importlib
-
     module = _LAZY[name]
     if module is None:
         return importlib.import_module(f".{name}", __name__)
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # served once: later lookups find it here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
-    "__version__",
-    "fit_curve_law",
     "CurveLaw",
-    "Schedule",
-    "plot_curve_law",
-    "open",
-    "Store",
-    "IngestReport",
-    "optima",
-    "near_optimal",
-    "landscape",
-    "read_final_table",
-    "errors",
-    "synth",
-    "laws",
-    "plots",
-    "stability",
-    "StabilityReport",
-    "write_report",
-    "fit_lr_bs",
-    "fit_loss_law",
-    "evaluate",
     "HparamLaw",
+    "IngestReport",
+    "InvalidArgumentError",
     "LossLaw",
+    "ParseError",
+    "Schedule",
+    "StabilityReport",
     "SteplawError",
+    "Store",
     "StoreError",
     "StoreLockedError",
-    "ParseError",
-    "InvalidArgumentError",
+    "__version__",
+    "errors",
+    "evaluate",
+    "fit",
+    "fit_curve_law",
+    "fit_loss_law",
+    "fit_lr_bs",
+    "landscape",
+    "laws",
+    "near_optimal",
+    "open",
+    "optima",
+    "plot_curve_law",
+    "plots",
+    "read_final_table",
+    "stability",
+    "synth",
+    "write_report",
 ]

@@ -4,22 +4,27 @@ internal errors, 1 for everything else), never a traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, TypeVar, cast
 
 import polars as pl
 import typer
 
+from ._typing import Smoothing, WidthUnit
 from .errors import InternalError, InvalidArgumentError, SteplawError
 from .store import Store
 
+T = TypeVar("T")
 
-def fail(message: str, code: int) -> None:
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def run(fn):
+def run(fn: Callable[[], T]) -> T:
     """Call ``fn`` and map steplaw-db errors onto exit codes with a one-line message."""
     try:
         return fn()
@@ -38,19 +43,19 @@ def open_store(ctx: typer.Context, create: bool = True) -> Store:
 
 def final_frame(
     ctx: typer.Context,
-    input_: Optional[Path],
+    input_: Path | None,
     *,
     seq_len: int = 2048,
     smooth: str = "robust",
-    width: Optional[float] = None,
+    width: float | None = None,
     unit: str = "fraction",
-    at: Optional[int] = None,
+    at: int | None = None,
 ) -> pl.DataFrame:
     """Final losses from a table file (``--input``; a batch in sequences of ``seq_len``) or
-    from the store (smoothed by ``smooth``)."""
+    from the store (smoothed by ``smooth``: the user's text, which the store checks)."""
     if input_ is not None:
         from .optima import read_final_table
 
         return run(lambda: read_final_table(input_, seq_len))
     store = open_store(ctx, create=False)
-    return run(lambda: store.final_losses(smooth, width=width, unit=unit, at=at))
+    return run(lambda: store.final_losses(cast(Smoothing, smooth), width=width, unit=cast(WidthUnit, unit), at=at))

@@ -1,82 +1,274 @@
-# Hand-written stubs of the Rust extension (rust/src/py/mod.rs). Private: use steplaw_db.Store.
+# Hand-written stubs of the Rust extension (rust/src/py/), checked against it by
+# `python -m mypy.stubtest steplaw_db._native`. Private: use steplaw_db.Store, fit_lr_bs, ...
+#
+# Options are keyword arguments (a misspelt one is a TypeError); results are plain dicts, typed
+# here as TypedDicts (names with a leading underscore: they exist only for type checkers).
+from collections.abc import Sequence
 from os import PathLike
-from typing import Any
+from pathlib import Path
+from typing import Literal, TypedDict, final, overload, type_check_only
+
+from typing_extensions import NotRequired, Self
+
+from ._typing import BudgetKind, CurveForm, CurveMethod, RegressionMethod, Resample, Smoothing, WidthUnit
+
+__all__ = [
+    "LinearModel",
+    "Store",
+    "__version__",
+    "chinchilla_grid",
+    "chinchilla_objective",
+    "curve_fit",
+    "curve_objective",
+    "curve_predict",
+    "fit_cells",
+    "fit_chinchilla",
+    "fit_linear",
+]
 
 __version__: str
 
+# -- the store (rust/src/py/mod.rs) ----------------------------------------------------------
+
+@type_check_only
+class _IngestReport(TypedDict):
+    runs_found: int
+    added: int
+    updated: int
+    unchanged: int
+    failed: list[tuple[str, str]]
+    points: int
+    bytes_read: int
+    malformed_lines: int
+    warnings: list[str]
+    seconds: float
+    version: int
+    committed: bool
+
+@type_check_only
+class _Segment(TypedDict):
+    file: Path
+    rows: int
+    run_ids: list[int]
+    # None when every run written to the segment is still current.
+    live_runs: list[int] | None
+
+@type_check_only
+class _Snapshot(TypedDict):
+    version: int
+    n_runs: int
+    runs_file: Path | None
+    segments: list[_Segment]
+
+@type_check_only
+class _FinalColumns(TypedDict):
+    runs_file: Path | None
+    run_id: list[int]
+    raw_loss: list[float]
+    loss: list[float]
+    step: list[int | None]
+    points_used: list[int]
+    origin: list[str]
+
+@type_check_only
+class _CompactReport(TypedDict):
+    version: int
+    segments_rewritten: int
+    files_removed: int
+    bytes_freed: int
+
+@final
 class Store:
-    def __init__(self, path: str | PathLike[str], create: bool = True) -> None: ...
+    def __new__(cls, path: str | PathLike[str], create: bool = True) -> Self: ...
     @property
-    def path(self) -> str: ...
-    def ingest(self, paths: list[str], options: dict[str, Any]) -> dict[str, Any]: ...
-    def import_summaries(self, source: str, rows: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]: ...
-    def snapshot(self) -> dict[str, Any]: ...
-    def compact(self, wait: float = 0.0) -> dict[str, Any]: ...
+    def path(self) -> Path: ...
+    def ingest(
+        self,
+        paths: Sequence[str | PathLike[str]],
+        *,
+        format: str | None = None,
+        metric: str | None = None,
+        metrics: Sequence[str] = ...,
+        name_template: str | None = None,
+        set: Sequence[tuple[str, str]] = ...,
+        recipe: str | None = None,
+        seq_len: int = ...,
+        force: bool = False,
+        strict: bool = False,
+        progress: bool = False,
+        wait: float = 0.0,
+    ) -> _IngestReport: ...
+    def import_summaries(
+        self,
+        source: str,
+        *,
+        names: Sequence[str],
+        fields: Sequence[Sequence[tuple[str, str]]],
+        final_loss: Sequence[float | None],
+        smooth_loss: Sequence[float | None],
+        name_template: str | None = None,
+        set: Sequence[tuple[str, str]] = ...,
+        recipe: str | None = None,
+        seq_len: int = ...,
+        wait: float = 0.0,
+    ) -> _IngestReport: ...
+    def snapshot(self) -> _Snapshot: ...
+    def compact(self, wait: float = 0.0) -> _CompactReport: ...
     def final_losses(
         self,
+        *,
         metric: str,
-        smooth: str,
+        smooth: Smoothing,
         width: float | None,
-        unit: str,
+        unit: WidthUnit,
         weight: float | None,
-        at_kind: str,
+        at_kind: BudgetKind,
         at_value: float,
-    ) -> dict[str, list[Any]]: ...
+    ) -> _FinalColumns: ...
 
-# Per-cell quadratic landscapes (rust/src/cells.rs); used by steplaw_db.optima.
+# -- per-cell quadratic landscapes (rust/src/cells.rs); used by steplaw_db.optima -----------
+
+@type_check_only
+class _CellFit(TypedDict):
+    coef: list[float]
+    centre: tuple[float, float]
+    hessian: list[list[float]]
+    convex: bool
+    vertex: tuple[float, float, float] | None
+    r2: float
+    points: int
+    # With bootstrap draws only:
+    sd: NotRequired[tuple[float, float]]
+    x_interval: NotRequired[tuple[float, float]]
+    y_interval: NotRequired[tuple[float, float]]
+    draws: NotRequired[int]
+    non_convex_draws: NotRequired[int]
+
 def fit_cells(
-    cell: list[int], x: list[float], y: list[float], z: list[float], draws: int, seed: int
-) -> list[dict[str, Any] | None]: ...
+    cell: Sequence[int], x: Sequence[float], y: Sequence[float], z: Sequence[float], draws: int, seed: int
+) -> list[_CellFit | None]: ...
 
-# Fitting engine (rust/src/py/fit.rs). Private: use steplaw_db.fit_lr_bs / fit_loss_law.
+# -- the fitting engine (rust/src/py/fit.rs); used by steplaw_db.fit ------------------------
+
+@final
+class LinearModel:
+    def __new__(
+        cls,
+        *,
+        target: str,
+        regressors: Sequence[str],
+        columns: Sequence[Sequence[float]],
+        y: Sequence[float],
+        weights: Sequence[float] | None = None,
+    ) -> Self: ...
+    @property
+    def target(self) -> str: ...
+
+@type_check_only
+class _LinearFit(TypedDict):
+    coef: list[float]
+    r2: float
+    scale: float
+    iterations: int
+    converged: bool
+
+@type_check_only
+class _LinearReport(TypedDict):
+    fits: list[_LinearFit]
+    # Per model: one coefficient list per draw.
+    draws: list[list[list[float]]]
+    failed: int
+
 def fit_linear(
-    models: list[dict[str, Any]],
-    cells: list[int],
-    method: str = "ols",
+    models: Sequence[LinearModel],
+    cells: Sequence[int],
+    method: RegressionMethod = "ols",
     huber_t: float = 1.345,
     draws: int = 0,
-    resample: str = "rows",
+    resample: Resample = "rows",
     seed: int = 42,
-) -> dict[str, Any]: ...
+) -> _LinearReport: ...
+
+@type_check_only
+class _ChinchillaFit(TypedDict):
+    # [a, b, e, alpha, beta] with A = e^a, B = e^b, E = e^e.
+    params: list[float]
+    objective: float
+    converged: bool
+    iterations: int
+    starts: int
+    starts_converged: int
+    draws: list[list[float]]
+    failed: int
+
 def fit_chinchilla(
-    n: list[float],
-    d: list[float],
-    loss: list[float],
-    delta: float = 1e-3,
-    starts: list[list[float]] | None = None,
+    n: Sequence[float],
+    d: Sequence[float],
+    loss: Sequence[float],
+    delta: float = 0.001,
+    starts: Sequence[Sequence[float]] | None = None,
     draws: int = 0,
     seed: int = 42,
     bootstrap_starts: int = 8,
-) -> dict[str, Any]: ...
+) -> _ChinchillaFit: ...
 def chinchilla_objective(
-    params: list[float], n: list[float], d: list[float], loss: list[float], delta: float = 1e-3
+    params: Sequence[float], n: Sequence[float], d: Sequence[float], loss: Sequence[float], delta: float = 0.001
 ) -> tuple[float, list[float]]: ...
 def chinchilla_grid() -> list[list[float]]: ...
 
-# Loss-curve laws (rust/src/py/curve.rs); used by steplaw_db.curve.
+# -- loss-curve laws (rust/src/py/curve.rs); used by steplaw_db.curve -----------------------
+
+# (lr at every step, the logged steps, the loss at them)
+_Curve = tuple[Sequence[float], Sequence[int], Sequence[float]]
+
+@type_check_only
+class _CurveFit(TypedDict):
+    params: list[float]
+    names: list[str]
+    objective: float
+    points: int
+    iterations: int
+    evaluations: int
+    converged: bool
+    termination: str
+    best_start: int
+    starts: list[list[float]]
+
+@overload
 def curve_predict(
-    form: str,
-    params: list[float],
-    lr: list[float],
-    steps: list[int],
+    form: CurveForm,
+    params: Sequence[float],
+    lr: Sequence[float],
+    steps: Sequence[int],
     lam: float = 0.999,
-    method: str = "auto",
-    jacobian: bool = False,
-) -> Any: ...
+    method: CurveMethod = "auto",
+    jacobian: Literal[False] = False,
+) -> list[float]: ...
+@overload
+def curve_predict(
+    form: CurveForm,
+    params: Sequence[float],
+    lr: Sequence[float],
+    steps: Sequence[int],
+    lam: float = 0.999,
+    method: CurveMethod = "auto",
+    *,
+    jacobian: Literal[True],
+) -> tuple[list[float], list[list[float]]]: ...
 def curve_objective(
-    form: str,
-    params: list[float],
-    curves: list[tuple[list[float], list[int], list[float]]],
-    delta: float = 1e-3,
+    form: CurveForm,
+    params: Sequence[float],
+    curves: Sequence[_Curve],
+    delta: float = 0.001,
     lam: float = 0.999,
-    method: str = "auto",
+    method: CurveMethod = "auto",
 ) -> tuple[float, list[float]]: ...
 def curve_fit(
-    form: str,
-    curves: list[tuple[list[float], list[int], list[float]]],
-    delta: float = 1e-3,
+    form: CurveForm,
+    curves: Sequence[_Curve],
+    delta: float = 0.001,
     lam: float = 0.999,
-    method: str = "auto",
-    starts: list[list[float]] | None = None,
+    method: CurveMethod = "auto",
+    starts: Sequence[Sequence[float]] | None = None,
     max_iterations: int = 3000,
-) -> dict[str, Any]: ...
+) -> _CurveFit: ...

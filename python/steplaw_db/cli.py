@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import typer
@@ -15,7 +16,14 @@ from . import __version__
 from ._cli_util import fail as _fail
 from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
+from ._typing import IngestFormat, OptimumMethod, PlotX, RunStatus, Smoothing, SynthFormat
 from .store import Store, default_path
+
+if TYPE_CHECKING:
+    from .laws import Law
+
+# Option strings (formats, smoothing modes, methods) go to the library as the user typed them
+# (hence the casts to their Literal types): the library checks them and says what it expects.
 
 app = typer.Typer(
     help="Store, analyse and fit hyperparameter scaling laws from LLM pre-training sweeps.",
@@ -57,9 +65,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Optional[Path] = typer.Option(
-        None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."
-    ),
+    db: Path | None = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -70,19 +76,19 @@ def main_options(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: List[Path] = typer.Argument(..., help="Run directories, sweep roots (any depth) or log files."),
-    format: Optional[str] = typer.Option(
+    paths: list[Path] = typer.Argument(..., help="Run directories, sweep roots (any depth) or log files."),
+    format: str | None = typer.Option(
         None, "--format", help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, tensorboard, hf."
     ),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Source field to read as the training loss."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Further series to store, comma-separated."),
-    name_template: Optional[str] = typer.Option(
+    metric: str | None = typer.Option(None, "--metric", help="Source field to read as the training loss."),
+    metrics: str | None = typer.Option(None, "--metrics", help="Further series to store, comma-separated."),
+    name_template: str | None = typer.Option(
         None,
         "--name-template",
         help="How run names encode the config, e.g. '{*}_lr{lr}_bs{bs}'. Default: Step Law names.",
     ),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="key=value applied to every run (repeatable)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
+    set_: list[str] | None = typer.Option(None, "--set", help="key=value applied to every run (repeatable)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the config has none."),
     force: bool = typer.Option(False, "--force", help="Re-read every file, changed or not."),
     strict: bool = typer.Option(False, "--strict", help="Commit nothing if any run fails."),
@@ -93,7 +99,7 @@ def ingest(
     report = _run(
         lambda: store.ingest(
             paths,
-            format=format,
+            format=cast("IngestFormat | None", format),
             metric=metric,
             metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else (),
             name_template=name_template,
@@ -114,10 +120,10 @@ def ingest(
 def import_table(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="CSV or Parquet summary table, one row per run."),
-    map_: Optional[List[str]] = typer.Option(None, "--map", help="column=field (repeatable), e.g. 'final=final_loss'."),
-    name_template: Optional[str] = typer.Option(None, "--name-template", help="How run names encode the config."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="key=value applied to every row (repeatable)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
+    map_: list[str] | None = typer.Option(None, "--map", help="column=field (repeatable), e.g. 'final=final_loss'."),
+    name_template: str | None = typer.Option(None, "--name-template", help="How run names encode the config."),
+    set_: list[str] | None = typer.Option(None, "--set", help="key=value applied to every row (repeatable)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch 'bs' is in sequences)."),
 ) -> None:
     """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV."""
@@ -131,7 +137,7 @@ def import_table(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _write_frame(df: pl.DataFrame, fmt: str, output: Optional[Path], table_columns: list[str]) -> None:
+def _write_frame(df: pl.DataFrame, fmt: str, output: Path | None, table_columns: list[str]) -> None:
     if fmt == "table":
         shown = df.select([c for c in table_columns if c in df.columns])
         with pl.Config(tbl_rows=200, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=200):
@@ -163,7 +169,7 @@ def _write_frame(df: pl.DataFrame, fmt: str, output: Optional[Path], table_colum
 def runs(
     ctx: typer.Context,
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """List the runs in the store."""
     store = open_store(ctx, create=False)
@@ -184,13 +190,11 @@ _SMOOTH_HELP = "Smoothing: robust (default), steplaw, gaussian, ema, tail-mean, 
 def final(
     ctx: typer.Context,
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
-    width: Optional[float] = typer.Option(
-        None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."
-    ),
+    width: float | None = typer.Option(None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."),
     unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
-    at: Optional[int] = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
+    at: int | None = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """Final loss of every run, raw and smoothed."""
     _write_frame(final_frame(ctx, None, smooth=smooth, width=width, unit=unit, at=at), fmt, output, FINAL_TABLE_COLUMNS)
@@ -202,21 +206,20 @@ def optima(
     by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
     threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal band (relative loss)."),
     method: str = typer.Option("grid", "--method", help="Optimum per cell: grid or quadratic."),
-    input_: Optional[Path] = typer.Option(
-        None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."
-    ),
+    input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
     include_diverged: bool = typer.Option(False, "--include-diverged", help="Keep diverged runs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """Per (N, D) cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
     from .optima import optima as find_optima
 
     final_df = final_frame(ctx, input_, smooth=smooth)
     keys = [k.strip() for k in by.split(",") if k.strip()]
-    include = ("diverged",) if include_diverged else ()
-    cells = _run(lambda: find_optima(final_df, by=keys, threshold=threshold, method=method, include=include))
+    include: tuple[RunStatus, ...] = ("diverged",) if include_diverged else ()
+    how = cast(OptimumMethod, method)
+    cells = _run(lambda: find_optima(final_df, by=keys, threshold=threshold, method=how, include=include))
     _write_frame(cells, fmt, output, [*keys, *[c for c in OPTIMA_TABLE_COLUMNS if c not in keys]])
 
 
@@ -250,16 +253,17 @@ def synth_cmd(
     if format not in synth.FORMATS:
         _fail(f"unknown --format '{format}' ({', '.join(synth.FORMATS)})", 2)
     df = synth.write_sweep(
-        out, fmt=format, n_lr=n_lr, n_bs=n_bs, points=points, noise=noise, seed=seed, workers=workers
+        out, fmt=cast(SynthFormat, format), n_lr=n_lr, n_bs=n_bs, points=points, noise=noise, seed=seed, workers=workers
     )
     typer.echo(
-        f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; truth in {out / 'truth.json'}"
+        f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; "
+        f"truth in {out / 'truth.json'}"
     )
 
 
 @app.command()
 def demo(
-    directory: Optional[Path] = typer.Option(
+    directory: Path | None = typer.Option(
         None, "--dir", help="Where to put the sweep and store (default: a temp dir)."
     ),
 ) -> None:
@@ -284,11 +288,11 @@ def demo(
 
     final_df = store.final_losses()
     cells = find_optima(final_df, method="quadratic")
-    truth = cells.select(
-        "N", "D",
-        lr_true=pl.struct("N", "D").map_elements(lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64),
-        bs_tokens_true=pl.col("D").map_elements(lambda d: float(synth.TRUTH.bs_tokens_opt(d)), return_dtype=pl.Float64),
-    )  # fmt: skip
+    lr_true = pl.struct("N", "D").map_elements(
+        lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64
+    )
+    bs_true = pl.col("D").map_elements(lambda d: float(synth.TRUTH.bs_tokens_opt(d)), return_dtype=pl.Float64)
+    truth = cells.select("N", "D", lr_true=lr_true, bs_tokens_true=bs_true)
     shown = cells.join(truth, on=["N", "D"]).select(
         "N", "D", "runs", "near_optimal", "loss_min", "lr_grid", "lr_quad", "lr_true",
         "bs_tokens_grid", "bs_tokens_quad", "bs_tokens_true", "flags",
@@ -300,7 +304,8 @@ def demo(
     typer.echo("\nfitted (Step Law's procedure: near-optimal runs, OLS in logs, 1000 bootstraps):")
     typer.echo(f"  {law.describe()}")
     typer.echo(
-        f"  true law: lr = {synth.LR_COEF} N^{synth.LR_EXP_N} D^{synth.LR_EXP_D}; bs_tokens = {synth.BS_COEF} D^{synth.BS_EXP_D}"
+        f"  true law: lr = {synth.LR_COEF} N^{synth.LR_EXP_N} D^{synth.LR_EXP_D}; "
+        f"bs_tokens = {synth.BS_COEF} D^{synth.BS_EXP_D}"
     )
     pred = law.predict(N=DEMO_PREDICT[0], D=DEMO_PREDICT[1]).row(0, named=True)
     true_lr, true_bs = synth.TRUTH.lr_opt(*DEMO_PREDICT), synth.TRUTH.bs_tokens_opt(DEMO_PREDICT[1])
@@ -314,7 +319,8 @@ def demo(
     typer.echo(f"\nreport: {html_path}")
     typer.echo(f"store: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
     typer.echo(
-        f"try: steplaw-db --db {db_path} optima   or   python -c \"import steplaw_db as sl; print(sl.open('{db_path}').final_losses())\""
+        f"try: steplaw-db --db {db_path} optima   or   "
+        f"python -c \"import steplaw_db as sl; print(sl.open('{db_path}').final_losses())\""
     )
 
 
@@ -329,12 +335,12 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _stability_frames(ctx: typer.Context, input_: Optional[Path], smoothing: str) -> dict:
+def _stability_frames(ctx: typer.Context, input_: Path | None, smoothing: str) -> dict[str, pl.DataFrame]:
     modes = _names(smoothing)
     if input_ is not None:
         return {"table": final_frame(ctx, input_)}
     store = open_store(ctx, create=False)
-    return {m: _run(lambda m=m: store.final_losses(m)) for m in modes}
+    return {m: _run(partial(store.final_losses, cast(Smoothing, m))) for m in modes}
 
 
 STABILITY_TABLES = ("verdicts", "coefficients", "differences", "loco", "sensitivity")
@@ -343,29 +349,31 @@ STABILITY_TABLES = ("verdicts", "coefficients", "differences", "loco", "sensitiv
 @app.command()
 def stability(
     ctx: typer.Context,
-    by: Optional[str] = typer.Option(None, "--by", help="Group column (recipe, a MoE design, a shape tag)."),
+    by: str | None = typer.Option(None, "--by", help="Group column (recipe, a MoE design, a shape tag)."),
     thresholds: str = typer.Option(
         "0.001,0.0025,0.005,0.01", "--thresholds", help="Near-optimal thresholds to compare."
     ),
     smoothing: str = typer.Option("robust,steplaw", "--smoothing", help="Smoothing modes to compare (store only)."),
     method: str = typer.Option("grid,quadratic", "--method", help="Optimum methods to compare: grid, quadratic."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
-    input_: Optional[Path] = typer.Option(
-        None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."
-    ),
-    table: Optional[str] = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
+    input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
+    table: str | None = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (with --table)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """How stable is the lr/batch law across groups, left-out cells and analysis choices?"""
-    from .law_stability import stability as run_stability
+    from .stability import stability as run_stability
 
     if table is not None and table not in STABILITY_TABLES:
         _fail(f"--table must be one of {', '.join(STABILITY_TABLES)}", 2)
     frames = _stability_frames(ctx, input_, smoothing)
     report = _run(
         lambda: run_stability(
-            frames, by=by, thresholds=_floats(thresholds, "--thresholds"), methods=_names(method), bootstrap=bootstrap
+            frames,
+            by=by,
+            thresholds=_floats(thresholds, "--thresholds"),
+            methods=cast("list[OptimumMethod]", _names(method)),
+            bootstrap=bootstrap,
         )
     )
     if table is None:
@@ -379,8 +387,8 @@ plot_app = typer.Typer(help="Figures (PNG, SVG or PDF by the output's extension)
 app.add_typer(plot_app, name="plot")
 
 
-def _cell_of(text: str) -> dict:
-    cell = {}
+def _cell_of(text: str) -> dict[str, float | str]:
+    cell: dict[str, float | str] = {}
     for part in _names(text):
         key, sep, value = part.partition("=")
         if not sep:
@@ -392,7 +400,7 @@ def _cell_of(text: str) -> dict:
     return cell
 
 
-def _laws_of(spec: Optional[str]) -> dict:
+def _laws_of(spec: str | None) -> dict[str, Law]:
     if not spec:
         return {}
     from .laws import resolve
@@ -411,8 +419,8 @@ _LAWS = typer.Option(
 def plot_landscape(
     ctx: typer.Context,
     cell: str = typer.Option(..., "--cell", help="The cell, e.g. N=214663680,D=1e11."),
-    law: Optional[str] = _LAWS,
-    input_: Optional[Path] = _INPUT,
+    law: str | None = _LAWS,
+    input_: Path | None = _INPUT,
     output: Path = _OUTPUT,
 ) -> None:
     """Loss above the minimum over a cell's lr x batch grid, with contours and law predictions."""
@@ -426,8 +434,8 @@ def plot_landscape(
 @plot_app.command("law")
 def plot_law(
     ctx: typer.Context,
-    law: Optional[str] = _LAWS,
-    input_: Optional[Path] = _INPUT,
+    law: str | None = _LAWS,
+    input_: Path | None = _INPUT,
     output: Path = _OUTPUT,
 ) -> None:
     """Optimal lr and batch against D per N: cell optima, the fitted law (with its bootstrap
@@ -445,7 +453,7 @@ def plot_law(
 @plot_app.command("curves")
 def plot_curves(
     ctx: typer.Context,
-    runs_: List[str] = typer.Argument(..., help="Run names (or run ids)."),
+    runs_: list[str] = typer.Argument(..., help="Run names (or run ids)."),
     x: str = typer.Option("step", "--x", help="step or tokens."),
     output: Path = _OUTPUT,
 ) -> None:
@@ -460,21 +468,21 @@ def plot_curves(
     ids = wanted["run_id"].to_list()
     points = store.points(ids)
     final_df = store.final_losses().filter(pl.col("run_id").is_in(ids))
-    names = dict(zip(wanted["run_id"], wanted["name"]))
-    _run(lambda: plots.curves(points, final=final_df, x=x, names=names, path=output))
+    names = dict(zip(wanted["run_id"], wanted["name"], strict=True))
+    _run(lambda: plots.curves(points, final=final_df, x=cast(PlotX, x), names=names, path=output))
     typer.echo(f"wrote {output}")
 
 
 @plot_app.command("stability")
 def plot_stability(
     ctx: typer.Context,
-    by: Optional[str] = typer.Option(None, "--by", help="Group column."),
-    input_: Optional[Path] = _INPUT,
+    by: str | None = typer.Option(None, "--by", help="Group column."),
+    input_: Path | None = _INPUT,
     output: Path = _OUTPUT,
 ) -> None:
     """Coefficients per group and across analysis choices."""
     from . import plots
-    from .law_stability import stability as run_stability
+    from .stability import stability as run_stability
 
     final_df = final_frame(ctx, input_)
     report = _run(lambda: run_stability(final_df, by=by, bootstrap=300))
@@ -486,9 +494,9 @@ def plot_stability(
 def report(
     ctx: typer.Context,
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
-    by: Optional[str] = typer.Option(None, "--by", help="Group column for the stability benchmark."),
+    by: str | None = typer.Option(None, "--by", help="Group column for the stability benchmark."),
     law: str = typer.Option("step-law,deepseek,porian,microsoft", "--law", help="Published laws to compare."),
-    input_: Optional[Path] = _INPUT,
+    input_: Path | None = _INPUT,
     title: str = typer.Option("steplaw-db sweep report", "--title"),
 ) -> None:
     """One self-contained HTML report: cells, landscapes, fits, published laws, stability."""

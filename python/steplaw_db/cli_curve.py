@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import typer
@@ -12,17 +12,22 @@ import typer
 from ._cli_util import fail as _fail
 from ._cli_util import open_store
 from ._cli_util import run as _run
+from ._typing import CurveForm
 from .errors import InvalidArgumentError
 
-__all__ = ["register", "parse_schedules"]
+if TYPE_CHECKING:
+    from .curve import Schedule
+
+__all__ = ["parse_schedules", "register"]
 
 
-def parse_schedules(texts: list[str]):
+def parse_schedules(texts: list[str]) -> Schedule | dict[str, Schedule] | None:
     """``--schedule`` values: ``SPEC`` for every curve, or ``LABEL:SPEC`` for the curve with
     that label (a file's stem, or ``run <id>``). SPEC as :meth:`Schedule.parse` reads it."""
     from .curve import Schedule
 
-    common, by_label = None, {}
+    common: Schedule | None = None
+    by_label: dict[str, Schedule] = {}
     for text in texts:
         head, sep, rest = text.partition(":")
         if sep and "=" not in head and "{" not in head:
@@ -42,17 +47,17 @@ def register(fit_app: typer.Typer) -> None:
     @fit_app.command("curve")
     def fit_curve(
         ctx: typer.Context,
-        files: Optional[List[Path]] = typer.Argument(
+        files: list[Path] | None = typer.Argument(
             None, help="Curves to fit on: CSV files with step, lr and loss columns."
         ),
-        run: Optional[List[int]] = typer.Option(
+        run: list[int] | None = typer.Option(
             None, "--run", help="Fit on this run's loss curve from the store (repeatable)."
         ),
         form: str = typer.Option("mpl", "--form", help="mpl (Multi-Power Law) or annealing (Tissue et al.)."),
-        test: Optional[List[Path]] = typer.Option(
+        test: list[Path] | None = typer.Option(
             None, "--test", help="Held-out curve (CSV) to predict and score (repeatable)."
         ),
-        schedule: Optional[List[str]] = typer.Option(
+        schedule: list[str] | None = typer.Option(
             None,
             "--schedule",
             help="The lr schedule, for logs without lr or when the exact shape matters: "
@@ -61,15 +66,15 @@ def register(fit_app: typer.Typer) -> None:
         ),
         lam: float = typer.Option(0.999, "--lam", help="Decay factor of the annealing law's momentum (fixed)."),
         delta: float = typer.Option(1e-3, "--delta", help="Huber delta on ln(loss)."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fitted law as JSON."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Plot measured vs law curves (.png, .svg or .pdf)."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write the fitted law as JSON."),
+        plot: Path | None = typer.Option(None, "--plot", help="Plot measured vs law curves (.png, .svg or .pdf)."),
     ) -> None:
         """Fit a schedule-aware loss-curve law (whole curves with their per-step lr) and
         score it on the fitted and held-out curves (mean and max relative error)."""
         from .curve import fit_curve_law, plot_curve_law
 
         schedules = _run(lambda: parse_schedules(schedule or []))
-        train: list = [*(files or [])]
+        train: list[Path | pl.DataFrame] = [*(files or [])]
         if run:
             store = open_store(ctx, create=False)
             points = _run(lambda: store.points(list(run), metric="loss"))
@@ -78,7 +83,8 @@ def register(fit_app: typer.Typer) -> None:
             train.append(points)
         if not train:
             _fail("give curves to fit on: CSV files and/or --run IDs", 2)
-        law = _run(lambda: fit_curve_law(train, form, schedule=schedules, lam=lam, delta=delta))
+        # the form as typed: fit_curve_law checks it
+        law = _run(lambda: fit_curve_law(train, cast(CurveForm, form), schedule=schedules, lam=lam, delta=delta))
         scored = _run(lambda: law.evaluate(train, schedules).with_columns(role=pl.lit("fit")))
         if test:
             held = _run(lambda: law.evaluate(list(test), schedules).with_columns(role=pl.lit("held out")))
@@ -86,7 +92,8 @@ def register(fit_app: typer.Typer) -> None:
         typer.echo(repr(law))
         f = law.fit
         typer.echo(
-            f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, converged: {f['converged']}"
+            f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, "
+            f"converged: {f['converged']}"
         )
         shown = scored.select(
             "role",

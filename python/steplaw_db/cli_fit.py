@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import cast
 
 import polars as pl
 import typer
@@ -13,11 +14,14 @@ import typer
 from ._cli_util import fail as _fail
 from ._cli_util import final_frame
 from ._cli_util import run as _run
+from ._typing import EvaluateMethod, RegressionMethod, Resample
+
+# Option strings go to the library as typed (hence the casts): the library checks them.
 
 __all__ = ["register"]
 
 
-def _names(text: str) -> Optional[tuple[str, ...]]:
+def _names(text: str) -> tuple[str, ...] | None:
     if text.strip().lower() in ("", "none", "-"):
         return None
     return tuple(v.strip() for v in text.split(",") if v.strip())
@@ -48,7 +52,7 @@ def register(app: typer.Typer) -> typer.Typer:
     @fit_app.command("lr-bs")
     def fit_lr_bs_cmd(
         ctx: typer.Context,
-        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         threshold: float = typer.Option(
             0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."
         ),
@@ -59,7 +63,7 @@ def register(app: typer.Typer) -> typer.Typer:
         lr_on: str = typer.Option("N,D", "--lr-on", help="Regressors of the LR law among N, D, C ('none' to skip)."),
         bs_on: str = typer.Option("D", "--bs-on", help="Regressors of the batch law among N, D, C ('none' to skip)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
     ) -> None:
         """Fit lr = c N^a D^b and bs_tokens = d D^g on the near-optimal runs of each cell."""
         from .fit import fit_lr_bs
@@ -69,13 +73,20 @@ def register(app: typer.Typer) -> typer.Typer:
         samples = _run(lambda: near_optimal(final, threshold=threshold))
         law = _run(
             lambda: fit_lr_bs(
-                samples, _names(lr_on), _names(bs_on), method=method, bootstrap=bootstrap, seed=seed, resample=resample
+                samples,
+                _names(lr_on),
+                _names(bs_on),
+                method=cast(RegressionMethod, method),
+                bootstrap=bootstrap,
+                seed=seed,
+                resample=cast(Resample, resample),
             )
         )
         info = law.info
         typer.echo(
-            f"{info['samples']} near-optimal samples (within {threshold:.4%} of their cell's minimum) in {info['cells']} cells; "
-            f"{method}, {bootstrap} bootstrap draws over {resample}, coefficients = {info['center']}"
+            f"{info['samples']} near-optimal samples (within {threshold:.4%} of their cell's minimum) "
+            f"in {info['cells']} cells; {method}, {bootstrap} bootstrap draws over {resample}, "
+            f"coefficients = {info['center']}"
         )
         typer.echo(law.describe())
         typer.echo(_table(law.to_polars().drop("name")))
@@ -86,12 +97,12 @@ def register(app: typer.Typer) -> typer.Typer:
     @fit_app.command("loss")
     def fit_loss_cmd(
         ctx: typer.Context,
-        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap draws (0: none)."),
         seed: int = typer.Option(42, "--seed"),
         delta: float = typer.Option(1e-3, "--delta", help="Huber delta (log space)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
     ) -> None:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
         from .fit import fit_loss_law
@@ -100,7 +111,8 @@ def register(app: typer.Typer) -> typer.Typer:
         law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta))
         i = law.info
         typer.echo(
-            f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); objective {law.objective:.6g}"
+            f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); "
+            f"objective {law.objective:.6g}"
         )
         typer.echo(repr(law))
         typer.echo(_table(law.to_polars()))
@@ -118,10 +130,10 @@ def register(app: typer.Typer) -> typer.Typer:
             "--law",
             help="step-law, deepseek, porian, openai, minicpm, microsoft, all, or a law .json (comma-separated).",
         ),
-        loss: Optional[float] = typer.Option(
+        loss: float | None = typer.Option(
             None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."
         ),
-        compute: Optional[float] = typer.Option(
+        compute: float | None = typer.Option(
             None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."
         ),
     ) -> None:
@@ -140,7 +152,7 @@ def register(app: typer.Typer) -> typer.Typer:
             if "loss" in one.inputs and loss is None:
                 typer.echo(f"{one.name:<{width}}  (needs --loss)")
                 continue
-            row = _run(lambda: one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(
+            row = _run(partial(one.predict, N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(
                 0, named=True
             )
             lr = f"{row['lr']:.3e}" if row["lr"] is not None else "-"
@@ -151,20 +163,20 @@ def register(app: typer.Typer) -> typer.Typer:
     @app.command("evaluate")
     def evaluate_cmd(
         ctx: typer.Context,
-        input: Optional[Path] = typer.Option(None, "--input", "-i", help=input_help),
+        input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         law: str = typer.Option("all", "--law", help="Laws to compare (names, .json files, comma-separated, or all)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
         per_cell: bool = typer.Option(False, "--per-cell", help="Also print every (law, cell) row."),
         method: str = typer.Option(
             "nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."
         ),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
     ) -> None:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
         from .fit import evaluate
 
         final = final_frame(ctx, input, seq_len=seq_len)
-        rows = _run(lambda: evaluate(law, final, seq_len=seq_len, method=method))
+        rows = _run(lambda: evaluate(law, final, seq_len=seq_len, method=cast(EvaluateMethod, method)))
         summary = rows.group_by("law", maintain_order=True).agg(
             pl.len().alias("cells"),
             (pl.col("rel_error").median() * 100).alias("median_%"),

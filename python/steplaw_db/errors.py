@@ -5,7 +5,7 @@ The Rust core's one error enum maps onto these classes (``rust/src/py/mod.rs``).
 
 from __future__ import annotations
 
-__all__ = ["SteplawError", "StoreError", "StoreLockedError", "ParseError", "InvalidArgumentError", "InternalError"]
+__all__ = ["InternalError", "InvalidArgumentError", "ParseError", "SteplawError", "StoreError", "StoreLockedError"]
 
 
 class SteplawError(Exception):

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import polars as pl
 
 from . import _native
+from ._typing import OptimumMethod, RunStatus, as_float
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import numpy as np
+    from numpy.typing import ArrayLike
+
+    from ._native import _CellFit
+
+    #: A cell's fitted landscape: ``(lr, bs_tokens) -> loss / min - 1`` (see :func:`quadratic_surface`).
+    Surface: TypeAlias = Callable[[ArrayLike, ArrayLike], np.ndarray]
 
 #: The Step Law rule: runs within 0.25% of their cell's minimum are near-optimal.
 DEFAULT_THRESHOLD = 0.0025
@@ -69,7 +76,7 @@ def in_cell(cell: Mapping[str, object], tolerance: float = LEVEL_TOLERANCE) -> p
     )
 
 
-def read_final_table(path: str | os.PathLike, seq_len: int = DEFAULT_SEQ_LEN) -> pl.DataFrame:
+def read_final_table(path: str | os.PathLike[str], seq_len: int = DEFAULT_SEQ_LEN) -> pl.DataFrame:
     """A final-loss table from CSV, TSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
     ``bs_tokens`` (or ``bs`` in sequences of ``seq_len``, a column or the argument). The public
     Step Law layout is recognised: ``smooth loss`` becomes ``loss`` (their raw one
@@ -118,7 +125,7 @@ def _prepare(
     final: pl.DataFrame,
     by: Sequence[str],
     loss: str,
-    include: Sequence[str],
+    include: Sequence[RunStatus],
     level_tolerance: float,
 ) -> pl.DataFrame:
     """Validate, drop excluded/non-finite runs, snap keys and grid levels, add ``bs_tokens``
@@ -141,7 +148,7 @@ def near_optimal(
     threshold: float = DEFAULT_THRESHOLD,
     loss: str = "loss",
     *,
-    include: Sequence[str] = (),
+    include: Sequence[RunStatus] = (),
     level_tolerance: float = LEVEL_TOLERANCE,
 ) -> pl.DataFrame:
     """The rows of ``final`` within ``threshold`` (relative) of their cell's minimum loss.
@@ -171,10 +178,10 @@ def optima(
     final: pl.DataFrame,
     by: str | Sequence[str] = ("N", "D"),
     threshold: float = DEFAULT_THRESHOLD,
-    method: str = "grid",
+    method: OptimumMethod = "grid",
     *,
     loss: str = "loss",
-    include: Sequence[str] = (),
+    include: Sequence[RunStatus] = (),
     fit_window: float = FIT_WINDOW,
     bootstrap: int = 200,
     seed: int = 42,
@@ -207,7 +214,7 @@ def optima(
         raise InvalidArgumentError("no usable runs (finite loss, lr > 0, batch > 0, not diverged) to find optima in")
     cells = df.group_by(keys, maintain_order=True).agg(pl.all()).sort(keys)
     rows = []
-    fit_inputs: list[tuple[int, "np.ndarray", "np.ndarray", "np.ndarray"]] = []
+    fit_inputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     for i, cell in enumerate(cells.iter_rows(named=True)):
         lr = np.asarray(cell["lr"], dtype=float)
         bs = np.asarray(cell["bs_tokens"], dtype=float)
@@ -249,7 +256,7 @@ def optima(
         int(bootstrap),
         int(seed) & (2**64 - 1),
     )
-    for row, (_, x, y, _), fit in zip(rows, fit_inputs, fits):
+    for row, (_, x, y, _), fit in zip(rows, fit_inputs, fits, strict=True):
         row.update(_quadratic_columns(fit, x, y, row["flags"]))
         use_quad = method == "quadratic" and row["lr_quad"] is not None and "not-convex" not in row["flags"]
         row["lr_opt"] = row["lr_quad"] if use_quad else row["lr_grid"]
@@ -258,7 +265,7 @@ def optima(
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def _fit_window(lr: "np.ndarray", bs: "np.ndarray", rel: "np.ndarray", fit_window: float) -> "np.ndarray":
+def _fit_window(lr: np.ndarray, bs: np.ndarray, rel: np.ndarray, fit_window: float) -> np.ndarray:
     """Which runs enter a cell's quadratic: those within ``fit_window`` of the minimum, the
     window widening (x2, x4) until it spans three levels on both axes."""
     for window in (fit_window, 2 * fit_window, 4 * fit_window):
@@ -268,7 +275,7 @@ def _fit_window(lr: "np.ndarray", bs: "np.ndarray", rel: "np.ndarray", fit_windo
     return pick
 
 
-def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: float = FIT_WINDOW):
+def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: float = FIT_WINDOW) -> Surface | None:
     """One cell's fitted landscape as a function ``(lr, bs_tokens) -> loss / min - 1`` (the
     cell's grid minimum), or None when the quadratic is not identifiable or not convex.
     Outside the runs that entered the fit it extrapolates: trust it near the optimum."""
@@ -279,7 +286,7 @@ def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: flo
         return None
     lr = df["lr"].cast(pl.Float64).to_numpy()
     bs = df["bs_tokens"].cast(pl.Float64).to_numpy()
-    rel = df[loss].cast(pl.Float64).to_numpy() / float(df[loss].min()) - 1.0
+    rel = df[loss].cast(pl.Float64).to_numpy() / as_float(df[loss].min()) - 1.0
     pick = _fit_window(lr, bs, rel, fit_window)
     x, y = np.log(lr[pick]), np.log(bs[pick])
     [fit] = _native.fit_cells([0] * len(x), x.tolist(), y.tolist(), rel[pick].tolist(), 0, 0)
@@ -287,7 +294,7 @@ def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: flo
         return None
     c, (cx, cy) = fit["coef"], fit["centre"]
 
-    def surface(lr_at, bs_at):
+    def surface(lr_at: ArrayLike, bs_at: ArrayLike) -> np.ndarray:
         u, v = np.log(lr_at) - cx, np.log(bs_at) - cy
         return c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
 
@@ -300,8 +307,8 @@ _QUAD_COLUMNS = (
 )  # fmt: skip
 
 
-def _quadratic_columns(fit: Mapping | None, x: "np.ndarray", y: "np.ndarray", flags: list[str]) -> dict:
-    out: dict = dict.fromkeys(_QUAD_COLUMNS)
+def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys(_QUAD_COLUMNS)
     out.update(convex=None, quad_points=len(x))
     if fit is None:
         flags.append("no-quadratic")
@@ -328,7 +335,7 @@ def landscape(
     cell: Mapping[str, object],
     *,
     loss: str = "loss",
-    include: Sequence[str] = ("diverged", "incomplete"),
+    include: Sequence[RunStatus] = ("diverged", "incomplete"),
     level_tolerance: float = LEVEL_TOLERANCE,
     wide: bool = False,
 ) -> pl.DataFrame:

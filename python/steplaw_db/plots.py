@@ -8,31 +8,36 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from ._typing import OptimumMethod, PlotX, as_float
 from .errors import InvalidArgumentError
-from .optima import landscape as cell_landscape
 from .optima import in_cell, optima
+from .optima import landscape as cell_landscape
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .stability import StabilityReport
 
 #: Contours of Step Law's Figure 1: loss above the cell's minimum.
 CONTOUR_LEVELS = (0.00125, 0.0025, 0.005, 0.01, 0.02)
 FORMATS = (".png", ".svg", ".pdf")
 
 
-def _pyplot():
+def _headless() -> None:
+    """Draw to files, not windows (works headless), unless ``$MPLBACKEND`` says otherwise;
+    before pyplot is imported."""
     import matplotlib
 
     if not os.environ.get("MPLBACKEND"):
-        matplotlib.use("Agg")  # files, not windows: works headless
-    import matplotlib.pyplot as plt
-
-    return plt
+        matplotlib.use("Agg")
 
 
-def _save(fig, path: str | os.PathLike | None):
+def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     if path is not None:
         ext = os.path.splitext(os.fspath(path))[1].lower()
         if ext not in FORMATS:
@@ -56,13 +61,15 @@ def landscape(
     cell: Mapping[str, Any],
     *,
     laws: Any = None,
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike[str] | None = None,
     seq_len: int = 2048,
-):
+) -> Figure:
     """Loss relative to the cell's minimum over its lr x batch grid (log axes), with contours
     at +0.125%, +0.25%, +0.5%, +1%, +2%, the grid minimum, the quadratic vertex with its 95%
     bootstrap interval, and each law's prediction as a labelled marker (Step Law's Figure 1)."""
-    plt = _pyplot()
+    _headless()
+    import matplotlib.pyplot as plt
+
     grid = cell_landscape(final, cell)
     ok = grid.filter(pl.col("rel_loss").is_finite())
     x, y, z = (
@@ -124,23 +131,25 @@ def law(
     final: pl.DataFrame,
     fitted: Any,
     *,
-    method: str = "quadratic",
-    path: str | os.PathLike | None = None,
-):
+    method: OptimumMethod = "quadratic",
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """Optimal lr against D for each N, and optimal batch against D: each cell's optimum
     (by ``method``) as points, the law(s) as lines, with bootstrap bands where the law has
     draws."""
-    plt = _pyplot()
+    _headless()
+    import matplotlib.pyplot as plt
+
     cells = optima(final, method=method)
     laws = _laws(fitted)
     fig, (ax_lr, ax_bs) = plt.subplots(1, 2, figsize=(11, 4.4))
     ns = sorted(cells["N"].unique().to_list())
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(ns), 1)))
-    d_grid = np.geomspace(cells["D"].min() / 1.5, cells["D"].max() * 1.5, 60)
-    for n, colour in zip(ns, colours):
+    d_grid = np.geomspace(as_float(cells["D"].min()) / 1.5, as_float(cells["D"].max()) * 1.5, 60)
+    for n, colour in zip(ns, colours, strict=True):
         c = cells.filter(pl.col("N") == n)
         ax_lr.scatter(c["D"], c["lr_opt"], color=colour, label=f"N={n:.3g}", zorder=3)
-        for i, (name, lw) in enumerate(laws.items()):
+        for i, lw in enumerate(laws.values()):
             p = lw.predict(N=np.full(d_grid.size, float(n)), D=d_grid)
             ax_lr.plot(d_grid, p["lr"], color=colour, ls=("-", "--", ":", "-.")[i % 4], lw=1)
             if "lr_lo" in p.columns:
@@ -166,10 +175,10 @@ def curves(
     points: pl.DataFrame,
     *,
     final: pl.DataFrame | None = None,
-    x: str = "step",
+    x: PlotX = "step",
     names: Mapping[int, str] | None = None,
-    path: str | os.PathLike | None = None,
-):
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """Raw (thin) and smoothed (a Gaussian of 1% of the points, for the eye) loss of the runs
     in ``points`` (``Store.points(run_ids)``) against ``x`` (``step`` or ``tokens``); with
     ``final`` (``Store.final_losses()``), each run's final loss as a dot."""
@@ -179,7 +188,9 @@ def curves(
         raise InvalidArgumentError(f"x must be 'step' or 'tokens', got {x!r}")
     if points.is_empty():
         raise InvalidArgumentError("no points to plot")
-    plt = _pyplot()
+    _headless()
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     colours = plt.get_cmap("tab10")
     for i, ((run_id,), g) in enumerate(points.sort("run_id", "step").group_by("run_id", maintain_order=True)):
@@ -204,17 +215,22 @@ def curves(
 
 
 def stability(
-    report, *, path: str | os.PathLike | None = None, names: Sequence[str] = ("lr_coefN", "lr_coefD", "bs_coefD")
-):
+    report: StabilityReport,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    names: Sequence[str] = ("lr_coefN", "lr_coefD", "bs_coefD"),
+) -> Figure:
     """The stability benchmark: per coefficient, each group's bootstrap distribution (violin,
     with the 95% interval and the estimate; left), and the estimate under every analysis
     choice of the sensitivity table with +-1 SD (right)."""
-    plt = _pyplot()
+    _headless()
+    import matplotlib.pyplot as plt
+
     names = [n for n in names if n in set(report.coefficients["name"])]
     if not names:
         raise InvalidArgumentError("the report has none of the coefficients to plot")
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 2.6 * len(names)), squeeze=False)
-    for row, name in zip(axes, names):
+    for row, name in zip(axes, names, strict=True):
         c = report.coefficients.filter(pl.col("name") == name)
         ax = row[0]
         ys = np.arange(len(c))

@@ -9,13 +9,19 @@ import html
 import io
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
 from . import plots
 from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+T = TypeVar("T")
 
 #: Landscapes drawn at most (the cells with the most runs).
 MAX_LANDSCAPES = 6
@@ -46,7 +52,7 @@ window.addEventListener('load', function () {
 """
 
 
-def _figure(fig) -> str:
+def _figure(fig: Figure) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -86,7 +92,7 @@ def _section(title: str, *parts: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(parts)
 
 
-def _try(what: str, fn, notes: list[str]):
+def _try(what: str, fn: Callable[[], T], notes: list[str]) -> T | None:
     """Run one part of the report; a part that cannot be made says why instead of failing
     the whole report (e.g. too few cells to fit a law)."""
     try:
@@ -114,7 +120,7 @@ def build_report(
     from . import laws as published
     from .fit import evaluate, fit_lr_bs
     from .optima import near_optimal, optima
-    from .law_stability import stability
+    from .stability import stability
 
     notes: list[str] = []
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -173,7 +179,8 @@ def build_report(
             for cell in cells.sort("runs", descending=True).head(MAX_LANDSCAPES).sort("N", "D").iter_rows(named=True):
                 fig = _try(
                     "landscape",
-                    lambda: plots.landscape(
+                    partial(
+                        plots.landscape,
                         final,
                         {"N": cell["N"], "D": cell["D"]},
                         laws={"fitted": fitted, **compare} if fitted else compare,

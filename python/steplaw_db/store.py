@@ -6,14 +6,18 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import polars as pl
 
 from . import _native
+from ._typing import BudgetKind, IngestFormat, Smoothing, WidthUnit
 from .errors import InvalidArgumentError
 
-PathLike = Union[str, "os.PathLike[str]"]
+if TYPE_CHECKING:
+    from ._native import _CompactReport, _IngestReport, _Snapshot
+
+PathLike: TypeAlias = str | os.PathLike[str]
 
 DEFAULT_DB = "steplaw.db"
 
@@ -91,11 +95,23 @@ class IngestReport:
         return self.summary()
 
 
-def _report(d: Mapping[str, Any], strict: bool = False) -> IngestReport:
-    r = IngestReport(**{k: d[k] for k in IngestReport.__dataclass_fields__ if k in d})
-    r.failed = [tuple(x) for x in r.failed]  # type: ignore[misc]
-    r.strict_refused = strict and bool(r.failed) and not r.committed
-    return r
+def _report(d: _IngestReport, strict: bool = False) -> IngestReport:
+    failed = [(source, why) for source, why in d["failed"]]
+    return IngestReport(
+        runs_found=d["runs_found"],
+        added=d["added"],
+        updated=d["updated"],
+        unchanged=d["unchanged"],
+        failed=failed,
+        points=d["points"],
+        bytes_read=d["bytes_read"],
+        malformed_lines=d["malformed_lines"],
+        warnings=d["warnings"],
+        seconds=d["seconds"],
+        version=d["version"],
+        committed=d["committed"],
+        strict_refused=strict and bool(failed) and not d["committed"],
+    )
 
 
 def _pairs(values: Mapping[str, Any] | Iterable[str] | None, what: str) -> list[tuple[str, str]]:
@@ -141,7 +157,7 @@ class Store:
         self,
         paths: PathLike | Sequence[PathLike],
         *,
-        format: str | None = None,
+        format: IngestFormat | None = None,
         metric: str | None = None,
         metrics: Sequence[str] = (),
         name_template: str | None = None,
@@ -180,20 +196,21 @@ class Store:
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        options = {
-            "format": format,
-            "metric": metric,
-            "metrics": [m for m in metrics],
-            "name_template": name_template,
-            "set": _pairs(set, "set"),
-            "recipe": recipe,
-            "seq_len": int(seq_len),
-            "force": force,
-            "strict": strict,
-            "progress": progress,
-            "wait": float(wait),
-        }
-        return _report(self._native.ingest([os.fspath(p) for p in paths], options), strict)
+        report = self._native.ingest(
+            [os.fspath(p) for p in paths],
+            format=format,
+            metric=metric,
+            metrics=list(metrics),
+            name_template=name_template,
+            set=_pairs(set, "set"),
+            recipe=recipe,
+            seq_len=int(seq_len),
+            force=force,
+            strict=strict,
+            progress=progress,
+            wait=float(wait),
+        )
+        return _report(report, strict)
 
     def import_table(
         self,
@@ -238,37 +255,42 @@ class Store:
         loss_col = find(("final_loss", *_FINAL_LOSS_COLUMNS))
         smooth_col = find(("smooth_loss", *_SMOOTH_LOSS_COLUMNS))
         special = {name_col, loss_col, smooth_col}
-        rows = []
+        names: list[str] = []
+        fields: list[list[tuple[str, str]]] = []
+        final_loss: list[float | None] = []
+        smooth_loss: list[float | None] = []
         for i, rec in enumerate(df.iter_rows(named=True)):
-            fields = [(roles[c], _text(v)) for c, v in rec.items() if c not in special and v is not None]
-            rows.append(
-                {
-                    "name": str(rec[name_col]) if name_col and rec[name_col] is not None else f"row{i + 1}",
-                    "fields": fields,
-                    "final_loss": _float(rec[loss_col]) if loss_col else None,
-                    "smooth_loss": _float(rec[smooth_col]) if smooth_col else None,
-                }
-            )
-        options = {
-            "name_template": name_template,
-            "set": _pairs(set, "set"),
-            "recipe": recipe,
-            "seq_len": int(seq_len),
-            "wait": float(wait),
-        }
-        return _report(self._native.import_summaries(str(path.resolve()), rows, options))
+            names.append(str(rec[name_col]) if name_col and rec[name_col] is not None else f"row{i + 1}")
+            fields.append([(roles[c], _text(v)) for c, v in rec.items() if c not in special and v is not None])
+            final_loss.append(_float(rec[loss_col]) if loss_col else None)
+            smooth_loss.append(_float(rec[smooth_col]) if smooth_col else None)
+        report = self._native.import_summaries(
+            str(path.resolve()),
+            names=names,
+            fields=fields,
+            final_loss=final_loss,
+            smooth_loss=smooth_loss,
+            name_template=name_template,
+            set=_pairs(set, "set"),
+            recipe=recipe,
+            seq_len=int(seq_len),
+            wait=float(wait),
+        )
+        return _report(report)
 
-    def compact(self, wait: float = 0.0) -> dict:
+    def compact(self, wait: float = 0.0) -> _CompactReport:
         """Merge small segments, drop replaced runs' points and delete files no current
-        version uses. Afterwards ``points/*.parquet`` and ``runs/*.parquet`` can be globbed."""
-        return dict(self._native.compact(wait))
+        version uses. Afterwards ``points/*.parquet`` and ``runs/*.parquet`` can be globbed.
+        Returns the new ``version``, ``segments_rewritten``, ``files_removed`` and
+        ``bytes_freed``."""
+        return self._native.compact(float(wait))
 
     # -- reading -------------------------------------------------------------------------
-    def files(self) -> dict:
+    def files(self) -> _Snapshot:
         """The files of the newest version (for other tools): the runs file, and the segments,
         each with its ``rows``, the ``run_ids`` written to it and its ``live_runs`` (None when
         every run in it is current; else those that are)."""
-        return dict(self._native.snapshot())
+        return self._native.snapshot()
 
     def runs(self) -> pl.DataFrame:
         """One row per run: identity, configuration, status and curve summary."""
@@ -300,10 +322,10 @@ class Store:
 
     def final_losses(
         self,
-        smooth: str = "robust",
+        smooth: Smoothing = "robust",
         *,
         width: float | None = None,
-        unit: str = "fraction",
+        unit: WidthUnit = "fraction",
         weight: float | None = None,
         at: int | None = None,
         at_tokens: int | None = None,
@@ -335,25 +357,34 @@ class Store:
         ``lr``, ``bs``, ``seq_len``, ``bs_tokens``, ``steps``, shape fields, ``status``,
         ``raw_loss``, ``loss`` (smoothed), ``step``, ``points_used`` and ``origin``.
         """
-        budgets = [(k, v) for k, v in (("step", at), ("tokens", at_tokens), ("fraction", at_fraction)) if v is not None]
+        given: tuple[tuple[BudgetKind, float | None], ...] = (
+            ("step", at),
+            ("tokens", at_tokens),
+            ("fraction", at_fraction),
+        )
+        budgets = [(k, v) for k, v in given if v is not None]
         if len(budgets) > 1:
             raise InvalidArgumentError("give at most one of at, at_tokens and at_fraction")
         at_kind, at_value = budgets[0] if budgets else ("end", 0.0)
         if at_kind == "fraction" and not 0 < float(at_value) <= 1:
             raise InvalidArgumentError(f"at_fraction must be in (0, 1], got {at_value}")
         cols = self._native.final_losses(
-            metric, smooth, None if width is None else float(width), unit,
-            None if weight is None else float(weight), at_kind, float(at_value),
-        )  # fmt: skip
-        runs_file = cols.pop("runs_file")
+            metric=metric,
+            smooth=smooth,
+            width=None if width is None else float(width),
+            unit=unit,
+            weight=None if weight is None else float(weight),
+            at_kind=at_kind,
+            at_value=float(at_value),
+        )
         finals = pl.DataFrame(
-            cols,
+            {k: v for k, v in cols.items() if k != "runs_file"},
             schema={
                 "run_id": pl.Int64, "raw_loss": pl.Float64, "loss": pl.Float64, "step": pl.Int64,
                 "points_used": pl.Int64, "origin": pl.String,
             },
         )  # fmt: skip
-        runs = _read_runs(runs_file).select(_FINAL_CONFIG_COLUMNS)
+        runs = _read_runs(cols["runs_file"]).select(_FINAL_CONFIG_COLUMNS)
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
 
 
@@ -379,23 +410,24 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def _read_runs(runs_file: str | None) -> pl.DataFrame:
+def _read_runs(runs_file: Path | None) -> pl.DataFrame:
     """A version's runs table (empty, with its schema, before the first commit)."""
     return pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()
 
 
 def _empty_runs() -> pl.DataFrame:
     i, f, s = pl.Int64, pl.Float64, pl.String
-    schema = {
-        "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s,
-        "N": i, "D": i, "lr": f, "bs": i, "seq_len": i, "bs_tokens": i, "steps": i, "lr_min": f,
-        "h": i, "ffnh": i, "numh": i, "numl": i, "n_experts": i, "top_k": i, "recipe": s, "tags": s,
-        "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
-        "n_malformed": i, "ingested_at": pl.Datetime("us", "UTC"),
-    }  # fmt: skip
-    return pl.DataFrame(schema=schema)
+    return pl.DataFrame(
+        schema={
+            "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s,
+            "N": i, "D": i, "lr": f, "bs": i, "seq_len": i, "bs_tokens": i, "steps": i, "lr_min": f,
+            "h": i, "ffnh": i, "numh": i, "numl": i, "n_experts": i, "top_k": i, "recipe": s, "tags": s,
+            "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
+            "n_malformed": i, "ingested_at": pl.Datetime("us", "UTC"),
+        }
+    )  # fmt: skip
 
 
-def open(path: PathLike | None = None, *, create: bool = True) -> Store:  # noqa: A001
+def open(path: PathLike | None = None, *, create: bool = True) -> Store:
     """Open (or create) the store at ``path`` (default ``$STEPLAW_DB`` or ``./steplaw.db``)."""
     return Store(path, create=create)

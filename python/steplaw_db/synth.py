@@ -14,45 +14,50 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
 
+if TYPE_CHECKING:  # for type checkers only: this module imports nothing of the package at run time
+    from ._typing import SynthFormat
+
 __all__ = [
-    "FORMATS",
+    "BS_COEF",
+    "BS_EXP_D",
     "DEFAULT_CELLS",
     "DEFAULT_D",
     "DEFAULT_SHAPES",
-    "GroundTruth",
-    "TRUTH",
-    "LR_COEF",
-    "LR_EXP_N",
-    "LR_EXP_D",
-    "BS_COEF",
-    "BS_EXP_D",
-    "LOSS_E",
-    "LOSS_A",
-    "LOSS_B",
-    "LOSS_ALPHA",
-    "LOSS_BETA",
-    "LANDSCAPE_A",
-    "LANDSCAPE_B",
-    "LOSS_INIT",
+    "DIVERGE_LOSS",
     "DIVERGE_LR_FACTOR",
     "DIVERGE_START",
-    "DIVERGE_LOSS",
+    "FORMATS",
+    "LANDSCAPE_A",
+    "LANDSCAPE_B",
+    "LOSS_A",
+    "LOSS_ALPHA",
+    "LOSS_B",
+    "LOSS_BETA",
+    "LOSS_E",
+    "LOSS_INIT",
+    "LR_COEF",
+    "LR_EXP_D",
+    "LR_EXP_N",
     "RUN_NAME_RE",
-    "n_params",
-    "lr_opt",
+    "TRUTH",
+    "GroundTruth",
     "bs_tokens_opt",
-    "loss_opt",
     "landscape",
-    "run_name",
+    "loss_opt",
+    "lr_opt",
+    "n_params",
     "parse_run_name",
+    "run_name",
     "write_sweep",
 ]
 
@@ -175,18 +180,20 @@ RUN_NAME_RE = re.compile(
 )
 
 
-def run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min, prefix="synth") -> str:
+def run_name(
+    h: int, ffnh: int, numh: int, numl: int, lr: float, bs: int, steps: int, lr_min: float, prefix: str = "synth"
+) -> str:
     return f"{prefix}_h{h}_ffnh{ffnh}_numh{numh}_numl{numl}_lr{lr:.3e}_bs{bs}_ti{steps}_mlr{lr_min:.2e}"
 
 
-def parse_run_name(name: str) -> dict:
+def parse_run_name(name: str) -> dict[str, Any]:
     """Inverse of :func:`run_name` (also reads real Step Law names such as
     ``step2v2_0618_h960_ffnh9368_numh15_numl7_lr3.453e-04_bs736_ti66342_mlr1.00e-05``)."""
     m = RUN_NAME_RE.match(name)
     if m is None:
         raise ValueError(f"not a Step Law run name: {name!r}")
     g = m.groupdict()
-    out = {k: int(g[k]) for k in ("h", "ffnh", "numh", "numl", "bs", "steps")}
+    out: dict[str, Any] = {k: int(g[k]) for k in ("h", "ffnh", "numh", "numl", "bs", "steps")}
     out["lr"] = float(g["lr"])
     out["lr_min"] = float(g["lr_min"])
     out["prefix"] = g["prefix"]
@@ -209,7 +216,7 @@ def _iterations(steps: int, points: int) -> np.ndarray:
 
 def _lr_schedule(t: np.ndarray, steps: int, lr: float, lr_min: float) -> np.ndarray:
     """Linear warm-up over the first 1 % of the steps, then cosine decay from lr to lr_min."""
-    warm = max(1, int(round(WARMUP_FRACTION * steps)))
+    warm = max(1, round(WARMUP_FRACTION * steps))
     t = t.astype(np.float64)
     span = max(1, steps - warm)
     prog = np.clip((t - warm) / span, 0.0, 1.0)
@@ -225,7 +232,7 @@ def _decay(t: np.ndarray, steps: int) -> np.ndarray:
     return np.clip(g, 0.0, 1.0)  # rounding can give -1e-17 at t = steps
 
 
-def _curves(spec: dict):
+def _curves(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-entry arrays of one run: iterations, lr, loss (noisy, nan at a divergence's end),
     grad norm and time per iteration. Deterministic in (seed, run index)."""
     steps = spec["steps"]
@@ -277,7 +284,7 @@ _JSONL_LINE = '{"step": %d, "loss": %.7g, "lr": %.7g}\n'
 _CSV_LINE = "%d,%.7g,%.7g\n"
 
 
-def _timestamps(ms_offsets: np.ndarray, base: np.datetime64, unit: str) -> list:
+def _timestamps(ms_offsets: np.ndarray, base: np.datetime64, unit: Literal["ms", "s"]) -> list[str]:
     """``YYYY-MM-DD HH:MM:SS[.mmm]`` strings (vectorised: numpy formats, one byte is patched)."""
     ts = base + np.round(ms_offsets).astype(np.int64).astype("timedelta64[ms]")
     s = np.datetime_as_string(ts, unit=unit)
@@ -287,24 +294,44 @@ def _timestamps(ms_offsets: np.ndarray, base: np.datetime64, unit: str) -> list:
     return b.astype(f"U{width}").tolist()
 
 
-def _format_steplaw_lines(ts, it, steps, consumed, lr, bs, loss, gn) -> str:
+def _format_steplaw_lines(
+    ts: list[str],
+    it: list[int],
+    steps: int,
+    consumed: list[int],
+    lr: list[float],
+    bs: int,
+    loss: list[float],
+    gn: list[float],
+) -> str:
     n = len(it)
     text = "".join(
         map(
             _STEPLAW_LINE.__mod__,
-            zip(ts, it, [steps] * n, consumed, lr, [bs] * n, loss, gn),
+            zip(ts, it, [steps] * n, consumed, lr, [bs] * n, loss, gn, strict=True),
         )
     )
     # '%E' writes nan as 'NAN'; no other upper-case NAN can occur in these lines.
     return text.replace("NAN", "nan") if "NAN" in text else text
 
 
-def _format_megatron_lines(ts, it, steps, consumed, ms, lr, bs, loss, gn, nan_flags) -> str:
+def _format_megatron_lines(
+    ts: list[str],
+    it: list[int],
+    steps: int,
+    consumed: list[int],
+    ms: list[float],
+    lr: list[float],
+    bs: int,
+    loss: list[float],
+    gn: list[float],
+    nan_flags: list[int],
+) -> str:
     n = len(it)
     text = "".join(
         map(
             _MEGATRON_LINE.__mod__,
-            zip(ts, it, [steps] * n, consumed, ms, lr, [bs] * n, loss, gn, [0] * n, nan_flags),
+            zip(ts, it, [steps] * n, consumed, ms, lr, [bs] * n, loss, gn, [0] * n, nan_flags, strict=True),
         )
     )
     return text.replace("NAN", "nan") if "NAN" in text else text
@@ -373,12 +400,12 @@ def _write_run(spec: dict) -> int:
             body = _format_megatron_lines(ts, it_l, steps, consumed, ms.tolist(), lr_l, bs, loss_l, gn_l, nan_flags)
             _write_text(d / "train.log", pre + body)
     elif fmt == "jsonl":
-        text = "".join(map(_JSONL_LINE.__mod__, zip(it_l, loss_l, lr_l)))
+        text = "".join(map(_JSONL_LINE.__mod__, zip(it_l, loss_l, lr_l, strict=True)))
         if spec["diverged"]:
             text = text.replace("nan", "NaN")  # keys hold no 'nan'
         _write_text(d / "metrics.jsonl", text)
     elif fmt == "csv":
-        text = "step,loss,lr\n" + "".join(map(_CSV_LINE.__mod__, zip(it_l, loss_l, lr_l)))
+        text = "step,loss,lr\n" + "".join(map(_CSV_LINE.__mod__, zip(it_l, loss_l, lr_l, strict=True)))
         _write_text(d / "metrics.csv", text)
     else:  # pragma: no cover - checked in write_sweep
         raise ValueError(fmt)
@@ -417,7 +444,7 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
         lrs = [float(f"{v:.3e}") for v in lr_star * 2.0 ** ((_centred(n_lr) + off_lr) / 2.0)]
         bss = []
         for v in b_star * 2.0 ** ((_centred(n_bs) + off_bs) / 2.0) / seq_len:
-            b = max(1, int(round(v)))
+            b = max(1, round(float(v)))
             if b not in bss:  # tiny budgets: rounding can merge grid levels
                 bss.append(b)
         cell_rows.append(
@@ -441,7 +468,7 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
         )
         for lr in lrs:
             for bs in bss:
-                steps = max(1, int(round(D / (bs * seq_len))))
+                steps = max(1, round(D / (bs * seq_len)))
                 bs_tokens = bs * seq_len
                 name = run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min)
                 runs.append(
@@ -489,10 +516,10 @@ def _pool_context():
 
 
 def write_sweep(
-    out,
+    out: str | os.PathLike[str],
     *,
-    fmt: str = "steplaw",
-    cells: Sequence[tuple] | None = None,
+    fmt: SynthFormat = "steplaw",
+    cells: Sequence[tuple[float, ...]] | None = None,
     n_lr: int = 7,
     n_bs: int = 5,
     points: int = 200,
@@ -542,7 +569,7 @@ def write_sweep(
     counts = [0] * len(cell_rows)
     for r in runs:
         counts[r["cell"]] += 1
-    for row, k in zip(cell_rows, counts):
+    for row, k in zip(cell_rows, counts, strict=True):
         row["n_runs"] = k
     truth = {
         "description": "steplaw_db.synth ground truth: lr* = lr_coef N^lr_exp_N D^lr_exp_D, "

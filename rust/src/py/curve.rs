@@ -3,27 +3,26 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::to_py;
 use crate::curve::{self, Curve, FitOptions, Form, Method};
 use crate::error::Error;
 
-fn form_of(name: &str, lam: f64, method: &str) -> PyResult<Form> {
+fn form_of(name: &str, lam: f64, method: &str) -> Result<Form, Error> {
     match name {
-        "mpl" => Ok(Form::Mpl(Method::from_name(method).map_err(to_py)?)),
+        "mpl" => Ok(Form::Mpl(Method::from_name(method)?)),
         "annealing" => Ok(Form::Annealing { lambda: lam }),
-        other => Err(to_py(Error::Invalid(format!(
+        other => Err(Error::Invalid(format!(
             "unknown curve law '{other}' (expected mpl or annealing)"
-        )))),
+        ))),
     }
 }
 
 /// (lr per step, steps, loss) triples to validated curves.
-fn curves_of(curves: Vec<(Vec<f64>, Vec<usize>, Vec<f64>)>) -> PyResult<Vec<Curve>> {
+fn curves_of(curves: Vec<(Vec<f64>, Vec<usize>, Vec<f64>)>) -> Result<Vec<Curve>, Error> {
     curves
         .into_iter()
         .enumerate()
         .map(|(i, (lr, steps, loss))| {
-            Curve::new(lr, steps, Some(loss)).map_err(|e| to_py(Error::Invalid(format!("curve {i}: {e}"))))
+            Curve::new(lr, steps, Some(loss)).map_err(|e| Error::Invalid(format!("curve {i}: {e}")))
         })
         .collect()
 }
@@ -44,14 +43,12 @@ fn curve_predict(
     jacobian: bool,
 ) -> PyResult<Py<PyAny>> {
     let form = form_of(form, lam, method)?;
-    let curve = Curve::new(lr, steps, None).map_err(to_py)?;
+    let curve = Curve::new(lr, steps, None)?;
     if jacobian {
-        let (pred, jac) = py
-            .detach(|| curve::predict_with_jacobian(form, &params, &curve))
-            .map_err(to_py)?;
+        let (pred, jac) = py.detach(|| curve::predict_with_jacobian(form, &params, &curve))?;
         Ok((pred, jac).into_pyobject(py)?.into_any().unbind())
     } else {
-        let pred = py.detach(|| curve::predict(form, &params, &curve)).map_err(to_py)?;
+        let pred = py.detach(|| curve::predict(form, &params, &curve))?;
         Ok(pred.into_pyobject(py)?.into_any().unbind())
     }
 }
@@ -72,9 +69,7 @@ fn curve_objective(
     let form = form_of(form, lam, method)?;
     let curves = curves_of(curves)?;
     let mut grad = vec![0.0; form.n_params()];
-    let value = py
-        .detach(|| curve::objective(form, &params, &curves, delta, &mut grad))
-        .map_err(to_py)?;
+    let value = py.detach(|| curve::objective(form, &params, &curves, delta, &mut grad))?;
     Ok((value, grad))
 }
 
@@ -101,7 +96,7 @@ fn curve_fit<'py>(
         starts: starts.unwrap_or_default(),
         max_iterations,
     };
-    let r = py.detach(|| curve::fit(form, &curves, &opts)).map_err(to_py)?;
+    let r = py.detach(|| curve::fit(form, &curves, &opts))?;
     let d = PyDict::new(py);
     d.set_item("params", r.params)?;
     d.set_item("names", form.names().to_vec())?;

@@ -1,57 +1,83 @@
-//! Bindings of the fitting engine (`crate::fit`): plain lists and dicts in and out; the
+//! Bindings of the fitting engine (`crate::fit`): lists and `LinearModel`s in, lists and dicts out; the
 //! Python side (`steplaw_db.fit`) builds the frames and the law objects.
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::{get, to_py};
 use crate::error::Error;
 use crate::fit::bootstrap::{fit_models, BootstrapOptions, Resample};
 use crate::fit::chinchilla::{self, ChinchillaOptions, LossData, Params, PARAMS};
 use crate::fit::linear::{cell_index, Method, Model};
 
-fn model_of(d: &Bound<'_, PyDict>) -> PyResult<Model> {
-    let required = |key: &str| Error::Invalid(format!("model description lacks '{key}'"));
-    Ok(Model {
-        target: get(d, "target")?.ok_or_else(|| to_py(required("target")))?,
-        regressors: get(d, "regressors")?.unwrap_or_default(),
-        columns: get(d, "columns")?.unwrap_or_default(),
-        y: get(d, "y")?.ok_or_else(|| to_py(required("y")))?,
-        weights: get(d, "weights")?,
-    })
+/// One log-space linear model for `fit_linear`: `target` regressed on `regressors`, whose
+/// `columns` (one per regressor) and `y` are already logs; optional `weights` per row.
+#[pyclass(module = "steplaw_db._native", name = "LinearModel", frozen)]
+struct PyLinearModel {
+    model: Model,
+}
+
+#[pymethods]
+impl PyLinearModel {
+    #[new]
+    #[pyo3(signature = (*, target, regressors, columns, y, weights = None))]
+    fn new(
+        target: String,
+        regressors: Vec<String>,
+        columns: Vec<Vec<f64>>,
+        y: Vec<f64>,
+        weights: Option<Vec<f64>>,
+    ) -> Self {
+        PyLinearModel {
+            model: Model {
+                target,
+                regressors,
+                columns,
+                y,
+                weights,
+            },
+        }
+    }
+
+    #[getter]
+    fn target(&self) -> &str {
+        &self.model.target
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LinearModel({} ~ {}, {} rows)",
+            self.model.target,
+            self.model.regressors.join(" + "),
+            self.model.y.len()
+        )
+    }
 }
 
 /// Fit log-space linear models sharing their rows, then bootstrap them.
-/// `models`: dicts with `target`, `regressors`, `columns` (log values), `y` (log values),
-/// optional `weights`; `cells`: a label per row. Returns `fits` (per model: `coef`, `r2`,
-/// `scale`, `iterations`, `converged`), `draws` (per model: a coefficient list per draw)
-/// and `failed`.
+/// `models`: `LinearModel`s; `cells`: a label per row. Returns `fits` (per model: `coef`,
+/// `r2`, `scale`, `iterations`, `converged`), `draws` (per model: a coefficient list per
+/// draw) and `failed`.
 #[pyfunction]
-#[pyo3(signature = (models, cells, method = "ols".to_string(), huber_t = 1.345, draws = 0, resample = "rows".to_string(), seed = 42))]
+#[pyo3(signature = (models, cells, method = "ols", huber_t = 1.345, draws = 0, resample = "rows", seed = 42))]
 #[allow(clippy::too_many_arguments)]
 fn fit_linear<'py>(
     py: Python<'py>,
-    models: &Bound<'py, PyList>,
+    models: Vec<PyRef<'py, PyLinearModel>>,
     cells: Vec<u64>,
-    method: String,
+    method: &str,
     huber_t: f64,
     draws: usize,
-    resample: String,
+    resample: &str,
     seed: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let models: Vec<Model> = models
-        .iter()
-        .map(|m| model_of(m.cast::<PyDict>()?))
-        .collect::<PyResult<_>>()?;
-    let method = Method::from_name(&method, huber_t).map_err(to_py)?;
+    let models: Vec<Model> = models.iter().map(|m| m.model.clone()).collect();
+    let method = Method::from_name(method, huber_t)?;
     let boot = BootstrapOptions {
         draws,
-        resample: Resample::from_name(&resample).map_err(to_py)?,
+        resample: Resample::from_name(resample)?,
         seed,
     };
     let (cells, _) = cell_index(&cells);
-    let report = py
-        .detach(move || fit_models(&models, &cells, method, &boot))
-        .map_err(to_py)?;
+    let report = py.detach(move || fit_models(&models, &cells, method, &boot))?;
     let out = PyDict::new(py);
     let fits = PyList::empty(py);
     for f in &report.fits {
@@ -69,12 +95,12 @@ fn fit_linear<'py>(
     Ok(out)
 }
 
-fn params_of(v: &[f64]) -> PyResult<Params> {
+fn params_of(v: &[f64]) -> Result<Params, Error> {
     v.try_into().map_err(|_| {
-        to_py(Error::Invalid(format!(
+        Error::Invalid(format!(
             "a Chinchilla start needs {PARAMS} values [a, b, e, alpha, beta], got {}",
             v.len()
-        )))
+        ))
     })
 }
 
@@ -95,9 +121,9 @@ fn fit_chinchilla<'py>(
     seed: u64,
     bootstrap_starts: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
+    let data = LossData::new(&n, &d, &loss)?;
     let starts: Vec<Params> = match starts {
-        Some(s) => s.iter().map(|v| params_of(v)).collect::<PyResult<_>>()?,
+        Some(s) => s.iter().map(|v| params_of(v)).collect::<Result<_, _>>()?,
         None => chinchilla::default_grid(),
     };
     let opts = ChinchillaOptions {
@@ -107,9 +133,7 @@ fn fit_chinchilla<'py>(
         bootstrap_starts,
         ..Default::default()
     };
-    let fit = py
-        .detach(move || chinchilla::fit(&data, &starts, &opts))
-        .map_err(to_py)?;
+    let fit = py.detach(move || chinchilla::fit(&data, &starts, &opts))?;
     let out = PyDict::new(py);
     out.set_item("params", fit.best.params.to_vec())?;
     out.set_item("objective", fit.best.objective)?;
@@ -134,7 +158,7 @@ fn chinchilla_objective(
     delta: f64,
 ) -> PyResult<(f64, Vec<f64>)> {
     let p = params_of(&params)?;
-    let data = LossData::new(&n, &d, &loss).map_err(to_py)?;
+    let data = LossData::new(&n, &d, &loss)?;
     let mut grad = vec![0.0; PARAMS];
     let value = chinchilla::objective(&p, &data, &vec![1.0; data.len()], delta, &mut grad);
     Ok((value, grad))
@@ -147,6 +171,7 @@ fn chinchilla_grid() -> Vec<Vec<f64>> {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLinearModel>()?;
     m.add_function(wrap_pyfunction!(fit_linear, m)?)?;
     m.add_function(wrap_pyfunction!(fit_chinchilla, m)?)?;
     m.add_function(wrap_pyfunction!(chinchilla_objective, m)?)?;

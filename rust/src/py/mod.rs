@@ -19,42 +19,35 @@ use crate::smooth::{At, Smoothing, Width};
 use crate::store;
 
 /// Raise the `steplaw_db.errors` class that matches `e` (a pure-Python hierarchy, so its
-/// classes can also derive from OSError / ValueError).
-fn to_py(e: Error) -> PyErr {
-    let class = match &e {
-        Error::Io { .. } | Error::Store { .. } => "StoreError",
-        Error::Locked { .. } => "StoreLockedError",
-        Error::Parse { .. } => "ParseError",
-        Error::Invalid(_) => "InvalidArgumentError",
-        Error::Internal(_) => "InternalError",
-    };
-    let message = e.to_string();
-    Python::attach(|py| {
-        let made = py
-            .import("steplaw_db.errors")
-            .and_then(|m| m.getattr(class))
-            .and_then(|cls| cls.call1((message.clone(),)));
-        match made {
-            Ok(obj) => PyErr::from_value(obj),
-            Err(_) => PyRuntimeError::new_err(message),
-        }
-    })
-}
-
-fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
-    match d.get_item(key)? {
-        Some(v) if !v.is_none() => Ok(Some(v.extract::<T>().map_err(Into::into)?)),
-        _ => Ok(None),
+/// classes can also derive from OSError / ValueError): `?` carries core errors across the
+/// boundary.
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        let class = match &e {
+            Error::Io { .. } | Error::Store { .. } => "StoreError",
+            Error::Locked { .. } => "StoreLockedError",
+            Error::Parse { .. } => "ParseError",
+            Error::Invalid(_) => "InvalidArgumentError",
+            Error::Internal(_) => "InternalError",
+        };
+        let message = e.to_string();
+        Python::attach(|py| {
+            let made = py
+                .import("steplaw_db.errors")
+                .and_then(|m| m.getattr(class))
+                .and_then(|cls| cls.call1((message.clone(),)));
+            match made {
+                Ok(obj) => PyErr::from_value(obj),
+                Err(_) => PyRuntimeError::new_err(message),
+            }
+        })
     }
 }
 
-fn pairs(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Vec<(String, String)>> {
-    Ok(get::<Vec<(String, String)>>(d, key)?.unwrap_or_default())
-}
-
-fn wait_of(d: &Bound<'_, PyDict>) -> PyResult<Duration> {
-    let secs = get::<f64>(d, "wait")?.unwrap_or(0.0).max(0.0);
-    Ok(Duration::from_secs_f64(secs))
+/// Seconds to wait for the store's lock (negative or NaN: not at all).
+fn wait_of(secs: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(secs.max(0.0))
+        .map_err(|_| Error::Invalid(format!("wait must be a finite number of seconds, got {secs}")))
 }
 
 fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, PyDict>> {
@@ -85,7 +78,7 @@ impl PyStore {
     #[pyo3(signature = (path, create = true))]
     fn new(path: PathBuf, create: bool) -> PyResult<Self> {
         Ok(PyStore {
-            inner: store::Store::open(path, create).map_err(to_py)?,
+            inner: store::Store::open(path, create)?,
         })
     }
 
@@ -94,75 +87,108 @@ impl PyStore {
         self.inner.root().to_path_buf()
     }
 
-    /// Ingest runs found under `paths`; `options` as `steplaw_db.Store.ingest` documents.
+    /// Ingest runs found under `paths`; the options as `steplaw_db.Store.ingest` documents
+    /// them (keyword-only: a misspelt option is a TypeError).
+    #[pyo3(signature = (
+        paths, *, format = None, metric = None, metrics = Vec::new(), name_template = None, set = Vec::new(),
+        recipe = None, seq_len = crate::model::DEFAULT_SEQ_LEN, force = false, strict = false, progress = false,
+        wait = 0.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn ingest<'py>(
         &self,
         py: Python<'py>,
         paths: Vec<PathBuf>,
-        options: &Bound<'py, PyDict>,
+        format: Option<&str>,
+        metric: Option<String>,
+        metrics: Vec<String>,
+        name_template: Option<String>,
+        set: Vec<(String, String)>,
+        recipe: Option<String>,
+        seq_len: i64,
+        force: bool,
+        strict: bool,
+        progress: bool,
+        wait: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
         let opts = IngestOptions {
-            format: get::<String>(options, "format")?
-                .map(|f| Format::from_name(&f))
-                .transpose()
-                .map_err(to_py)?,
+            format: format.map(Format::from_name).transpose()?,
             metrics: MetricSelection {
-                loss: get(options, "metric")?,
-                extra: get::<Vec<String>>(options, "metrics")?.unwrap_or_default(),
+                loss: metric,
+                extra: metrics,
             },
-            name_template: get(options, "name_template")?,
-            set: pairs(options, "set")?,
-            recipe: get(options, "recipe")?,
-            seq_len: get(options, "seq_len")?.unwrap_or(crate::model::DEFAULT_SEQ_LEN),
-            force: get(options, "force")?.unwrap_or(false),
-            strict: get(options, "strict")?.unwrap_or(false),
-            progress: get(options, "progress")?.unwrap_or(false),
-            wait: wait_of(options)?,
+            name_template,
+            set,
+            recipe,
+            seq_len,
+            force,
+            strict,
+            progress,
+            wait: wait_of(wait)?,
         };
         let store = self.inner.clone();
-        let report = py.detach(move || ingest(&store, &paths, &opts)).map_err(to_py)?;
+        let report = py.detach(move || ingest(&store, &paths, &opts))?;
         report_dict(py, &report)
     }
 
-    /// Import summary rows: each a dict with `name`, `fields` (list of (field, text)),
-    /// `final_loss`, `smooth_loss`.
+    /// Import summary rows given as columns of equal length: run `names`, `fields` (per row,
+    /// (field, text) pairs), `final_loss` and `smooth_loss` (None where unknown).
+    #[pyo3(signature = (
+        source, *, names, fields, final_loss, smooth_loss, name_template = None, set = Vec::new(), recipe = None,
+        seq_len = crate::model::DEFAULT_SEQ_LEN, wait = 0.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn import_summaries<'py>(
         &self,
         py: Python<'py>,
         source: String,
-        rows: &Bound<'py, PyList>,
-        options: &Bound<'py, PyDict>,
+        names: Vec<String>,
+        fields: Vec<Vec<(String, String)>>,
+        final_loss: Vec<Option<f64>>,
+        smooth_loss: Vec<Option<f64>>,
+        name_template: Option<String>,
+        set: Vec<(String, String)>,
+        recipe: Option<String>,
+        seq_len: i64,
+        wait: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let rows: Vec<SummaryRow> = rows
+        let n = names.len();
+        if [fields.len(), final_loss.len(), smooth_loss.len()]
             .iter()
-            .map(|r| {
-                let d = r.cast::<PyDict>()?;
-                Ok(SummaryRow {
-                    name: get(d, "name")?.unwrap_or_default(),
-                    fields: pairs(d, "fields")?,
-                    final_loss: get(d, "final_loss")?,
-                    smooth_loss: get(d, "smooth_loss")?,
-                })
+            .any(|&k| k != n)
+        {
+            return Err(Error::Invalid(
+                "import_summaries: names, fields, final_loss and smooth_loss must have one length".into(),
+            )
+            .into());
+        }
+        let rows: Vec<SummaryRow> = names
+            .into_iter()
+            .zip(fields)
+            .zip(final_loss.into_iter().zip(smooth_loss))
+            .map(|((name, fields), (final_loss, smooth_loss))| SummaryRow {
+                name,
+                fields,
+                final_loss,
+                smooth_loss,
             })
-            .collect::<PyResult<_>>()?;
+            .collect();
         let opts = SummaryOptions {
-            name_template: get(options, "name_template")?,
-            set: pairs(options, "set")?,
-            recipe: get(options, "recipe")?,
-            seq_len: get(options, "seq_len")?.unwrap_or(crate::model::DEFAULT_SEQ_LEN),
-            wait: wait_of(options)?,
+            name_template,
+            set,
+            recipe,
+            seq_len,
+            wait: wait_of(wait)?,
         };
         let store = self.inner.clone();
-        let report = py
-            .detach(move || import_summaries(&store, &source, &rows, &opts))
-            .map_err(to_py)?;
+        let report = py.detach(move || import_summaries(&store, &source, &rows, &opts))?;
         report_dict(py, &report)
     }
 
     /// The newest version: its runs file and its segments, each with the runs written to it
     /// and those still live in it (None when all are).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = py.detach(|| self.inner.latest()).map_err(to_py)?;
+        let m = py.detach(|| self.inner.latest())?;
         let root = self.inner.root();
         let d = PyDict::new(py);
         d.set_item("version", m.version)?;
@@ -195,35 +221,33 @@ impl PyStore {
 
     /// Final losses of every run: columns as lists (run_id, raw_loss, loss, step,
     /// points_used, origin), and the runs file of the version read.
-    #[pyo3(signature = (metric, smooth, width, unit, weight, at_kind, at_value))]
+    #[pyo3(signature = (*, metric, smooth, width, unit, weight, at_kind, at_value))]
     #[allow(clippy::too_many_arguments)]
     fn final_losses<'py>(
         &self,
         py: Python<'py>,
         metric: String,
-        smooth: String,
+        smooth: &str,
         width: Option<f64>,
-        unit: String,
+        unit: &str,
         weight: Option<f64>,
-        at_kind: String,
+        at_kind: &str,
         at_value: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let width = width.map(|w| Width::new(w, &unit)).transpose().map_err(to_py)?;
-        let smoothing = Smoothing::new(&smooth, width, weight).map_err(to_py)?;
-        let at = match at_kind.as_str() {
+        let width = width.map(|w| Width::new(w, unit)).transpose()?;
+        let smoothing = Smoothing::new(smooth, width, weight)?;
+        let at = match at_kind {
             "end" => At::End,
             "step" => At::Step(at_value as i64),
             "tokens" => At::Tokens(at_value as i64),
             "fraction" => At::Fraction(at_value),
-            other => return Err(to_py(Error::Invalid(format!("unknown budget kind '{other}'")))),
+            other => return Err(Error::Invalid(format!("unknown budget kind '{other}'")).into()),
         };
         let store = self.inner.clone();
-        let (rows, manifest) = py
-            .detach(move || {
-                let manifest = store.latest()?;
-                final_losses(&store, &manifest, &metric, smoothing, at).map(|rows| (rows, manifest))
-            })
-            .map_err(to_py)?;
+        let (rows, manifest) = py.detach(move || {
+            let manifest = store.latest()?;
+            final_losses(&store, &manifest, &metric, smoothing, at).map(|rows| (rows, manifest))
+        })?;
         let d = PyDict::new(py);
         // The runs table of the same version, so the caller joins what was read.
         d.set_item(
@@ -241,10 +265,9 @@ impl PyStore {
 
     #[pyo3(signature = (wait = 0.0))]
     fn compact<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyDict>> {
+        let wait = wait_of(wait)?;
         let store = self.inner.clone();
-        let r = py
-            .detach(move || store.compact(Duration::from_secs_f64(wait.max(0.0))))
-            .map_err(to_py)?;
+        let r = py.detach(move || store.compact(wait))?;
         let d = PyDict::new(py);
         d.set_item("version", r.version)?;
         d.set_item("segments_rewritten", r.segments_rewritten)?;
@@ -268,9 +291,7 @@ fn fit_cells<'py>(
     seed: u64,
 ) -> PyResult<Bound<'py, PyList>> {
     if [x.len(), y.len(), z.len()].iter().any(|&n| n != cell.len()) {
-        return Err(to_py(Error::Invalid(
-            "fit_cells: cell, x, y and z must have one length".into(),
-        )));
+        return Err(Error::Invalid("fit_cells: cell, x, y and z must have one length".into()).into());
     }
     let fits = py.detach(move || crate::cells::fit_cells(&cell, &x, &y, &z, draws, seed));
     let out = PyList::empty(py);

@@ -2,9 +2,23 @@
 shapes), left-out cells, and analysis choices (near-optimal threshold, smoothing, optimum
 method).
 
+A synthetic sweep that follows Step Law's law (three model sizes at three budgets): every
+coefficient of the law fitted on it should be stable across the analysis choices.
+
+>>> import tempfile
 >>> import steplaw_db as sl
->>> report = sl.stability(db.final_losses(), by="recipe")
->>> report.verdicts            # stable / unstable per coefficient, with the figures
+>>> tmp = tempfile.TemporaryDirectory()
+>>> shapes = ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16))  # h, ffnh, numh, numl
+>>> cells = [(*shape, D) for shape in shapes for D in (1e10, 3e10, 1e11)]
+>>> truth = sl.synth.write_sweep(f"{tmp.name}/runs", cells=cells, points=50)
+>>> db = sl.open(f"{tmp.name}/steplaw.db")
+>>> db.ingest(f"{tmp.name}/runs").added
+315
+>>> report = sl.stability(db.final_losses(), bootstrap=200)  # by="recipe" would compare recipes too
+>>> report.verdicts.select("name", "verdict").rows()
+[('lr_intercept', 'stable'), ('lr_coefN', 'stable'), ('lr_coefD', 'stable'), ('bs_intercept', 'stable'),
+ ('bs_coefD', 'stable')]
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -14,12 +28,19 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._typing import OptimumMethod, as_float
 from .errors import InvalidArgumentError
-from .fit import HparamLaw, evaluate, fit_lr_bs
 from .optima import DEFAULT_THRESHOLD, in_cell, near_optimal, optima
+
+if TYPE_CHECKING:
+    from .laws import HparamLaw
+
+# The fits (numpy, the Rust core's fitting engine) are imported where they run: this module
+# is imported with the package (``steplaw_db.stability`` is the function, not this module).
 
 #: Near-optimal thresholds of the sensitivity table (0.1% to 1%).
 THRESHOLDS = (0.001, 0.0025, 0.005, 0.01)
@@ -85,10 +106,12 @@ def _loco_summary(loco: pl.DataFrame) -> pl.DataFrame:
 
 
 def _fit(
-    final: pl.DataFrame, method: str, threshold: float, bootstrap: int, seed: int, cells: Sequence[str]
+    final: pl.DataFrame, method: OptimumMethod, threshold: float, bootstrap: int, seed: int, cells: Sequence[str]
 ) -> HparamLaw:
     """The law by one analysis choice: Step Law's near-optimal rows (``grid``) or one
     quadratic vertex per cell weighted by its precision (``quadratic``)."""
+    from .fit import fit_lr_bs
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # barely-determined fits are judged by their SDs here
         if method == "grid":
@@ -128,7 +151,7 @@ def stability(
     by: str | None = None,
     *,
     thresholds: Sequence[float] = THRESHOLDS,
-    methods: Sequence[str] = ("grid", "quadratic"),
+    methods: Sequence[OptimumMethod] = ("grid", "quadratic"),
     threshold: float = DEFAULT_THRESHOLD,
     bootstrap: int = 1000,
     loco: bool = True,
@@ -158,57 +181,85 @@ def stability(
     groups = _groups(frames[reference_name], by)
     cells = list(cells)
 
-    coef_rows, sens_rows, loco_rows, verdict_rows = [], [], [], []
+    # sensitivity: every threshold (x smoothing) for the grid rule, every smoothing for the vertex
+    settings: list[tuple[OptimumMethod, float | None]] = [("grid", t) for t in thresholds if "grid" in methods]
+    settings += [("quadratic", None)] if "quadratic" in methods else []
+
+    coef_rows: list[pl.DataFrame] = []
+    sens_rows: list[pl.DataFrame] = []
+    loco_rows: list[dict[str, Any]] = []
     laws: dict[str, HparamLaw] = {}
     for g, df in groups.items():
         law = _fit(df, "grid", threshold, bootstrap, seed, cells)
         laws[g] = law
-        ref = _coef_table(law)
-        coef_rows.append(ref.with_columns(group=pl.lit(g)))
-        # sensitivity: every threshold x smoothing for the grid rule, every smoothing for the vertex
+        coef_rows.append(_coef_table(law).with_columns(group=pl.lit(g)))
         for smooth_name, frame in frames.items():
             gdf = frame if by is None else frame.filter(pl.col(by).cast(pl.String) == g)
-            settings = [("grid", t) for t in thresholds if "grid" in methods]
-            settings += [("quadratic", None)] if "quadratic" in methods else []
-            for method, t in settings:
-                try:
-                    fitted = _fit(gdf, method, t if t is not None else threshold, min(bootstrap, 200), seed, cells)
-                except InvalidArgumentError as e:
-                    warnings.warn(f"stability: group {g}, {smooth_name}/{method}/{t}: {e}", stacklevel=2)
-                    continue
-                sens_rows.append(
-                    _coef_table(fitted).with_columns(
-                        group=pl.lit(g),
-                        smoothing=pl.lit(smooth_name),
-                        method=pl.lit(method),
-                        threshold=pl.lit(t, dtype=pl.Float64),
-                    )  # fmt: skip
-                )
+            sens_rows += _sensitivity(gdf, g, smooth_name, settings, threshold, min(bootstrap, 200), seed, cells)
         if loco:
             loco_rows += _leave_one_cell_out(df, g, threshold, seed, cells)
 
     coefficients = pl.concat(coef_rows).select("group", "name", "estimate", "sd", "lo", "hi")
     sensitivity = pl.concat(sens_rows).select("group", "smoothing", "method", "threshold", "name", "estimate", "sd")
+    differences = _differences(laws, coefficients)
+    loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
+    draws = pl.concat([law.samples.with_columns(group=pl.lit(g)) for g, law in laws.items()], how="diagonal_relaxed")
+    return StabilityReport(coefficients, differences, loco_df, sensitivity, _verdicts(coefficients, sensitivity), draws)
+
+
+def _sensitivity(
+    final: pl.DataFrame,
+    group: str,
+    smoothing: str,
+    settings: Sequence[tuple[OptimumMethod, float | None]],
+    threshold: float,
+    bootstrap: int,
+    seed: int,
+    cells: Sequence[str],
+) -> list[pl.DataFrame]:
+    """One group's coefficients under each analysis choice (a threshold of the grid rule, or
+    the vertex at ``threshold``) for one smoothing; a choice that cannot be fitted warns."""
+    out = []
+    for method, t in settings:
+        try:
+            fitted = _fit(final, method, t if t is not None else threshold, bootstrap, seed, cells)
+        except InvalidArgumentError as e:
+            warnings.warn(f"stability: group {group}, {smoothing}/{method}/{t}: {e}", stacklevel=3)
+            continue
+        out.append(
+            _coef_table(fitted).with_columns(
+                group=pl.lit(group),
+                smoothing=pl.lit(smoothing),
+                method=pl.lit(method),
+                threshold=pl.lit(t, dtype=pl.Float64),
+            )
+        )
+    return out
+
+
+def _verdicts(coefficients: pl.DataFrame, sensitivity: pl.DataFrame) -> pl.DataFrame:
+    """Per group and coefficient: the range of the estimates over the analysis choices in
+    reference-fit SDs, and ``stable`` when it is below ``STABLE_SDS``."""
+    rows = []
     for row in coefficients.iter_rows(named=True):
         s = sensitivity.filter((pl.col("group") == row["group"]) & (pl.col("name") == row["name"]))
-        spread = float(s["estimate"].max() - s["estimate"].min()) if len(s) else float("nan")
+        low = as_float(s["estimate"].min()) if len(s) else None
+        high = as_float(s["estimate"].max()) if len(s) else None
+        spread = high - low if high is not None and low is not None else float("nan")
         ratio = spread / row["sd"] if row["sd"] else float("inf")
-        verdict_rows.append(
+        rows.append(
             {
                 "group": row["group"],
                 "name": row["name"],
                 "estimate": row["estimate"],
                 "sd": row["sd"],
-                "min": float(s["estimate"].min()) if len(s) else None,
-                "max": float(s["estimate"].max()) if len(s) else None,
+                "min": low,
+                "max": high,
                 "range_in_sds": ratio,
                 "verdict": "stable" if ratio < STABLE_SDS else "unstable",
-            }  # fmt: skip
+            }
         )
-    differences = _differences(laws, coefficients)
-    loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
-    draws = pl.concat([law.samples.with_columns(group=pl.lit(g)) for g, law in laws.items()], how="diagonal_relaxed")
-    return StabilityReport(coefficients, differences, loco_df, sensitivity, pl.DataFrame(verdict_rows), draws)
+    return pl.DataFrame(rows)
 
 
 def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> pl.DataFrame:
@@ -220,7 +271,7 @@ def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> p
     A permutation test (groups' cells reassigned at random) was tried and left out: when the
     groups' laws do differ, halves that mix both laws' cells fit wildly steep or flat laws, so
     the permuted differences dwarf the real one and the test has no power."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     names = coefficients["name"].unique(maintain_order=True).to_list()
     for ga, gb in itertools.combinations(laws, 2):
         ca, cb = laws[ga].coefficients(), laws[gb].coefficients()
@@ -244,13 +295,17 @@ def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> p
                     "intervals_overlap": overlap,
                     "p_bootstrap": p_z,
                     "differ": (p_z < ALPHA) and not overlap,
-                }  # fmt: skip
+                }
             )
     return pl.DataFrame(rows)
 
 
-def _leave_one_cell_out(df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str]) -> list[dict]:
+def _leave_one_cell_out(
+    df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str]
+) -> list[dict[str, Any]]:
     """Refit without each cell; predict its optimum; score the prediction on its landscape."""
+    from .fit import evaluate
+
     cell_table = optima(df, by=cells, threshold=threshold)
     rows = []
     for cell in cell_table.iter_rows(named=True):
@@ -275,6 +330,6 @@ def _leave_one_cell_out(df: pl.DataFrame, group: str, threshold: float, seed: in
                 "bs_opt": cell["bs_tokens_grid"],
                 "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]),
                 "loss_penalty": float(scored["rel_error"][0]),
-            }  # fmt: skip
+            }
         )
     return rows
