@@ -52,11 +52,21 @@ impl Error {
     }
 }
 
-impl From<parquet::errors::ParquetError> for Error {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Store {
-            path: PathBuf::new(),
-            message: format!("parquet: {e}"),
-        }
+impl Error {
+    /// A Parquet error while reading or writing the file at `path`.
+    pub fn parquet(path: impl AsRef<Path>, e: parquet::errors::ParquetError) -> Self {
+        Error::store(path, format!("parquet: {e}"))
+    }
+}
+
+/// `.at(path)`: a Parquet result whose error names the file it came from (there is no blanket
+/// `From<ParquetError>`, which could not know the path).
+pub trait ParquetResultExt<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> ParquetResultExt<T> for std::result::Result<T, parquet::errors::ParquetError> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::parquet(path, e))
     }
 }

@@ -19,14 +19,45 @@ pub struct SegmentEntry {
     /// Runs whose points this file holds; a run whose record names another segment was
     /// replaced, and its rows here are dead.
     pub run_ids: Vec<crate::model::RunId>,
+    /// Rows of each run of `run_ids`, in the same order. Absent in stores written before
+    /// steplaw-db kept it (then only the total is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_rows: Option<Vec<u64>>,
+    /// The file's size in bytes and its xxh3-128 (32 hex digits). Absent in stores written
+    /// before checksums: such files are read unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3_128: Option<String>,
+    /// What the writer put in the file of each run (rows, each metric's last step), for the
+    /// commit's check that every written row is accounted for. Not stored.
+    #[serde(skip)]
+    pub(super) written: Vec<(crate::model::RunId, super::points::RunTally)>,
+}
+
+impl SegmentEntry {
+    /// Rows of `run_id` in this file, when the manifest says (stores before `run_rows`: None).
+    pub fn rows_of(&self, run_id: crate::model::RunId) -> Option<u64> {
+        let i = self.run_ids.iter().position(|&id| id == run_id)?;
+        self.run_rows.as_ref().and_then(|r| r.get(i).copied())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// xxh3-128 of the manifest file's bytes without this field (see `write_new`). Absent in
+    /// manifests written before checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3_128: Option<String>,
     pub format: String,
     pub version: u64,
     pub created_at_us: i64,
     pub runs_file: Option<String>,
+    /// The runs file's size in bytes and xxh3-128 (absent before checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_xxh3_128: Option<String>,
     pub segments: Vec<SegmentEntry>,
     pub runs: Vec<RunRecord>,
 }
@@ -34,21 +65,78 @@ pub struct Manifest {
 impl Manifest {
     pub fn empty() -> Self {
         Manifest {
+            xxh3_128: None,
             format: FORMAT.into(),
             version: 0,
             created_at_us: 0,
             runs_file: None,
+            runs_size: None,
+            runs_xxh3_128: None,
             segments: vec![],
             runs: vec![],
         }
     }
 }
 
+/// A checksum as the manifest spells it: 32 lowercase hex digits.
+pub fn hex128(x: u128) -> String {
+    format!("{x:032x}")
+}
+
+/// The manifest file of `body` (the JSON of a manifest without its checksum): the checksum of
+/// `body` goes in as the first key, so the file stays plain JSON and the hashed bytes are found
+/// again by taking it out.
+fn with_checksum(body: &[u8]) -> Vec<u8> {
+    let sum = hex128(xxhash_rust::xxh3::xxh3_128(body));
+    let mut out = Vec::with_capacity(body.len() + CHECKSUM_PREFIX.len() + 34);
+    out.extend_from_slice(CHECKSUM_PREFIX.as_bytes());
+    out.extend_from_slice(sum.as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&body[1..]);
+    out
+}
+
+const CHECKSUM_PREFIX: &str = "{\"xxh3_128\":\"";
+
+/// Whether the manifest file's bytes match the checksum they carry: Some(true) or
+/// Some(false), None for a manifest written without one.
+pub fn checksum_matches(file: &[u8]) -> Option<bool> {
+    let rest = file.strip_prefix(CHECKSUM_PREFIX.as_bytes())?;
+    let (Some(sum), Some(tail)) = (rest.get(..32), rest.get(32..)) else {
+        return Some(false);
+    };
+    let Some(tail) = tail.strip_prefix(b"\",") else {
+        return Some(false);
+    };
+    let mut body = Vec::with_capacity(tail.len() + 1);
+    body.push(b'{');
+    body.extend_from_slice(tail);
+    Some(hex128(xxhash_rust::xxh3::xxh3_128(&body)).as_bytes() == sum)
+}
+
+/// Parse a manifest file, checking its checksum when it has one.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+    if checksum_matches(bytes) == Some(false) {
+        return Err(Error::store(
+            path,
+            "damaged manifest: its bytes do not match its checksum",
+        ));
+    }
+    let m = serde_json::from_slice::<Manifest>(bytes)
+        .map_err(|e| Error::store(path, format!("damaged manifest (unreadable): {e}")))?;
+    // A manifest that records its files' checksums was written with its own: a damaged first
+    // key must not pass it off as one written before checksums.
+    if m.runs_xxh3_128.is_some() && checksum_matches(bytes).is_none() {
+        return Err(Error::store(path, "damaged manifest: its checksum is missing"));
+    }
+    Ok(m)
+}
+
 pub fn file_name(version: u64) -> String {
     format!("{version:020}.json")
 }
 
-fn version_of(name: &str) -> Option<u64> {
+pub(super) fn version_of(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".json")?;
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
@@ -64,9 +152,9 @@ pub fn read_latest(dir: &Path) -> Result<Manifest> {
     let mut last_err = None;
     for v in versions.into_iter().rev() {
         let path = dir.join(file_name(v));
-        let parsed = fs::read(&path).map_err(|e| Error::io(&path, e)).and_then(|b| {
-            serde_json::from_slice::<Manifest>(&b).map_err(|e| Error::store(&path, format!("unreadable manifest: {e}")))
-        });
+        let parsed = fs::read(&path)
+            .map_err(|e| Error::io(&path, e))
+            .and_then(|b| parse(&path, &b));
         match parsed {
             Ok(m) if m.format == FORMAT => return Ok(m),
             Ok(m) => {
@@ -91,7 +179,15 @@ pub fn read_latest(dir: &Path) -> Result<Manifest> {
 pub fn write_new(dir: &Path, m: &Manifest) -> Result<()> {
     let name = file_name(m.version);
     let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    let body = serde_json::to_vec(m).map_err(|e| Error::store(dir, format!("cannot encode manifest: {e}")))?;
+    let body = match m.xxh3_128 {
+        None => serde_json::to_vec(m),
+        Some(_) => serde_json::to_vec(&Manifest {
+            xxh3_128: None,
+            ..m.clone()
+        }),
+    }
+    .map_err(|e| Error::store(dir, format!("cannot encode manifest: {e}")))?;
+    let body = with_checksum(&body);
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(&body)
         .and_then(|_| f.sync_all())

@@ -7,6 +7,7 @@
 //! `_manifest/<version>.json`, which fails if that name exists (create-new). A reader takes the
 //! newest manifest, so it sees either the old version or the new one whole; files no manifest
 //! names are garbage that `compact` removes.
+mod check;
 mod manifest;
 mod points;
 pub mod table;
@@ -17,8 +18,9 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use check::{AffectedRun, CheckReport, Damage, DamageKind};
 pub use manifest::{Manifest, SegmentEntry};
-pub use points::{visit_metric, SegmentWriter, Series, POINT_FIELDS};
+pub use points::{visit_metric, SegmentLayout, SegmentWriter, Series, POINT_FIELDS, ROW_GROUP_ROWS, SEGMENT_ROWS};
 
 use crate::error::{Error, Result};
 use crate::model::{now_us, RunId, RunRecord};
@@ -33,6 +35,7 @@ const LOCK_FILE: &str = "_lock";
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    layout: SegmentLayout,
 }
 
 /// Where a test may ask a commit to stop dead (`STEPLAW_DB_CRASH_AT`), to show that a kill
@@ -78,7 +81,21 @@ impl Store {
                 fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
             }
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            layout: SegmentLayout::default(),
+        })
+    }
+
+    /// The same store, whose writers cut segments and row groups at `layout` (tests use small
+    /// ones to reach the boundaries with few rows).
+    pub fn with_layout(mut self, layout: SegmentLayout) -> Store {
+        self.layout = layout;
+        self
+    }
+
+    pub fn layout(&self) -> SegmentLayout {
+        self.layout
     }
 
     pub fn root(&self) -> &Path {
@@ -242,7 +259,13 @@ impl Transaction {
 
     /// A writer of new segments; `writer` tells concurrent writers' file names apart.
     pub fn segment_writer(&self, writer: usize) -> Result<SegmentWriter> {
-        SegmentWriter::new(self.store.root.clone(), POINTS_DIR, self.version(), writer)
+        SegmentWriter::new(
+            self.store.root.clone(),
+            POINTS_DIR,
+            self.version(),
+            writer,
+            self.store.layout,
+        )
     }
 
     pub fn add_segments(&mut self, entries: Vec<SegmentEntry>) {
@@ -251,18 +274,13 @@ impl Transaction {
 
     /// Commit `runs` as the complete runs table of the next version. Segments of the base
     /// version that no run refers to any more are dropped from the manifest.
+    ///
+    /// Refused with `Error::Internal` (nothing is published) when the new version would not
+    /// account for every row written: each run's rows all in the segment its record names, as
+    /// many as its `n_points`, its loss series ending at its `final_step`.
     pub fn commit(self, runs: Vec<RunRecord>) -> Result<Manifest> {
         let root = &self.store.root;
         let version = self.version();
-        crash_point("after-segments");
-        let runs_name = format!("runs-{version:08}-{}.parquet", unique_suffix());
-        let runs_dir = root.join(RUNS_DIR);
-        let tmp = runs_dir.join(format!(".tmp-{runs_name}"));
-        write_runs_table(&tmp, &runs)?;
-        fs::rename(&tmp, runs_dir.join(&runs_name)).map_err(|e| Error::io(&tmp, e))?;
-        fsync_dir(&runs_dir)?;
-        fsync_dir(&root.join(POINTS_DIR))?;
-
         let referenced: HashSet<&str> = runs.iter().filter_map(|r| r.segment.as_deref()).collect();
         let segments: Vec<SegmentEntry> = self
             .base
@@ -272,11 +290,24 @@ impl Transaction {
             .filter(|s| referenced.contains(s.file.as_str()))
             .cloned()
             .collect();
+        check::check_commit(&runs, &segments, &self.new_segments)?;
+        crash_point("after-segments");
+        let runs_name = format!("runs-{version:08}-{}.parquet", unique_suffix());
+        let runs_dir = root.join(RUNS_DIR);
+        let tmp = runs_dir.join(format!(".tmp-{runs_name}"));
+        let runs_written = write_runs_table(&tmp, &runs)?;
+        fs::rename(&tmp, runs_dir.join(&runs_name)).map_err(|e| Error::io(&tmp, e))?;
+        fsync_dir(&runs_dir)?;
+        fsync_dir(&root.join(POINTS_DIR))?;
+
         let manifest = Manifest {
+            xxh3_128: None,
             format: manifest::FORMAT.to_string(),
             version,
             created_at_us: now_us(),
             runs_file: Some(format!("{RUNS_DIR}/{runs_name}")),
+            runs_size: Some(runs_written.size),
+            runs_xxh3_128: Some(manifest::hex128(runs_written.xxh3_128)),
             segments,
             runs,
         };
@@ -317,7 +348,7 @@ pub const RUN_FIELDS: &[Field] = &[
     table::field("ingested_at", Kind::Timestamp, false),
 ];
 
-fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
+fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<table::FileSummary> {
     let mut w = TableWriter::create(path, RUN_FIELDS, &[], None)?;
     let c = |f: fn(&RunRecord) -> Option<i64>| Column::opt_int64(runs.iter().map(f));
     let columns = vec![
@@ -354,8 +385,7 @@ fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<()> {
         Column::int64(runs.iter().map(|r| r.ingested_at_us).collect()),
     ];
     w.write_row_group(&columns)?;
-    w.finish()?;
-    Ok(())
+    w.finish()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Points segments: Parquet files of (run_id, metric, step, tokens, value, lr), grouped by
 //! run and sorted by step within each run's series.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -23,9 +23,30 @@ pub const POINT_FIELDS: &[Field] = &[
 /// Rows of a row group. The buffers of a group in the making (~34 bytes a row) for both ingest
 /// workers then stay inside the L3 cache while they are encoded (1M-row groups measured slower);
 /// readers stream a group at a time in parallel.
-pub(super) const ROW_GROUP_ROWS: usize = 1 << 18;
-/// Rows after which a segment file is closed and the next one begun.
-const SEGMENT_ROWS: u64 = 16 << 20;
+pub const ROW_GROUP_ROWS: usize = 1 << 18;
+/// Rows after which a segment file is closed (after the run that reaches them: a segment never
+/// splits a run) and the next one begun.
+pub const SEGMENT_ROWS: u64 = 16 << 20;
+
+/// How segment writers cut their rows into files and row groups. The defaults are what a store
+/// is written with; tests make them small to reach the boundaries with few rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentLayout {
+    /// A segment is closed after the run that brings it to this many rows (so it holds fewer
+    /// than `segment_rows` plus that run's rows).
+    pub segment_rows: u64,
+    /// Rows of each row group but the last of a segment.
+    pub row_group_rows: usize,
+}
+
+impl Default for SegmentLayout {
+    fn default() -> Self {
+        SegmentLayout {
+            segment_rows: SEGMENT_ROWS,
+            row_group_rows: ROW_GROUP_ROWS,
+        }
+    }
+}
 /// Segments smaller than this are merged by `compact`.
 pub const COMPACT_MIN_ROWS: u64 = 1 << 20;
 
@@ -103,8 +124,8 @@ impl Buffers {
 
     /// Make room for a row group and one more run's rows without growing (and copying) the
     /// vectors on the way.
-    fn reserve(&mut self, rows: usize) {
-        let want = ROW_GROUP_ROWS.max(self.len() + rows) - self.len();
+    fn reserve(&mut self, group_rows: usize, rows: usize) {
+        let want = group_rows.max(self.len() + rows) - self.len();
         self.step.reserve(want);
         self.value.reserve(want);
         self.tokens.reserve(want);
@@ -189,7 +210,70 @@ struct OpenSegment {
     writer: TableWriter,
     tmp: PathBuf,
     name: String,
+    /// The runs `add_run` put into this segment, in order.
     run_ids: Vec<RunId>,
+    /// What the row groups written to the file hold of each run: the manifest entry is made
+    /// from this, not from what the segment was meant to hold.
+    tally: Tally,
+}
+
+/// Rows of each run, and the last step of each of its metrics, in the order runs appear.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Tally {
+    pub order: Vec<RunId>,
+    pub runs: HashMap<RunId, RunTally>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct RunTally {
+    pub rows: u64,
+    /// (metric, last step) of each series, in the order met.
+    pub last_steps: Vec<(ByteArray, i64)>,
+}
+
+impl RunTally {
+    pub fn last_step_of(&self, metric: &str) -> Option<i64> {
+        self.last_steps
+            .iter()
+            .find(|(m, _)| m.data() == metric.as_bytes())
+            .map(|(_, s)| *s)
+    }
+}
+
+impl Tally {
+    /// Count a block of `rows` rows of one run and one metric whose last step is `last_step`.
+    pub fn add(&mut self, run_id: RunId, metric: &ByteArray, rows: usize, last_step: i64) {
+        let run = self.runs.entry(run_id).or_insert_with(|| {
+            self.order.push(run_id);
+            RunTally::default()
+        });
+        run.rows += rows as u64;
+        match run.last_steps.iter_mut().find(|(m, _)| m == metric) {
+            Some((_, s)) => *s = last_step,
+            None => run.last_steps.push((metric.clone(), last_step)),
+        }
+    }
+
+    /// Count rows given as (run, times) and (metric, times) runs over `steps`.
+    fn add_runs(&mut self, run_ids: &[(i64, usize)], metrics: &[(ByteArray, usize)], steps: &[i64]) {
+        let (mut ri, mut mi, mut row) = (0, 0, 0);
+        let (mut r_left, mut m_left) = (0, 0);
+        while row < steps.len() {
+            if r_left == 0 {
+                r_left = run_ids[ri].1;
+                ri += 1;
+            }
+            if m_left == 0 {
+                m_left = metrics[mi].1;
+                mi += 1;
+            }
+            let k = r_left.min(m_left);
+            if k > 0 {
+                self.add(run_ids[ri - 1].0, &metrics[mi - 1].0, k, steps[row + k - 1]);
+            }
+            (r_left, m_left, row) = (r_left - k, m_left - k, row + k);
+        }
+    }
 }
 
 /// The metric column's value for `name`. Every row repeats it, and cloning (and dropping) a
@@ -221,6 +305,7 @@ pub struct SegmentWriter {
     dir: &'static str,
     version: u64,
     writer: usize,
+    layout: SegmentLayout,
     buf: Buffers,
     open: Option<OpenSegment>,
     done: Vec<SegmentEntry>,
@@ -228,12 +313,22 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    pub(super) fn new(root: PathBuf, dir: &'static str, version: u64, writer: usize) -> Result<Self> {
+    pub(super) fn new(
+        root: PathBuf,
+        dir: &'static str,
+        version: u64,
+        writer: usize,
+        layout: SegmentLayout,
+    ) -> Result<Self> {
+        if layout.segment_rows == 0 || layout.row_group_rows == 0 {
+            return Err(Error::Invalid(format!("segment layout with zero rows: {layout:?}")));
+        }
         Ok(SegmentWriter {
             root,
             dir,
             version,
             writer,
+            layout,
             buf: Buffers::default(),
             open: None,
             done: Vec::new(),
@@ -263,20 +358,22 @@ impl SegmentWriter {
                 tmp,
                 name,
                 run_ids: Vec::new(),
+                tally: Tally::default(),
             });
         }
         Ok(self.open.as_mut().expect("just opened"))
     }
 
     /// Add all series of one run. Returns the segment file (relative to the store root)
-    /// that will hold them.
+    /// that holds them: all of them, as a segment never splits a run.
     pub fn add_run(&mut self, run_id: RunId, series: &[Series]) -> Result<String> {
         let dir = self.dir;
+        let group_rows = self.layout.row_group_rows;
         let seg = self.segment()?;
         seg.run_ids.push(run_id);
         let file = format!("{dir}/{}", seg.name);
         let b = &mut self.buf;
-        b.reserve(series.iter().map(Series::len).sum());
+        b.reserve(group_rows, series.iter().map(Series::len).sum());
         for s in series {
             let n = s.len();
             if n == 0 {
@@ -299,40 +396,67 @@ impl SegmentWriter {
                 b.lr_def.extend(std::iter::repeat_n(0, n));
             }
         }
-        // Row groups hold ROW_GROUP_ROWS rows each (a run may go on in the next one), so that a
-        // group of one metric writes that column as the same bytes each time (see TableWriter).
-        while self.buf.len() >= ROW_GROUP_ROWS {
-            self.flush(ROW_GROUP_ROWS)?;
+        // Row groups hold `row_group_rows` rows each (a run may go on in the next one), so that
+        // a group of one metric writes that column as the same bytes each time (see TableWriter).
+        while self.buf.len() >= group_rows {
+            self.flush(group_rows)?;
+        }
+        // A segment closes only between runs: the run that fills it goes out whole with it, and
+        // the next run begins a new one. Every row of a run is then in the file `add_run` named.
+        let rows = self.open.as_ref().map_or(0, |s| s.writer.rows()) + self.buf.len() as u64;
+        if rows >= self.layout.segment_rows {
+            self.close_segment()?;
         }
         Ok(file)
     }
 
-    /// Write the first `rows` buffered rows as a row group.
+    /// Write the first `rows` buffered rows as a row group of the open segment.
     fn flush(&mut self, rows: usize) -> Result<()> {
         if rows == 0 {
             return Ok(());
         }
-        let seg = self.open.as_mut().expect("rows are added to an open segment");
+        let Some(seg) = self.open.as_mut() else {
+            return Err(Error::Internal(format!(
+                "segment writer: {rows} rows buffered with no open segment"
+            )));
+        };
         let head = self.buf.head(rows);
         seg.writer.write_row_group_data(&head.columns())?;
+        seg.tally.add_runs(&head.run_ids, &head.metrics, &self.buf.step[..rows]);
         let (tokens, lr) = (head.tokens, head.lr);
-        let full = seg.writer.rows() >= SEGMENT_ROWS;
         self.buf.drop_head(rows, tokens, lr);
-        if full {
-            self.close_segment()?;
-        }
         Ok(())
     }
 
+    /// Write what is buffered, close the open segment, rename it into place and make its
+    /// manifest entry from what its row groups hold.
     fn close_segment(&mut self) -> Result<()> {
+        self.flush(self.buf.len())?;
         if let Some(seg) = self.open.take() {
-            let rows = seg.writer.finish()?;
+            let written = seg.writer.finish()?;
             let target = self.root.join(self.dir).join(&seg.name);
             fs::rename(&seg.tmp, &target).map_err(|e| Error::io(&target, e))?;
+            let mut tally = seg.tally;
+            // Runs added with no rows are listed too (with 0): their records name this file.
+            let mut run_ids = seg.run_ids;
+            let listed: HashSet<RunId> = run_ids.iter().copied().collect();
+            run_ids.extend(tally.order.iter().filter(|id| !listed.contains(id)));
+            let run_rows = run_ids
+                .iter()
+                .map(|id| tally.runs.get(id).map_or(0, |t| t.rows))
+                .collect();
+            let last_steps = run_ids
+                .iter()
+                .filter_map(|id| tally.runs.remove(id).map(|t| (*id, t)))
+                .collect();
             self.done.push(SegmentEntry {
                 file: format!("{}/{}", self.dir, seg.name),
-                rows,
-                run_ids: seg.run_ids,
+                rows: written.rows,
+                run_ids,
+                run_rows: Some(run_rows),
+                size: Some(written.size),
+                xxh3_128: Some(super::manifest::hex128(written.xxh3_128)),
+                written: last_steps,
             });
         }
         Ok(())
@@ -394,7 +518,6 @@ impl SegmentWriter {
 
     /// Flush, close and rename every segment into place; returns their manifest entries.
     pub fn finish(mut self) -> Result<Vec<SegmentEntry>> {
-        self.flush(self.buf.len())?;
         self.close_segment()?;
         Ok(self.done)
     }
@@ -449,18 +572,44 @@ pub fn visit_metric<T: Send>(
         }
         m
     });
+    let segments: Vec<&SegmentEntry> = manifest
+        .segments
+        .iter()
+        .filter(|s| live.contains_key(s.file.as_str()))
+        .collect();
+    // Damaged data is an error naming the file and its runs, never different values: each
+    // file is checked against its checksum when this process first opens it.
+    super::check::verify_for_read(root, manifest, &segments)?;
     let mut units = Vec::new();
-    for seg in &manifest.segments {
-        if let Some(ids) = live.get(seg.file.as_str()) {
-            let path = root.join(&seg.file);
-            for g in 0..table::row_groups(&path)? {
-                units.push((path.clone(), g, ids));
-            }
+    for seg in segments {
+        let ids = &live[seg.file.as_str()];
+        let path = root.join(&seg.file);
+        let groups = table::row_groups(&path).map_err(|e| unreadable(root, manifest, seg, e))?;
+        for g in 0..groups {
+            units.push((seg, path.clone(), g, ids));
         }
     }
     let parts: Vec<GroupResult<T>> = units
         .par_iter()
-        .map(|(path, g, ids)| visit_group(path, *g, metric, ids, with_tokens, visit))
+        .map(|(seg, path, g, ids)| {
+            if seg.xxh3_128.is_some() {
+                return visit_group(path, *g, metric, ids, with_tokens, visit);
+            }
+            // A file without a checksum (an older store) may be damaged where it is decoded:
+            // a failure there (or the decoder's panic) names the file and its runs.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                visit_group(path, *g, metric, ids, with_tokens, visit)
+            }));
+            match read {
+                Ok(r) => r.map_err(|e| unreadable(root, manifest, seg, e)),
+                Err(_) => Err(unreadable(
+                    root,
+                    manifest,
+                    seg,
+                    Error::store(path, "the Parquet decoder failed on it"),
+                )),
+            }
+        })
         .collect::<Result<_>>()?;
     // Blocks at the edges of row groups, in file order: a run split by a boundary is the last
     // edge block of one group and the first of the next.
@@ -485,6 +634,25 @@ pub fn visit_metric<T: Send>(
             .map(|(id, s)| (*id, visit(*id, curve(&s.steps, &s.values, &s.tokens)))),
     );
     Ok(out)
+}
+
+/// A segment that could not be read: an `Error::Store` naming it and its runs.
+fn unreadable(root: &Path, manifest: &super::Manifest, seg: &SegmentEntry, e: Error) -> Error {
+    let detail = match &e {
+        Error::Store { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let unverified = if seg.xxh3_128.is_none() {
+        " (the file has no checksum: written by an older steplaw-db)"
+    } else {
+        ""
+    };
+    super::check::damaged_error(
+        root,
+        manifest,
+        &seg.file,
+        &format!("cannot be read: {detail}{unverified}"),
+    )
 }
 
 /// What one row group gives: visited runs, and the blocks at its edges still to be joined.

@@ -13,7 +13,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParquetResultExt, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -189,7 +189,7 @@ impl ColumnData<'_> {
 fn write_runs<T: parquet::data_type::DataType>(
     col: &mut parquet::column::writer::ColumnWriterImpl<'_, T>,
     runs: &[(T::T, usize)],
-) -> Result<usize>
+) -> parquet::errors::Result<usize>
 where
     T::T: Clone,
 {
@@ -218,7 +218,7 @@ where
 /// so a file that `finish` returned for is complete on disk.
 pub struct TableWriter {
     fields: Vec<Field>,
-    writer: SerializedFileWriter<File>,
+    writer: SerializedFileWriter<HashedFile>,
     path: std::path::PathBuf,
     rows: u64,
     /// The last column chunk written of one text value repeated (see `RepeatedChunk`), and
@@ -248,7 +248,7 @@ impl RepeatedChunk {
         props: parquet::file::properties::WriterPropertiesPtr,
         value: &ByteArray,
         times: usize,
-    ) -> Result<RepeatedChunk> {
+    ) -> parquet::errors::Result<RepeatedChunk> {
         use parquet::column::writer::{get_column_writer, get_typed_column_writer};
         use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
         let mut sink = TrackedWrite::new(Vec::new());
@@ -273,7 +273,7 @@ impl TableWriter {
     /// that get min/max statistics per row group, the ones readers prune by (None: all). They
     /// cost a comparison per value.
     pub fn create(path: &Path, fields: &[Field], delta_columns: &[&str], statistics: Option<&[&str]>) -> Result<Self> {
-        let schema = Arc::new(parse_message_type(&message_type(fields))?);
+        let schema = Arc::new(parse_message_type(&message_type(fields)).at(path)?);
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_size(1 << 20)
@@ -304,7 +304,12 @@ impl TableWriter {
             props = props.set_column_compression(ColumnPath::from(f.name), Compression::UNCOMPRESSED);
         }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build()))?;
+        let file = HashedFile {
+            file,
+            hasher: Box::default(),
+            len: 0,
+        };
+        let writer = SerializedFileWriter::new(file, schema, Arc::new(props.build())).at(path)?;
         let (columns, props) = (writer.schema_descr().columns().to_vec(), writer.properties().clone());
         Ok(TableWriter {
             fields: fields.to_vec(),
@@ -348,7 +353,8 @@ impl TableWriter {
         if columns.iter().any(|c| c.rows() != n) {
             return Err(Error::store(&self.path, "columns of unequal length"));
         }
-        let mut rg = self.writer.next_row_group()?;
+        let path = self.path.clone();
+        let mut rg = self.writer.next_row_group().at(&path)?;
         for (i, c) in columns.iter().enumerate() {
             if let Data::Utf8Runs([(value, times)]) = c.values {
                 let cached = self
@@ -358,30 +364,30 @@ impl TableWriter {
                 if cached {
                     self.spliced += 1;
                 } else {
-                    self.repeated = Some(RepeatedChunk::encode(
-                        i,
-                        self.columns[i].clone(),
-                        self.props.clone(),
-                        value,
-                        *times,
-                    )?);
+                    self.repeated = Some(
+                        RepeatedChunk::encode(i, self.columns[i].clone(), self.props.clone(), value, *times)
+                            .at(&path)?,
+                    );
                 }
                 let chunk = self.repeated.as_ref().expect("just encoded");
-                rg.append_column(&chunk.bytes, chunk.close.clone())?;
+                rg.append_column(&chunk.bytes, chunk.close.clone()).at(&path)?;
                 continue;
             }
-            let Some(mut col) = rg.next_column()? else { break };
+            let Some(mut col) = rg.next_column().at(&path)? else {
+                break;
+            };
             let def = c.def_levels;
             match c.values {
-                Data::Int64(v) => col.typed::<Int64Type>().write_batch(v, def, None)?,
-                Data::Float64(v) => col.typed::<DoubleType>().write_batch(v, def, None)?,
-                Data::Utf8(v) => col.typed::<ByteArrayType>().write_batch(v, def, None)?,
-                Data::Int64Runs(runs) => write_runs(col.typed::<Int64Type>(), runs)?,
-                Data::Utf8Runs(runs) => write_runs(col.typed::<ByteArrayType>(), runs)?,
-            };
-            col.close()?;
+                Data::Int64(v) => col.typed::<Int64Type>().write_batch(v, def, None),
+                Data::Float64(v) => col.typed::<DoubleType>().write_batch(v, def, None),
+                Data::Utf8(v) => col.typed::<ByteArrayType>().write_batch(v, def, None),
+                Data::Int64Runs(runs) => write_runs(col.typed::<Int64Type>(), runs),
+                Data::Utf8Runs(runs) => write_runs(col.typed::<ByteArrayType>(), runs),
+            }
+            .at(&path)?;
+            col.close().at(&path)?;
         }
-        rg.close()?;
+        rg.close().at(&path)?;
         self.rows += n as u64;
         self.start_writeback();
         Ok(())
@@ -394,7 +400,7 @@ impl TableWriter {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let fd = self.writer.inner().as_raw_fd();
+            let fd = self.writer.inner().file.as_raw_fd();
             // SAFETY: `fd` is this writer's open file; SYNC_FILE_RANGE_WRITE only starts the
             // writeback of its dirty pages (offset 0, length 0: the whole file) and waits for none.
             unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
@@ -410,11 +416,45 @@ impl TableWriter {
         self.spliced
     }
 
-    pub fn finish(self) -> Result<u64> {
+    /// Write the footer, fsync, and say what was written: rows, bytes and their checksum
+    /// (computed on the way out, so the file is never read back for it).
+    pub fn finish(self) -> Result<FileSummary> {
         let path = self.path.clone();
-        let file = self.writer.into_inner()?;
-        file.sync_all().map_err(|e| Error::io(&path, e))?;
-        Ok(self.rows)
+        let out = self.writer.into_inner().at(&path)?;
+        out.file.sync_all().map_err(|e| Error::io(&path, e))?;
+        Ok(FileSummary {
+            rows: self.rows,
+            size: out.len,
+            xxh3_128: out.hasher.digest128(),
+        })
+    }
+}
+
+/// What `TableWriter::finish` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSummary {
+    pub rows: u64,
+    pub size: u64,
+    /// xxh3-128 of the file's bytes.
+    pub xxh3_128: u128,
+}
+
+/// A file that hashes (xxh3-128) and counts the bytes written through it.
+struct HashedFile {
+    file: File,
+    hasher: Box<xxhash_rust::xxh3::Xxh3Default>,
+    len: u64,
+}
+
+impl std::io::Write for HashedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -426,12 +466,17 @@ fn open_reader(path: &Path) -> Result<SerializedFileReader<bytes::Bytes>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: see above; nothing truncates or rewrites a committed store file.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    SerializedFileReader::new(bytes::Bytes::from_owner(map)).map_err(|e| Error::store(path, e.to_string()))
+    SerializedFileReader::new(bytes::Bytes::from_owner(map)).at(path)
 }
 
 /// How many row groups a Parquet file has (units of parallel reading).
 pub fn row_groups(path: &Path) -> Result<usize> {
     Ok(open_reader(path)?.num_row_groups())
+}
+
+/// The rows a Parquet file's footer says it has.
+pub fn file_rows(path: &Path) -> Result<u64> {
+    Ok(open_reader(path)?.metadata().file_metadata().num_rows() as u64)
 }
 
 /// The min and max statistics of a column in one row group, as bytes (None when absent).
@@ -461,14 +506,17 @@ impl GroupBatches {
     pub fn open(path: &Path, group: usize, names: &[&str]) -> Result<GroupBatches> {
         let reader = open_reader(path)?;
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
-        let rg = reader.get_row_group(group)?;
+        if group >= reader.num_row_groups() {
+            return Err(Error::store(path, format!("no row group {group}")));
+        }
+        let rg = reader.get_row_group(group).at(path)?;
         let mut readers = Vec::new();
         let mut nullable = Vec::new();
         for name in names {
             let i = (0..schema.num_columns())
                 .find(|&i| schema.column(i).name() == *name)
                 .ok_or_else(|| Error::store(path, format!("no column '{name}'")))?;
-            readers.push(rg.get_column_reader(i)?);
+            readers.push(rg.get_column_reader(i).at(path)?);
             nullable.push(schema.column(i).max_def_level() > 0);
         }
         let rows_left = rg.metadata().num_rows() as usize;
@@ -491,13 +539,14 @@ impl GroupBatches {
         for ((reader, &nullable), buf) in self.readers.iter_mut().zip(&self.nullable).zip(out.iter_mut()) {
             let def = nullable.then_some(&mut self.def);
             let got = match (reader, buf) {
-                (ColumnReader::Int64ColumnReader(r), Values::Int64(v)) => read_batch(r, want, def, v, -1)?,
-                (ColumnReader::DoubleColumnReader(r), Values::Float64(v)) => read_batch(r, want, def, v, f64::NAN)?,
+                (ColumnReader::Int64ColumnReader(r), Values::Int64(v)) => read_batch(r, want, def, v, -1),
+                (ColumnReader::DoubleColumnReader(r), Values::Float64(v)) => read_batch(r, want, def, v, f64::NAN),
                 (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(v)) => {
-                    read_batch(r, want, def, v, ByteArray::new())?
+                    read_batch(r, want, def, v, ByteArray::new())
                 }
                 _ => return Err(Error::store(&self.path, "a column has an unexpected type")),
             };
+            let got = got.at(&self.path)?;
             if got != want {
                 return Err(Error::store(&self.path, "columns of a row group end at different rows"));
             }
@@ -514,7 +563,7 @@ fn read_batch<T: parquet::data_type::DataType>(
     def: Option<&mut Vec<i16>>,
     out: &mut Vec<T::T>,
     missing: T::T,
-) -> Result<usize> {
+) -> parquet::errors::Result<usize> {
     out.clear();
     let Some(def) = def else {
         let mut got = 0;
@@ -577,7 +626,7 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
         })
         .collect();
     for g in 0..reader.num_row_groups() {
-        let rg = reader.get_row_group(g)?;
+        let rg = reader.get_row_group(g).at(path)?;
         let rows = rg.metadata().num_rows() as usize;
         for (k, &i) in indices.iter().enumerate() {
             let mut def: Vec<i16> = Vec::new();
@@ -588,12 +637,14 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
                     let mut r = $reader;
                     let mut got = 0;
                     while got < rows {
-                        let (recs, _, _) = r.read_records(
-                            rows - got,
-                            if want_def { Some(&mut def) } else { None },
-                            None,
-                            $buf,
-                        )?;
+                        let (recs, _, _) = r
+                            .read_records(
+                                rows - got,
+                                if want_def { Some(&mut def) } else { None },
+                                None,
+                                $buf,
+                            )
+                            .at(path)?;
                         if recs == 0 {
                             break;
                         }
@@ -601,7 +652,7 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
                     }
                 }};
             }
-            match (rg.get_column_reader(i)?, &mut col.values) {
+            match (rg.get_column_reader(i).at(path)?, &mut col.values) {
                 (ColumnReader::Int64ColumnReader(r), Values::Int64(buf)) => read_all!(r, buf),
                 (ColumnReader::DoubleColumnReader(r), Values::Float64(buf)) => read_all!(r, buf),
                 (ColumnReader::ByteArrayColumnReader(r), Values::Utf8(buf)) => read_all!(r, buf),

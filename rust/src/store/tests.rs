@@ -2,6 +2,8 @@
 //! metric back, without Python.
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::*;
 use crate::model::{status, Curve, RunConfig, RunRecord};
 
@@ -48,19 +50,25 @@ fn commit(store: &Store, runs: &[(RunId, f64, std::ops::Range<i64>)]) -> Manifes
         .cloned()
         .collect();
     for (id, scale, steps) in runs {
-        let file = writer
-            .add_run(
-                *id,
-                &[
-                    series("loss", steps.clone(), *scale),
-                    series("val_loss", steps.clone(), 1.0),
-                ],
-            )
-            .unwrap();
-        records.push(record(*id, Some(file)));
+        let series = [
+            series("loss", steps.clone(), *scale),
+            series("val_loss", steps.clone(), 1.0),
+        ];
+        let file = writer.add_run(*id, &series).unwrap();
+        records.push(written_record(*id, file, &series));
     }
     tx.add_segments(writer.finish().unwrap());
-    tx.commit(records).unwrap()
+    let m = tx.commit(records).unwrap();
+    store.verify().unwrap();
+    m
+}
+
+/// The record of a run whose `series` were written to `file`: its points and final step.
+fn written_record(run_id: RunId, file: String, series: &[Series]) -> RunRecord {
+    let mut r = record(run_id, Some(file));
+    r.n_points = series.iter().map(|s| s.len() as u64).sum();
+    r.final_step = series.first().and_then(|s| s.steps.last().copied());
+    r
 }
 
 fn losses(store: &Store) -> Vec<(RunId, Vec<i64>, Vec<f64>)> {
@@ -335,4 +343,519 @@ fn a_repeated_text_column_is_spliced_and_reads_back() {
         .map(|(&i, n)| (i, String::from_utf8(n.data().to_vec()).unwrap()))
         .collect();
     assert_eq!(got, expected);
+}
+
+// ---- Section: a segment never splits a run (issue 13, 1) ----
+
+/// A store whose writers cut segments after `segment_rows` rows and row groups at `group_rows`.
+fn small_store(dir: &Path, segment_rows: u64, group_rows: usize) -> Store {
+    Store::open(dir, true).unwrap().with_layout(SegmentLayout {
+        segment_rows,
+        row_group_rows: group_rows,
+    })
+}
+
+/// A run's series as the tests write them: `loss` over `n` steps (and `val_loss` on every
+/// third run, so that row groups mix metrics), values derived from the run id.
+fn run_series(id: RunId, n: i64) -> Vec<Series> {
+    let mut out = vec![series("loss", 1..n + 1, 1.0 + id as f64)];
+    if id % 3 == 0 {
+        out.push(series("val_loss", 1..n / 2 + 1, 7.0 + id as f64));
+    }
+    out
+}
+
+/// Write `runs` (id, points) through one segment writer and commit them over the base.
+fn commit_runs(store: &Store, runs: &[(RunId, i64)]) -> Result<Manifest> {
+    let mut tx = store.begin(Duration::ZERO)?;
+    let mut records: Vec<RunRecord> = tx
+        .base
+        .runs
+        .iter()
+        .filter(|r| !runs.iter().any(|(id, _)| *id == r.run_id))
+        .cloned()
+        .collect();
+    let mut writer = tx.segment_writer(0)?;
+    for &(id, n) in runs {
+        let s = run_series(id, n);
+        let file = writer.add_run(id, &s)?;
+        records.push(written_record(id, file, &s));
+    }
+    tx.add_segments(writer.finish()?);
+    tx.commit(records)
+}
+
+/// Every live run's series of `metric` as read back: (run, steps, values), by run id.
+fn read_back(store: &Store, metric: &str) -> Vec<(RunId, Vec<i64>, Vec<f64>)> {
+    let m = store.latest().unwrap();
+    let copy = |_: RunId, s: Curve| (s.steps.to_vec(), s.values.to_vec());
+    let mut out: Vec<_> = visit_metric(store.root(), &m, metric, false, &copy)
+        .unwrap()
+        .into_iter()
+        .map(|(id, (steps, values))| (id, steps, values))
+        .collect();
+    out.sort_by_key(|r| r.0);
+    out
+}
+
+/// The store holds exactly the series `run_series` makes for `runs`, and verifies.
+fn assert_holds(store: &Store, runs: &[(RunId, i64)], what: &str) {
+    store.verify().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut want: Vec<(RunId, i64)> = runs.to_vec();
+    want.sort();
+    for metric in ["loss", "val_loss"] {
+        let got = read_back(store, metric);
+        let expected: Vec<_> = want
+            .iter()
+            .filter_map(|&(id, n)| {
+                let s = run_series(id, n)
+                    .into_iter()
+                    .find(|s| s.metric == metric && !s.is_empty())?;
+                Some((id, s.steps, s.values))
+            })
+            .collect();
+        assert_eq!(got, expected, "{what}: {metric}");
+    }
+    let m = store.latest().unwrap();
+    for seg in &m.segments {
+        let runs_here = m
+            .runs
+            .iter()
+            .filter(|r| r.segment.as_deref() == Some(seg.file.as_str()))
+            .count();
+        assert!(runs_here > 0, "{what}: {} holds no live run", seg.file);
+    }
+}
+
+/// A run that crosses the segment boundary at every position, with the row groups cut at and
+/// beside the boundary (buffered rows below and above the row-group size when it is reached),
+/// as the last run of the commit or followed by others.
+#[test]
+fn a_run_split_at_every_position_of_the_segment_boundary_is_kept_whole() {
+    for (segment_rows, group_rows) in [(40u64, 8usize), (37, 8), (16, 64), (24, 24), (30, 7)] {
+        for first in 1..=segment_rows as i64 {
+            for (crossing, then) in [
+                (segment_rows as i64, 0),
+                (5, 0),
+                (9, 2),
+                (segment_rows as i64 / 2 + 3, 3),
+            ] {
+                let what = format!(
+                    "segment_rows {segment_rows}, group_rows {group_rows}: {first} rows, then a run of \
+                     {crossing}, then {then} more runs"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let store = small_store(dir.path(), segment_rows, group_rows);
+                // Runs 1 (id 3: with val_loss) fill the segment up to `first` rows, run 5 crosses.
+                let mut runs = vec![(1, first)];
+                runs.push((5, crossing));
+                runs.extend((0..then).map(|k| (10 + k, 4 + k)));
+                if let Err(e) = commit_runs(&store, &runs) {
+                    panic!("{what}: {e}");
+                }
+                assert_holds(&store, &runs, &what);
+            }
+        }
+    }
+}
+
+/// Many runs of mixed sizes (some longer than a segment) over small segments and row groups.
+#[test]
+fn runs_of_mixed_sizes_over_many_small_segments_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 50, 16);
+    let runs: Vec<(RunId, i64)> = (0..60).map(|id| (id, 1 + (id * 37) % 90)).collect();
+    commit_runs(&store, &runs).unwrap();
+    assert_holds(&store, &runs, "mixed sizes");
+    let m = store.latest().unwrap();
+    assert!(m.segments.len() > 10, "{} segments", m.segments.len());
+    for seg in &m.segments {
+        let biggest = seg.run_rows.as_ref().unwrap().iter().max().copied().unwrap();
+        assert!(seg.rows < 50 + biggest, "{}: {} rows", seg.file, seg.rows);
+    }
+}
+
+/// Compaction goes through one writer: across its segment boundaries, every run stays whole.
+#[test]
+fn compaction_across_segment_boundaries_keeps_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 64, 16);
+    let mut all: Vec<(RunId, i64)> = Vec::new();
+    for batch in 0..6 {
+        let runs: Vec<(RunId, i64)> = (0..7).map(|k| (batch * 7 + k, 5 + (batch * 7 + k) * 3 % 41)).collect();
+        commit_runs(&store, &runs).unwrap();
+        all.extend(&runs);
+        assert_holds(&store, &all, &format!("commit {batch}"));
+    }
+    // Replace some runs: their old rows are dead, the compaction drops them.
+    let replaced: Vec<(RunId, i64)> = vec![(3, 70), (11, 2), (20, 33)];
+    commit_runs(&store, &replaced).unwrap();
+    for (id, n) in &replaced {
+        all.iter_mut().find(|r| r.0 == *id).unwrap().1 = *n;
+    }
+    assert_holds(&store, &all, "after replacing");
+    let report = store.compact(Duration::ZERO).unwrap();
+    assert!(report.segments_rewritten > 1);
+    assert_holds(&store, &all, "after compact");
+    assert!(store.latest().unwrap().segments.len() > 3);
+    // Compacting again with another layout cuts the runs differently, and loses nothing.
+    let store = store.with_layout(SegmentLayout {
+        segment_rows: 23,
+        row_group_rows: 5,
+    });
+    commit_runs(&store, &[(100, 9)]).unwrap();
+    all.push((100, 9));
+    store.compact(Duration::ZERO).unwrap();
+    assert_holds(&store, &all, "after a second compact");
+}
+
+/// The whole ingest with small segments, one worker and two: every run's points and final
+/// step, then after a small update and a compaction.
+#[test]
+fn an_ingest_over_small_segments_keeps_every_point() {
+    use crate::ingest::{ingest, IngestOptions};
+    for workers in [1, 2] {
+        let logs = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for k in 0..12i64 {
+            let run = logs.path().join(format!("run{k:02}"));
+            std::fs::create_dir(&run).unwrap();
+            let n = 30 + k * 11;
+            let mut csv = String::from("step,loss\n");
+            for s in 1..=n {
+                csv.push_str(&format!("{s},{}\n", 1.0 + k as f64 / s as f64));
+            }
+            std::fs::write(run.join("metrics.csv"), csv).unwrap();
+            expected.push(n as usize);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path(), 100, 32);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().unwrap();
+        let opts = IngestOptions::default();
+        let check = |what: &str, expected: &[usize]| {
+            store
+                .verify()
+                .unwrap_or_else(|e| panic!("{workers} workers, {what}: {e}"));
+            let m = store.latest().unwrap();
+            let got = read_back(&store, "loss");
+            assert_eq!(got.len(), 12, "{what}");
+            for (id, steps, _) in &got {
+                let r = m.runs.iter().find(|r| r.run_id == *id).unwrap();
+                assert_eq!(steps.len() as u64, r.n_points, "{what}: {}", r.name);
+                assert_eq!(steps.last().copied(), r.final_step, "{what}: {}", r.name);
+            }
+            let mut lens: Vec<usize> = got.iter().map(|r| r.1.len()).collect();
+            lens.sort();
+            assert_eq!(lens, expected, "{what}");
+        };
+        let report = pool
+            .install(|| ingest(&store, &[logs.path().to_path_buf()], &opts))
+            .unwrap();
+        assert_eq!(report.added, 12, "{:?}", report.failed);
+        check("ingest", &expected);
+        // A small update: one run grows.
+        let grown = logs.path().join("run03/metrics.csv");
+        let mut csv = std::fs::read_to_string(&grown).unwrap();
+        for s in 64..=90 {
+            csv.push_str(&format!("{s},{}\n", 1.0 + 3.0 / s as f64));
+        }
+        std::fs::write(&grown, csv).unwrap();
+        expected[3] = 90;
+        expected.sort();
+        let report = pool
+            .install(|| ingest(&store, &[logs.path().to_path_buf()], &opts))
+            .unwrap();
+        assert_eq!(report.updated, 1);
+        check("update", &expected);
+        store.compact(Duration::ZERO).unwrap();
+        check("compact", &expected);
+    }
+}
+
+/// A commit whose records do not account for the rows written is refused with an internal
+/// error and publishes nothing.
+#[test]
+fn a_commit_that_does_not_account_for_every_row_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 16);
+    commit_runs(&store, &[(1, 10)]).unwrap();
+    type Spoil = fn(&mut RunRecord, &str);
+    let spoils: [(&str, Spoil); 4] = [
+        ("n_points too high", |r, _| r.n_points += 1),
+        ("n_points too low", |r, _| r.n_points -= 1),
+        ("another segment", |r, other| r.segment = Some(other.to_string())),
+        ("final step", |r, _| r.final_step = Some(3)),
+    ];
+    for (what, spoil) in spoils {
+        let mut tx = store.begin(Duration::ZERO).unwrap();
+        let mut records = tx.base.runs.clone();
+        let other = records[0].segment.clone().unwrap();
+        let mut writer = tx.segment_writer(0).unwrap();
+        let s = run_series(2, 40);
+        let file = writer.add_run(2, &s).unwrap();
+        let mut r = written_record(2, file, &s);
+        spoil(&mut r, &other);
+        records.push(r);
+        tx.add_segments(writer.finish().unwrap());
+        match tx.commit(records) {
+            Err(Error::Internal(msg)) => assert!(msg.contains("run run2"), "{what}: {msg}"),
+            other => panic!("{what}: expected an internal error, got {:?}", other.map(|m| m.version)),
+        }
+        assert_eq!(store.latest().unwrap().version, 1, "{what}");
+        store.verify().unwrap();
+    }
+    // Rows written for a run the version does not have are refused too.
+    let mut tx = store.begin(Duration::ZERO).unwrap();
+    let records = tx.base.runs.clone();
+    let mut writer = tx.segment_writer(0).unwrap();
+    writer.add_run(2, &run_series(2, 40)).unwrap();
+    tx.add_segments(writer.finish().unwrap());
+    assert!(matches!(tx.commit(records), Err(Error::Internal(_))));
+}
+
+/// The slow tier (`cargo test --release -- --ignored`): the real segment size, 85 runs of
+/// 200,000 points (17M points, the issue's reproduction), one writer; then a small update and
+/// a compaction, which goes through one writer over the same boundary.
+#[test]
+#[ignore = "slow tier: 17M points at the real segment size"]
+fn seventeen_million_points_at_the_real_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), true).unwrap();
+    let runs: Vec<(RunId, i64)> = (0..85).map(|id| (id, 200_000)).collect();
+    let m = commit_runs(&store, &runs).unwrap();
+    assert!(m.segments.len() >= 2, "the boundary is crossed");
+    let check = |what: &str| {
+        store.verify().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let m = store.latest().unwrap();
+        let ends = |_: RunId, c: Curve| (c.steps.len(), c.steps.last().copied());
+        for (id, (n, last)) in visit_metric(store.root(), &m, "loss", false, &ends).unwrap() {
+            let r = m.runs.iter().find(|r| r.run_id == id).unwrap();
+            let want = if id == 1000 { 50 } else { 200_000 };
+            assert_eq!((n, last), (want, r.final_step), "{what}: {id}");
+        }
+    };
+    check("ingest");
+    commit_runs(&store, &[(1000, 50)]).unwrap();
+    store.compact(Duration::ZERO).unwrap();
+    check("compact");
+}
+
+// ---- Section: checksums and damage (issue 13, 2) ----
+
+/// A store of a few runs in two segments (runs 1-4, then 5-8) for the damage tests.
+fn damaged_store_fixture(dir: &Path) -> (Store, Manifest) {
+    let store = small_store(dir, 1000, 64);
+    commit_runs(&store, &[(1, 100), (2, 150), (3, 120), (4, 90)]).unwrap();
+    let m = commit_runs(&store, &[(5, 100), (6, 100), (7, 333), (8, 20)]).unwrap();
+    (store, m)
+}
+
+/// Byte positions to flip in a file of `len` bytes: start, header, middle, the footer, the end.
+fn flip_positions(len: usize) -> Vec<usize> {
+    let mut at = vec![
+        0,
+        4,
+        len / 5,
+        len / 3,
+        len / 2,
+        2 * len / 3,
+        len - 40,
+        len - 9,
+        len - 5,
+        len - 1,
+    ];
+    at.sort();
+    at.dedup();
+    at
+}
+
+/// Flip one byte of `path` at `at`, run `check`, put the byte back.
+fn with_flipped_byte(path: &Path, at: usize, check: impl FnOnce()) {
+    let original = std::fs::read(path).unwrap();
+    let mut bytes = original.clone();
+    bytes[at] ^= 0x5a;
+    std::fs::write(path, &bytes).unwrap();
+    check::forget_verified();
+    check();
+    std::fs::write(path, &original).unwrap();
+    check::forget_verified();
+}
+
+fn names_of(runs: &[AffectedRun]) -> Vec<String> {
+    let mut n: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn every_flipped_byte_of_a_segment_is_detected_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m) = damaged_store_fixture(dir.path());
+    let before = read_back(&store, "loss");
+    // The larger segment (runs 5-8).
+    let seg = m.segments.iter().max_by_key(|s| s.rows).unwrap().clone();
+    let path = store.root().join(&seg.file);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    let mut live: Vec<String> = seg.run_ids.iter().map(|id| format!("run{id}")).collect();
+    live.sort();
+    for at in flip_positions(len) {
+        with_flipped_byte(&path, at, || {
+            let report = store.check(false).unwrap();
+            assert_eq!(report.damaged.len(), 1, "byte {at}: {report}");
+            let d = &report.damaged[0];
+            assert_eq!(
+                (d.file.as_path(), d.kind),
+                (path.as_path(), DamageKind::Checksum),
+                "byte {at}"
+            );
+            assert_eq!(names_of(&d.runs), live, "byte {at}");
+            assert!(d.runs.iter().all(|r| r.source.starts_with("/runs/")));
+            assert!(d.recovery.contains("re-ingest"), "{}", d.recovery);
+            // Reading is an error naming the file and its runs, never other values.
+            let copy = |_: RunId, s: Curve| s.values.to_vec();
+            match visit_metric(store.root(), &m, "loss", false, &copy) {
+                Err(Error::Store { path: p, message }) => {
+                    assert_eq!(p, path, "byte {at}");
+                    assert!(
+                        live.iter().all(|n| message.contains(n.as_str())),
+                        "byte {at}: {message}"
+                    );
+                }
+                other => panic!("byte {at}: expected a store error, got {:?}", other.map(|v| v.len())),
+            }
+            assert!(store.verify().is_err());
+        });
+    }
+    assert!(store.check(true).unwrap().is_ok());
+    assert_eq!(read_back(&store, "loss"), before);
+}
+
+#[test]
+fn every_flipped_byte_of_the_runs_table_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m) = damaged_store_fixture(dir.path());
+    let path = store.root().join(m.runs_file.as_ref().unwrap());
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    for at in flip_positions(len) {
+        with_flipped_byte(&path, at, || {
+            let report = store.check(false).unwrap();
+            assert_eq!(report.damaged.len(), 1, "byte {at}: {report}");
+            let d = &report.damaged[0];
+            assert_eq!(
+                (d.file.as_path(), d.kind),
+                (path.as_path(), DamageKind::Checksum),
+                "byte {at}"
+            );
+            assert!(d.recovery.contains("compact"), "{}", d.recovery);
+            let copy = |_: RunId, s: Curve| s.values.len();
+            match visit_metric(store.root(), &m, "loss", false, &copy) {
+                Err(Error::Store { path: p, .. }) => assert_eq!(p, path, "byte {at}"),
+                other => panic!("byte {at}: expected a store error, got {:?}", other.map(|v| v.len())),
+            }
+        });
+    }
+    // The way back: a compaction writes a new runs table from the manifest.
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
+    bytes[len / 2] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    check::forget_verified();
+    assert!(!store.check(false).unwrap().is_ok());
+    store.compact(Duration::ZERO).unwrap();
+    assert!(store.check(true).unwrap().is_ok());
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_flipped_byte_of_a_manifest_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m) = damaged_store_fixture(dir.path());
+    let path = store.root().join(MANIFEST_DIR).join(manifest::file_name(m.version));
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(manifest::checksum_matches(&bytes) == Some(true));
+    let len = bytes.len();
+    let mut positions = flip_positions(len);
+    positions.extend([1, 2, 5, 13, 20, 47, 48]); // the checksum's key and digits
+    for at in positions {
+        let mut b = bytes.clone();
+        b[at] ^= 0x01;
+        assert!(manifest::parse(&path, &b).is_err(), "byte {at} ({:?})", b[at] as char);
+    }
+    let mut b = bytes.clone();
+    b[len / 2] ^= 0x01;
+    std::fs::write(&path, &b).unwrap();
+    let report = store.check(false).unwrap();
+    assert!(
+        report
+            .damaged
+            .iter()
+            .any(|d| d.kind == DamageKind::Manifest && d.file == path),
+        "{report}"
+    );
+}
+
+/// A store written before checksums (its manifest without them) opens, reads and checks; the
+/// check says its files were not verified.
+#[test]
+fn a_store_without_checksums_still_opens_reads_and_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m) = damaged_store_fixture(dir.path());
+    let before = read_back(&store, "loss");
+    // Rewrite the newest manifest as an older steplaw-db wrote it.
+    let path = store.root().join(MANIFEST_DIR).join(manifest::file_name(m.version));
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    for key in ["xxh3_128", "runs_size", "runs_xxh3_128"] {
+        obj.remove(key);
+    }
+    for seg in obj["segments"].as_array_mut().unwrap() {
+        for key in ["run_rows", "size", "xxh3_128"] {
+            seg.as_object_mut().unwrap().remove(key);
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let old = store.latest().unwrap();
+    assert_eq!(old.version, m.version);
+    assert!(old.segments.iter().all(|s| s.xxh3_128.is_none()));
+    assert_eq!(read_back(&store, "loss"), before);
+    for deep in [false, true] {
+        let report = store.check(deep).unwrap();
+        assert!(report.is_ok(), "{report}");
+        // The manifest, the runs table and the segments.
+        assert_eq!(report.unverified.len(), 1 + 1 + m.segments.len(), "{report}");
+        assert!(report.to_string().contains("not verified"), "{report}");
+    }
+    store.verify().unwrap();
+    // The next commit writes checksums again, for the files it writes.
+    commit_runs(&store, &[(9, 12)]).unwrap();
+    let report = store.check(false).unwrap();
+    assert!(report.is_ok(), "{report}");
+    // Still unverified: the rewritten manifest (an older version now) and the old segments.
+    assert_eq!(report.unverified.len(), 1 + m.segments.len(), "{report}");
+}
+
+/// A segment that is gone, or of another size, is named with its runs.
+#[test]
+fn a_missing_or_truncated_segment_is_named_with_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m) = damaged_store_fixture(dir.path());
+    let seg = &m.segments[0];
+    let path = store.root().join(&seg.file);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &original[..original.len() - 1]).unwrap();
+    let report = store.check(false).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report}");
+    assert_eq!(report.damaged[0].kind, DamageKind::Size);
+    assert_eq!(names_of(&report.damaged[0].runs), ["run1", "run2", "run3", "run4"]);
+    std::fs::remove_file(&path).unwrap();
+    let report = store.check(false).unwrap();
+    assert_eq!(report.damaged[0].kind, DamageKind::Missing, "{report}");
+    let copy = |_: RunId, s: Curve| s.values.len();
+    match visit_metric(store.root(), &m, "loss", false, &copy) {
+        Err(Error::Store { path: p, message }) => {
+            assert_eq!(p, path);
+            assert!(message.contains("run1") && message.contains("missing"), "{message}");
+        }
+        other => panic!("expected a store error, got {:?}", other.map(|v| v.len())),
+    }
 }
