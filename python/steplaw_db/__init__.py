@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._native import __version__
-from .errors import InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
+from .errors import InternalError, InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
 from .optima import landscape, near_optimal, optima, read_final_table
 
 # ``stability`` is the function: imported here, it stays bound over the module of that name.
@@ -70,6 +70,7 @@ __all__ = [
     "CurveLaw",
     "HparamLaw",
     "IngestReport",
+    "InternalError",
     "InvalidArgumentError",
     "LossLaw",
     "ParseError",

@@ -518,9 +518,9 @@ _register_curve_fit(_register_fits(app))
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover
+    except KeyboardInterrupt:
         sys.exit(130)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     main()

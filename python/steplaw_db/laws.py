@@ -25,12 +25,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 import polars as pl
 
 from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -71,7 +74,7 @@ def _compute(N: np.ndarray, D: np.ndarray) -> np.ndarray:
     return 6.0 * N * D
 
 
-def _as_array(v: Any, name: str) -> np.ndarray | None:
+def _as_array(v: ArrayLike | None, name: str) -> np.ndarray | None:
     if v is None:
         return None
     a = np.atleast_1d(np.asarray(v, dtype=float))
@@ -149,11 +152,11 @@ class Law:
 
     def predict(
         self,
-        N: Any = None,
-        D: Any = None,
+        N: ArrayLike | None = None,
+        D: ArrayLike | None = None,
         *,
-        C: Any = None,
-        loss: Any = None,
+        C: ArrayLike | None = None,
+        loss: ArrayLike | None = None,
         seq_len: int = 2048,
         interval: float | None = DEFAULT_INTERVAL,
     ) -> pl.DataFrame:
@@ -488,7 +491,7 @@ class LossLaw(_SavedAsJson):
     def _value(p: Mapping[str, Any], N: np.ndarray, D: np.ndarray) -> np.ndarray:
         return p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
 
-    def predict(self, N: Any, D: Any, *, interval: float | None = DEFAULT_INTERVAL) -> pl.DataFrame:
+    def predict(self, N: ArrayLike, D: ArrayLike, *, interval: float | None = DEFAULT_INTERVAL) -> pl.DataFrame:
         """The law's loss at each (N, D); ``loss_lo``/``loss_hi`` from the bootstrap draws."""
         x = _broadcast({"N": _as_array(N, "N"), "D": _as_array(D, "D")})
         n, d = x["N"], x["D"]

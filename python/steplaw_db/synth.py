@@ -407,7 +407,7 @@ def _write_run(spec: dict) -> int:
     elif fmt == "csv":
         text = "step,loss,lr\n" + "".join(map(_CSV_LINE.__mod__, zip(it_l, loss_l, lr_l, strict=True)))
         _write_text(d / "metrics.csv", text)
-    else:  # pragma: no cover - checked in write_sweep
+    else:  # write_sweep checked the format
         raise ValueError(fmt)
 
     if fmt != "steplaw":
