@@ -10,7 +10,7 @@ use parquet::data_type::ByteArray;
 
 use super::manifest::{self, hex128, Manifest, SegmentEntry};
 use super::points::{RunTally, Tally};
-use super::table::{self, Values};
+use super::table::{self, MappedFile, ParquetFile, Values};
 use super::{Store, MANIFEST_DIR};
 use crate::error::{Error, Result};
 use crate::model::{RunId, RunRecord};
@@ -410,79 +410,83 @@ pub(super) enum FileState {
     Damaged(DamageKind, String),
 }
 
-/// The xxh3-128 of a file's bytes.
-pub(super) fn hash_file(path: &Path) -> std::io::Result<u128> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(xxhash_rust::xxh3::xxh3_128(&[]));
-    }
-    // SAFETY: store files are immutable once renamed into place (see table::open_reader).
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-    Ok(xxhash_rust::xxh3::xxh3_128(&map))
-}
-
-/// Check the file `rel` (under `root`) against its size and checksum, hashing it unless this
-/// process already verified it unchanged.
-pub(super) fn check_file(root: &Path, rel: &str, size: Option<u64>, sum: Option<&str>) -> FileState {
-    let path = root.join(rel);
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return FileState::Damaged(DamageKind::Missing, "the file is missing".into())
-        }
-        Err(e) => return FileState::Damaged(DamageKind::Unreadable, format!("cannot read it: {e}")),
-    };
-    if let Some(want) = size.filter(|&s| s != meta.len()) {
-        return FileState::Damaged(
-            DamageKind::Size,
-            format!("{} bytes, the manifest says {want}", meta.len()),
-        );
+/// Check a mapped file against its size and checksum in the manifest, hashing its bytes unless
+/// this process already verified the file unchanged.
+pub(super) fn check_mapped(file: &MappedFile, size: Option<u64>, sum: Option<&str>) -> FileState {
+    let len = file.meta.len();
+    if let Some(want) = size.filter(|&s| s != len) {
+        return FileState::Damaged(DamageKind::Size, format!("{len} bytes, the manifest says {want}"));
     }
     let Some(sum) = sum else {
         return FileState::Unverified;
     };
     #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    let ino = std::os::unix::fs::MetadataExt::ino(&file.meta);
     #[cfg(not(unix))]
     let ino = 0;
-    let key: FileKey = (path.clone(), meta.len(), meta.modified().ok(), ino, sum.to_string());
+    let key: FileKey = (file.path.clone(), len, file.meta.modified().ok(), ino, sum.to_string());
     if verified().lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
-        return FileState::Verified { bytes: meta.len() };
+        return FileState::Verified { bytes: len };
     }
-    match hash_file(&path) {
-        Ok(h) if hex128(h) == sum => {
-            verified().lock().unwrap_or_else(|e| e.into_inner()).insert(key);
-            FileState::Verified { bytes: meta.len() }
-        }
-        Ok(h) => FileState::Damaged(
+    let found = hex128(xxhash_rust::xxh3::xxh3_128(&file.bytes));
+    if found != sum {
+        return FileState::Damaged(
             DamageKind::Checksum,
-            format!("its checksum is {}, the manifest says {sum}", hex128(h)),
-        ),
-        Err(e) => FileState::Damaged(DamageKind::Unreadable, format!("cannot read it: {e}")),
+            format!("its checksum is {found}, the manifest says {sum}"),
+        );
+    }
+    verified().lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+    FileState::Verified { bytes: len }
+}
+
+/// Map the file `rel` (under `root`): `Err` is the damage when it is missing or unreadable.
+fn map(root: &Path, rel: &str) -> std::result::Result<MappedFile, FileState> {
+    MappedFile::open(&root.join(rel)).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            FileState::Damaged(DamageKind::Missing, "the file is missing".into())
+        }
+        e => FileState::Damaged(DamageKind::Unreadable, format!("cannot read it: {e}")),
+    })
+}
+
+/// Check the file `rel` (under `root`) against its size and checksum.
+pub(super) fn check_file(root: &Path, rel: &str, size: Option<u64>, sum: Option<&str>) -> FileState {
+    match map(root, rel) {
+        Ok(file) => check_mapped(&file, size, sum),
+        Err(state) => state,
     }
 }
 
-/// Verify the files a reader of `manifest` is about to use, the runs table and `segments`, in
-/// parallel (each hashed once per process, see `check_file`). The first damaged one is an
-/// `Error::Store` naming the file, the runs it affects and how to recover them.
-pub(super) fn verify_for_read(root: &Path, manifest: &Manifest, segments: &[&SegmentEntry]) -> Result<()> {
-    use rayon::prelude::*;
-    let mut files: Vec<(&str, Option<u64>, Option<&str>)> = Vec::new();
-    if let Some(runs) = &manifest.runs_file {
-        files.push((runs, manifest.runs_size, manifest.runs_xxh3_128.as_deref()));
+/// Open a segment for reading: mapped once, verified against its checksum on those very bytes
+/// (once per process), its footer parsed. Damage is an `Error::Store` naming the file, the runs
+/// it affects and how to recover them.
+pub(super) fn open_segment(root: &Path, manifest: &Manifest, seg: &SegmentEntry) -> Result<ParquetFile> {
+    let damaged = |state| match state {
+        FileState::Damaged(_, detail) => damaged_error(root, manifest, &seg.file, &detail),
+        _ => unreachable!("only damage is an error"),
+    };
+    let file = map(root, &seg.file).map_err(damaged)?;
+    if let state @ FileState::Damaged(..) = check_mapped(&file, seg.size, seg.xxh3_128.as_deref()) {
+        return Err(damaged(state));
     }
-    files.extend(
-        segments
-            .iter()
-            .map(|s| (s.file.as_str(), s.size, s.xxh3_128.as_deref())),
-    );
-    files
-        .par_iter()
-        .map(|(rel, size, sum)| match check_file(root, rel, *size, *sum) {
-            FileState::Damaged(_, detail) => Err(damaged_error(root, manifest, rel, &detail)),
-            _ => Ok(()),
-        })
-        .collect()
+    file.reader().map_err(|e| {
+        let detail = match &e {
+            Error::Store { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        damaged_error(root, manifest, &seg.file, &format!("cannot be read: {detail}"))
+    })
+}
+
+/// Verify the runs table of `manifest` (readers join it with what they read).
+pub(super) fn verify_runs_table(root: &Path, manifest: &Manifest) -> Result<()> {
+    let Some(rel) = &manifest.runs_file else {
+        return Ok(());
+    };
+    match check_file(root, rel, manifest.runs_size, manifest.runs_xxh3_128.as_deref()) {
+        FileState::Damaged(_, detail) => Err(damaged_error(root, manifest, rel, &detail)),
+        _ => Ok(()),
+    }
 }
 
 impl Store {
@@ -518,13 +522,16 @@ impl Store {
         let results: Vec<(FileState, Option<Damage>)> = manifest
             .segments
             .par_iter()
-            .map(|seg| {
-                let state = check_file(root, &seg.file, seg.size, seg.xxh3_128.as_deref());
-                let rows = match &state {
-                    FileState::Damaged(..) => None,
-                    _ => check_segment_rows(root, &manifest, seg, deep).err(),
-                };
-                (state, rows)
+            .map(|seg| match map(root, &seg.file) {
+                Err(state) => (state, None),
+                Ok(file) => {
+                    let state = check_mapped(&file, seg.size, seg.xxh3_128.as_deref());
+                    let rows = match &state {
+                        FileState::Damaged(..) => None,
+                        _ => check_segment_rows(&file, &manifest, seg, deep).err(),
+                    };
+                    (state, rows)
+                }
             })
             .collect();
         for (seg, (state, rows)) in manifest.segments.iter().zip(results) {
@@ -655,12 +662,12 @@ impl Store {
 /// A segment's row counts against its manifest entry: the footer's total always; with `deep`,
 /// every row decoded and counted per run (and per run's series, their last steps and order).
 fn check_segment_rows(
-    root: &Path,
+    file: &MappedFile,
     manifest: &Manifest,
     seg: &SegmentEntry,
     deep: bool,
 ) -> std::result::Result<(), Damage> {
-    let path = root.join(&seg.file);
+    let path = &file.path;
     // The runs a problem is about, when it is about some (else every live run of the file).
     let mut affected: HashSet<RunId> = HashSet::new();
     let damage = |kind, detail: String, affected: &HashSet<RunId>| {
@@ -678,14 +685,15 @@ fn check_segment_rows(
     };
     type Counted = std::result::Result<Option<Tally>, (String, Option<RunId>)>;
     let counted = std::panic::catch_unwind(|| -> Result<Counted> {
-        let rows = table::file_rows(&path)?;
+        let file = file.reader()?;
+        let rows = file.rows();
         if rows != seg.rows {
             return Ok(Err((format!("{rows} rows, the manifest says {}", seg.rows), None)));
         }
         if !deep {
             return Ok(Ok(None));
         }
-        Ok(tally_segment(&path)?.map(Some))
+        Ok(tally_segment(&file)?.map(Some))
     });
     let tally = match counted {
         Err(_) => {
@@ -756,7 +764,7 @@ fn check_segment_rows(
 
 /// Decode every row of a segment: rows per run and each series' last step, checking that each
 /// series' steps increase. `Ok(Err(..))` when they do not, with the run whose do not.
-fn tally_segment(path: &Path) -> Result<std::result::Result<Tally, (String, Option<RunId>)>> {
+fn tally_segment(file: &ParquetFile) -> Result<std::result::Result<Tally, (String, Option<RunId>)>> {
     let names = ["run_id", "metric", "step", "tokens", "value", "lr"];
     let mut tally = Tally::default();
     let mut batch = vec![
@@ -768,8 +776,8 @@ fn tally_segment(path: &Path) -> Result<std::result::Result<Tally, (String, Opti
         Values::Float64(Vec::new()),
     ];
     let mut prev: Option<(RunId, ByteArray, i64)> = None;
-    for g in 0..table::row_groups(path)? {
-        let mut stream = table::GroupBatches::open(path, g, &names)?;
+    for g in 0..file.row_groups() {
+        let mut stream = table::GroupBatches::open_in(file, g, &names)?;
         loop {
             let n = stream.next(1 << 16, &mut batch)?;
             if n == 0 {

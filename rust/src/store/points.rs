@@ -578,27 +578,30 @@ pub fn visit_metric<T: Send>(
         .filter(|s| live.contains_key(s.file.as_str()))
         .collect();
     // Damaged data is an error naming the file and its runs, never different values: each
-    // file is checked against its checksum when this process first opens it.
-    super::check::verify_for_read(root, manifest, &segments)?;
-    let mut units = Vec::new();
-    for seg in segments {
-        let ids = &live[seg.file.as_str()];
-        let path = root.join(&seg.file);
-        let groups = table::row_groups(&path).map_err(|e| unreadable(root, manifest, seg, e))?;
-        for g in 0..groups {
-            units.push((seg, path.clone(), g, ids));
-        }
-    }
+    // segment is mapped once, checked against its checksum on the very bytes then decoded (the
+    // first time this process opens it), and its footer parsed once for all its row groups.
+    super::check::verify_runs_table(root, manifest)?;
+    let files: Vec<(&SegmentEntry, table::ParquetFile)> = segments
+        .par_iter()
+        .map(|seg| Ok((*seg, super::check::open_segment(root, manifest, seg)?)))
+        .collect::<Result<_>>()?;
+    let units: Vec<(usize, usize)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, file))| (0..file.row_groups()).map(move |g| (i, g)))
+        .collect();
     let parts: Vec<GroupResult<T>> = units
         .par_iter()
-        .map(|(seg, path, g, ids)| {
+        .map(|&(i, g)| {
+            let (seg, file) = &files[i];
+            let ids = &live[seg.file.as_str()];
             if seg.xxh3_128.is_some() {
-                return visit_group(path, *g, metric, ids, with_tokens, visit);
+                return visit_group(file, g, metric, ids, with_tokens, visit);
             }
             // A file without a checksum (an older store) may be damaged where it is decoded:
             // a failure there (or the decoder's panic) names the file and its runs.
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                visit_group(path, *g, metric, ids, with_tokens, visit)
+                visit_group(file, g, metric, ids, with_tokens, visit)
             }));
             match read {
                 Ok(r) => r.map_err(|e| unreadable(root, manifest, seg, e)),
@@ -606,7 +609,7 @@ pub fn visit_metric<T: Send>(
                     root,
                     manifest,
                     seg,
-                    Error::store(path, "the Parquet decoder failed on it"),
+                    Error::store(&file.path, "the Parquet decoder failed on it"),
                 )),
             }
         })
@@ -668,7 +671,7 @@ fn curve<'a>(steps: &'a [i64], values: &'a [f64], tokens: &'a [i64]) -> Curve<'a
 }
 
 fn visit_group<T>(
-    path: &Path,
+    file: &table::ParquetFile,
     group: usize,
     metric: &str,
     live: &HashSet<RunId>,
@@ -681,7 +684,7 @@ fn visit_group<T>(
     };
     // The metric column's statistics settle most row groups without decoding a string:
     // all rows of the metric (min == max == metric), or none of them.
-    let all_rows_match = match table::column_bounds(path, group, "metric")? {
+    let all_rows_match = match file.column_bounds(group, "metric")? {
         Some((min, max)) if metric.as_bytes() < min.as_slice() || metric.as_bytes() > max.as_slice() => {
             return Ok(result)
         }
@@ -704,7 +707,7 @@ fn visit_group<T>(
             _ => Values::Int64(Vec::new()),
         })
         .collect();
-    let mut stream = table::GroupBatches::open(path, group, &names)?;
+    let mut stream = table::GroupBatches::open_in(file, group, &names)?;
     let mut current = BlockBuffer::default();
     let mut row = 0usize;
     loop {

@@ -458,37 +458,94 @@ impl std::io::Write for HashedFile {
     }
 }
 
-/// A reader over the file's bytes mapped into memory: pages are decoded straight from the page
-/// cache, without first copying them through `read`. Safe because store files are immutable:
-/// written under a temporary name, renamed into place, never changed; `compact` deletes
-/// them, which leaves an existing mapping valid.
-fn open_reader(path: &Path) -> Result<SerializedFileReader<bytes::Bytes>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: see above; nothing truncates or rewrites a committed store file.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    SerializedFileReader::new(bytes::Bytes::from_owner(map)).at(path)
+/// A Parquet file's bytes mapped into memory: pages are decoded straight from the page cache,
+/// without first copying them through `read`. Safe because store files are immutable: written
+/// under a temporary name, renamed into place, never changed; `compact` deletes them, which
+/// leaves an existing mapping valid.
+pub struct MappedFile {
+    pub path: std::path::PathBuf,
+    pub bytes: bytes::Bytes,
+    /// The file's metadata when it was mapped (size, mtime, inode: what was verified).
+    pub meta: std::fs::Metadata,
 }
 
-/// How many row groups a Parquet file has (units of parallel reading).
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<MappedFile> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let bytes = if meta.len() == 0 {
+            bytes::Bytes::new()
+        } else {
+            // SAFETY: see above; nothing truncates or rewrites a committed store file.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            bytes::Bytes::from_owner(map)
+        };
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            bytes,
+            meta,
+        })
+    }
+
+    /// Parse the footer: a reader whose row groups and columns all decode from this mapping
+    /// (one mapping and one footer parse per file, however many groups are read).
+    pub fn reader(&self) -> Result<ParquetFile> {
+        Ok(ParquetFile {
+            path: self.path.clone(),
+            reader: SerializedFileReader::new(self.bytes.clone()).at(&self.path)?,
+        })
+    }
+}
+
+/// An open Parquet file (its footer parsed), over a mapping of its bytes.
+pub struct ParquetFile {
+    pub path: std::path::PathBuf,
+    reader: SerializedFileReader<bytes::Bytes>,
+}
+
+impl ParquetFile {
+    pub fn open(path: &Path) -> Result<ParquetFile> {
+        MappedFile::open(path)?.reader()
+    }
+
+    /// How many row groups the file has (units of parallel reading).
+    pub fn row_groups(&self) -> usize {
+        self.reader.num_row_groups()
+    }
+
+    /// The rows its footer says it has.
+    pub fn rows(&self) -> u64 {
+        self.reader.metadata().file_metadata().num_rows() as u64
+    }
+
+    /// The min and max statistics of a column in one row group, as bytes (None when absent).
+    pub fn column_bounds(&self, group: usize, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if group >= self.row_groups() {
+            return Err(Error::store(&self.path, format!("no row group {group}")));
+        }
+        let meta = self.reader.metadata().row_group(group);
+        let Some(col) = meta.columns().iter().find(|c| c.column_descr().name() == name) else {
+            return Err(Error::store(&self.path, format!("no column '{name}'")));
+        };
+        Ok(col
+            .statistics()
+            .and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
+    }
+}
+
+/// How many row groups a Parquet file has.
 pub fn row_groups(path: &Path) -> Result<usize> {
-    Ok(open_reader(path)?.num_row_groups())
+    Ok(ParquetFile::open(path)?.row_groups())
 }
 
 /// The rows a Parquet file's footer says it has.
 pub fn file_rows(path: &Path) -> Result<u64> {
-    Ok(open_reader(path)?.metadata().file_metadata().num_rows() as u64)
+    Ok(ParquetFile::open(path)?.rows())
 }
 
 /// The min and max statistics of a column in one row group, as bytes (None when absent).
 pub fn column_bounds(path: &Path, group: usize, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-    let reader = open_reader(path)?;
-    let meta = reader.metadata().row_group(group);
-    let Some(col) = meta.columns().iter().find(|c| c.column_descr().name() == name) else {
-        return Err(Error::store(path, format!("no column '{name}'")));
-    };
-    Ok(col
-        .statistics()
-        .and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec()))))
+    ParquetFile::open(path)?.column_bounds(group, name)
 }
 
 /// Named columns of one row group read in lockstep, a batch of rows at a time, into reused
@@ -504,7 +561,12 @@ pub struct GroupBatches {
 
 impl GroupBatches {
     pub fn open(path: &Path, group: usize, names: &[&str]) -> Result<GroupBatches> {
-        let reader = open_reader(path)?;
+        GroupBatches::open_in(&ParquetFile::open(path)?, group, names)
+    }
+
+    /// Open a row group of a file already open.
+    pub fn open_in(file: &ParquetFile, group: usize, names: &[&str]) -> Result<GroupBatches> {
+        let (reader, path) = (&file.reader, file.path.as_path());
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
         if group >= reader.num_row_groups() {
             return Err(Error::store(path, format!("no row group {group}")));
@@ -600,7 +662,8 @@ fn read_batch<T: parquet::data_type::DataType>(
 /// Read the named columns of a Parquet file whole. Nullable columns come back with their
 /// validity; row groups are concatenated.
 pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
-    let reader = open_reader(path)?;
+    let file = ParquetFile::open(path)?;
+    let reader = &file.reader;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let indices: Vec<usize> = names
         .iter()
