@@ -17,6 +17,15 @@ pub struct RunSource {
     pub member: Option<String>,
 }
 
+/// What discovery found: the runs, and the files it passed over with the reason (a file
+/// given by name or lying among logs that is no log of a known format).
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub runs: Vec<RunSource>,
+    /// (path, why)
+    pub skipped: Vec<(String, String)>,
+}
+
 /// `train_log_<k>.txt` -> k (Step Law's fork numbers its log files; the last is the newest).
 fn step_law_index(name: &str) -> Option<u64> {
     name.strip_prefix("train_log_")?.strip_suffix(".txt")?.parse().ok()
@@ -93,20 +102,51 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
     }
 }
 
+/// Does the name say "a text log" (so that a file of this name that holds no log lines is
+/// worth a word: a README.txt or notes among the logs)?
+fn is_text_log_name(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    matches!(ext.to_ascii_lowercase().as_str(), "log" | "txt" | "out")
+}
+
+/// Why a text file given or found among logs is not read.
+pub fn not_a_log_reason(forced: Option<Format>) -> String {
+    match forced {
+        Some(f) => format!("not a {} file (--format {})", f.name(), f.name()),
+        None => "no log lines of a known format (Megatron, Step Law, nanoGPT-style: a step and a loss) \
+                 in its first or last 64 KiB; --format forces one"
+            .to_string(),
+    }
+}
+
 fn list_files(
     dir: &Path,
     forced: Option<Format>,
     files: &mut Vec<(PathBuf, Format)>,
+    skipped: Option<&mut Vec<(String, String)>>,
     keep: impl Fn(Format) -> bool,
 ) -> Result<()> {
     let listing = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut unplaced = Vec::new();
     for f in listing.flatten() {
         let p = f.path();
-        if f.file_type().is_ok_and(|t| t.is_file()) {
-            if let Some(fmt) = classify(&p, forced).filter(|f| keep(*f)) {
-                files.push((p, fmt));
+        // Symlinked files are followed (metadata of the target).
+        if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            match classify(&p, forced) {
+                Some(fmt) if keep(fmt) => files.push((p, fmt)),
+                Some(_) => {}
+                None if is_text_log_name(&p) => unplaced.push(p),
+                None => {}
             }
         }
+    }
+    if let Some(skipped) = skipped {
+        unplaced.sort();
+        skipped.extend(
+            unplaced
+                .into_iter()
+                .map(|p| (p.to_string_lossy().into_owned(), not_a_log_reason(forced))),
+        );
     }
     Ok(())
 }
@@ -200,28 +240,33 @@ fn split_runs(key: &str, dir: &Path, dir_name: &str, files: Vec<(PathBuf, Format
     }
     // Several metric tables that each hold a training loss are several runs (one export per
     // run, as W&B history exports and many sweeps keep them): one run per file, named by it.
-    // A single one (with, say, an eval-only table beside it) is the directory's run.
+    // A single one (with, say, an eval-only table beside it) is the directory's run. So are
+    // several nanoGPT-style logs (a records folder of `<uuid>.txt`, one log a run: a log
+    // that resumed writes on in the same file).
     let is_whole_run = |(p, f): &(PathBuf, Format)| {
         matches!(f, Format::Csv | Format::Jsonl) && tabular::has_training_loss(&head(p), *f == Format::Jsonl)
     };
-    let (tables, mut own): (Vec<_>, Vec<_>) = own.into_iter().partition(is_whole_run);
-    if tables.len() >= 2 {
-        for (path, format) in tables {
-            let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or("run");
-            let name = format!("{dir_name}/{stem}");
-            let key = path.to_string_lossy().into_owned();
-            runs.push(RunSource {
-                key,
-                name,
-                dir: dir.to_path_buf(),
-                files: vec![(path, format)],
-                member: None,
-            });
+    let (tables, own): (Vec<_>, Vec<_>) = own.into_iter().partition(is_whole_run);
+    let (logs, mut own): (Vec<_>, Vec<_>) = own.into_iter().partition(|(_, f)| *f == Format::NanoGpt);
+    for group in [tables, logs] {
+        if group.len() >= 2 {
+            for (path, format) in group {
+                let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or("run");
+                let name = format!("{dir_name}/{stem}");
+                let key = path.to_string_lossy().into_owned();
+                runs.push(RunSource {
+                    key,
+                    name,
+                    dir: dir.to_path_buf(),
+                    files: vec![(path, format)],
+                    member: None,
+                });
+            }
+        } else {
+            own.extend(group);
         }
-    } else {
-        own.extend(tables);
-        order_files(&mut own);
     }
+    order_files(&mut own);
     if !own.is_empty() {
         runs.push(RunSource {
             key: key.to_string(),
@@ -254,33 +299,41 @@ fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// All runs under `paths`, in a stable order. A path that does not exist is an error.
-pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<RunSource>> {
-    let mut runs = Vec::new();
+/// All runs under `paths`, in a stable order, and the files passed over. A path that does not
+/// exist is an error; a file given by name that is no log of a known format is passed over
+/// and counted, as are text files among logs. Symlinked directories and files are followed
+/// (a link back to a directory above is passed over, named).
+pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> {
+    let mut found = Discovery::default();
+    let runs = &mut found.runs;
+    let skipped = &mut found.skipped;
+    // W&B chart exports given by name are grouped by directory, as a directory walk groups
+    // them: a run's columns in several exports are one run.
+    let mut charts: Vec<(PathBuf, Vec<(PathBuf, Format)>)> = Vec::new();
     for root in paths {
         if !root.exists() {
             return Err(Error::Invalid(format!("{}: no such file or directory", root.display())));
         }
         if root.is_file() {
-            let format = classify(root, forced).or(forced).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: not a log file of a known format (use --format to force one)",
-                    root.display()
-                ))
-            })?;
+            let Some(format) = classify(root, forced).or(forced) else {
+                skipped.push((root.display().to_string(), not_a_log_reason(forced)));
+                continue;
+            };
             let abs = absolute(root);
-            let name = abs.file_stem().and_then(|n| n.to_str()).unwrap_or("run").to_string();
             let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-            split_runs(
-                &abs.to_string_lossy(),
-                &dir,
-                &name,
-                vec![(abs.clone(), format)],
-                &mut runs,
-            );
+            if format == Format::WandbChart {
+                match charts.iter_mut().find(|(d, _)| *d == dir) {
+                    Some((_, fs)) => fs.push((abs, format)),
+                    None => charts.push((dir, vec![(abs, format)])),
+                }
+                continue;
+            }
+            let name = abs.file_stem().and_then(|n| n.to_str()).unwrap_or("run").to_string();
+            split_runs(&abs.to_string_lossy(), &dir, &name, vec![(abs.clone(), format)], runs);
             continue;
         }
         let walker = walkdir::WalkDir::new(root)
+            .follow_links(true)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
@@ -290,7 +343,22 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<RunSour
                 !hidden && !is_store
             });
         for entry in walker {
-            let entry = entry.map_err(|e| Error::Invalid(format!("{}: {e}", root.display())))?;
+            let entry = match entry {
+                Ok(e) => e,
+                // A symlink loop or an unreadable directory: say so, read the rest.
+                Err(e) => {
+                    let path = e
+                        .path()
+                        .map_or_else(|| root.display().to_string(), |p| p.display().to_string());
+                    let why = if e.loop_ancestor().is_some() {
+                        "a symlink to a directory above it (a cycle): not followed".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    skipped.push((path, why));
+                    continue;
+                }
+            };
             if !entry.file_type().is_dir() {
                 continue;
             }
@@ -299,24 +367,126 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<RunSour
             let is_checkpoint = entry.depth() > 0 && checkpoint_index(entry.path()).is_some();
             // Their parent run claims these.
             let claimed = |fmt| (folded_away && fmt == Format::TfEvents) || (is_checkpoint && fmt == Format::HfTrainer);
-            list_files(entry.path(), forced, &mut files, |fmt| !claimed(fmt))?;
+            let mut unplaced = Vec::new();
+            list_files(entry.path(), forced, &mut files, Some(&mut unplaced), |fmt| {
+                !claimed(fmt)
+            })?;
             if forced.is_none_or(|f| f == Format::HfTrainer) {
                 pick_trainer_state(entry.path(), &mut files);
             }
             // Event files of `train/`, `eval/`, `training_eval/<task>/` ... below a run
             // directory belong to that run (T5X, TF Estimator, Keras write them so).
             for part in part_dirs(entry.path()) {
-                list_files(&part, forced, &mut files, |fmt| fmt == Format::TfEvents)?;
+                list_files(&part, forced, &mut files, None, |fmt| fmt == Format::TfEvents)?;
             }
+            skipped.extend(unplaced);
             if files.is_empty() {
                 continue;
             }
             order_files(&mut files);
             let abs = absolute(entry.path());
             let name = abs.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_string();
-            split_runs(&abs.to_string_lossy(), &abs, &name, files, &mut runs);
+            split_runs(&abs.to_string_lossy(), &abs, &name, files, runs);
         }
     }
-    runs.dedup_by(|a, b| a.key == b.key);
-    Ok(runs)
+    for (dir, mut files) in charts {
+        order_files(&mut files);
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_string();
+        split_runs(&dir.to_string_lossy(), &dir, &name, files, runs);
+    }
+    // A run reached twice (a directory and a file in it, or through a link) is read once.
+    let mut seen = std::collections::HashSet::new();
+    runs.retain(|r| seen.insert(r.key.clone()));
+    let mut seen = std::collections::HashSet::new();
+    skipped.retain(|(p, _)| seen.insert(p.clone()));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "print0(f\"step:{step}/{n} val_loss:{v:.4f}\")\nstep:0/100 val_loss:10.8258 train_time:0ms\n";
+    const CHART: &str = "\"Step\",\"run-a - train/loss\",\"run-a - train/loss__MIN\",\"run-a - train/loss__MAX\"\n\"1\",\"3\",\"3\",\"3\"";
+
+    fn names(d: &Discovery) -> Vec<(&str, usize)> {
+        d.runs.iter().map(|r| (r.name.as_str(), r.files.len())).collect()
+    }
+
+    #[test]
+    fn a_records_folder_is_one_run_per_log_and_its_readme_is_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rec = tmp.path().join("rec");
+        std::fs::create_dir(&rec).unwrap();
+        for id in ["b-2", "a-1", "c-3"] {
+            std::fs::write(rec.join(format!("{id}.txt")), LOG).unwrap();
+        }
+        std::fs::write(rec.join("README.txt"), "# record\nlr 0.0036\n").unwrap();
+        std::fs::write(rec.join("train_gpt.py"), "loss = 1\n").unwrap(); // not a text log name: silent
+        let d = discover(&[tmp.path().to_path_buf()], None).unwrap();
+        assert_eq!(names(&d), vec![("rec/a-1", 1), ("rec/b-2", 1), ("rec/c-3", 1)]);
+        assert!(d.runs.iter().all(|r| r.key.ends_with(".txt")));
+        let [(path, why)] = &d.skipped[..] else {
+            panic!("{:?}", d.skipped)
+        };
+        assert!(
+            path.ends_with("README.txt") && why.contains("no log lines"),
+            "{path}: {why}"
+        );
+        // one log (and its README) is the directory's run
+        for id in ["b-2", "c-3"] {
+            std::fs::remove_file(rec.join(format!("{id}.txt"))).unwrap();
+        }
+        let d = discover(&[tmp.path().to_path_buf()], None).unwrap();
+        assert_eq!(names(&d), vec![("rec", 1)]);
+        assert_eq!(d.skipped.len(), 1);
+    }
+
+    #[test]
+    fn files_given_by_name_skip_non_logs_and_group_chart_exports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        std::fs::write(p.join("a.txt"), LOG).unwrap();
+        std::fs::write(p.join("notes.txt"), "nothing\n").unwrap();
+        std::fs::write(p.join("wandb_export_1.csv"), CHART).unwrap();
+        std::fs::write(p.join("wandb_export_2.csv"), CHART).unwrap();
+        let mut given: Vec<PathBuf> = ["notes.txt", "a.txt", "wandb_export_2.csv", "wandb_export_1.csv"]
+            .iter()
+            .map(|n| p.join(n))
+            .collect();
+        given.push(p.join("a.txt")); // twice: read once
+        let d = discover(&given, None).unwrap();
+        assert_eq!(names(&d), vec![("a", 1), ("run-a", 2)]);
+        let dir = absolute(p);
+        assert_eq!(d.runs[1].key, format!("{}#run-a", dir.display()));
+        // the same key as a walk of the directory gives it
+        let walked = discover(&[p.to_path_buf()], None).unwrap();
+        assert!(walked.runs.iter().any(|r| r.key == d.runs[1].key && r.files.len() == 2));
+        assert_eq!(d.skipped.len(), 1);
+        assert!(d.skipped[0].0.ends_with("notes.txt"));
+        // a path that does not exist is still an error
+        assert!(discover(&[p.join("missing")], None).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_runs_are_followed_and_a_cycle_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("store-elsewhere").join("run1");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("log.txt"), LOG).unwrap();
+        let runs = tmp.path().join("runs");
+        std::fs::create_dir(&runs).unwrap();
+        std::os::unix::fs::symlink(&real, runs.join("run1")).unwrap();
+        std::os::unix::fs::symlink(&runs, runs.join("loop")).unwrap();
+        let d = discover(&[runs], None).unwrap();
+        assert_eq!(names(&d), vec![("run1", 1)]);
+        assert!(
+            d.skipped
+                .iter()
+                .any(|(p, why)| p.ends_with("loop") && why.contains("cycle")),
+            "{:?}",
+            d.skipped
+        );
+    }
 }

@@ -142,6 +142,15 @@ pub struct IngestReport {
     pub malformed_lines: u64,
     /// The first few bad lines, `file:line: reason`.
     pub warnings: Vec<String>,
+    /// Files passed over, (path, why): text files among logs that hold no log lines, files
+    /// given by name that are no log of a known format, symlink cycles.
+    pub skipped_files: Vec<(String, String)>,
+    /// Points the restart rule replaced (a later log or trial logged the same steps again)
+    /// and points that differed between two copies of an export (the later file won).
+    pub replaced_points: u64,
+    /// Facts worth a line each (not bad lines): trials found in one log, runs without a
+    /// training loss, runs whose N or D is unknown.
+    pub notes: Vec<String>,
     pub seconds: f64,
     /// The store version after the ingest (unchanged if nothing was committed).
     pub version: u64,
@@ -149,22 +158,32 @@ pub struct IngestReport {
 }
 
 const MAX_WARNINGS: usize = 20;
+const MAX_NOTES: usize = 20;
 
 enum Outcome {
-    Unchanged { run_id: RunId, files: Vec<FileStat> },
+    Unchanged {
+        run_id: RunId,
+        files: Vec<FileStat>,
+    },
     Parsed(Box<ParsedRun>),
-    Failed { source: String, reason: String },
+    Failed {
+        source: String,
+        reason: String,
+    },
+    /// A trial run of a log that now holds fewer trials.
+    Removed {
+        run_id: RunId,
+    },
 }
 
 struct ParsedRun {
     record: RunRecord,
     series: Vec<Series>,
     messages: Vec<String>,
+    notes: Vec<String>,
+    replaced: u64,
+    has_train_loss: bool,
     bytes: u64,
-}
-
-fn count_points(p: &RunParse) -> usize {
-    p.series.values().map(|b| b.series.len()).sum()
 }
 
 fn stat_files(src: &RunSource) -> Result<Vec<FileStat>> {
@@ -191,25 +210,85 @@ struct Context<'a> {
     template: NameTemplate,
     overrides: RunConfig,
     existing: HashMap<RunId, &'a RunRecord>,
+    /// A log holding several trials gives one run per trial (else one, by the restart rule).
+    split_trials: bool,
 }
 
-/// `text_buf`: the worker's buffer for streaming text logs, reused from run to run.
-fn process(ctx: &Context, src: &RunSource, text_buf: &mut Vec<u8>) -> Outcome {
+/// `text_buf`: the worker's buffer for streaming text logs, reused from run to run. A source
+/// gives one outcome, or one per trial when its log holds several.
+fn process(ctx: &Context, src: &RunSource, text_buf: &mut Vec<u8>) -> Vec<Outcome> {
     let run_id = run_id_for(&src.key);
     match parse_run(ctx, src, run_id, text_buf) {
         Ok(o) => o,
-        Err(e) => Outcome::Failed {
+        Err(e) => vec![Outcome::Failed {
             source: src.key.clone(),
             reason: e.to_string(),
-        },
+        }],
     }
 }
 
-fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u8>) -> Result<Outcome> {
+/// The key of the `k`-th trial (from 2) of a source whose log holds several.
+fn trial_key(key: &str, k: usize) -> String {
+    format!("{key}#{k}")
+}
+
+/// The stored runs of a source's 2nd, 3rd, ... trials.
+fn stored_trials(ctx: &Context, key: &str) -> Vec<RunId> {
+    (2..)
+        .map(|k| run_id_for(&trial_key(key, k)))
+        .take_while(|id| ctx.existing.contains_key(id))
+        .collect()
+}
+
+/// Why a file that yields no point fails its run: what was looked for, in its words.
+fn yielded_nothing(format: Format, src: &RunSource, sel: &MetricSelection, label: String, parse: &RunParse) -> Error {
+    let detail = parse
+        .messages
+        .first()
+        .map(|m| format!("; first problem: {m}"))
+        .unwrap_or_default();
+    let why = match format {
+        Format::TfEvents => "no scalar summaries found in this event file".to_string(),
+        Format::HfTrainer => "no loss or eval-loss entries in log_history".to_string(),
+        Format::WandbChart => format!(
+            "no values for run '{}' in this W&B chart export",
+            src.member.as_deref().unwrap_or_default()
+        ),
+        Format::NanoGpt => format!(
+            "no nanogpt log lines found (a step and a loss: '{}'; or a validation loss: '{}')",
+            sel.loss.clone().unwrap_or_else(|| nanogpt::LOSS_KEYS.join("', '")),
+            nanogpt::VAL_KEYS.join("', '")
+        ),
+        Format::Steplaw | Format::Megatron => format!(
+            "no {} log lines with a training loss ('{}') found",
+            format.name(),
+            sel.loss.clone().unwrap_or_else(|| text::LOSS_KEYS.join("', '"))
+        ),
+        Format::Jsonl | Format::Csv => format!(
+            "no {} rows with a step and a training loss ('{}') or validation loss ('{}') found",
+            format.name(),
+            sel.loss.clone().unwrap_or_else(|| tabular::LOSS_KEYS.join("', '")),
+            tabular::VAL_KEYS.join("', '")
+        ),
+    };
+    Error::parse(label, format!("{why}{detail}"))
+}
+
+fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u8>) -> Result<Vec<Outcome>> {
     let files = stat_files(src)?;
     let previous = ctx.existing.get(&run_id);
+    let trials_before = stored_trials(ctx, &src.key);
+    let unchanged = |files: Vec<FileStat>| -> Vec<Outcome> {
+        std::iter::once(run_id)
+            .chain(trials_before.iter().copied())
+            .map(|run_id| Outcome::Unchanged {
+                run_id,
+                files: files.clone(),
+            })
+            .collect()
+    };
     if !ctx.opts.force && previous.is_some_and(|r| r.files == files) {
-        return Ok(Outcome::Unchanged { run_id, files });
+        return Ok(unchanged(files));
     }
     // Megatron lines are 150-300 bytes, JSONL/CSV rows shorter: a generous guess costs only
     // address space (untouched pages), a short one costs copies.
@@ -218,12 +297,14 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         capacity_hint: (total_size / 100) as usize,
         ..Default::default()
     };
+    // The 2nd, 3rd, ... trials of a log that holds several.
+    let mut trials: Vec<RunParse> = Vec::new();
     let mut fingerprint = read::Fingerprint::default();
     let mut bytes = 0u64;
     let sel = &ctx.opts.metrics;
     for (path, format) in &src.files {
         let label = path.display().to_string();
-        let points_before = count_points(&parse);
+        let pushed_before = parse.pushed();
         let malformed_before = parse.malformed;
         if matches!(format, Format::Steplaw | Format::Megatron) {
             let mut parser = text::TextParser::new(sel, &mut parse);
@@ -235,53 +316,52 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
             let data = read::read_file(path)?;
             bytes += data.len() as u64;
             fingerprint.add_file(&data);
-            parse_whole(src, path, *format, &data, sel, &mut parse)?;
+            match format {
+                Format::NanoGpt => {
+                    read::check_text(path, &data)?;
+                    trials.extend(nanogpt::parse(&data, &label, sel, &mut parse, ctx.split_trials));
+                }
+                // Copies or parts of one export (the same steps again, other step ranges,
+                // other charts): their points are joined, not replaced by the restart rule.
+                Format::WandbChart => {
+                    let mut part = RunParse::default();
+                    parse_whole(src, path, *format, &data, sel, &mut part)?;
+                    let conflicts = parse.merge_union(part);
+                    if conflicts > 0 {
+                        parse.notes.push(format!(
+                            "{label}: {conflicts} point(s) of run '{}' differ from an earlier export of the same \
+                             steps: this later file's values are kept",
+                            src.member.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    continue;
+                }
+                _ => parse_whole(src, path, *format, &data, sel, &mut parse)?,
+            }
         }
         // A file that yields nothing fails the run, unless it is a log that has merely not
         // reached its first point (a job that just restarted) beside others.
-        let yielded = count_points(&parse) > points_before;
+        let yielded = parse.pushed() > pushed_before || trials.iter().any(|t| t.pushed() > 0);
         let may_be_empty = matches!(format, Format::Steplaw | Format::Megatron | Format::TfEvents);
         let just_started = may_be_empty && src.files.len() > 1 && parse.malformed == malformed_before;
         if !yielded && !just_started {
-            let detail = parse
-                .messages
-                .first()
-                .map(|m| format!("; first problem: {m}"))
-                .unwrap_or_default();
-            match (format, &src.member) {
-                (Format::TfEvents, _) => {
-                    return Err(Error::parse(
-                        label,
-                        format!("no scalar summaries found in this event file{detail}"),
-                    ))
-                }
-                (Format::WandbChart, Some(run)) => {
-                    return Err(Error::parse(
-                        label,
-                        format!("no values for run '{run}' in this W&B chart export{detail}"),
-                    ))
-                }
-                (Format::HfTrainer, _) => {
-                    return Err(Error::parse(
-                        label,
-                        format!("no loss or eval-loss entries in log_history{detail}"),
-                    ))
-                }
-                _ => {}
-            }
-            let looked_for = sel.loss.clone().unwrap_or_else(|| match format {
-                Format::Steplaw | Format::Megatron => text::LOSS_KEYS.join("', '"),
-                Format::NanoGpt => nanogpt::LOSS_KEYS.join("', '"),
-                _ => tabular::LOSS_KEYS.join("', '"),
-            });
-            return Err(Error::parse(
-                label,
-                format!(
-                    "no {} log lines with a training loss ('{looked_for}') found{detail}",
-                    format.name()
-                ),
-            ));
+            return Err(yielded_nothing(*format, src, sel, label, &parse));
         }
+    }
+    if parse.series.is_empty() && src.files.iter().all(|(_, f)| *f == Format::WandbChart) {
+        let names: Vec<String> = src.files.iter().map(|(p, _)| p.display().to_string()).collect();
+        return Err(Error::parse(
+            names.join(", "),
+            format!(
+                "no values for run '{}' in its W&B chart export(s){}",
+                src.member.as_deref().unwrap_or_default(),
+                parse
+                    .messages
+                    .first()
+                    .map(|m| format!("; first problem: {m}"))
+                    .unwrap_or_default()
+            ),
+        ));
     }
     // Tagged scalars (a tag a series) learn which tag is the loss and join the LR to it.
     if src
@@ -292,9 +372,67 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
     let fingerprint = fingerprint.finish();
-    if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) {
-        return Ok(Outcome::Unchanged { run_id, files });
+    if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) && trials.len() == trials_before.len()
+    {
+        return Ok(unchanged(files));
     }
+    let mut out = Vec::with_capacity(1 + trials.len());
+    let n_trials = trials.len();
+    out.push(Outcome::Parsed(Box::new(finish_run(
+        ctx,
+        src,
+        run_id,
+        (src.key.clone(), src.name.clone()),
+        parse,
+        fingerprint.clone(),
+        files.clone(),
+        bytes,
+    )?)));
+    for (i, trial) in trials.into_iter().enumerate() {
+        let k = i + 2;
+        let key = trial_key(&src.key, k);
+        let name = format!("{}#{k}", src.name);
+        let id = run_id_for(&key);
+        let record = finish_run(
+            ctx,
+            src,
+            id,
+            (key, name),
+            trial,
+            format!("{fingerprint}#{k}"),
+            files.clone(),
+            0,
+        );
+        out.push(match record {
+            Ok(p) => Outcome::Parsed(Box::new(p)),
+            Err(e) => Outcome::Failed {
+                source: trial_key(&src.key, k),
+                reason: e.to_string(),
+            },
+        });
+    }
+    // A log that held more trials before (rewritten since): the stale trials go.
+    out.extend(
+        trials_before
+            .iter()
+            .skip(n_trials)
+            .map(|&run_id| Outcome::Removed { run_id }),
+    );
+    Ok(out)
+}
+
+/// One run's record and series from what its files gave.
+#[allow(clippy::too_many_arguments)]
+fn finish_run(
+    ctx: &Context,
+    src: &RunSource,
+    run_id: RunId,
+    (key, name): (String, String),
+    mut parse: RunParse,
+    fingerprint: String,
+    files: Vec<FileStat>,
+    bytes: u64,
+) -> Result<ParsedRun> {
     // A run logged without its training loss (an eval-only export) is kept for its other
     // series; its status is judged on the validation loss, or else on its first series.
     let Some(loss) = [LOSS, VAL_LOSS]
@@ -303,19 +441,18 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         .or_else(|| parse.series.values().next())
         .map(|b| &b.series)
     else {
-        return Err(Error::parse(
-            src.key.clone(),
-            "no training-loss values in this run's logs",
-        ));
+        return Err(Error::parse(key, "no values in this run's logs"));
     };
     let has_train_loss = loss.metric == LOSS;
 
-    // Configuration: the log < the name < the sidecar file < the user's overrides.
-    let mut config = RunConfig {
+    // Configuration: the log (its header, then its own lines) < the name < the sidecar file
+    // < the user's overrides.
+    let mut config = std::mem::take(&mut parse.config);
+    config.merge_from(&RunConfig {
         steps: parse.planned_steps,
         bs: parse.batch_size,
         ..Default::default()
-    };
+    });
     config.merge_from(&ctx.template.read(&src.name)?);
     // The sidecar beside the run, else beside one of its files (a HF checkpoint's config.json).
     let mut sidecar_dirs = vec![src.dir.as_path()];
@@ -334,7 +471,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     config.merge_from(&ctx.overrides);
     config
         .derive(ctx.opts.seq_len)
-        .map_err(|e| Error::parse(src.key.clone(), e.to_string()))?;
+        .map_err(|e| Error::parse(key.clone(), e.to_string()))?;
 
     let status = config::run_status(loss, config.steps).to_string();
     let final_step = loss.steps.last().copied();
@@ -343,13 +480,14 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     } else {
         None
     };
+    let replaced = parse.replaced();
     let mut series: Vec<Series> = parse.series.into_values().map(|b| b.series).collect();
     fill_tokens(&mut series, parse.tokens_are_samples, &config);
     let n_points = series.iter().map(|s| s.len() as u64).sum();
     let record = RunRecord {
         run_id,
-        name: src.name.clone(),
-        source: src.key.clone(),
+        name,
+        source: key,
         format: src.files[0].1.name().to_string(),
         fingerprint,
         config,
@@ -363,12 +501,15 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         segment: None,
         files,
     };
-    Ok(Outcome::Parsed(Box::new(ParsedRun {
+    Ok(ParsedRun {
         record,
         series,
         messages: parse.messages,
+        notes: parse.notes,
+        replaced,
+        has_train_loss,
         bytes,
-    })))
+    })
 }
 
 /// Parse one file read whole into `parse`.
@@ -393,7 +534,10 @@ fn parse_whole(
         Format::Steplaw | Format::Megatron => text::parse(data, &label, sel, parse),
         Format::Jsonl => tabular::parse_jsonl(data, &label, sel, parse),
         Format::Csv => tabular::parse_csv(data, &label, sel, parse),
-        Format::NanoGpt => nanogpt::parse(data, &label, sel, parse),
+        // (parse_run reads these itself, keeping a log's trials apart)
+        Format::NanoGpt => {
+            nanogpt::parse(data, &label, sel, parse, false);
+        }
         Format::HfTrainer => hf::parse(data, &label, sel, parse),
         Format::WandbChart => match &src.member {
             Some(run) => wandb::parse(data, &label, run, sel, parse),
@@ -452,7 +596,10 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     let t0 = Instant::now();
     let overrides = RunConfig::overrides(&opts.set, opts.recipe.as_deref())?;
     let template = NameTemplate::parse(opts.name_template.as_deref())?;
-    let sources = discover::discover(paths, opts.format)?;
+    let discover::Discovery {
+        runs: sources,
+        skipped: skipped_files,
+    } = discover::discover(paths, opts.format)?;
 
     let mut tx = store.begin(opts.wait)?;
     let base_runs = tx.base.runs.clone();
@@ -461,12 +608,15 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         template,
         overrides,
         existing: base_runs.iter().map(|r| (r.run_id, r)).collect(),
+        split_trials: true,
     };
     let mut report = IngestReport {
-        runs_found: sources.len(),
         version: tx.base.version,
+        skipped_files,
         ..Default::default()
     };
+    let mut removed: std::collections::HashSet<RunId> = std::collections::HashSet::new();
+    let (mut no_train_loss, mut unknown_nd) = (Vec::new(), 0usize);
     let mut changed: HashMap<RunId, RunRecord> = HashMap::new();
     let mut restat: HashMap<RunId, Vec<FileStat>> = HashMap::new();
     let pb = progress_bar(opts.progress, sources.len());
@@ -490,13 +640,14 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(src) = sources.get(i) else { break };
-                        let mut outcome = process(ctx, src, &mut text_buf);
-                        if let Outcome::Parsed(p) = &mut outcome {
-                            p.record.segment = Some(writer.add_run(p.record.run_id, &p.series)?);
-                            series::recycle(std::mem::take(&mut p.series));
-                        }
-                        if sender.send(outcome).is_err() {
-                            break;
+                        for mut outcome in process(ctx, src, &mut text_buf) {
+                            if let Outcome::Parsed(p) = &mut outcome {
+                                p.record.segment = Some(writer.add_run(p.record.run_id, &p.series)?);
+                                series::recycle(std::mem::take(&mut p.series));
+                            }
+                            if sender.send(outcome).is_err() {
+                                break;
+                            }
                         }
                     }
                     writer.finish()
@@ -505,25 +656,43 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
             .collect();
         drop(tx_out);
         for outcome in rx {
-            pb.inc(1);
+            if !matches!(outcome, Outcome::Removed { .. }) {
+                report.runs_found += 1;
+                pb.inc(1);
+            }
             match outcome {
                 Outcome::Unchanged { run_id, files } => {
                     report.unchanged += 1;
                     restat.insert(run_id, files);
                 }
                 Outcome::Failed { source, reason } => report.failed.push((source, reason)),
+                Outcome::Removed { run_id } => {
+                    removed.insert(run_id);
+                }
                 Outcome::Parsed(p) => {
                     let ParsedRun {
                         record,
                         messages,
+                        notes,
+                        replaced,
+                        has_train_loss,
                         bytes,
                         ..
                     } = *p;
                     report.bytes_read += bytes;
                     report.points += record.n_points;
                     report.malformed_lines += record.n_malformed;
+                    report.replaced_points += replaced;
                     let room = MAX_WARNINGS.saturating_sub(report.warnings.len());
                     report.warnings.extend(messages.into_iter().take(room));
+                    let room = MAX_NOTES.saturating_sub(report.notes.len());
+                    report.notes.extend(notes.into_iter().take(room));
+                    if !has_train_loss {
+                        no_train_loss.push(record.name.clone());
+                    }
+                    if record.config.n_params.is_none() || record.config.tokens.is_none() {
+                        unknown_nd += 1;
+                    }
                     if ctx.existing.contains_key(&record.run_id) {
                         report.updated += 1;
                     } else {
@@ -547,8 +716,27 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     pb.finish_and_clear();
     let segments = written?;
     report.failed.sort();
+    if !no_train_loss.is_empty() {
+        no_train_loss.sort();
+        let n = no_train_loss.len();
+        let some: Vec<&str> = no_train_loss.iter().take(3).map(String::as_str).collect();
+        let more = if n > 3 { ", ..." } else { "" };
+        report.notes.push(format!(
+            "{n} run(s) have no training loss ({}{more}): their other series are stored, final_loss is \
+             empty and the status is judged on val_loss; --metric val_loss (or another series' name) \
+             takes that series as the loss",
+            some.join(", ")
+        ));
+    }
+    if unknown_nd > 0 {
+        report.notes.push(format!(
+            "{unknown_nd} run(s) have no N or no D (neither the log, the name nor a sidecar config gives them): \
+             --set N=... --set D=... (or h/ffnh/numl, bs/seq_len/steps) fills them in"
+        ));
+    }
 
     let nothing_changed = changed.is_empty()
+        && removed.is_empty()
         && restat
             .iter()
             .all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
@@ -559,7 +747,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         }
     } else {
         let mut runs: Vec<RunRecord> = Vec::with_capacity(base_runs.len() + changed.len());
-        for r in &base_runs {
+        for r in base_runs.iter().filter(|r| !removed.contains(&r.run_id)) {
             match changed.remove(&r.run_id) {
                 Some(new) => runs.push(new),
                 None => {

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::model::RunConfig;
 use crate::store::Series;
 
 /// How many bad lines are described in full (the rest are only counted).
@@ -18,6 +19,8 @@ pub const VAL_LOSS: &str = "val_loss";
 pub struct SeriesBuilder {
     pub series: Series,
     pub restarts: u64,
+    /// Points replaced by the restart rule (counted, never lost silently).
+    pub replaced: u64,
 }
 
 impl SeriesBuilder {
@@ -26,6 +29,7 @@ impl SeriesBuilder {
         if let Some(&last) = s.steps.last() {
             if step <= last {
                 let cut = s.steps.partition_point(|&x| x < step);
+                self.replaced += (s.steps.len() - cut) as u64;
                 s.steps.truncate(cut);
                 s.values.truncate(cut);
                 s.lr.truncate(cut);
@@ -52,6 +56,51 @@ fn push_padded<T: Copy>(col: &mut Vec<T>, v: Option<T>, len: usize, missing: T) 
         None if !col.is_empty() => col.resize(len, missing),
         None => {}
     }
+}
+
+/// The union of two step-sorted series (see [`RunParse::merge_union`]) and how many steps
+/// both hold with different values (`b`'s is kept).
+fn union(a: &Series, b: &Series) -> (Series, u64) {
+    let has_lr = !a.lr.is_empty() || !b.lr.is_empty();
+    let has_tokens = !a.tokens.is_empty() || !b.tokens.is_empty();
+    let lr = |s: &Series, i: usize| s.lr.get(i).copied().unwrap_or(f64::NAN);
+    let tok = |s: &Series, i: usize| s.tokens.get(i).copied().unwrap_or(-1);
+    let mut out = Series {
+        metric: a.metric.clone(),
+        ..Default::default()
+    };
+    let mut conflicts = 0;
+    let (mut i, mut j) = (0, 0);
+    let take = |out: &mut Series, s: &Series, k: usize| {
+        out.steps.push(s.steps[k]);
+        out.values.push(s.values[k]);
+        if has_lr {
+            out.lr.push(lr(s, k));
+        }
+        if has_tokens {
+            out.tokens.push(tok(s, k));
+        }
+    };
+    while i < a.len() || j < b.len() {
+        let next_a = a.steps.get(i).copied().unwrap_or(i64::MAX);
+        let next_b = b.steps.get(j).copied().unwrap_or(i64::MAX);
+        if next_a < next_b {
+            take(&mut out, a, i);
+            i += 1;
+        } else if next_b < next_a {
+            take(&mut out, b, j);
+            j += 1;
+        } else {
+            let same = a.values[i] == b.values[j] || (a.values[i].is_nan() && b.values[j].is_nan());
+            if !same {
+                conflicts += 1;
+            }
+            take(&mut out, b, j);
+            i += 1;
+            j += 1;
+        }
+    }
+    (out, conflicts)
 }
 
 thread_local! {
@@ -98,6 +147,12 @@ pub struct RunParse {
     /// vectors grow without copying.
     pub capacity_hint: usize,
     pub messages: Vec<String>,
+    /// What the log prints of its configuration (nanoGPT headers, `config k=v` lines): the
+    /// lowest-ranked source, below the run's name, its sidecar and the user's `--set`.
+    pub config: RunConfig,
+    /// Facts about the run worth a line in the report (not bad lines): trials found,
+    /// points that disagreed between copies of an export, ...
+    pub notes: Vec<String>,
 }
 
 impl RunParse {
@@ -119,7 +174,7 @@ impl RunParse {
         self.series.remove(metric).unwrap_or_else(|| {
             let mut b = SeriesBuilder {
                 series: spare_series(metric),
-                restarts: 0,
+                ..Default::default()
             };
             let s = &mut b.series;
             s.steps.reserve(self.capacity_hint);
@@ -136,6 +191,51 @@ impl RunParse {
         if !b.series.is_empty() {
             self.series.insert(b.series.metric.clone(), b);
         }
+    }
+
+    /// Every point pushed so far, including those the restart rule replaced since.
+    pub fn pushed(&self) -> u64 {
+        self.series.values().map(|b| b.series.len() as u64 + b.replaced).sum()
+    }
+
+    /// Points the restart rule replaced (a later log of the same steps won).
+    pub fn replaced(&self) -> u64 {
+        self.series.values().map(|b| b.replaced).sum()
+    }
+
+    /// Join the points of `other` (another copy or part of the same run's data, e.g. a
+    /// second W&B chart export) to these, step by step: a step only one side has is kept, a
+    /// step both have with the same value is kept once, and a step both have with different
+    /// values takes `other`'s (the later file) and counts as replaced. Returns the number of
+    /// such conflicts.
+    pub fn merge_union(&mut self, other: RunParse) -> u64 {
+        let mut conflicts = 0;
+        for (metric, b) in other.series {
+            match self.series.get_mut(&metric) {
+                None => {
+                    self.series.insert(metric, b);
+                }
+                Some(mine) => {
+                    let (merged, c) = union(&mine.series, &b.series);
+                    conflicts += c;
+                    mine.series = merged;
+                    mine.replaced += b.replaced + c;
+                    mine.restarts += b.restarts;
+                }
+            }
+        }
+        self.malformed += other.malformed;
+        for m in other.messages {
+            if self.messages.len() < MAX_MESSAGES {
+                self.messages.push(m);
+            }
+        }
+        self.notes.extend(other.notes);
+        self.planned_steps = other.planned_steps.or(self.planned_steps);
+        self.batch_size = other.batch_size.or(self.batch_size);
+        self.tokens_are_samples |= other.tokens_are_samples;
+        self.config.merge_from(&other.config);
+        conflicts
     }
 
     /// Count a bad line; describe it if it is among the first few.
@@ -168,6 +268,7 @@ mod tests {
         assert_eq!(b.series.steps, vec![10, 20, 30]);
         assert_eq!(b.series.values, vec![5.0, 4.1, 3.7]);
         assert_eq!(b.restarts, 2);
+        assert_eq!(b.replaced, 4); // 20, 30, 40, then 30
         assert!(b.series.lr.is_empty());
     }
 
@@ -180,5 +281,37 @@ mod tests {
         assert_eq!(b.series.lr.len(), 3);
         assert!(b.series.lr[0].is_nan() && b.series.lr[2].is_nan());
         assert_eq!(b.series.lr[1], 0.1);
+    }
+
+    fn parse_of(points: &[(i64, f64)]) -> RunParse {
+        let mut p = RunParse::default();
+        for &(s, v) in points {
+            p.push(LOSS, s, v, None, None);
+        }
+        p
+    }
+
+    #[test]
+    fn union_of_copies_ranges_and_conflicts() {
+        // an identical copy: nothing added, nothing replaced
+        let mut a = parse_of(&[(0, 3.0), (10, 2.5), (20, 2.0)]);
+        assert_eq!(a.merge_union(parse_of(&[(0, 3.0), (10, 2.5), (20, 2.0)])), 0);
+        assert_eq!(a.series[LOSS].series.steps, vec![0, 10, 20]);
+        assert_eq!(a.replaced(), 0);
+        // another step range, interleaved, and one conflict (the later value wins)
+        assert_eq!(a.merge_union(parse_of(&[(5, 2.8), (20, 2.1), (30, 1.9)])), 1);
+        assert_eq!(a.series[LOSS].series.steps, vec![0, 5, 10, 20, 30]);
+        assert_eq!(a.series[LOSS].series.values, vec![3.0, 2.8, 2.5, 2.1, 1.9]);
+        assert_eq!(a.replaced(), 1);
+        // another metric joins; an lr column on one side is padded
+        let mut b = RunParse::default();
+        b.push(VAL_LOSS, 10, 2.6, None, None);
+        b.push(LOSS, 40, 1.8, Some(1e-4), None);
+        a.merge_union(b);
+        assert_eq!(a.series[VAL_LOSS].series.values, vec![2.6]);
+        let s = &a.series[LOSS].series;
+        assert_eq!(s.lr.len(), s.len());
+        assert!(s.lr[..5].iter().all(|x| x.is_nan()) && s.lr[5] == 1e-4);
+        assert!(s.tokens.is_empty());
     }
 }
