@@ -78,15 +78,15 @@ pub fn masked_crc(data: &[u8]) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Protobuf wire format: just what Event, Summary and TensorProto need. Every read checks
-// its bounds and returns None on malformed input.
+// Protobuf wire format: just what Event, Summary and TensorProto need (the W&B transaction
+// log reader uses it too). Every read checks its bounds and returns None on malformed input.
 
-struct Proto<'a> {
+pub(crate) struct Proto<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Varint(u64),
     Fixed64(u64),
     Bytes(&'a [u8]),
@@ -94,7 +94,7 @@ enum Field<'a> {
 }
 
 impl<'a> Proto<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Proto { buf, pos: 0 }
     }
 
@@ -119,7 +119,7 @@ impl<'a> Proto<'a> {
     }
 
     /// The next (field number, value), None at the end; Some(Err) on malformed input.
-    fn next(&mut self) -> Option<Result<(u64, Field<'a>), ()>> {
+    pub(crate) fn next(&mut self) -> Option<Result<(u64, Field<'a>), ()>> {
         if self.pos >= self.buf.len() {
             return None;
         }
