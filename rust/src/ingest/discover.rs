@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::tabular;
-use super::{hf, nanogpt, text, tfevents, wandb, Format};
+use super::{hf, mlflow, nanogpt, text, tfevents, wandb, wandb_run, Format};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -83,6 +83,10 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
         Some(Format::TfEvents)
     } else if name == hf::FILE_NAME {
         Some(Format::HfTrainer)
+    } else if wandb_run::is_log_name(name) {
+        Some(Format::WandbRun)
+    } else if mlflow::is_mlflow_file(path, name) {
+        Some(Format::Mlflow)
     } else {
         match ext.as_str() {
             "jsonl" => Some(Format::Jsonl),
@@ -216,6 +220,11 @@ fn pick_trainer_state(dir: &Path, files: &mut Vec<(PathBuf, Format)>) {
 /// name (a run's columns in several exports of one directory make one run); the other
 /// files make the directory's own run.
 fn split_runs(key: &str, dir: &Path, dir_name: &str, files: Vec<(PathBuf, Format)>, runs: &mut Vec<RunSource>) {
+    // Trackers' folders: an MLflow run (a file store's, or each of a database's) is a run of
+    // its own; a directory holding a W&B run log takes the run's display name.
+    let files = mlflow::split(key, dir, files, runs);
+    let display = wandb_run::run_name(&files);
+    let dir_name = display.as_deref().unwrap_or(dir_name);
     let (charts, own): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, f)| *f == Format::WandbChart);
     let mut members: Vec<(String, Vec<(PathBuf, Format)>)> = Vec::new();
     for (path, format) in charts {
@@ -340,7 +349,9 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> 
                 let hidden = e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
                 // Never read a store (ours or another) as logs.
                 let is_store = e.file_type().is_dir() && e.path().join("_manifest").is_dir();
-                !hidden && !is_store
+                // A W&B run directory's files/, logs/, tmp/ and the latest-run link.
+                let tracker_own = e.depth() > 0 && e.file_type().is_dir() && wandb_run::is_internal_dir(e.path());
+                !hidden && !is_store && !tracker_own
             });
         for entry in walker {
             let entry = match entry {
@@ -399,6 +410,8 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> 
     runs.retain(|r| seen.insert(r.key.clone()));
     let mut seen = std::collections::HashSet::new();
     skipped.retain(|(p, _)| seen.insert(p.clone()));
+    // A resumed W&B run (a new run directory with the same id) is one run.
+    wandb_run::join_resumed(&mut found.runs);
     Ok(found)
 }
 

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod discover;
 pub mod hf;
+pub mod mlflow;
 pub mod nanogpt;
 pub mod read;
 pub mod series;
@@ -11,6 +12,7 @@ pub mod tabular;
 pub mod text;
 pub mod tfevents;
 pub mod wandb;
+pub mod wandb_run;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -42,6 +44,10 @@ pub enum Format {
     NanoGpt,
     /// W&B chart CSV exports (several runs a file).
     WandbChart,
+    /// W&B run directories: the transaction log `run-<id>.wandb` (offline and synced runs).
+    WandbRun,
+    /// MLflow runs: the file store (`mlruns/<experiment>/<run>/`) and SQLite (`mlflow.db`).
+    Mlflow,
 }
 
 impl Format {
@@ -54,6 +60,8 @@ impl Format {
         "wandb-chart",
         "tensorboard",
         "hf",
+        "wandb-run",
+        "mlflow",
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +74,8 @@ impl Format {
             Format::HfTrainer => "hf",
             Format::NanoGpt => "nanogpt",
             Format::WandbChart => "wandb-chart",
+            Format::WandbRun => "wandb-run",
+            Format::Mlflow => "mlflow",
         }
     }
     pub fn from_name(s: &str) -> Result<Format> {
@@ -78,6 +88,8 @@ impl Format {
             "hf" | "trainer_state" => Format::HfTrainer,
             "nanogpt" => Format::NanoGpt,
             "wandb-chart" | "wandb" => Format::WandbChart,
+            "wandb-run" => Format::WandbRun,
+            "mlflow" => Format::Mlflow,
             _ => {
                 return Err(Error::Invalid(format!(
                     "unknown format '{s}' ({})",
@@ -270,6 +282,7 @@ fn yielded_nothing(format: Format, src: &RunSource, sel: &MetricSelection, label
             sel.loss.clone().unwrap_or_else(|| tabular::LOSS_KEYS.join("', '")),
             tabular::VAL_KEYS.join("', '")
         ),
+        Format::WandbRun | Format::Mlflow => format!("no values in this {} run", format.name()),
     };
     Error::parse(label, format!("{why}{detail}"))
 }
@@ -302,7 +315,21 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     let mut fingerprint = read::Fingerprint::default();
     let mut bytes = 0u64;
     let sel = &ctx.opts.metrics;
+    // What a tracker says of its run (a W&B exit record, an MLflow status); the last file's.
+    let mut tracker_status: Option<&'static str> = None;
     for (path, format) in &src.files {
+        // Trackers' own folders: their readers take their files whole and say themselves
+        // when one gives nothing.
+        let tracked = match format {
+            Format::WandbRun => Some(wandb_run::read(path, &mut parse, &mut fingerprint)?),
+            Format::Mlflow => Some(mlflow::read(src, path, &mut parse, &mut fingerprint)?),
+            _ => None,
+        };
+        if let Some(t) = tracked {
+            bytes += t.bytes;
+            tracker_status = t.status.or(tracker_status);
+            continue;
+        }
         let label = path.display().to_string();
         let pushed_before = parse.pushed();
         let malformed_before = parse.malformed;
@@ -364,11 +391,12 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         ));
     }
     // Tagged scalars (a tag a series) learn which tag is the loss and join the LR to it.
-    if src
-        .files
-        .iter()
-        .any(|(_, f)| matches!(f, Format::TfEvents | Format::WandbChart))
-    {
+    if src.files.iter().any(|(_, f)| {
+        matches!(
+            f,
+            Format::TfEvents | Format::WandbChart | Format::WandbRun | Format::Mlflow
+        )
+    }) {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
     let fingerprint = fingerprint.finish();
@@ -378,7 +406,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     }
     let mut out = Vec::with_capacity(1 + trials.len());
     let n_trials = trials.len();
-    out.push(Outcome::Parsed(Box::new(finish_run(
+    let mut first = finish_run(
         ctx,
         src,
         run_id,
@@ -387,7 +415,12 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         fingerprint.clone(),
         files.clone(),
         bytes,
-    )?)));
+    )?;
+    // A run its tracker saw crash, fail or still running is incomplete, unless diverged.
+    if let Some(t) = tracker_status.filter(|_| first.record.status == crate::model::status::COMPLETE) {
+        first.record.status = t.to_string();
+    }
+    out.push(Outcome::Parsed(Box::new(first)));
     for (i, trial) in trials.into_iter().enumerate() {
         let k = i + 2;
         let key = trial_key(&src.key, k);
@@ -555,6 +588,13 @@ fn parse_whole(
                 .unwrap_or(std::path::Path::new(""));
             let dirs: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
             tfevents::parse(data, &label, &tfevents::prefix_for(&dirs), parse)
+        }
+        // Read by their own readers (see `parse_run`).
+        Format::WandbRun | Format::Mlflow => {
+            return Err(Error::Internal(format!(
+                "{label}: {} read as a text file",
+                format.name()
+            )))
         }
     }
     Ok(())
