@@ -203,15 +203,19 @@ pub struct AffectedRun {
 
 impl AffectedRun {
     fn of(r: &RunRecord) -> AffectedRun {
+        AffectedRun::new(r.run_id, r.name.clone(), r.source.clone())
+    }
+
+    fn new(run_id: RunId, name: String, source: String) -> AffectedRun {
         // A W&B chart run's source is `file.csv#run`.
-        let exists = Path::new(&r.source).exists()
-            || r.source
+        let exists = Path::new(&source).exists()
+            || source
                 .rsplit_once('#')
                 .is_some_and(|(file, _)| Path::new(file).exists());
         AffectedRun {
-            run_id: r.run_id,
-            name: r.name.clone(),
-            source: r.source.clone(),
+            run_id,
+            name,
+            source,
             source_exists: exists,
         }
     }
@@ -252,6 +256,55 @@ fn run_names(runs: &[AffectedRun], at_most: usize) -> String {
         s.push(format!("and {} more", runs.len() - at_most));
     }
     s.join(", ")
+}
+
+/// What `Store::repair` did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// The version the store is at now (0: empty).
+    pub version: u64,
+    /// The damaged manifests set aside, newest first: (version, where the file is now).
+    pub set_aside: Vec<(u64, PathBuf)>,
+    /// The runs the set-aside versions held that the store now holds otherwise or not at all:
+    /// what to re-ingest.
+    pub lost: Vec<AffectedRun>,
+    /// Whether `lost` is complete (the runs table of every set-aside version could be read).
+    pub lost_known: bool,
+    /// The current version's runs table was damaged, and was written anew (as `version`).
+    pub runs_table_rewritten: bool,
+}
+
+impl fmt::Display for RepairReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.set_aside.is_empty() && !self.runs_table_rewritten {
+            return write!(f, "nothing to repair (version {})", self.version);
+        }
+        for (v, path) in &self.set_aside {
+            writeln!(f, "version {v}: damaged manifest set aside as {}", path.display())?;
+        }
+        if self.runs_table_rewritten {
+            writeln!(f, "the runs table was damaged: written anew from the manifest")?;
+        }
+        writeln!(f, "the store is now at version {}", self.version)?;
+        if !self.lost.is_empty() {
+            writeln!(
+                f,
+                "{} run(s) lost their latest ingest; re-ingest them:",
+                self.lost.len()
+            )?;
+            for r in &self.lost {
+                writeln!(f, "  {}  {}", r.name, r.source)?;
+            }
+        }
+        if !self.lost_known {
+            writeln!(
+                f,
+                "what the set-aside versions committed is not fully known (their runs tables are unreadable): \
+                 re-ingest what was ingested last"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// What `Store::check` found.
@@ -501,7 +554,19 @@ impl Store {
             deep,
             ..Default::default()
         };
-        let manifest = self.latest()?;
+        // The newest intact version (a damaged newer one is reported by check_manifests).
+        let dir = self.root.join(MANIFEST_DIR);
+        let mut manifest = Manifest::empty();
+        for &v in manifest::versions(&dir)?.iter().rev() {
+            match manifest::read_version(&dir, v) {
+                Ok(m) => {
+                    manifest = m;
+                    break;
+                }
+                Err(Error::Store { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
         report.version = manifest.version;
         self.check_manifests(&manifest, &mut report)?;
         let root = self.root.as_path();
@@ -570,6 +635,99 @@ impl Store {
         Err(Error::store(&self.root, report.to_string()))
     }
 
+    /// Roll back past damaged newest manifests: each is set aside (renamed `damaged-<name>` in
+    /// `_manifest/`, where it stays) until the newest is intact, and a damaged runs table of that
+    /// version is written anew (as the next version, from the manifest's records). Says what was
+    /// lost: the runs the set-aside versions had that the store now has otherwise or not at all,
+    /// as far as their runs tables (if readable) tell. Segments cannot be repaired: re-ingest
+    /// the runs `check` names.
+    pub fn repair(&self, wait: std::time::Duration) -> Result<RepairReport> {
+        let lock = self.lock(wait)?;
+        self.remove_temporary_files();
+        let dir = self.root.join(MANIFEST_DIR);
+        let mut report = RepairReport {
+            lost_known: true,
+            ..Default::default()
+        };
+        let mut current = Manifest::empty();
+        for &v in manifest::versions(&dir)?.iter().rev() {
+            match manifest::read_version(&dir, v) {
+                Ok(m) => {
+                    current = m;
+                    break;
+                }
+                Err(Error::Store { .. }) => {
+                    let name = manifest::file_name(v);
+                    let aside = dir.join(format!("{}{name}", super::DAMAGED_PREFIX));
+                    std::fs::rename(dir.join(&name), &aside).map_err(|e| Error::io(&aside, e))?;
+                    report.set_aside.push((v, aside));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        super::fsync_dir(&dir)?;
+        report.version = current.version;
+        let now: HashMap<RunId, &str> = current
+            .runs
+            .iter()
+            .map(|r| (r.run_id, r.fingerprint.as_str()))
+            .collect();
+        let mut seen = HashSet::new();
+        for (v, _) in &report.set_aside {
+            match self.runs_of_version(*v) {
+                Some(runs) => {
+                    let lost = runs
+                        .into_iter()
+                        .filter(|(id, .., fp)| now.get(id) != Some(&fp.as_str()) && seen.insert(*id));
+                    report
+                        .lost
+                        .extend(lost.map(|(id, name, source, _)| AffectedRun::new(id, name, source)));
+                }
+                None => report.lost_known = false,
+            }
+        }
+        if let Some(rel) = &current.runs_file {
+            if let FileState::Damaged(..) =
+                check_file(&self.root, rel, current.runs_size, current.runs_xxh3_128.as_deref())
+            {
+                let runs = current.runs.clone();
+                let tx = super::Transaction {
+                    store: self.clone(),
+                    _lock: lock,
+                    base: current,
+                    new_segments: Vec::new(),
+                };
+                report.version = tx.commit(runs)?.version;
+                report.runs_table_rewritten = true;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The runs (id, name, source, fingerprint) of version `v`'s runs table, found by its name
+    /// (`runs/runs-<v>-*.parquet`) when its manifest is unreadable; None if it cannot be read.
+    fn runs_of_version(&self, v: u64) -> Option<Vec<(RunId, String, String, String)>> {
+        let dir = self.root.join(super::RUNS_DIR);
+        let prefix = format!("runs-{v:08}-");
+        let path = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })?;
+        let names = ["run_id", "name", "source", "fingerprint"];
+        let cols = std::panic::catch_unwind(|| table::read_columns(&path, &names))
+            .ok()?
+            .ok()?;
+        let (Values::Int64(ids), Values::Utf8(name), Values::Utf8(source), Values::Utf8(fp)) =
+            (&cols[0].values, &cols[1].values, &cols[2].values, &cols[3].values)
+        else {
+            return None;
+        };
+        let text = |b: &ByteArray| String::from_utf8_lossy(b.data()).into_owned();
+        let runs = (0..ids.len()).map(|i| (ids[i], text(&name[i]), text(&source[i]), text(&fp[i])));
+        Some(runs.collect())
+    }
+
     /// Every manifest file: parses and matches its checksum. A damaged one that is not the
     /// version read is reported as such; `latest` already skipped it.
     fn check_manifests(&self, current: &Manifest, report: &mut CheckReport) -> Result<()> {
@@ -600,8 +758,9 @@ impl Store {
                     runs: vec![],
                     recovery: if newer {
                         format!(
-                            "readers use version {} instead: what version {version} committed is not visible; \
-                             re-ingest it",
+                            "readers and writers stop at it: `steplaw-db check --repair` sets it aside and rolls \
+                             the store back to version {} (what version {version} committed is then lost: \
+                             re-ingest it)",
                             current.version
                         )
                     } else {

@@ -86,7 +86,7 @@ pub fn hex128(x: u128) -> String {
 /// The manifest file of `body` (the JSON of a manifest without its checksum): the checksum of
 /// `body` goes in as the first key, so the file stays plain JSON and the hashed bytes are found
 /// again by taking it out.
-fn with_checksum(body: &[u8]) -> Vec<u8> {
+pub(super) fn with_checksum(body: &[u8]) -> Vec<u8> {
     let sum = hex128(xxhash_rust::xxh3::xxh3_128(body));
     let mut out = Vec::with_capacity(body.len() + CHECKSUM_PREFIX.len() + 34);
     out.extend_from_slice(CHECKSUM_PREFIX.as_bytes());
@@ -129,7 +129,45 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
     if m.runs_xxh3_128.is_some() && checksum_matches(bytes).is_none() {
         return Err(Error::store(path, "damaged manifest: its checksum is missing"));
     }
+    let named = path.file_name().and_then(|n| n.to_str()).and_then(version_of);
+    if let Some(v) = named.filter(|&v| v != m.version) {
+        return Err(Error::store(
+            path,
+            format!(
+                "stray manifest: its name says version {v}, its content version {}",
+                m.version
+            ),
+        ));
+    }
+    if let Some(bad) = outside_paths(&m).first() {
+        return Err(Error::store(
+            path,
+            format!("damaged manifest: it names a file outside the store's points/ and runs/: '{bad}'"),
+        ));
+    }
     Ok(m)
+}
+
+/// Whether `rel`, a path a manifest names (relative to the store root), stays inside the
+/// store: `points/<name>` or `runs/<name>`, no `..`, not absolute.
+pub fn is_store_path(rel: &str) -> bool {
+    use std::path::Component;
+    let mut parts = Path::new(rel).components();
+    let dir_ok = matches!(parts.next(), Some(Component::Normal(d)) if d == "points" || d == "runs");
+    dir_ok && matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none()
+}
+
+/// The paths `m` names that are not inside the store (see `is_store_path`).
+fn outside_paths(m: &Manifest) -> Vec<&str> {
+    let runs = m.runs.iter().filter_map(|r| r.segment.as_deref());
+    let files = m.segments.iter().map(|s| s.file.as_str());
+    m.runs_file
+        .as_deref()
+        .into_iter()
+        .chain(files)
+        .chain(runs)
+        .filter(|p| !is_store_path(p))
+        .collect()
 }
 
 pub fn file_name(version: u64) -> String {
@@ -141,37 +179,55 @@ pub(super) fn version_of(name: &str) -> Option<u64> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
-/// The newest manifest in `dir`. Manifests appear whole (hard link of a complete file), so
-/// the newest one parses; if it does not (a damaged disk), the one before is used.
-pub fn read_latest(dir: &Path) -> Result<Manifest> {
+/// The versions whose manifests are in `dir`, ascending.
+pub(super) fn versions(dir: &Path) -> Result<Vec<u64>> {
     let mut versions: Vec<u64> = fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().and_then(version_of)))
         .collect();
     versions.sort_unstable();
-    let mut last_err = None;
-    for v in versions.into_iter().rev() {
-        let path = dir.join(file_name(v));
-        let parsed = fs::read(&path)
-            .map_err(|e| Error::io(&path, e))
-            .and_then(|b| parse(&path, &b));
-        match parsed {
-            Ok(m) if m.format == FORMAT => return Ok(m),
-            Ok(m) => {
-                return Err(Error::store(
-                    &path,
-                    format!("manifest format '{}' is not '{FORMAT}' (newer steplaw-db?)", m.format),
-                ))
-            }
-            Err(e) => {
-                eprintln!("steplaw-db: warning: skipping damaged manifest: {e}");
-                last_err = Some(e)
-            }
-        }
+    Ok(versions)
+}
+
+/// The manifest of `version` in `dir`.
+pub(super) fn read_version(dir: &Path, version: u64) -> Result<Manifest> {
+    let path = dir.join(file_name(version));
+    let m = parse(&path, &fs::read(&path).map_err(|e| Error::io(&path, e))?)?;
+    if m.format != FORMAT {
+        return Err(Error::store(
+            &path,
+            format!("manifest format '{}' is not '{FORMAT}' (newer steplaw-db?)", m.format),
+        ));
     }
-    match last_err {
-        None => Ok(Manifest::empty()),
-        Some(e) => Err(e),
+    Ok(m)
+}
+
+/// The newest manifest in `dir` (an empty one if there is none). Manifests appear whole (hard
+/// link of a complete file), so the newest one parses; if it does not (a damaged disk, a stray
+/// file), that is an error naming it: falling back to an older version would silently hide what
+/// the newest committed, and make every later commit fail.
+pub fn read_latest(dir: &Path) -> Result<Manifest> {
+    let versions = versions(dir)?;
+    let Some(&newest) = versions.last() else {
+        return Ok(Manifest::empty());
+    };
+    match read_version(dir, newest) {
+        Ok(m) => Ok(m),
+        Err(Error::Store { path, message }) => {
+            let intact = versions[..versions.len() - 1]
+                .iter()
+                .rev()
+                .find(|&&v| read_version(dir, v).is_ok());
+            let back = intact.map_or("an empty store".to_string(), |v| format!("version {v}"));
+            Err(Error::store(
+                path,
+                format!(
+                    "{message} (version {newest}, the newest); `steplaw-db check --repair` sets it aside and rolls \
+                     the store back to {back}, the newest intact one"
+                ),
+            ))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -18,7 +18,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use check::{AffectedRun, CheckReport, Damage, DamageKind};
+pub use check::{AffectedRun, CheckReport, Damage, DamageKind, RepairReport};
 pub use manifest::{Manifest, SegmentEntry};
 pub use points::{visit_metric, SegmentLayout, SegmentWriter, Series, POINT_FIELDS, ROW_GROUP_ROWS, SEGMENT_ROWS};
 
@@ -30,6 +30,8 @@ const MANIFEST_DIR: &str = "_manifest";
 const POINTS_DIR: &str = "points";
 const RUNS_DIR: &str = "runs";
 const LOCK_FILE: &str = "_lock";
+/// `repair` renames a damaged manifest `<DAMAGED_PREFIX><name>`: out of the versions, kept.
+const DAMAGED_PREFIX: &str = "damaged-";
 
 /// A store directory. Cheap to open; every read goes through the newest manifest.
 #[derive(Debug, Clone)]
@@ -107,8 +109,22 @@ impl Store {
         manifest::read_latest(&self.root.join(MANIFEST_DIR))
     }
 
-    /// Take the write lock, waiting up to `wait` for another writer to finish.
+    /// Take the write lock, waiting up to `wait` for another writer to finish. Files a dead
+    /// writer left under temporary names (`.tmp-*`) are removed, then the newest version read.
     pub fn begin(&self, wait: Duration) -> Result<Transaction> {
+        let lock = self.lock(wait)?;
+        self.remove_temporary_files();
+        let base = self.latest()?;
+        Ok(Transaction {
+            store: self.clone(),
+            _lock: lock,
+            base,
+            new_segments: Vec::new(),
+        })
+    }
+
+    /// The exclusive write lock (held while the returned file is open).
+    fn lock(&self, wait: Duration) -> Result<File> {
         let lock_path = self.root.join(LOCK_FILE);
         let mut lock = fs::OpenOptions::new()
             .read(true)
@@ -146,19 +162,26 @@ impl Store {
             .set_len(0)
             .and_then(|_| lock.rewind())
             .and_then(|_| write!(lock, "pid {} since {} us", std::process::id(), now_us()));
-        let base = self.latest()?;
-        Ok(Transaction {
-            store: self.clone(),
-            _lock: lock,
-            base,
-            new_segments: Vec::new(),
-        })
+        Ok(lock)
     }
 
-    /// Rewrite segments that hold replaced runs or are small into fresh ones, then delete
-    /// every file the newest manifest does not name. Afterwards `points/*.parquet` and
-    /// `runs/*.parquet` hold exactly the current store, for tools that glob them.
+    /// Rewrite segments that hold replaced runs or are small into fresh ones, then delete every
+    /// file no manifest but the new one names, older manifests too (`compact_with` and
+    /// `Keep::Versions(1)`): afterwards `points/*.parquet` and `runs/*.parquet` hold exactly the
+    /// current store, for tools that glob them. A reader still reading an older version may
+    /// then find its files gone; `compact_with(wait, Keep::default())` keeps them a while.
     pub fn compact(&self, wait: Duration) -> Result<CompactReport> {
+        self.compact_with(wait, Keep::Versions(1))
+    }
+
+    /// `compact`, keeping the manifests and files of the versions `keep` says (the new one
+    /// always), so that readers that opened one of them can finish.
+    pub fn compact_with(&self, wait: Duration, keep: Keep) -> Result<CompactReport> {
+        if keep == Keep::Versions(0) {
+            return Err(Error::Invalid(
+                "compact --keep: at least 1 version (the new one)".into(),
+            ));
+        }
         let mut tx = self.begin(wait)?;
         let runs = tx.base.runs.clone();
         let live: HashMap<RunId, &str> = runs
@@ -191,7 +214,12 @@ impl Store {
                     .copied()
                     .filter(|id| live.get(id) == Some(&seg.file.as_str()))
                     .collect();
-                writer.copy_rows_of(&self.root.join(&seg.file), &keep_ids)?;
+                if keep_ids.is_empty() {
+                    continue;
+                }
+                // Read through the checksum: damaged rows are never copied into a new segment.
+                let file = check::open_segment(&self.root, &tx.base, seg)?;
+                writer.copy_rows_of(&file, &keep_ids)?;
             }
             let written = writer.finish()?;
             for entry in &written {
@@ -208,30 +236,123 @@ impl Store {
             }
         }
         let manifest = tx.commit(new_runs)?;
-        // Now nothing current refers to anything but `manifest`: delete the rest.
-        let mut named: HashSet<PathBuf> = manifest.segments.iter().map(|s| self.root.join(&s.file)).collect();
-        if let Some(r) = &manifest.runs_file {
-            named.insert(self.root.join(r));
+        let removed = self.remove_unkept(&manifest, keep)?;
+        report.files_removed = removed.0;
+        report.bytes_freed = removed.1;
+        report.versions_kept = removed.2;
+        report.version = manifest.version;
+        Ok(report)
+    }
+
+    /// After committing `current` (under the lock): delete the manifests of the versions `keep`
+    /// does not keep, and every file in points/ and runs/ that no kept manifest names. Returns
+    /// (files removed, bytes freed, versions kept).
+    fn remove_unkept(&self, current: &Manifest, keep: Keep) -> Result<(usize, u64, Vec<u64>)> {
+        let dir = self.root.join(MANIFEST_DIR);
+        let versions = manifest::versions(&dir)?;
+        let now = now_us();
+        // A version is kept while its successor is younger than the keep time: a reader that
+        // opened it did so before its successor appeared.
+        let mut kept: Vec<(u64, Option<Manifest>)> = Vec::new();
+        let mut successor_at = i64::MAX;
+        for &v in versions.iter().rev() {
+            let m = if v == current.version {
+                Some(current.clone())
+            } else {
+                manifest::read_version(&dir, v).ok()
+            };
+            let keep_it = match keep {
+                _ if v == current.version => true,
+                _ if v > current.version => true, // not ours to judge (cannot happen under the lock)
+                Keep::Versions(n) => kept.len() < n,
+                Keep::Recent(age) => {
+                    successor_at != i64::MAX && now.saturating_sub(successor_at) < age.as_micros() as i64
+                }
+            };
+            // The next older version's successor is this one.
+            successor_at = m.as_ref().map_or(i64::MIN, |m| m.created_at_us);
+            if keep_it {
+                kept.push((v, m));
+            }
         }
-        let newest = manifest::file_name(manifest.version);
-        for dir in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
-            let d = self.root.join(dir);
+        let mut named: HashSet<PathBuf> = HashSet::new();
+        for (_, m) in &kept {
+            if let Some(m) = m {
+                named.extend(m.segments.iter().map(|s| self.root.join(&s.file)));
+                named.extend(m.runs_file.iter().map(|r| self.root.join(r)));
+            }
+        }
+        let kept_names: HashSet<String> = kept.iter().map(|(v, _)| manifest::file_name(*v)).collect();
+        let (mut files, mut bytes) = (0, 0);
+        for sub in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
+            let d = self.root.join(sub);
             for entry in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
                 let p = entry.map_err(|e| Error::io(&d, e))?.path();
-                let is_current = if dir == MANIFEST_DIR {
-                    p.file_name().is_some_and(|n| n == newest.as_str())
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                let is_kept = if sub == MANIFEST_DIR {
+                    // Manifests set aside by `repair` stay for the user to look at.
+                    kept_names.contains(&name) || name.starts_with(DAMAGED_PREFIX) || !p.is_file()
                 } else {
                     named.contains(&p)
                 };
-                if !is_current {
-                    report.bytes_freed += p.metadata().map(|m| m.len()).unwrap_or(0);
-                    report.files_removed += 1;
+                if !is_kept {
+                    bytes += p.metadata().map(|m| m.len()).unwrap_or(0);
+                    files += 1;
                     fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
                 }
             }
         }
-        report.version = manifest.version;
-        Ok(report)
+        let mut versions_kept: Vec<u64> = kept.iter().map(|(v, _)| *v).collect();
+        versions_kept.sort_unstable();
+        Ok((files, bytes, versions_kept))
+    }
+
+    /// Remove files left under temporary names by writers that died (the caller holds the
+    /// lock, so no live writer has any).
+    fn remove_temporary_files(&self) {
+        for sub in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
+            let Ok(entries) = fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_str().is_some_and(|n| n.starts_with(".tmp-")) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Verify the files a reader of `manifest` needs, its runs table and every segment a live
+    /// run is in, against their sizes and checksums (each file hashed once per process). For
+    /// readers outside this crate's own (Polars on the paths `Manifest` names): the first
+    /// damaged file is an `Error::Store` naming it, the runs it affects and how to recover them.
+    pub fn verify_files(&self, manifest: &Manifest) -> Result<()> {
+        use rayon::prelude::*;
+        check::verify_runs_table(&self.root, manifest)?;
+        let live: HashSet<&str> = manifest.runs.iter().filter_map(|r| r.segment.as_deref()).collect();
+        manifest
+            .segments
+            .par_iter()
+            .filter(|s| live.contains(s.file.as_str()))
+            .try_for_each(|seg| check::open_segment(&self.root, manifest, seg).map(|_| ()))
+    }
+}
+
+/// Which versions `compact_with` keeps readable (their manifests and files), besides the one it
+/// commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The newest `n` versions, the new one included (`compact --keep N`; 1: only the new one).
+    Versions(usize),
+    /// Every version that was the newest within this long before now: a reader that opened a
+    /// version that long ago or less can finish reading it.
+    Recent(Duration),
+}
+
+/// The default: versions that were the newest in the last 15 minutes.
+impl Default for Keep {
+    fn default() -> Self {
+        Keep::Recent(Duration::from_secs(15 * 60))
     }
 }
 
@@ -241,6 +362,8 @@ pub struct CompactReport {
     pub segments_rewritten: usize,
     pub files_removed: usize,
     pub bytes_freed: u64,
+    /// The versions whose manifests and files are still there (the new one and those kept).
+    pub versions_kept: Vec<u64>,
 }
 
 /// A write in progress: holds the lock until committed or dropped. Dropping it without

@@ -463,11 +463,12 @@ impl SegmentWriter {
     }
 
     /// Copy the rows of the given runs from an existing segment (for `compact`).
-    pub fn copy_rows_of(&mut self, path: &Path, run_ids: &HashSet<RunId>) -> Result<()> {
+    pub fn copy_rows_of(&mut self, file: &table::ParquetFile, run_ids: &HashSet<RunId>) -> Result<()> {
         if run_ids.is_empty() {
             return Ok(());
         }
-        let cols = table::read_columns(path, &["run_id", "metric", "step", "tokens", "value", "lr"])?;
+        let path = file.path.as_path();
+        let cols = table::read_columns_in(file, &["run_id", "metric", "step", "tokens", "value", "lr"])?;
         let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else {
             unreachable!()
         };

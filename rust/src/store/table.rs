@@ -662,8 +662,12 @@ fn read_batch<T: parquet::data_type::DataType>(
 /// Read the named columns of a Parquet file whole. Nullable columns come back with their
 /// validity; row groups are concatenated.
 pub fn read_columns(path: &Path, names: &[&str]) -> Result<Vec<Column>> {
-    let file = ParquetFile::open(path)?;
-    let reader = &file.reader;
+    read_columns_in(&ParquetFile::open(path)?, names)
+}
+
+/// `read_columns` of a file already open.
+pub fn read_columns_in(file: &ParquetFile, names: &[&str]) -> Result<Vec<Column>> {
+    let (reader, path) = (&file.reader, file.path.as_path());
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let indices: Vec<usize> = names
         .iter()

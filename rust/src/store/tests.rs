@@ -2,7 +2,7 @@
 //! metric back, without Python.
 use std::time::Duration;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::model::{status, Curve, RunConfig, RunRecord};
@@ -67,6 +67,7 @@ fn commit(store: &Store, runs: &[(RunId, f64, std::ops::Range<i64>)]) -> Manifes
 fn written_record(run_id: RunId, file: String, series: &[Series]) -> RunRecord {
     let mut r = record(run_id, Some(file));
     r.n_points = series.iter().map(|s| s.len() as u64).sum();
+    r.fingerprint = format!("f{}", r.n_points); // other points, another fingerprint
     r.final_step = series.first().and_then(|s| s.steps.last().copied());
     r
 }
@@ -858,4 +859,234 @@ fn a_missing_or_truncated_segment_is_named_with_its_runs() {
         }
         other => panic!("expected a store error, got {:?}", other.map(|v| v.len())),
     }
+}
+
+// ---- Section: manifests, strays, path safety, retention (issue 13, 3) ----
+
+fn manifest_path(store: &Store, version: u64) -> PathBuf {
+    store.root().join(MANIFEST_DIR).join(manifest::file_name(version))
+}
+
+/// A damaged newest manifest is an error naming it for readers and writers (no silent fallback
+/// to the version before); `repair` sets it aside, rolls back and says which runs were lost.
+#[test]
+fn a_damaged_newest_manifest_stops_readers_and_writers_until_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 10), (2, 20)]).unwrap();
+    commit_runs(&store, &[(2, 25), (3, 30)]).unwrap(); // version 2: run 2 updated, run 3 added
+    let path = manifest_path(&store, 2);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    for err in [
+        store.latest().map(|_| ()),
+        store.begin(Duration::ZERO).map(|_| ()),
+        commit_runs(&store, &[(4, 5)]).map(|_| ()),
+    ] {
+        match err {
+            Err(Error::Store { path: p, message }) => {
+                assert_eq!(p, path);
+                assert!(
+                    message.contains("version 2") && message.contains("--repair"),
+                    "{message}"
+                );
+                assert!(message.contains("version 1"), "{message}");
+            }
+            other => panic!("expected a store error, got {other:?}"),
+        }
+    }
+    let report = store.check(false).unwrap();
+    assert_eq!(report.version, 1);
+    let d = report.damaged.iter().find(|d| d.kind == DamageKind::Manifest).unwrap();
+    assert_eq!(d.file, path);
+    assert!(d.recovery.contains("--repair"), "{}", d.recovery);
+    let repaired = store.repair(Duration::ZERO).unwrap();
+    assert_eq!(repaired.version, 1);
+    assert_eq!(repaired.set_aside.len(), 1);
+    assert!(repaired.set_aside[0].1.exists() && !path.exists());
+    assert!(repaired.lost_known);
+    assert_eq!(names_of(&repaired.lost), ["run2", "run3"], "{repaired}");
+    assert_eq!(store.latest().unwrap().version, 1);
+    store.verify().unwrap();
+    // Writers go on from version 1; the damaged file stays aside, also through a compaction.
+    commit_runs(&store, &[(2, 25), (3, 30)]).unwrap();
+    assert_holds(&store, &[(1, 10), (2, 25), (3, 30)], "after repair");
+    store.compact(Duration::ZERO).unwrap();
+    assert!(repaired.set_aside[0].1.exists());
+    assert_eq!(
+        store.repair(Duration::ZERO).unwrap().to_string(),
+        "nothing to repair (version 3)"
+    );
+}
+
+/// A stray file with a manifest's name (garbage, or another version's manifest copied) is the
+/// newest "version": reported, and set aside by `repair`.
+#[test]
+fn a_stray_newest_manifest_is_reported_and_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 10)]).unwrap();
+    let v1 = std::fs::read(manifest_path(&store, 1)).unwrap();
+    for (version, body) in [(99u64, b"{\"format\": \"steplaw-db/1\", \"ver".to_vec()), (5, v1)] {
+        let stray = manifest_path(&store, version);
+        std::fs::write(&stray, &body).unwrap();
+        match store.latest() {
+            Err(Error::Store { path, message }) => {
+                assert_eq!(path, stray);
+                assert!(message.contains("damaged") || message.contains("stray"), "{message}");
+            }
+            other => panic!("expected a store error, got {:?}", other.map(|m| m.version)),
+        }
+        let repaired = store.repair(Duration::ZERO).unwrap();
+        assert_eq!((repaired.version, repaired.set_aside.len()), (1, 1), "{repaired}");
+        assert_eq!(store.latest().unwrap().version, 1);
+    }
+}
+
+#[test]
+fn manifests_cannot_name_files_outside_the_store() {
+    for ok in ["points/seg-1.parquet", "runs/runs-1.parquet"] {
+        assert!(manifest::is_store_path(ok), "{ok}");
+    }
+    for bad in [
+        "../x.parquet",
+        "/etc/passwd",
+        "points/../../x",
+        "points/sub/x.parquet",
+        "points",
+        "other/x.parquet",
+        "points/..",
+        "",
+    ] {
+        assert!(!manifest::is_store_path(bad), "{bad}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    let m = commit_runs(&store, &[(1, 10)]).unwrap();
+    let path = manifest_path(&store, m.version);
+    for (what, bad) in [
+        ("segment", "../../outside.parquet"),
+        ("runs", "/etc/passwd"),
+        ("record", "points/../../x.parquet"),
+    ] {
+        let mut crafted = m.clone();
+        match what {
+            "segment" => crafted.segments[0].file = bad.into(),
+            "runs" => crafted.runs_file = Some(bad.into()),
+            _ => crafted.runs[0].segment = Some(bad.into()),
+        }
+        // With a valid checksum of its own (anyone can compute one), or as an older store's.
+        let signed = manifest::with_checksum(&serde_json::to_vec(&crafted).unwrap());
+        crafted.runs_xxh3_128 = None;
+        let unsigned = serde_json::to_vec(&crafted).unwrap();
+        for bytes in [signed, unsigned] {
+            match manifest::parse(&path, &bytes) {
+                Err(Error::Store { message, .. }) => assert!(message.contains("outside the store"), "{message}"),
+                other => panic!("{what}: expected an error, got {:?}", other.map(|m| m.version)),
+            }
+        }
+    }
+}
+
+/// `compact_with` keeps the files of the versions it is told to, so a reader of one of them
+/// finishes; `compact` keeps only the new one (the directory then holds exactly the store).
+#[test]
+fn compaction_keeps_the_files_of_recent_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    for k in 0..4 {
+        commit_runs(&store, &[(k, 10 + k), (100, 5 + k)]).unwrap();
+    }
+    // Garbage of a writer that died before its commit goes in any case.
+    let tx = store.begin(Duration::ZERO).unwrap();
+    let mut writer = tx.segment_writer(0).unwrap();
+    writer.add_run(77, &run_series(77, 10)).unwrap();
+    let garbage = store.root().join(&writer.finish().unwrap()[0].file);
+    drop(tx);
+    let old = store.latest().unwrap(); // version 4, as a reader opened it
+    let report = store.compact_with(Duration::ZERO, Keep::Versions(3)).unwrap();
+    assert_eq!(report.versions_kept, [3, 4, 5]);
+    assert!(!garbage.exists());
+    let manifests = manifest::versions(&store.root().join(MANIFEST_DIR)).unwrap();
+    assert_eq!(manifests, [3, 4, 5]);
+    let copy = |_: RunId, s: Curve| s.values.len();
+    assert_eq!(visit_metric(store.root(), &old, "loss", false, &copy).unwrap().len(), 5);
+    // The default keeps every version that was the newest in the last minutes: all of them.
+    commit_runs(&store, &[(9, 9)]).unwrap();
+    let report = store.compact_with(Duration::ZERO, Keep::default()).unwrap();
+    assert_eq!(report.versions_kept, [3, 4, 5, 6, 7]);
+    assert_eq!(visit_metric(store.root(), &old, "loss", false, &copy).unwrap().len(), 5);
+    store.verify().unwrap();
+    // Keeping for no time at all, or one version: only the new one is left.
+    let report = store
+        .compact_with(Duration::ZERO, Keep::Recent(Duration::ZERO))
+        .unwrap();
+    assert_eq!(report.versions_kept, [8]);
+    let report = store.compact(Duration::ZERO).unwrap();
+    assert_eq!(report.versions_kept, [9]);
+    let m = store.latest().unwrap();
+    let on_disk = std::fs::read_dir(store.root().join("points")).unwrap().count();
+    assert_eq!(on_disk, m.segments.len());
+    assert_eq!(std::fs::read_dir(store.root().join("runs")).unwrap().count(), 1);
+    assert!(matches!(
+        store.compact_with(Duration::ZERO, Keep::Versions(0)),
+        Err(Error::Invalid(_))
+    ));
+}
+
+/// Readers that opened a version keep reading it while writers commit and compact with the
+/// default retention (a compaction used to delete files under them: ENOENT).
+#[test]
+fn reads_never_fail_while_others_ingest_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 200, 32);
+    commit_runs(&store, &[(1, 50), (2, 60)]).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut reads = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let m = store.latest().unwrap();
+                        std::thread::sleep(Duration::from_millis(2)); // let a compaction slip in
+                        let copy = |_: RunId, s: Curve| s.values.len();
+                        let got = visit_metric(store.root(), &m, "loss", false, &copy);
+                        assert!(got.is_ok(), "version {}: {:?}", m.version, got.err());
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for k in 0..15 {
+            commit_runs(&store, &[(10 + k, 30 + k), (1, 50 + k)]).unwrap();
+            store.compact_with(Duration::from_secs(5), Keep::default()).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    store.verify().unwrap();
+}
+
+/// Files a dead writer left under temporary names are removed by the next writer.
+#[test]
+fn the_next_writer_removes_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 10)]).unwrap();
+    let tmp: Vec<PathBuf> = ["points", "runs", MANIFEST_DIR]
+        .iter()
+        .map(|d| store.root().join(d).join(".tmp-12345-left-behind"))
+        .collect();
+    for t in &tmp {
+        std::fs::write(t, b"half a file").unwrap();
+    }
+    commit_runs(&store, &[(2, 10)]).unwrap();
+    assert!(tmp.iter().all(|t| !t.exists()));
+    store.verify().unwrap();
 }
