@@ -31,7 +31,7 @@ from .optima import landscape, near_optimal, optima, read_final_table
 
 # ``stability`` is the function: imported here, it stays bound over the module of that name.
 from .stability import StabilityReport, stability
-from .store import IngestReport, Store, open
+from .store import CheckReport, IngestReport, Store, open
 
 if TYPE_CHECKING:
     from . import fit, laws, plots, synth
@@ -67,6 +67,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CheckReport",
     "CurveLaw",
     "HparamLaw",
     "IngestReport",

@@ -71,6 +71,32 @@ class _FinalColumns(TypedDict):
     origin: list[str]
 
 @type_check_only
+class _AffectedRun(TypedDict):
+    run_id: int
+    name: str
+    source: str
+    source_exists: bool
+
+@type_check_only
+class _Damage(TypedDict):
+    file: Path
+    kind: Literal["manifest", "inconsistent", "missing", "size", "checksum", "unreadable", "rows"]
+    detail: str
+    recovery: str
+    runs: list[_AffectedRun]
+
+@type_check_only
+class _CheckReport(TypedDict):
+    version: int
+    deep: bool
+    manifests_checked: int
+    files_checked: int
+    bytes_checked: int
+    unverified: list[Path]
+    damaged: list[_Damage]
+    text: str
+
+@type_check_only
 class _CompactReport(TypedDict):
     version: int
     segments_rewritten: int
@@ -113,6 +139,7 @@ class Store:
         wait: float = 0.0,
     ) -> _IngestReport: ...
     def snapshot(self) -> _Snapshot: ...
+    def check(self, deep: bool = False) -> _CheckReport: ...
     def compact(self, wait: float = 0.0) -> _CompactReport: ...
     def final_losses(
         self,

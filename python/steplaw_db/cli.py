@@ -1,5 +1,5 @@
 """The ``steplaw-db`` command line (Typer). Exit status: 0 when everything succeeded, 1 when
-some runs failed or the store is busy, 2 on usage errors."""
+some runs failed, the store is busy or damaged, 2 on usage errors, 3 on internal errors."""
 
 from __future__ import annotations
 
@@ -234,6 +234,20 @@ def compact(
         f"compacted to version {r['version']}: {r['segments_rewritten']} segment(s) rewritten, "
         f"{r['files_removed']} file(s) removed, {r['bytes_freed'] / 1e6:.1f} MB freed"
     )
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    deep: bool = typer.Option(False, "--deep", help="Also decode every segment and count each run's points."),
+) -> None:
+    """Check the store for damage: manifests, runs table, every segment (size, checksum, rows
+    per run). Prints what is damaged, the runs affected and how to recover; exit 1 if any."""
+    store = open_store(ctx, create=False)
+    report = _run(lambda: store.check(deep=deep))
+    typer.echo(str(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command("synth")

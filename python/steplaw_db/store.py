@@ -12,10 +12,10 @@ import polars as pl
 
 from . import _native
 from ._typing import BudgetKind, IngestFormat, Smoothing, WidthUnit
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, StoreError
 
 if TYPE_CHECKING:
-    from ._native import _CompactReport, _IngestReport, _Snapshot
+    from ._native import _CheckReport, _CompactReport, _IngestReport, _Snapshot
 
 PathLike: TypeAlias = str | os.PathLike[str]
 
@@ -93,6 +93,51 @@ class IngestReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :meth:`Store.check` found: ``ok``, the ``damaged`` files (one row per file and
+    affected run: file, kind, detail, recovery, run_id, name, source, source_exists) and
+    the ``unverified`` files (no checksum recorded). ``str()`` is the readable report."""
+
+    raw: _CheckReport = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.raw["damaged"]
+
+    @property
+    def version(self) -> int:
+        return self.raw["version"]
+
+    @property
+    def unverified(self) -> list[Path]:
+        return list(self.raw["unverified"])
+
+    @property
+    def damaged(self) -> pl.DataFrame:
+        rows: list[dict[str, Any]] = []
+        for d in self.raw["damaged"]:
+            file = {"file": str(d["file"]), "kind": d["kind"], "detail": d["detail"], "recovery": d["recovery"]}
+            # A damaged file that holds no live run (a manifest, an orphan) still gets its row.
+            rows.extend({**file, **run} for run in d["runs"])
+            if not d["runs"]:
+                rows.append(file)
+        schema = {
+            "file": pl.String,
+            "kind": pl.String,
+            "detail": pl.String,
+            "recovery": pl.String,
+            "run_id": pl.Int64,
+            "name": pl.String,
+            "source": pl.String,
+            "source_exists": pl.Boolean,
+        }
+        return pl.DataFrame(rows, schema=schema)
+
+    def __str__(self) -> str:
+        return self.raw["text"]
 
 
 def _report(d: _IngestReport, strict: bool = False) -> IngestReport:
@@ -284,6 +329,22 @@ class Store:
         Returns the new ``version``, ``segments_rewritten``, ``files_removed`` and
         ``bytes_freed``."""
         return self._native.compact(float(wait))
+
+    def check(self, deep: bool = False) -> CheckReport:
+        """Check the store for damage: every manifest (parses, matches its checksum), and in the
+        newest version the runs table and every segment (present, size, xxh3 checksum, rows per
+        run as the manifest says). ``deep`` also decodes every segment and counts each run's
+        points against its ``n_points`` and last step against its ``final_step`` (it reads
+        files written before checksums were kept). Damage is reported, not raised; see
+        :meth:`verify`."""
+        return CheckReport(self._native.check(bool(deep)))
+
+    def verify(self) -> None:
+        """Raise :class:`StoreError` naming every damaged file and run unless a deep
+        :meth:`check` finds the store intact."""
+        report = self.check(deep=True)
+        if not report.ok:
+            raise StoreError(f"store {self.path}: {report}")
 
     # -- reading -------------------------------------------------------------------------
     def files(self) -> _Snapshot:

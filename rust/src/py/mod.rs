@@ -263,6 +263,43 @@ impl PyStore {
         Ok(d)
     }
 
+    /// Check manifests, the runs table and every segment (size, checksum, rows per run);
+    /// `deep` also decodes every segment. Damage is reported in the dict, not raised.
+    #[pyo3(signature = (deep = false))]
+    fn check<'py>(&self, py: Python<'py>, deep: bool) -> PyResult<Bound<'py, PyDict>> {
+        let store = self.inner.clone();
+        let r = py.detach(move || store.check(deep))?;
+        let d = PyDict::new(py);
+        d.set_item("version", r.version)?;
+        d.set_item("deep", r.deep)?;
+        d.set_item("manifests_checked", r.manifests_checked)?;
+        d.set_item("files_checked", r.files_checked)?;
+        d.set_item("bytes_checked", r.bytes_checked)?;
+        d.set_item("unverified", r.unverified.clone())?;
+        let damaged = PyList::empty(py);
+        for dmg in &r.damaged {
+            let item = PyDict::new(py);
+            item.set_item("file", &dmg.file)?;
+            item.set_item("kind", dmg.kind.name())?;
+            item.set_item("detail", &dmg.detail)?;
+            item.set_item("recovery", &dmg.recovery)?;
+            let runs = PyList::empty(py);
+            for run in &dmg.runs {
+                let rd = PyDict::new(py);
+                rd.set_item("run_id", run.run_id)?;
+                rd.set_item("name", &run.name)?;
+                rd.set_item("source", &run.source)?;
+                rd.set_item("source_exists", run.source_exists)?;
+                runs.append(rd)?;
+            }
+            item.set_item("runs", runs)?;
+            damaged.append(item)?;
+        }
+        d.set_item("damaged", damaged)?;
+        d.set_item("text", r.to_string())?;
+        Ok(d)
+    }
+
     #[pyo3(signature = (wait = 0.0))]
     fn compact<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyDict>> {
         let wait = wait_of(wait)?;
