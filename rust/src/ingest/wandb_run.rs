@@ -641,13 +641,17 @@ pub fn read(path: &Path, out: &mut RunParse, fp: &mut Fingerprint) -> Result<Tra
             .first()
             .map(|m| format!("; first problem: {m}"))
             .unwrap_or_default();
-        return Err(Error::parse(
-            label,
+        let why = if framing.records == 0 {
+            "no record in this W&B run log: the run wrote nothing before it stopped (killed at its start, or \
+             still starting)"
+                .to_string()
+        } else {
             format!(
-                "no numeric history values in this W&B run log ({} records read){detail}",
+                "no numeric history values in this W&B run log ({} records read)",
                 framing.records
-            ),
-        ));
+            )
+        };
+        return Err(Error::parse(label, format!("{why}{detail}")));
     }
     let verdict = match reader.exit {
         Some((0, false)) => status::COMPLETE,
@@ -1009,7 +1013,11 @@ pub(crate) mod tests {
         assert!(check_header(b":W&B\xe1\xbe\x01").unwrap_err().contains("version 1"));
         assert!(check_header(b":W&B\xe1\xbe\x00").is_ok());
         let (_, t) = read_bytes(b":W&B\xe1\xbe\x00");
-        assert!(t.unwrap_err().to_string().contains("no numeric history"));
+        assert!(t.unwrap_err().to_string().contains("wrote nothing"));
+        let mut w = Writer::new();
+        w.record(&run("x", &[]));
+        let (_, t) = read_bytes(&w.data);
+        assert!(t.unwrap_err().to_string().contains("no numeric history values"));
     }
 
     #[test]
