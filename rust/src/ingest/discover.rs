@@ -83,7 +83,7 @@ pub fn classify(path: &Path, forced: Option<Format>) -> Option<Format> {
         Some(Format::TfEvents)
     } else if name == hf::FILE_NAME {
         Some(Format::HfTrainer)
-    } else if wandb_run::is_log_name(name) {
+    } else if wandb_run::is_wandb_file(name) {
         Some(Format::WandbRun)
     } else if mlflow::is_mlflow_file(path, name) {
         Some(Format::Mlflow)
@@ -221,9 +221,10 @@ fn pick_trainer_state(dir: &Path, files: &mut Vec<(PathBuf, Format)>) {
 /// files make the directory's own run.
 fn split_runs(key: &str, dir: &Path, dir_name: &str, files: Vec<(PathBuf, Format)>, runs: &mut Vec<RunSource>) {
     // Trackers' folders: an MLflow run (a file store's, or each of a database's) is a run of
-    // its own; a directory holding a W&B run log takes the run's display name.
+    // its own; a directory holding a W&B run log takes the run's display name (its
+    // wandb-summary.json is read only where it is all there is).
     let files = mlflow::split(key, dir, files, runs);
-    let display = wandb_run::run_name(&files);
+    let (files, display) = wandb_run::split(files);
     let dir_name = display.as_deref().unwrap_or(dir_name);
     let (charts, own): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, f)| *f == Format::WandbChart);
     let mut members: Vec<(String, Vec<(PathBuf, Format)>)> = Vec::new();

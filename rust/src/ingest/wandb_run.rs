@@ -48,9 +48,17 @@ const FIRST: u8 = 2;
 const MIDDLE: u8 = 3;
 const LAST: u8 = 4;
 
+/// A W&B run folder's summary (the last value of each metric), `files/wandb-summary.json`.
+pub const SUMMARY: &str = "wandb-summary.json";
+
 /// Is this file name a W&B transaction log (`run-<id>.wandb`)?
 pub fn is_log_name(name: &str) -> bool {
     name.ends_with(".wandb") && name.len() > ".wandb".len()
+}
+
+/// A W&B transaction log, or a run folder's `wandb-summary.json`.
+pub fn is_wandb_file(name: &str) -> bool {
+    is_log_name(name) || name == SUMMARY
 }
 
 /// The W&B run id a log's name carries (`run-<id>.wandb` -> `<id>`).
@@ -594,6 +602,9 @@ pub(crate) fn problem(out: &mut RunParse, file: &str, what: String) {
 /// training loss, validation loss and LR are named later, as for event files), the run's
 /// config into `out.config`. A resumed run's logs are read in order into one `out`.
 pub fn read(path: &Path, out: &mut RunParse, fp: &mut Fingerprint) -> Result<Tracked> {
+    if path.file_name().is_some_and(|n| n == SUMMARY) {
+        return read_summary(path, out, fp);
+    }
     let label = path.display().to_string();
     let data = super::read::read_file(path)?;
     fp.add_file(&data);
@@ -723,12 +734,82 @@ fn run_record_name(head: &[u8]) -> Option<Option<String>> {
     name
 }
 
-/// The run's name for a directory holding a W&B log: the display name it records, if any.
-pub fn run_name(files: &[(PathBuf, Format)]) -> Option<String> {
-    files
-        .iter()
-        .find(|(_, f)| *f == Format::WandbRun)
-        .and_then(|(p, _)| display_name(p))
+/// A directory's files less a W&B summary that other files make redundant (a transaction log,
+/// a history export: a summary is read only where it is all there is), and the run's name when
+/// the directory holds a W&B log: the display name it records, if any.
+pub fn split(files: Vec<(PathBuf, Format)>) -> (Vec<(PathBuf, Format)>, Option<String>) {
+    let is_summary = |p: &Path| p.file_name().is_some_and(|n| n == SUMMARY);
+    let has_history = files.iter().any(|(p, _)| !is_summary(p));
+    let files: Vec<_> = files
+        .into_iter()
+        .filter(|(p, f)| !(*f == Format::WandbRun && is_summary(p) && has_history))
+        .collect();
+    let name = match files.iter().find(|(_, f)| *f == Format::WandbRun) {
+        Some((p, _)) if !is_summary(p) => display_name(p),
+        // A run folder's `files/` is named by the folder.
+        Some((p, _)) => p
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "files"))
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .and_then(|d| d.parent()?.file_name()?.to_str().map(str::to_string)),
+        None => None,
+    };
+    (files, name)
+}
+
+/// Python's json writes NaN and Infinity, which JSON has no words for: quote them (outside
+/// strings they can only be those values).
+fn quote_non_finite(text: &str) -> String {
+    text.replace("-Infinity", "\"-inf\"")
+        .replace("Infinity", "\"inf\"")
+        .replace("NaN", "\"NaN\"")
+}
+
+/// A run folder's `wandb-summary.json` where it is all there is (no log, no history export):
+/// one point per numeric summary value at the summary's `_step` (nested values as `a.b`;
+/// media and histograms passed over); the run is `summary-only`.
+fn read_summary(path: &Path, out: &mut RunParse, fp: &mut Fingerprint) -> Result<Tracked> {
+    let label = path.display().to_string();
+    let data = super::read::read_file(path)?;
+    fp.add_file(&data);
+    let text = String::from_utf8_lossy(&data);
+    let parsed = serde_json::from_str::<Value>(&text).or_else(|_| serde_json::from_str(&quote_non_finite(&text)));
+    let Ok(Value::Object(summary)) = parsed else {
+        return Err(Error::parse(label, "not a W&B summary (a JSON object)"));
+    };
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse::<f64>().ok().filter(|x| !x.is_finite()),
+        _ => None,
+    };
+    let step = summary.get("_step").and_then(number).map_or(0, |s| s as i64);
+    let mut stack: Vec<(String, &serde_json::Map<String, Value>)> = vec![(String::new(), &summary)];
+    while let Some((prefix, map)) = stack.pop() {
+        for (k, v) in map {
+            let key = format!("{prefix}{k}");
+            if k.starts_with('_') {
+                continue; // _step, _runtime, _timestamp, _wandb
+            }
+            match v {
+                Value::Object(m) if !m.contains_key("_type") => stack.push((format!("{key}."), m)),
+                _ => {
+                    if let Some(x) = number(v) {
+                        out.push(&key, step, x, None, None);
+                    }
+                }
+            }
+        }
+    }
+    if out.series.is_empty() {
+        return Err(Error::parse(label, "no numeric values in this W&B summary"));
+    }
+    out.notes.push(format!(
+        "{label}: only the W&B run's summary (the last value of each metric, at step {step}): no history"
+    ));
+    Ok(Tracked {
+        bytes: data.len() as u64,
+        status: Some(status::SUMMARY_ONLY),
+    })
 }
 
 /// A run resumed (`wandb.init(id=..., resume=...)`) writes a new run directory with the same
@@ -1035,6 +1116,36 @@ pub(crate) mod tests {
         assert_eq!(out.series["train/loss"].series.steps, vec![0, 100, 200, 300, 400]);
         assert_eq!(out.series["eval/loss"].series.steps, vec![5]);
         assert!(!out.series.contains_key("train/global_step"));
+    }
+
+    #[test]
+    fn a_summary_alone_is_a_summary_only_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = dir.path().join(SUMMARY);
+        std::fs::write(
+            &summary,
+            r#"{"_step": 199, "_runtime": 12.5, "_wandb": {"runtime": 12}, "loss": 3.01, "lr": 5e-06,
+                "eval": {"loss": 3.2}, "hist": {"_type": "histogram", "bins": [1, 2]}, "note": "x", "bad": NaN}"#,
+        )
+        .unwrap();
+        let mut out = RunParse::default();
+        let t = read(&summary, &mut out, &mut Fingerprint::default()).unwrap();
+        assert_eq!(t.status, Some(status::SUMMARY_ONLY));
+        let keys: Vec<&String> = out.series.keys().collect();
+        assert_eq!(keys, vec!["bad", "eval.loss", "loss", "lr"]);
+        assert_eq!(out.series["loss"].series.steps, vec![199]);
+        assert!(out.series["bad"].series.values[0].is_nan());
+        // Beside a log or a history export, the summary is dropped.
+        let log = dir.path().join("run-abc.wandb");
+        std::fs::write(&log, loss_log(2, Some(0)).data).unwrap();
+        let both = vec![(log.clone(), Format::WandbRun), (summary.clone(), Format::WandbRun)];
+        let (files, name) = split(both);
+        assert_eq!(files, vec![(log, Format::WandbRun)]);
+        assert_eq!(name.as_deref(), Some("lr1e-3_bs32"));
+        let (files, name) = split(vec![(summary.clone(), Format::WandbRun)]);
+        assert_eq!((files.len(), name), (1, None));
+        let with_export = vec![(dir.path().join("h.jsonl"), Format::Jsonl), (summary, Format::WandbRun)];
+        assert_eq!(split(with_export).0.len(), 1);
     }
 
     #[test]
