@@ -42,7 +42,7 @@ def points_by_name(db: sl.Store) -> dict[str, dict[str, dict[int, float]]]:
 
 # -- a modded-nanogpt records folder -------------------------------------------------------------
 
-SOURCE = '''import os
+SOURCE = """import os
 import torch
 @dataclass
 class Hyperparameters:
@@ -67,7 +67,7 @@ Running pytorch 2.5.0 compiled for CUDA 12.4
 nvidia-smi:
 | NVIDIA H100 80GB HBM3          On  |   00000000:19:00.0 Off |                    0 |
 ====================================================================================================
-'''
+"""
 
 
 def speedrun_trial(steps: int, every: int, seed: float) -> tuple[list[str], dict[int, float]]:
@@ -185,7 +185,7 @@ def test_trials_split_by_default(tmp_path):
     a, val_a = speedrun_trial(500, 125, seed=1)
     b, val_b = speedrun_trial(500, 100, seed=2)
     c, val_c = speedrun_trial(300, 100, seed=3)  # a shorter third trial
-    (folder / "log.txt").write_text(SOURCE.format(steps=500) + "\n".join(a + ["trial:2/3 seed:1"] + b + c) + "\n")
+    (folder / "log.txt").write_text(SOURCE.format(steps=500) + "\n".join([*a, "trial:2/3 seed:1", *b, *c]) + "\n")
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
     assert report.ok and report.runs_found == 3, report
@@ -288,8 +288,7 @@ def chart_export(path: Path, runs: dict[str, dict[str, dict[int, float]]], steps
 
 def wandb_runs(n: int, steps: range) -> dict[str, dict[str, dict[int, float]]]:
     return {
-        f"OLMo-7B-run-{k:03d}": {"train/loss": {s: round(3.0 - s / 1e4 + k / 100, 4) for s in steps}}
-        for k in range(n)
+        f"OLMo-7B-run-{k:03d}": {"train/loss": {s: round(3.0 - s / 1e4 + k / 100, 4) for s in steps}} for k in range(n)
     }
 
 
@@ -311,7 +310,9 @@ def test_chart_exports_split_by_step_range_and_chart_are_joined(tmp_path):
     d = tmp_path / "exports"
     d.mkdir()
     runs = wandb_runs(2, range(0, 2000, 100))
-    evals = {r: {"eval/loss": {s: v + 0.1 for s, v in m["train/loss"].items() if s % 500 == 0}} for r, m in runs.items()}
+    evals = {
+        r: {"eval/loss": {s: v + 0.1 for s, v in m["train/loss"].items() if s % 500 == 0}} for r, m in runs.items()
+    }
     chart_export(d / "wandb_export_a.csv", runs, list(range(0, 1000, 100)))  # first half
     chart_export(d / "wandb_export_b.csv", runs, list(range(1000, 2000, 100)))  # second half
     chart_export(d / "wandb_export_c.csv", evals, list(range(0, 2000, 500)))  # another chart
@@ -333,7 +334,9 @@ def test_chart_exports_that_disagree_keep_the_later_file_and_say_so(tmp_path):
     d.mkdir()
     runs = wandb_runs(1, range(0, 500, 100))
     chart_export(d / "wandb_export_1.csv", runs, list(range(0, 500, 100)))
-    newer = {r: {m: {s: v + (0.5 if s == 400 else 0) for s, v in p.items()} for m, p in ms.items()} for r, ms in runs.items()}
+    newer = {
+        r: {m: {s: v + (0.5 if s == 400 else 0) for s, v in p.items()} for m, p in ms.items()} for r, ms in runs.items()
+    }
     chart_export(d / "wandb_export_2.csv", newer, list(range(0, 500, 100)))
     db = sl.open(tmp_path / "db")
     report = db.ingest(d)
@@ -359,3 +362,49 @@ def test_real_olmo_exports_given_one_by_one_and_twice_are_the_36_runs(tmp_path, 
     assert report.ok and report.runs_found == 36, report
     want, got = points_by_name(db_dir), points_by_name(db)
     assert got == want and len(got) == 36
+
+
+def test_llmc_main_log(tmp_path):
+    run = tmp_path / "runs" / "2024-10-13_llmc"
+    run.mkdir(parents=True)
+    lines, train, val = [], {}, {}
+    for s in range(0, 201):
+        if s % 50 == 0:
+            val[s] = round(3.3 + 7 * math.exp(-s / 40), 4)
+            lines.append(f"s:{s} tel:{val[s]:.4f}")
+        if s < 200:
+            train[s] = round(3.2 + 7 * math.exp(-s / 40), 6)
+            lines.append(f"s:{s} trl:{train[s]:.6f} lr:0.000600 norm:0.52")
+    (run / "main.log").write_text("\n".join(lines) + "\n")
+    (run / "README.md").write_text("llm.c baseline\n")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.malformed_lines == 0, report
+    assert points_by_name(db)["2024-10-13_llmc"] == {"loss": train, "val_loss": val}
+
+
+def test_seeds_in_one_batch_log_with_echoed_final_evaluations(tmp_path):
+    """A batch of seeds in one stdout (each seed's val curve starts at step 125, not 0), each
+    followed by an echo of its last evaluations: one run per seed, echoes kept once."""
+    run = tmp_path / "runs" / "soda_fade"
+    run.mkdir(parents=True)
+    text, expected = ["batch_start=2026-05-18T15:03:48+00:00"], {}
+    for seed in range(3):
+        text += [f"=== seed {seed} start ===", "experiment-logs/all-runs/942b4030.txt"]
+        curve = {
+            s: round(3.27 + 1.3 * math.exp(-s / 600) + seed / 1e4, 5)
+            for s in [*range(125, 3001, 125), 3010, 3020, 3030, 3040]
+        }
+        text += [f"step:{s}/3040 val_loss:{v:.5f} train_time:{s / 3:.3f}s step_avg:356.01ms" for s, v in curve.items()]
+        text += [f"=== seed {seed} exit_status=0 ==="]
+        text += [
+            f"step:{s}/3040 val_loss:{curve[s]:.5f} train_time:{s / 3:.3f}s step_avg:356.01ms"
+            for s in (3000, 3020, 3040)
+        ]
+        expected["soda_fade" + (f"#{seed + 1}" if seed else "")] = {"val_loss": curve}
+    (run / "batch_combined_stdout.txt").write_text("\n".join(text) + "\n")
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.runs_found == 3, report
+    assert points_by_name(db) == expected
+    assert report_field(report, "replaced_points") == 0

@@ -4,7 +4,8 @@
 //! - modded-nanogpt: `step:125/3600 train_loss:4.6078 train_time:...` and
 //!   `step:125/3600 val_loss:4.6078 ...` (the total after the slash is the planned steps);
 //! - torchtitan / NeMo: `step:  1  loss: 12.2366  memory: ...`, with ANSI colour codes
-//!   between a label and its number, `key=value` lists.
+//!   between a label and its number, `key=value` lists;
+//! - llm.c (`main.log`): `s:100 trl:4.2345 lr:0.0006 norm:0.52` and `s:250 tel:4.2000`.
 //!
 //! Such logs often begin with the training script's own source. A line counts only when a
 //! step key and a loss key both carry literal numbers, so `print(f"iter {it}: loss {l}")`
@@ -25,6 +26,7 @@ pub const LOSS_KEYS: &[&str] = &[
     "train/loss",
     "lm loss",
     "lm_loss",
+    "trl",
 ];
 pub const VAL_KEYS: &[&str] = &[
     "val loss",
@@ -35,6 +37,7 @@ pub const VAL_KEYS: &[&str] = &[
     "eval loss",
     "eval_loss",
     "validation_loss",
+    "tel",
 ];
 const LR_KEYS: &[&str] = &["lr", "learning rate", "learning_rate"];
 /// On an evaluation line nanoGPT's `train loss` is an estimate over eval batches, not the
@@ -201,7 +204,12 @@ struct Line<'a> {
 }
 
 fn read_line<'a>(pairs: &'a [Pair<'a>], sel: &MetricSelection) -> Option<Line<'a>> {
-    let first_step = pairs.iter().position(|p| key_is(p.key, STEP_KEYS))?;
+    // llm.c writes `s:<step>` before `trl:` / `tel:`; a bare `s` is a step only there.
+    let llmc = || {
+        let loss_or_val = |p: &Pair| key_is(p.key, &["trl", "tel"]);
+        (pairs.first()?.key == b"s" && pairs.iter().any(loss_or_val)).then_some(0)
+    };
+    let first_step = pairs.iter().position(|p| key_is(p.key, STEP_KEYS)).or_else(llmc)?;
     let sp = &pairs[first_step];
     let step = parse_f64(sp.value).filter(|s| s.is_finite() && *s >= 0.0 && s.fract() == 0.0)? as i64;
     let mut line = Line {
@@ -241,7 +249,9 @@ fn read_line<'a>(pairs: &'a [Pair<'a>], sel: &MetricSelection) -> Option<Line<'a
 ///   `name: type = value  # comment` lines are read (products such as `64*1024` too);
 /// - nanoGPT prints `Overriding config with <file>:` then the file's `name = value` lines,
 ///   `Overriding: name = value`, and `tokens per iteration will be: 491,520`;
-/// - sweep scripts print `config key=value key=value ...` and `trial:2/10 seed:1`.
+/// - sweep scripts print `config key=value key=value ...` and `trial:2/10 seed:1`;
+/// - the model built in the printed source, `GPT(..., num_layers=12, model_dim=768)` or
+///   `GPTConfig(n_layer=12, n_head=6, n_embd=768)`, gives the shape (literal numbers only).
 ///
 /// Known names fill the configuration's fields (lr, batch size in sequences or tokens, seq
 /// len, steps, n_layer/n_embd/n_head and from them N = 12 n_layer n_embd^2, GPT-2's
@@ -270,6 +280,8 @@ mod header {
         in_hyper: bool,
         hyper_done: bool,
         overriding: bool,
+        /// The model's shape was read from the source (the first model built).
+        shape_done: bool,
         pending: Vec<(String, String)>,
     }
 
@@ -408,6 +420,29 @@ mod header {
                     }
                 }
                 return Seen::Trial;
+            } else if !self.shape_done && (line.contains("GPT(") || line.contains("GPTConfig(")) {
+                // The model built in the printed source: `GPT(vocab_size=50304, num_layers=12,
+                // num_heads=6, model_dim=768)` or `GPTConfig(n_layer=12, n_head=6, n_embd=768)`.
+                let mut shape = RunConfig::default();
+                for arg in line.split(['(', ',', ')']) {
+                    if let Some((k, v)) = arg.split_once('=') {
+                        let k = k.trim();
+                        if matches!(
+                            k,
+                            "num_layers" | "n_layer" | "model_dim" | "n_embd" | "num_heads" | "n_head"
+                        ) {
+                            if let Some(v) = eval(v) {
+                                apply(&mut shape, k, v, "", Source::Line);
+                            }
+                        }
+                    }
+                }
+                if shape.numl.is_some() && shape.h.is_some() {
+                    self.shape_done = true;
+                    if cfg.numl.is_none() && cfg.h.is_none() {
+                        (cfg.numl, cfg.h, cfg.numh) = (shape.numl, shape.h, shape.numh.or(cfg.numh));
+                    }
+                }
             } else if self.overriding && !line.starts_with([' ', '\t']) {
                 if let Some((k, v, c)) = assignment(line) {
                     apply(cfg, k, v, c, Source::Override);
@@ -483,7 +518,7 @@ pub fn parse(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse,
         // Every log line names a loss (cheap rejection); other lines may print the
         // configuration, or begin a trial.
         let text = strip_ansi(raw);
-        let found = if memchr::memmem::find(raw, b"loss").is_some() {
+        let found = if memchr::memmem::find(raw, b"loss").is_some() || raw.starts_with(b"s:") {
             pairs(&text)
         } else {
             Vec::new()
@@ -613,7 +648,7 @@ fn start_trial(out: &mut RunParse, later: &mut Vec<RunParse>, trial: &mut Trial,
 pub fn sniff(text: &[u8]) -> bool {
     let sel = MetricSelection::default();
     text.split(|&b| b == b'\n').any(|raw| {
-        memchr::memmem::find(raw, b"loss").is_some() && {
+        (memchr::memmem::find(raw, b"loss").is_some() || raw.starts_with(b"s:")) && {
             let t = strip_ansi(raw);
             let p = pairs(&t);
             read_line(&p, &sel).is_some_and(|l| l.loss.or(l.val).and_then(parse_f64).is_some())
@@ -806,6 +841,13 @@ step:125/250 val_loss:5.0000 train_time:5ms\n";
             ("0", "125")
         );
         assert_eq!(c.tags["block_size"], "128"); // an attention block, not the context length
+        assert_eq!((c.numl, c.h, c.n_params), (None, None, None));
+        let shaped = format!("{modded}    model = GPT(vocab_size=50304, num_layers=MODEL_NUM_LAYERS, model_dim=768)\n    model: nn.Module = GPT(vocab_size=50257, num_layers=12, num_heads=6, model_dim=768, max_seq_len=max(a, b)).cuda()\n    other = GPT(vocab_size=1, num_layers=2, model_dim=64)\n");
+        let c = run(&shaped).config;
+        assert_eq!(
+            (c.numl, c.h, c.numh, c.n_params),
+            (Some(12), Some(768), Some(6), Some(12 * 12 * 768 * 768))
+        );
         let nano = "Overriding config with config/train_gpt2.py:\nbatch_size = 12\nblock_size = 1024\ngradient_accumulation_steps = 5 * 8\nn_layer = 12\nn_head = 12\nn_embd = 768\nlearning_rate = 6e-4 # max learning rate\nmax_iters = 600000\nOverriding: learning_rate = 1e-3\ntokens per iteration will be: 491,520\nfound vocab_size = 50304 (inside data/meta.pkl)\nstep 0: train loss 10.9000, val loss 10.9500\niter 0: loss 10.9876, time 1.00ms\nlearning_rate = 5\n";
         let c = run(nano).config;
         assert_eq!((c.bs, c.bs_tokens, c.seq_len), (None, Some(491520), Some(1024)));
@@ -816,6 +858,16 @@ step:125/250 val_loss:5.0000 train_time:5ms\n";
         );
         assert_eq!(c.n_params, Some(12 * 12 * 768 * 768));
         assert_eq!(c.tags["gradient_accumulation_steps"], "40");
+    }
+
+    #[test]
+    fn llmc_main_log() {
+        let p = run("s:0 tel:10.9823\ns:0 trl:11.0094 lr:0.000003 norm:15.48\ns:1 trl:9.8812 lr:0.000006 norm:6.21\ns:250 tel:4.2722\nnot s:3 x:4\n");
+        assert_eq!(p.series[LOSS].series.steps, vec![0, 1]);
+        assert_eq!(p.series[LOSS].series.lr, vec![0.000003, 0.000006]);
+        assert_eq!(p.series[VAL_LOSS].series.values, vec![10.9823, 4.2722]);
+        assert!(sniff(b"s:19560 tel:3.2722\n"));
+        assert!(!sniff(b"s:19560 x:3.2722\n"));
     }
 
     #[test]

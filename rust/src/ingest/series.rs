@@ -13,8 +13,9 @@ pub const MAX_MESSAGES: usize = 5;
 pub const LOSS: &str = "loss";
 pub const VAL_LOSS: &str = "val_loss";
 
-/// Appends points in log order. A step at or before the last one means the job restarted
-/// from a checkpoint: the points from that step on are replaced (the later log wins).
+/// Appends points in log order. A step at or before the last one with another value means
+/// the job restarted from a checkpoint: the points from that step on are replaced (the later
+/// log wins). The same step with the same value is a repeat: kept once, nothing replaced.
 #[derive(Debug, Default)]
 pub struct SeriesBuilder {
     pub series: Series,
@@ -29,6 +30,12 @@ impl SeriesBuilder {
         if let Some(&last) = s.steps.last() {
             if step <= last {
                 let cut = s.steps.partition_point(|&x| x < step);
+                // The same point again (a log that echoes its last evaluations at the end of
+                // a run) is no restart: it is kept once and nothing after it goes.
+                let known = s.steps.get(cut) == Some(&step) && s.values[cut].to_bits() == value.to_bits();
+                if known {
+                    return;
+                }
                 self.replaced += (s.steps.len() - cut) as u64;
                 s.steps.truncate(cut);
                 s.values.truncate(cut);
@@ -270,6 +277,29 @@ mod tests {
         assert_eq!(b.restarts, 2);
         assert_eq!(b.replaced, 4); // 20, 30, 40, then 30
         assert!(b.series.lr.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_point_is_no_restart() {
+        let mut b = SeriesBuilder::default();
+        // modded-nanogpt batch logs echo the last evaluations after a run ends
+        for (s, v) in [
+            (3000, 3.278),
+            (3010, 3.277),
+            (3020, 3.276),
+            (3040, 3.275),
+            (3000, 3.278),
+            (3040, 3.275),
+        ] {
+            b.push(s, v, None, None);
+        }
+        assert_eq!(b.series.steps, vec![3000, 3010, 3020, 3040]);
+        assert_eq!((b.replaced, b.restarts), (0, 0));
+        // a repeat, then a differing value: a restart from there
+        b.push(3020, 3.276, None, None);
+        b.push(3040, 3.5, None, None);
+        assert_eq!(b.series.values, vec![3.278, 3.277, 3.276, 3.5]);
+        assert_eq!((b.replaced, b.restarts), (1, 1));
     }
 
     #[test]
