@@ -28,8 +28,8 @@ import pytest
 import steplaw_db as sl
 
 # Each writer is a real tracker in a subprocess (wandb starts its service; MLflow migrates its
-# database): about a minute in all, so outside the inner loop.
-pytestmark = pytest.mark.slow
+# database): about a minute in all, so those tests are outside the inner loop.
+slow = pytest.mark.slow
 
 
 def need(module: str):
@@ -204,6 +204,7 @@ def wandb_store(wandb_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return db, report
 
 
+@slow
 def test_wandb_offline_folder_is_one_run_per_wandb_run(wandb_root: Path, wandb_store) -> None:
     db, report = wandb_store
     assert not report.failed, report.failed
@@ -214,6 +215,7 @@ def test_wandb_offline_folder_is_one_run_per_wandb_run(wandb_root: Path, wandb_s
     assert len(wandb_logs(wandb_root)["resumeme1"]) == 2
 
 
+@slow
 def test_wandb_finished_run_point_by_point(wandb_root: Path, wandb_store) -> None:
     db, _ = wandb_store
     run = run_by_name(db, "lr1e-3_bs32")
@@ -236,6 +238,7 @@ def test_wandb_finished_run_point_by_point(wandb_root: Path, wandb_store) -> Non
     assert sum(len(v) for v in history.values()) == run["n_points"] == 620
 
 
+@slow
 def test_wandb_failed_and_killed_runs_are_incomplete_with_what_was_written(wandb_root: Path, wandb_store) -> None:
     db, _ = wandb_store
     failed = run_by_name(db, "failed")
@@ -251,6 +254,7 @@ def test_wandb_failed_and_killed_runs_are_incomplete_with_what_was_written(wandb
     assert pts == {k: 4.0 - 1e-4 * k for k in range(len(pts))}
 
 
+@slow
 def test_wandb_truncated_log_keeps_whole_records_and_counts_the_rest(wandb_root: Path, tmp_path: Path) -> None:
     (log,) = next(logs for logs in wandb_logs(wandb_root).values() if b"lr1e-3_bs32" in logs[0].read_bytes()[:65536])
     data = log.read_bytes()
@@ -272,6 +276,7 @@ def test_wandb_truncated_log_keeps_whole_records_and_counts_the_rest(wandb_root:
     assert len(whole) > 0
 
 
+@slow
 def test_wandb_resumed_run_is_one_run_the_later_log_wins(wandb_store) -> None:
     db, _ = wandb_store
     run = run_by_name(db, "resumed")
@@ -280,6 +285,7 @@ def test_wandb_resumed_run_is_one_run_the_later_log_wins(wandb_store) -> None:
     assert points_of(db, run["run_id"])["loss"] == expected
 
 
+@slow
 def test_wandb_define_metric_places_points_on_its_step_metric(wandb_store) -> None:
     db, _ = wandb_store
     run = run_by_name(db, "hf-style")
@@ -289,6 +295,7 @@ def test_wandb_define_metric_places_points_on_its_step_metric(wandb_store) -> No
     assert "train/global_step" not in pts
 
 
+@slow
 def test_wandb_reingest_is_unchanged(wandb_root: Path, wandb_store) -> None:
     db, _ = wandb_store
     again = db.ingest(wandb_root)
@@ -371,6 +378,7 @@ def same(a: dict[int, float], b: dict[int, float]) -> bool:
     return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
 
 
+@slow
 def test_mlflow_runs_point_by_point(mlflow_uri: tuple[str, Path], tmp_path: Path) -> None:
     uri, root = mlflow_uri
     db = sl.open(tmp_path / "s.db")
@@ -404,3 +412,37 @@ def test_mlflow_runs_point_by_point(mlflow_uri: tuple[str, Path], tmp_path: Path
 
     again = db.ingest(root)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
+
+
+def test_wandb_run_folder_with_only_its_summary_and_config(tmp_path: Path) -> None:
+    """A W&B run folder as synced runs keep it and as the W&B UI downloads it (``files/``):
+    ``config.yaml`` (every value under ``value:``) and ``wandb-summary.json`` (the last value of
+    each metric), no history: a ``summary-only`` run with one point per metric."""
+    files = tmp_path / "sweep" / "run-lr3e-4" / "files"
+    files.mkdir(parents=True)
+    (files / "config.yaml").write_text(
+        "_wandb:\n  desc: null\n  value:\n    cli_version: 0.16.0\n    python_version: 3.10.12\n"
+        "lr:\n  desc: null\n  value: 0.0003\nglobal_batch_size:\n  desc: null\n  value: 512\n"
+        "model:\n  desc: null\n  value:\n    n_layer: 12\n"
+    )
+    summary = {
+        "_step": 4999,
+        "_runtime": 3600.5,
+        "_timestamp": 1700000000.0,
+        "_wandb": {"runtime": 3600},
+        "train/loss": 2.875,
+        "eval": {"loss": 2.95},
+        "lr": 3e-05,
+        "hist": {"_type": "histogram", "values": [1, 2], "bins": [0, 1, 2]},
+        "note": "done",
+    }
+    (files / "wandb-summary.json").write_text(json.dumps(summary))
+    (files / "requirements.txt").write_text("torch==2.4.0\n")
+    db = sl.open(tmp_path / "s.db")
+    report = db.ingest(tmp_path / "sweep")
+    assert not report.failed, report.failed
+    (run,) = db.runs().to_dicts()
+    assert run["status"] == "summary-only" and run["name"] == "run-lr3e-4"
+    assert (run["lr"], run["bs"]) == (3e-4, 512)
+    assert points_of(db, run["run_id"]) == {"loss": {4999: 2.875}, "eval.loss": {4999: 2.95}, "lr": {4999: 3e-05}}
+    assert run["final_loss"] == 2.875

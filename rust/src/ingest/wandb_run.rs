@@ -1149,6 +1149,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn history_values_as_wandb_encodes_them() {
+        // As wandb 0.31 writes them: nested dicts as key paths, NaN and Infinity bare.
+        assert_eq!(json_number(b"3"), Some(3.0));
+        assert_eq!(json_number(b"1.7964152873103538e+09"), Some(1.7964152873103538e9));
+        assert_eq!(json_number(b"1152921504606846976"), Some(2f64.powi(60)));
+        assert!(json_number(b"NaN").unwrap().is_nan());
+        assert_eq!(json_number(b"Infinity"), Some(f64::INFINITY));
+        assert_eq!(json_number(b"-Infinity"), Some(f64::NEG_INFINITY));
+        for not_a_number in [&b"true"[..], b"\"str\"", b"{\"_type\": \"histogram\"}", b"null", b""] {
+            assert_eq!(json_number(not_a_number), None);
+        }
+        let mut w = Writer::new();
+        let mut h = Vec::new();
+        let mut nested = Vec::new();
+        for part in ["train", "loss"] {
+            field_bytes(2, part.as_bytes(), &mut nested);
+        }
+        field_bytes(16, b"2.5", &mut nested);
+        field_bytes(1, &nested, &mut h);
+        field_bytes(1, &item("_step", true, "7"), &mut h);
+        let mut r = Vec::new();
+        field_bytes(field::HISTORY, &h, &mut r);
+        w.record(&r);
+        let (out, t) = read_bytes(&w.data);
+        assert_eq!(t.unwrap().status, Some(status::INCOMPLETE));
+        assert_eq!(out.series["train.loss"].series.steps, vec![7]);
+    }
+
+    #[test]
     fn globs() {
         assert!(glob_match("*", "loss"));
         assert!(glob_match("train/*", "train/loss"));
