@@ -446,3 +446,28 @@ def test_wandb_run_folder_with_only_its_summary_and_config(tmp_path: Path) -> No
     assert (run["lr"], run["bs"]) == (3e-4, 512)
     assert points_of(db, run["run_id"]) == {"loss": {4999: 2.875}, "eval.loss": {4999: 2.95}, "lr": {4999: 3e-05}}
     assert run["final_loss"] == 2.875
+
+
+@slow
+def test_wandb_synced_run_directory_reads_its_log_not_its_files(wandb_root: Path, tmp_path: Path) -> None:
+    """A synced run's directory (``wandb/run-<time>-<id>/``) holds the same log, and ``files/``
+    with the console output, the config, the summary and requirements: the tracker's own, never
+    a second run (the console output below prints loss lines a text-log reader would take)."""
+    (log,) = next(logs for logs in wandb_logs(wandb_root).values() if b"lr1e-3_bs32" in logs[0].read_bytes()[:65536])
+    run_dir = tmp_path / "wandb" / f"run-20240101_120000-{log.stem.removeprefix('run-')}"
+    (run_dir / "files").mkdir(parents=True)
+    (run_dir / "logs").mkdir()
+    (run_dir / log.name).write_bytes(log.read_bytes())
+    console = "".join(f"step {k}: train loss 9.9, val loss 9.9\n" for k in range(50))
+    (run_dir / "files" / "output.log").write_text(console)
+    (run_dir / "files" / "config.yaml").write_text("lr:\n  desc: null\n  value: 0.001\n")
+    (run_dir / "files" / "wandb-summary.json").write_text('{"_step": 199, "loss": 3.01}')
+    (run_dir / "files" / "requirements.txt").write_text("torch\n")
+    (run_dir / "logs" / "debug.log").write_text("2024-01-01 INFO starting\n")
+    (tmp_path / "wandb" / "latest-run").symlink_to(run_dir.name)
+    db = sl.open(tmp_path / "s.db")
+    report = db.ingest(tmp_path / "wandb")
+    assert not report.failed, report.failed
+    (run,) = db.runs().to_dicts()
+    assert (run["name"], run["format"], run["status"]) == ("lr1e-3_bs32", "wandb-run", "complete")
+    assert points_of(db, run["run_id"])["loss"] == {k: loss(k) for k in range(200)}
