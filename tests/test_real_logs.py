@@ -408,3 +408,51 @@ def test_seeds_in_one_batch_log_with_echoed_final_evaluations(tmp_path):
     assert report.ok and report.runs_found == 3, report
     assert points_by_name(db) == expected
     assert report_field(report, "replaced_points") == 0
+
+
+# -- other fidelity gaps -------------------------------------------------------------------------
+
+
+def test_an_edited_sidecar_config_re_ingests_the_run(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{4 - s / 100}\n" for s in range(1, 101)))
+    (run / "config.json").write_text('{"lr": 0.001, "global_batch_size": 256}')
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").added == 1
+    assert db.runs()["lr"].item() == 0.001
+    (run / "config.json").write_text('{"lr": 0.002, "global_batch_size": 256}')  # same size, new lr
+    report = db.ingest(tmp_path / "runs")
+    assert report.updated == 1 and report.unchanged == 0, report
+    assert db.runs()["lr"].item() == 0.002
+
+
+def test_out_of_order_jsonl_steps_are_sorted_not_truncated(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    order = [(k * 37) % 100 for k in range(100)]  # rows from several writers
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": round(5 - s / 50, 2)}) + "\n" for s in order))
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.points == 100, report
+    assert points_by_name(db)["r"]["loss"] == {s: round(5 - s / 50, 2) for s in range(100)}
+
+
+def test_a_negative_loss_is_never_complete(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{1 - s / 50}\n" for s in range(1, 101)))
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").ok
+    assert db.runs()["status"].item() != "complete"
+
+
+def test_name_templates_read_1em2_numbers(tmp_path):
+    folder = tmp_path / "runs" / "results"
+    folder.mkdir(parents=True)
+    for lr in ["1em2", "3p5em3"]:
+        lines, _ = speedrun_trial(250, 125, seed=0)
+        (folder / f"sh-origpinv-s3375-lr{lr}-wd010-record-130563a2.txt").write_text("\n".join(lines) + "\n")
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs", name_template="{*}-lr{lr}-wd{wd}-{*}").ok
+    assert sorted(db.runs()["lr"].to_list()) == [0.0035, 0.01]

@@ -81,8 +81,9 @@ impl NameTemplate {
                 for token in name.split('_') {
                     for (prefix, field) in STEP_LAW_TOKENS {
                         if let Some(v) = token.strip_prefix(prefix) {
+                            let v = name_number(v);
                             if v.parse::<f64>().is_ok() && v.starts_with(|ch: char| ch.is_ascii_digit()) {
-                                c.set(field, v, false)?;
+                                c.set(field, &v, false)?;
                                 break;
                             }
                         }
@@ -93,7 +94,7 @@ impl NameTemplate {
                 if let Some(caps) = re.captures(name) {
                     for field in re.capture_names().flatten() {
                         if let Some(m) = caps.name(field) {
-                            c.set(field, m.as_str(), true)
+                            c.set(field, &name_number(m.as_str()), true)
                                 .map_err(|e| Error::parse(format!("run name '{name}'"), e.to_string()))?;
                         }
                     }
@@ -101,6 +102,21 @@ impl NameTemplate {
             }
         }
         Ok(c)
+    }
+}
+
+/// A number as run names write it: `1em2` (a minus sign is awkward in names) is `1e-2`,
+/// `3p5em4` is `3.5e-4`; anything else stays as it is.
+fn name_number(v: &str) -> std::borrow::Cow<'_, str> {
+    let Some((mantissa, exp)) = v.split_once("em") else {
+        return v.into();
+    };
+    let mantissa = mantissa.replacen('p', ".", 1);
+    let is_num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if is_num(&mantissa) && !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{mantissa}e-{exp}").into()
+    } else {
+        v.into()
     }
 }
 
@@ -142,6 +158,12 @@ fn collect_fields(root: &Value, path: &Path) -> Result<RunConfig> {
     Ok(c)
 }
 
+/// The first sidecar config file in the first of `dirs` that has one.
+pub fn sidecar_path(dirs: &[&Path]) -> Option<std::path::PathBuf> {
+    dirs.iter()
+        .find_map(|d| SIDECARS.iter().map(|n| d.join(n)).find(|p| p.is_file()))
+}
+
 /// Read the first sidecar config found in `dir`, if any.
 pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)>> {
     for name in SIDECARS {
@@ -171,8 +193,10 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)
 /// point above 3x it (a blow-up at the very end still ruins the final loss).
 /// Incomplete: the last step is more than one log interval short of the planned steps
 /// (Step Law's rule). Without planned steps a run counts as complete.
+/// A negative loss is no cross-entropy (a summed or shifted quantity taken for the loss):
+/// such a run is never complete; it counts as diverged (left out of the analysis).
 pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
-    if loss.values.iter().any(|v| !v.is_finite()) {
+    if loss.values.iter().any(|v| !v.is_finite() || *v < 0.0) {
         return status::DIVERGED;
     }
     let min = loss.values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -258,6 +282,17 @@ mod tests {
         assert_eq!((c.lr, c.bs), (Some(0.001), Some(64)));
         assert_eq!(c.tags["seed"], "3");
         assert!(NameTemplate::parse(Some("{lr")).is_err());
+        // numbers as names write them (modded-nanogpt sweeps: lr1em2, b9em1)
+        let t = NameTemplate::parse(Some("sh-{*}-lr{lr}-wd{wd}-b{beta}-{*}")).unwrap();
+        let c = t
+            .read("sh-origpinv-s3375-lr1em2-wd010-b9em1-ge15-record-130563a2")
+            .unwrap();
+        assert_eq!(c.lr, Some(1e-2));
+        assert_eq!((c.tags["wd"].as_str(), c.tags["beta"].as_str()), ("010", "9e-1"));
+        let c = NameTemplate::StepLaw.read("run_lr3p5em4_bs128").unwrap();
+        assert_eq!((c.lr, c.bs), (Some(3.5e-4), Some(128)));
+        assert_eq!(name_number("gem2"), "gem2");
+        assert_eq!(name_number("1em"), "1em");
         let bad = NameTemplate::parse(Some("lr{lr}")).unwrap();
         assert!(bad.read("lrfast").is_err());
     }
@@ -276,6 +311,7 @@ mod tests {
         assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(40)), status::COMPLETE); // one interval short
         assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(100)), status::INCOMPLETE);
         assert_eq!(run_status(&series(&[5.0, f64::NAN, 3.0]), None), status::DIVERGED);
+        assert_eq!(run_status(&series(&[5.0, 4.0, -0.5]), None), status::DIVERGED);
         assert_eq!(
             run_status(&series(&[9.0, 3.0, 2.5, 6.0, 7.0, 7.5]), None),
             status::DIVERGED

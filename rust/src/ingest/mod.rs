@@ -198,10 +198,26 @@ struct ParsedRun {
     bytes: u64,
 }
 
+/// The directories a run's sidecar config is looked for in: the run's own, then those of
+/// its files (a HF checkpoint's config.json).
+fn sidecar_dirs(src: &RunSource) -> Vec<&std::path::Path> {
+    let mut dirs = vec![src.dir.as_path()];
+    for d in src.files.iter().filter_map(|(p, _)| p.parent()) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+/// The run's files and its sidecar config (an edited lr must re-ingest the run).
 fn stat_files(src: &RunSource) -> Result<Vec<FileStat>> {
+    let sidecar = config::sidecar_path(&sidecar_dirs(src));
     src.files
         .iter()
-        .map(|(p, _)| {
+        .map(|(p, _)| p.as_path())
+        .chain(sidecar.as_deref())
+        .map(|p| {
             let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
             let mtime_ns = m
                 .modified()
@@ -399,6 +415,10 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     }) {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
     }
+    // The sidecar config is part of what the run is made of.
+    if let Some(side) = config::sidecar_path(&sidecar_dirs(src)) {
+        fingerprint.add_file(&std::fs::read(&side).map_err(|e| Error::io(&side, e))?);
+    }
     let fingerprint = fingerprint.finish();
     if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) && trials.len() == trials_before.len()
     {
@@ -488,14 +508,7 @@ fn finish_run(
     });
     config.merge_from(&ctx.template.read(&src.name)?);
     // The sidecar beside the run, else beside one of its files (a HF checkpoint's config.json).
-    let mut sidecar_dirs = vec![src.dir.as_path()];
-    sidecar_dirs.extend(
-        src.files
-            .iter()
-            .filter_map(|(p, _)| p.parent())
-            .filter(|d| *d != src.dir),
-    );
-    for dir in sidecar_dirs {
+    for dir in sidecar_dirs(src) {
         if let Some((side, _)) = config::read_sidecar(dir)? {
             config.merge_from(&side);
             break;

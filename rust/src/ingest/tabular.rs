@@ -128,7 +128,33 @@ fn quote_non_finite(line: &str) -> String {
         .replace("NaN", "\"NaN\"")
 }
 
+/// Rows whose steps go back without repeating one (several writers, a shuffled export) are
+/// only out of order: they are sorted by step. Rows that log a step again are a restart and
+/// stay in file order (the restart rule). Returns whether the rows were sorted.
+fn in_step_order<T>(rows: &mut [(i64, T)]) -> bool {
+    if rows.windows(2).all(|w| w[0].0 <= w[1].0) {
+        return false;
+    }
+    let mut steps: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    steps.sort_unstable();
+    if steps.windows(2).any(|w| w[0] == w[1]) {
+        return false;
+    }
+    rows.sort_by_key(|r| r.0);
+    true
+}
+
+/// A JSONL row read: its columns' roles and its object.
+type JsonRow = (Roles, serde_json::Map<String, Value>);
+
+fn sorted_note(file: &str, out: &mut RunParse) {
+    out.notes.push(format!(
+        "{file}: rows out of step order (no step repeated, so no restart): sorted by step"
+    ));
+}
+
 pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
+    let mut rows: Vec<(i64, JsonRow)> = Vec::new();
     let mut line_no = 0u64;
     for raw in data.split(|&b| b == b'\n') {
         line_no += 1;
@@ -157,14 +183,25 @@ pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut Run
             });
             continue;
         };
-        let values: Vec<&Value> = obj.values().collect();
-        let Some(step) = json_number(values[r.step]).filter(|s| s.is_finite() && *s >= 0.0) else {
+        let Some(step) = obj
+            .values()
+            .nth(r.step)
+            .and_then(json_number)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+        else {
             out.malformed(file, line_no, || {
                 format!("field '{}': not a step number", names[r.step])
             });
             continue;
         };
-        emit(&r, step as i64, &|i| json_number(values[i]), out);
+        rows.push((step as i64, (r, obj)));
+    }
+    if in_step_order(&mut rows) {
+        sorted_note(file, out);
+    }
+    for (step, (r, obj)) in rows {
+        let values: Vec<&Value> = obj.values().collect();
+        emit(&r, step, &|i| json_number(values[i]), out);
     }
 }
 
@@ -191,6 +228,7 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         out.malformed(file, 1, || format!("no step column (one of {})", STEP_KEYS.join(", ")));
         return;
     };
+    let mut rows: Vec<(i64, csv::ByteRecord)> = Vec::new();
     for_each_record(&mut rdr, file, out, |record, line, out| {
         if record.len() != header.len() {
             let n = record.len();
@@ -203,8 +241,14 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
             out.malformed(file, line, || format!("column '{}': not a step number", names[r.step]));
             return;
         };
-        emit(&r, step as i64, &|i| parse_f64(record[i].trim_ascii()), out);
+        rows.push((step as i64, record.clone()));
     });
+    if in_step_order(&mut rows) {
+        sorted_note(file, out);
+    }
+    for (step, record) in &rows {
+        emit(&r, *step, &|i| parse_f64(record[i].trim_ascii()), out);
+    }
     if !tail.trim_ascii().is_empty() {
         let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         out.malformed(file, line, || {
@@ -271,6 +315,26 @@ mod tests {
         assert_eq!(s.lr, vec![0.1, 0.05]);
         assert_eq!(p.malformed, 1);
         assert!(p.messages[0].starts_with("m:4:"), "{:?}", p.messages);
+    }
+
+    #[test]
+    fn out_of_order_rows_are_sorted_and_a_restart_is_not() {
+        // 100 rows written by several processes, out of order: every one kept
+        let mut text = String::new();
+        for k in 0..100 {
+            let s = (k * 37) % 100;
+            text += &format!("{{\"step\": {s}, \"loss\": {}}}\n", 10.0 - s as f64 / 10.0);
+        }
+        let p = run(parse_jsonl, &text);
+        assert_eq!(p.series[LOSS].series.steps, (0..100).collect::<Vec<_>>());
+        assert_eq!(p.replaced(), 0);
+        assert!(p.notes[0].contains("sorted"), "{:?}", p.notes);
+        let p = run(parse_csv, "step,loss\n3,2.7\n1,2.9\n2,2.8\n");
+        assert_eq!(p.series[LOSS].series.values, vec![2.9, 2.8, 2.7]);
+        // a restart logs steps again: the later log wins
+        let p = run(parse_csv, "step,loss\n1,2.9\n2,2.8\n3,2.7\n2,2.85\n3,2.75\n");
+        assert_eq!(p.series[LOSS].series.values, vec![2.9, 2.85, 2.75]);
+        assert!(p.notes.is_empty());
     }
 
     #[test]
