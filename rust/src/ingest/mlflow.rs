@@ -16,7 +16,7 @@ use super::series::RunParse;
 use super::wandb_run::{problem, Tracked};
 use super::Format;
 use crate::error::{Error, Result};
-use crate::model::status;
+use crate::model::{canonical_field, status, RunConfig};
 
 const META: &str = "meta.yaml";
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -248,9 +248,43 @@ pub fn read(src: &RunSource, path: &Path, out: &mut RunParse, fp: &mut Fingerpri
     Ok(tracked)
 }
 
+/// Set a configuration field from a param. Loggers flatten nested hyperparameters
+/// (Lightning: `model/lr`, others `optim.lr`): a key this reader does not know is tried by its
+/// last part, which fills a field only while no param has set it (an exact key always wins).
 fn set_param(key: &str, value: &str, label: &str, out: &mut RunParse) {
+    let (key, exact) = match canonical_field(key) {
+        Some(_) => (key, true),
+        None => match key.rsplit_once(['/', '.']) {
+            Some((_, last)) if canonical_field(last).is_some() => (last, false),
+            _ => return,
+        },
+    };
+    if !exact && canonical_field(key).is_some_and(|f| is_set(&out.config, f)) {
+        return;
+    }
     if let Err(e) = out.config.set(key, value, false) {
         problem(out, label, format!("param '{key}': {e}"));
+    }
+}
+
+fn is_set(c: &RunConfig, field: &str) -> bool {
+    match field {
+        "N" => c.n_params.is_some(),
+        "D" => c.tokens.is_some(),
+        "lr" => c.lr.is_some(),
+        "bs" => c.bs.is_some(),
+        "seq_len" => c.seq_len.is_some(),
+        "bs_tokens" => c.bs_tokens.is_some(),
+        "steps" => c.steps.is_some(),
+        "lr_min" => c.lr_min.is_some(),
+        "h" => c.h.is_some(),
+        "ffnh" => c.ffnh.is_some(),
+        "numh" => c.numh.is_some(),
+        "numl" => c.numl.is_some(),
+        "n_experts" => c.n_experts.is_some(),
+        "top_k" => c.top_k.is_some(),
+        "recipe" => c.recipe.is_some(),
+        _ => false,
     }
 }
 
@@ -424,6 +458,9 @@ mod tests {
         std::fs::write(run.join("params").join("lr"), "0.001").unwrap();
         std::fs::write(run.join("params").join("batch_size"), "32").unwrap();
         std::fs::write(run.join("params").join("optimizer"), "adamw").unwrap();
+        std::fs::create_dir_all(run.join("params").join("model")).unwrap();
+        std::fs::write(run.join("params").join("model").join("n_layer"), "12").unwrap();
+        std::fs::write(run.join("params").join("model").join("lr"), "0.5").unwrap();
         std::fs::write(run.join("tags").join("mlflow.runName"), "lr1e-3_bs32").unwrap();
         run
     }
@@ -451,7 +488,7 @@ mod tests {
         assert!(rest.is_empty());
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].name, "lr1e-3_bs32");
-        assert_eq!(runs[0].files.len(), 1 + 3 + 3 + 1);
+        assert_eq!(runs[0].files.len(), 1 + 5 + 3 + 1);
         let (out, tracked) = read_source(&runs[0]);
         assert_eq!(tracked[0].status, Some(status::COMPLETE));
         let loss = &out.series["loss"].series;
@@ -460,6 +497,8 @@ mod tests {
         assert_eq!(out.series["train/lr"].series.values, vec![0.001, 0.0005]);
         assert_eq!(out.series["acc"].series.steps, vec![0, 1, 2]); // unstepped: numbered
         assert_eq!((out.config.lr, out.config.bs), (Some(1e-3), Some(32)));
+        // Flattened nested params by their last part; an exact key wins (`lr` over `model/lr`).
+        assert_eq!(out.config.numl, Some(12));
         assert_eq!(out.malformed, 0, "{:?}", out.messages);
     }
 
