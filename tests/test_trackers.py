@@ -250,7 +250,7 @@ def test_wandb_failed_and_killed_runs_are_incomplete_with_what_was_written(wandb
     # Whatever the killed run had written, every whole record of it, and nothing else.
     (log,) = wandb_logs(wandb_root)[Path(killed["source"]).name.rsplit("-", 1)[1]]
     assert pts == wandb_history(log)["loss"]
-    assert len(pts) > 1000, len(pts)
+    assert len(pts) > 100, len(pts)
     assert pts == {k: 4.0 - 1e-4 * k for k in range(len(pts))}
 
 
