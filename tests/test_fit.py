@@ -475,7 +475,9 @@ def test_loss_law_refuses_unidentifiable_data():
 def test_cli_fit_lr_bs_and_evaluate(steplaw_csv, tmp_path):
     runner = CliRunner()
     out = tmp_path / "law.json"
-    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(steplaw_csv), "--bootstrap", "200", "-o", str(out)])
+    r = runner.invoke(
+        app, ["fit", "lr-bs", "--input", str(steplaw_csv), "--method", "steplaw", "--bootstrap", "200", "-o", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "129 near-optimal samples" in r.output and "17 cells" in r.output
     law = sl.HparamLaw.load(out)
@@ -487,8 +489,10 @@ def test_cli_fit_lr_bs_and_evaluate(steplaw_csv, tmp_path):
     rows = pl.read_csv(tmp_path / "ev.csv")
     assert set(rows["law"]) == {"step-law", "fitted"}
     assert "0.0669" in r.output
-    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(steplaw_csv), "--method", "nope"])
+    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(steplaw_csv), "--regression", "nope"])
     assert r.exit_code == 2 and "unknown regression method" in r.output
+    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(steplaw_csv), "--method", "nope"])
+    assert r.exit_code == 2 and "unknown method" in r.output
 
 
 def test_cli_fit_loss(steplaw_csv, tmp_path):
@@ -511,7 +515,7 @@ def test_cli_reads_the_store_without_input(steplaw_csv, tmp_path):
     db = tmp_path / "db"
     runner = CliRunner()
     assert runner.invoke(app, ["--db", str(db), "import-table", str(steplaw_csv)]).exit_code == 0
-    r = runner.invoke(app, ["--db", str(db), "fit", "lr-bs", "--bootstrap", "0"])
+    r = runner.invoke(app, ["--db", str(db), "fit", "lr-bs", "--method", "steplaw", "--bootstrap", "0"])
     assert r.exit_code == 0, r.output
     assert "129 near-optimal samples" in r.output and "17 cells" in r.output
     r = runner.invoke(app, ["--db", str(db), "evaluate", "--law", "step-law"])
@@ -524,7 +528,10 @@ def test_cli_fit_and_evaluate_a_synthetic_table_from_the_file_and_from_the_store
     runner = CliRunner()
     near = near_optimal(synthetic_dense).height
     out = tmp_path / "law.json"
-    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--bootstrap", "200", "-o", str(out)])
+    r = runner.invoke(
+        app,
+        ["fit", "lr-bs", "--input", str(synthetic_csv), "--method", "steplaw", "--bootstrap", "200", "-o", str(out)],
+    )
     assert r.exit_code == 0, r.output
     assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
     assert sl.HparamLaw.load(out).coefficients()["lr_coefN"] == pytest.approx(synth.LR_EXP_N, abs=0.05)
@@ -546,8 +553,8 @@ def test_cli_fit_and_evaluate_a_synthetic_table_from_the_file_and_from_the_store
     # The same table imported into a store: the same samples and cells without --input.
     db = tmp_path / "db"
     assert runner.invoke(app, ["--db", str(db), "import-table", str(synthetic_csv)]).exit_code == 0
-    r = runner.invoke(app, ["--db", str(db), "fit", "lr-bs", "--bootstrap", "0"])
+    r = runner.invoke(app, ["--db", str(db), "fit", "lr-bs", "--method", "steplaw", "--bootstrap", "0"])
     assert r.exit_code == 0, r.output
     assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
-    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--method", "nope"])
+    r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--regression", "nope"])
     assert r.exit_code == 2 and "unknown regression method" in r.output

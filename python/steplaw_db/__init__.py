@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from ._native import __version__
 from .errors import InternalError, InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
-from .optima import landscape, near_optimal, optima, read_final_table
+from .optima import AnalysisWarning, assign_cells, cells, find_cell, landscape, near_optimal, optima, read_final_table
 
 # ``stability`` is the function: imported here, it stays bound over the module of that name.
 from .stability import StabilityReport, stability
@@ -36,7 +36,7 @@ from .store import CheckReport, IngestReport, Store, open
 if TYPE_CHECKING:
     from . import fit, laws, plots, synth
     from .curve import CurveLaw, Schedule, fit_curve_law, plot_curve_law
-    from .fit import evaluate, fit_loss_law, fit_lr_bs
+    from .fit import compare_laws, evaluate, fit_law, fit_laws, fit_loss_law, fit_lr_bs
     from .laws import HparamLaw, LossLaw
     from .report import write_report
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 #: numpy (and start its BLAS threads) or matplotlib: loaded only when asked for.
 _LAZY: dict[str, str | None] = {
     "fit": None, "laws": None, "plots": None, "synth": None,
-    **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate"), "fit"),
+    **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate", "fit_law", "fit_laws", "compare_laws"), "fit"),
     **dict.fromkeys(("HparamLaw", "LossLaw"), "laws"),
     **dict.fromkeys(("fit_curve_law", "CurveLaw", "Schedule", "plot_curve_law"), "curve"),
     "write_report": "report",
@@ -67,6 +67,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AnalysisWarning",
     "CheckReport",
     "CurveLaw",
     "HparamLaw",
@@ -82,10 +83,16 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "__version__",
+    "assign_cells",
+    "cells",
+    "compare_laws",
     "errors",
     "evaluate",
+    "find_cell",
     "fit",
     "fit_curve_law",
+    "fit_law",
+    "fit_laws",
     "fit_loss_law",
     "fit_lr_bs",
     "landscape",

@@ -4,7 +4,8 @@ internal errors, 1 for everything else), never a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn, TypeVar, cast
 
@@ -25,15 +26,31 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def run(fn: Callable[[], T]) -> T:
-    """Call ``fn`` and map steplaw-db errors onto exit codes with a one-line message."""
-    try:
-        return fn()
-    except InvalidArgumentError as e:
-        fail(str(e), 2)
-    except InternalError as e:  # a bug, not the input: its own status so scripts can tell
-        fail(str(e), 3)
-    except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
-        fail(str(e), 1)
+    """Call ``fn`` and map steplaw-db errors onto exit codes with a one-line message; every
+    warning it raised (cells merged or split, values assumed, fits barely determined) is
+    printed on stderr, one line each (``warning: ...``), once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return fn()
+        except InvalidArgumentError as e:
+            fail(str(e), 2)
+        except InternalError as e:  # a bug, not the input: its own status so scripts can tell
+            fail(str(e), 3)
+        except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
+            fail(str(e), 1)
+        finally:
+            echo_warnings(caught)
+
+
+def echo_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Print the user warnings among ``caught`` on stderr, one line each, each message once."""
+    seen: set[str] = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, UserWarning) and text not in seen:
+            seen.add(text)
+            typer.echo(f"warning: {text}", err=True)
 
 
 def open_store(ctx: typer.Context, create: bool = True) -> Store:
@@ -50,12 +67,23 @@ def final_frame(
     width: float | None = None,
     unit: str = "fraction",
     at: int | None = None,
+    metric: str = "loss",
 ) -> pl.DataFrame:
     """Final losses from a table file (``--input``; a batch in sequences of ``seq_len``) or
-    from the store (smoothed by ``smooth``: the user's text, which the store checks)."""
+    from the store (smoothed by ``smooth``: the user's text, which the store checks) of
+    ``metric``; a store whose runs have no ``metric`` is an error naming the metrics it has."""
     if input_ is not None:
         from .optima import read_final_table
 
         return run(lambda: read_final_table(input_, seq_len))
     store = open_store(ctx, create=False)
-    return run(lambda: store.final_losses(cast(Smoothing, smooth), width=width, unit=cast(WidthUnit, unit), at=at))
+    final = run(
+        lambda: store.final_losses(
+            cast(Smoothing, smooth), width=width, unit=cast(WidthUnit, unit), at=at, metric=metric
+        )
+    )
+    if final.is_empty() and at is None and store.runs().height:
+        have = store.scan_points().group_by("metric").agg(pl.col("run_id").n_unique()).sort("metric").collect()
+        listed = ", ".join(f"{m} ({n} runs)" for m, n in have.iter_rows()) or "none"
+        fail(f"no run has a final value of metric '{metric}'; metrics in the store: {listed} (--metric NAME)", 2)
+    return final

@@ -17,8 +17,10 @@ __all__ = [
     "CurveForm",
     "CurveMethod",
     "Decay",
+    "DesignPolicy",
     "EvaluateMethod",
     "IngestFormat",
+    "LawMethod",
     "LossLawForm",
     "OptimumMethod",
     "PerCell",
@@ -45,6 +47,11 @@ IngestFormat: TypeAlias = Literal["steplaw", "megatron", "nanogpt", "jsonl", "cs
 RunStatus: TypeAlias = Literal["complete", "incomplete", "diverged", "summary-only"]
 #: The optimum of a cell: the grid minimum or the quadratic vertex.
 OptimumMethod: TypeAlias = Literal["grid", "quadratic"]
+#: What a design column varying inside a snapped cell does: split the cell, or stop with a message.
+DesignPolicy: TypeAlias = Literal["split", "error"]
+#: How the lr/batch law is fitted from a sweep: each cell's quadratic vertex (the default, which
+#: recovers known laws), or Step Law's procedure (near-optimal runs, OLS) exactly.
+LawMethod: TypeAlias = Literal["quadratic", "steplaw"]
 #: Regression of the lr/batch laws: least squares or Huber's M-estimator.
 RegressionMethod: TypeAlias = Literal["ols", "huber"]
 #: The bootstrap's resampling unit.

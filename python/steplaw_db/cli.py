@@ -16,7 +16,7 @@ from . import __version__
 from ._cli_util import fail as _fail
 from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
-from ._typing import IngestFormat, OptimumMethod, PlotX, RunStatus, Smoothing, SynthFormat
+from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, RunStatus, Smoothing, SynthFormat
 from .store import Store, default_path
 
 if TYPE_CHECKING:
@@ -193,11 +193,13 @@ def final(
     width: float | None = typer.Option(None, "--width", help="Smoothing width, in --unit (default: 0.1 of the run)."),
     unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
     at: int | None = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
+    metric: str = typer.Option("loss", "--metric", help="The series whose final value to read (e.g. val_loss)."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
     """Final loss of every run, raw and smoothed."""
-    _write_frame(final_frame(ctx, None, smooth=smooth, width=width, unit=unit, at=at), fmt, output, FINAL_TABLE_COLUMNS)
+    final_df = final_frame(ctx, None, smooth=smooth, width=width, unit=unit, at=at, metric=metric)
+    _write_frame(final_df, fmt, output, FINAL_TABLE_COLUMNS)
 
 
 @app.command()
@@ -205,14 +207,14 @@ def optima(
     ctx: typer.Context,
     by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
     threshold: float = typer.Option(0.0025, "--threshold", help="Near-optimal band (relative loss)."),
-    method: str = typer.Option("grid", "--method", help="Optimum per cell: grid or quadratic."),
+    method: str = typer.Option("quadratic", "--method", help="Optimum per cell: quadratic (vertex) or grid."),
     input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
     include_diverged: bool = typer.Option(False, "--include-diverged", help="Keep diverged runs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
 ) -> None:
-    """Per (N, D) cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
+    """Per cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
     from .optima import optima as find_optima
 
     final_df = final_frame(ctx, input_, smooth=smooth)
@@ -220,7 +222,8 @@ def optima(
     include: tuple[RunStatus, ...] = ("diverged",) if include_diverged else ()
     how = cast(OptimumMethod, method)
     cells = _run(lambda: find_optima(final_df, by=keys, threshold=threshold, method=how, include=include))
-    _write_frame(cells, fmt, output, [*keys, *[c for c in OPTIMA_TABLE_COLUMNS if c not in keys]])
+    cell_keys = cells.columns[: cells.columns.index("runs")]  # cell, the keys and any design that split cells
+    _write_frame(cells, fmt, output, [*cell_keys, *[c for c in OPTIMA_TABLE_COLUMNS if c not in cell_keys]])
 
 
 @app.command()
@@ -295,13 +298,12 @@ def demo(
     report = _run(lambda: store.ingest(sweep, progress=True))
     typer.echo(report.summary())
     runs_df = store.runs()
-    from .fit import fit_lr_bs
-    from .optima import near_optimal
+    from .fit import fit_law
     from .optima import optima as find_optima
     from .report import write_report
 
     final_df = store.final_losses()
-    cells = find_optima(final_df, method="quadratic")
+    cells = _run(lambda: find_optima(final_df, method="quadratic"))
     lr_true = pl.struct("N", "D").map_elements(
         lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64
     )
@@ -314,9 +316,11 @@ def demo(
     with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, float_precision=4):
         typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
         typer.echo(str(shown))
-    law = _run(lambda: fit_lr_bs(near_optimal(final_df), bootstrap=1000))
-    typer.echo("\nfitted (Step Law's procedure: near-optimal runs, OLS in logs, 1000 bootstraps):")
+    law = _run(lambda: fit_law(final_df, "quadratic", bootstrap=1000))
+    paper = _run(lambda: fit_law(final_df, "steplaw", bootstrap=1000))
+    typer.echo("\nfitted (each cell's quadratic vertex, weighted, 1000 bootstraps over cells: the default):")
     typer.echo(f"  {law.describe()}")
+    typer.echo(f"  Step Law's procedure (near-optimal runs, OLS, --method steplaw): {paper.describe()}")
     typer.echo(
         f"  true law: lr = {synth.LR_COEF} N^{synth.LR_EXP_N} D^{synth.LR_EXP_D}; "
         f"bs_tokens = {synth.BS_COEF} D^{synth.BS_EXP_D}"
@@ -432,7 +436,11 @@ _LAWS = typer.Option(
 @plot_app.command("landscape")
 def plot_landscape(
     ctx: typer.Context,
-    cell: str = typer.Option(..., "--cell", help="The cell, e.g. N=214663680,D=1e11."),
+    cell: str = typer.Option(
+        ..., "--cell", help="The cell, e.g. N=2.1e8,D=1e11: the nearest cell within --tolerance of it."
+    ),
+    by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,moe_name)."),
+    tolerance: float = typer.Option(0.1, "--tolerance", help="Largest |ln(given / cell)| of a numeric key."),
     law: str | None = _LAWS,
     input_: Path | None = _INPUT,
     output: Path = _OUTPUT,
@@ -441,7 +449,11 @@ def plot_landscape(
     from . import plots
 
     final_df = final_frame(ctx, input_)
-    _run(lambda: plots.landscape(final_df, _cell_of(cell), laws=_laws_of(law), path=output))
+    _run(
+        lambda: plots.landscape(
+            final_df, _cell_of(cell), by=_names(by), tolerance=tolerance, laws=_laws_of(law), path=output
+        )
+    )
     typer.echo(f"wrote {output}")
 
 
@@ -449,18 +461,20 @@ def plot_landscape(
 def plot_law(
     ctx: typer.Context,
     law: str | None = _LAWS,
+    method: str = typer.Option("quadratic", "--method", help="Fit: quadratic (vertices) or steplaw (the paper's)."),
+    by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated."),
     input_: Path | None = _INPUT,
     output: Path = _OUTPUT,
 ) -> None:
     """Optimal lr and batch against D per N: cell optima, the fitted law (with its bootstrap
     band) and any published laws."""
     from . import plots
-    from .fit import fit_lr_bs
-    from .optima import near_optimal
+    from .fit import fit_law
 
     final_df = final_frame(ctx, input_)
-    fitted = _run(lambda: fit_lr_bs(near_optimal(final_df), bootstrap=500))
-    _run(lambda: plots.law(final_df, {"fitted": fitted, **_laws_of(law)}, path=output))
+    keys = _names(by)
+    fitted = _run(lambda: fit_law(final_df, cast(LawMethod, method), by=keys, bootstrap=500))
+    _run(lambda: plots.law(final_df, {"fitted": fitted, **_laws_of(law)}, by=keys, path=output))
     typer.echo(f"wrote {output}")
 
 
@@ -510,6 +524,7 @@ def report(
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
     by: str | None = typer.Option(None, "--by", help="Group column for the stability benchmark."),
     law: str = typer.Option("step-law,deepseek,porian,microsoft", "--law", help="Published laws to compare."),
+    method: str = typer.Option("quadratic", "--method", help="Fit: quadratic (vertices) or steplaw (the paper's)."),
     input_: Path | None = _INPUT,
     title: str = typer.Option("steplaw-db sweep report", "--title"),
 ) -> None:
@@ -518,7 +533,8 @@ def report(
 
     final_df = final_frame(ctx, input_)
     runs_df = None if input_ is not None else open_store(ctx, create=False).runs()
-    _run(lambda: write_report(output, final_df, runs=runs_df, laws=_laws_of(law), by=by, title=title))
+    how = cast(LawMethod, method)
+    _run(lambda: write_report(output, final_df, runs=runs_df, laws=_laws_of(law), by=by, method=how, title=title))
     typer.echo(f"wrote {output}")
 
 

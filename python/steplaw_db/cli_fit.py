@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 import typer
@@ -14,7 +15,10 @@ import typer
 from ._cli_util import fail as _fail
 from ._cli_util import final_frame
 from ._cli_util import run as _run
-from ._typing import EvaluateMethod, RegressionMethod, Resample
+from ._typing import EvaluateMethod, LawMethod, RegressionMethod, Resample
+
+if TYPE_CHECKING:
+    from .laws import HparamLaw, LossLaw
 
 # Option strings go to the library as typed (hence the casts): the library checks them.
 
@@ -39,60 +43,161 @@ def _table(df: pl.DataFrame) -> str:
         return str(df)
 
 
+def _designs(final: pl.DataFrame, keys: list[str]) -> list[str]:
+    """The design keys of a fit: the keys beyond the regressors, then any design column that
+    splits the cells (its note is printed by the fit itself)."""
+    from .optima import assign_cells
+
+    extra = [k for k in keys if k not in ("N", "D", "C")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = _run(lambda: assign_cells(final, keys).split)
+    return [*extra, *[k for k in split if k not in extra]]
+
+
+def _fit_per_design(
+    final: pl.DataFrame, per: list[str], keys: list[str], how: LawMethod, options: dict[str, Any], output: Path | None
+) -> None:
+    """``fit lr-bs`` with design keys: one law per design, printed side by side, saved apart."""
+    from .fit import compare_laws, fit_laws
+
+    laws = _run(lambda: fit_laws(final, per, how, by=keys, **options))
+    typer.echo(f"one law per design ({', '.join(per)}): {len(laws)} laws")
+    for label, one in laws.items():
+        typer.echo(f"{label}: {_fit_summary(one)}")
+        typer.echo(f"  {one.describe()}")
+    typer.echo(_table(compare_laws(laws)))
+    for label, one in laws.items():
+        if output is not None:
+            path = output.with_name(f"{output.stem}.{label}{output.suffix or '.json'}")
+            one.save(path)
+            typer.echo(f"saved {label} to {path}")
+
+
+def _save(law: HparamLaw | LossLaw, output: Path | None) -> None:
+    if output:
+        law.save(output)
+        typer.echo(f"saved to {output}")
+
+
+def _fit_summary(law: HparamLaw) -> str:
+    i = law.info
+    if i.get("procedure") == "steplaw":
+        what = (
+            f"{i['samples']} near-optimal samples (within {i['threshold']:.4%} of their cell's minimum) "
+            f"in {i['cells']} cells (Step Law's procedure)"
+        )
+    else:
+        what = f"{i['cells']} cells, one quadratic vertex each, weighted by its precision"
+    return f"{what}; {i['method']}, {i['bootstrap']} bootstrap draws over {i['resample']}, coefficients = {i['center']}"
+
+
+INPUT_HELP = (
+    "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
+)
+
+
+def register_cells(app: typer.Typer, input_help: str) -> None:
+    """Add ``cells`` and ``near-optimal`` to ``app``."""
+
+    @app.command("cells")
+    def cells_cmd(
+        ctx: typer.Context,
+        by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,moe_name)."),
+        input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
+        smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    ) -> None:
+        """The cells every analysis uses: keys, runs, grid, what was merged or split."""
+        from .cli import _write_frame
+        from .optima import cells
+
+        final = final_frame(ctx, input, seq_len=seq_len, smooth=smooth)
+        table = _run(lambda: cells(final, _names(by) or ("N", "D")))
+        _write_frame(table, fmt, output, table.columns)
+
+    @app.command("near-optimal")
+    def near_optimal_cmd(
+        ctx: typer.Context,
+        by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
+        threshold: float = typer.Option(0.0025, "--threshold", help="Within this fraction of the cell minimum."),
+        input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
+        smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
+        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    ) -> None:
+        """The runs within --threshold of their cell's minimum (Step Law's regression samples)."""
+        from .cli import _write_frame
+        from .optima import near_optimal
+
+        final = final_frame(ctx, input, seq_len=seq_len, smooth=smooth)
+        rows = _run(lambda: near_optimal(final, _names(by) or ("N", "D"), threshold))
+        shown = ["cell", *[c for c in ("name", "lr", "bs_tokens", "loss", "rel_loss", "status") if c in rows.columns]]
+        _write_frame(rows, fmt, output, shown)
+
+
 def register(app: typer.Typer) -> typer.Typer:
     """Add ``fit lr-bs``, ``fit loss``, ``predict`` and ``evaluate`` to ``app``; returns the
     ``fit`` sub-app (other fits, such as ``fit curve``, join it)."""
     fit_app = typer.Typer(help="Fit scaling laws to a sweep's final losses.", no_args_is_help=True)
     app.add_typer(fit_app, name="fit")
-
-    input_help = (
-        "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
-    )
+    input_help = INPUT_HELP
+    register_cells(app, input_help)
 
     @fit_app.command("lr-bs")
     def fit_lr_bs_cmd(
         ctx: typer.Context,
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
-        threshold: float = typer.Option(
-            0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."
+        method: str = typer.Option(
+            "quadratic",
+            "--method",
+            help="quadratic: each cell's quadratic vertex (recovers known laws best); "
+            "steplaw: Step Law's procedure exactly (near-optimal runs, OLS).",
         ),
-        method: str = typer.Option("ols", "--method", help="ols or huber."),
+        by: str = typer.Option(
+            "N,D", "--by", help="Cell keys; keys beyond N, D (e.g. moe_name, recipe) fit one law per design."
+        ),
+        threshold: float = typer.Option(
+            0.0025, "--threshold", help="steplaw: near-optimal within this fraction of the cell minimum."
+        ),
+        regression: str = typer.Option("ols", "--regression", help="ols or huber."),
         bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap draws (0: none)."),
         resample: str = typer.Option("rows", "--resample", help="Bootstrap unit: rows (Step Law) or cells."),
         seed: int = typer.Option(42, "--seed"),
         lr_on: str = typer.Option("N,D", "--lr-on", help="Regressors of the LR law among N, D, C ('none' to skip)."),
         bs_on: str = typer.Option("D", "--bs-on", help="Regressors of the batch law among N, D, C ('none' to skip)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
-        output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Save the fitted law as JSON (one file per design: NAME.<design>.json)."
+        ),
     ) -> None:
-        """Fit lr = c N^a D^b and bs_tokens = d D^g on the near-optimal runs of each cell."""
-        from .fit import fit_lr_bs
-        from .optima import near_optimal
+        """Fit lr = c N^a D^b and bs_tokens = d D^g to the sweep's cells."""
+        from .fit import fit_law
 
         final = final_frame(ctx, input, seq_len=seq_len)
-        samples = _run(lambda: near_optimal(final, threshold=threshold))
-        law = _run(
-            lambda: fit_lr_bs(
-                samples,
-                _names(lr_on),
-                _names(bs_on),
-                method=cast(RegressionMethod, method),
-                bootstrap=bootstrap,
-                seed=seed,
-                resample=cast(Resample, resample),
-            )
-        )
-        info = law.info
-        typer.echo(
-            f"{info['samples']} near-optimal samples (within {threshold:.4%} of their cell's minimum) "
-            f"in {info['cells']} cells; {method}, {bootstrap} bootstrap draws over {resample}, "
-            f"coefficients = {info['center']}"
-        )
+        keys = list(_names(by) or ("N", "D"))
+        per = _designs(final, keys)
+        options: dict[str, Any] = {
+            "threshold": threshold,
+            "lr_on": _names(lr_on),
+            "bs_on": _names(bs_on),
+            "regression": cast(RegressionMethod, regression),
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "resample": cast(Resample, resample),
+        }
+        how = cast(LawMethod, method)
+        if per:
+            _fit_per_design(final, per, [k for k in keys if k not in per], how, options, output)
+            return
+        law = _run(lambda: fit_law(final, how, by=keys, **options))
+        typer.echo(_fit_summary(law))
         typer.echo(law.describe())
         typer.echo(_table(law.to_polars().drop("name")))
-        if output:
-            law.save(output)
-            typer.echo(f"saved to {output}")
+        _save(law, output)
 
     @fit_app.command("loss")
     def fit_loss_cmd(
@@ -101,6 +206,7 @@ def register(app: typer.Typer) -> typer.Typer:
         bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap draws (0: none)."),
         seed: int = typer.Option(42, "--seed"),
         delta: float = typer.Option(1e-3, "--delta", help="Huber delta (log space)."),
+        by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (each cell gives its best loss)."),
         seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
     ) -> None:
@@ -108,7 +214,8 @@ def register(app: typer.Typer) -> typer.Typer:
         from .fit import fit_loss_law
 
         final = final_frame(ctx, input, seq_len=seq_len)
-        law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta))
+        keys = _names(by) or ("N", "D")
+        law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta, by=keys))
         i = law.info
         typer.echo(
             f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); "
@@ -116,9 +223,7 @@ def register(app: typer.Typer) -> typer.Typer:
         )
         typer.echo(repr(law))
         typer.echo(_table(law.to_polars()))
-        if output:
-            law.save(output)
-            typer.echo(f"saved to {output}")
+        _save(law, output)
 
     @app.command("predict")
     def predict_cmd(
@@ -170,13 +275,16 @@ def register(app: typer.Typer) -> typer.Typer:
         method: str = typer.Option(
             "nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."
         ),
+        by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
     ) -> None:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
         from .fit import evaluate
 
         final = final_frame(ctx, input, seq_len=seq_len)
-        rows = _run(lambda: evaluate(law, final, seq_len=seq_len, method=cast(EvaluateMethod, method)))
+        keys = _names(by) or ("N", "D")
+        how = cast(EvaluateMethod, method)
+        rows = _run(lambda: evaluate(law, final, by=keys, seq_len=seq_len, method=how))
         summary = rows.group_by("law", maintain_order=True).agg(
             pl.len().alias("cells"),
             (pl.col("rel_error").median() * 100).alias("median_%"),

@@ -7,9 +7,11 @@ types of :mod:`steplaw_db.laws` (:class:`~steplaw_db.laws.HparamLaw`,
 :class:`~steplaw_db.laws.LossLaw`).
 
 A synthetic sweep whose truth is Step Law's law (lr = 1.79 N^-0.713 D^0.307, batch = 0.58
-D^0.571 tokens), three model sizes at three budgets, fitted by the Step Law reference procedure:
+D^0.571 tokens), three model sizes at three budgets, fitted by the default method (each cell's
+quadratic vertex) and by Step Law's reference procedure (near-optimal runs, OLS):
 
 >>> import tempfile
+>>> import warnings
 >>> import steplaw_db as sl
 >>> tmp = tempfile.TemporaryDirectory()
 >>> shapes = ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16))  # h, ffnh, numh, numl
@@ -18,32 +20,60 @@ D^0.571 tokens), three model sizes at three budgets, fitted by the Step Law refe
 >>> db = sl.open(f"{tmp.name}/steplaw.db")
 >>> db.ingest(f"{tmp.name}/runs").added
 315
->>> law = sl.fit_lr_bs(sl.near_optimal(db.final_losses()), bootstrap=200)
+>>> warnings.simplefilter("ignore", sl.AnalysisWarning)  # D = steps x batch: ppm apart in a cell, one level
+>>> law = sl.fit_law(db.final_losses(), bootstrap=200)
 >>> {k: round(v, 2) for k, v in law.coefficients().items()}
-{'lr_intercept': 2.06, 'lr_coefN': -0.76, 'lr_coefD': 0.29, 'bs_intercept': -0.09, 'bs_coefD': 0.55}
->>> p = law.predict(N=7e9, D=1.4e12).row(0, named=True)  # far beyond the sweep: a wide interval
+{'lr_intercept': 0.43, 'lr_coefN': -0.74, 'lr_coefD': 0.33, 'bs_intercept': -0.3, 'bs_coefD': 0.56}
+>>> p = law.predict(N=7e9, D=1.4e12).row(0, named=True)  # far beyond the sweep
 >>> f"lr {p['lr']:.1e} (95% {p['lr_lo']:.1e} to {p['lr_hi']:.1e}); true {sl.synth.lr_opt(7e9, 1.4e12):.1e}"
-'lr 7.2e-04 (95% 3.9e-04 to 1.3e-03); true 9.2e-04'
+'lr 9.6e-04 (95% 7.6e-04 to 1.3e-03); true 9.2e-04'
+>>> paper = sl.fit_law(db.final_losses(), "steplaw", bootstrap=200)  # = fit_lr_bs(near_optimal(...))
+>>> {k: round(v, 2) for k, v in paper.coefficients().items()}
+{'lr_intercept': 2.05, 'lr_coefN': -0.76, 'lr_coefD': 0.29, 'bs_intercept': -0.2, 'bs_coefD': 0.56}
+>>> p = paper.predict(N=7e9, D=1.4e12).row(0, named=True)
+>>> f"lr {p['lr']:.1e} (95% {p['lr_lo']:.1e} to {p['lr_hi']:.1e})"
+'lr 7.2e-04 (95% 3.9e-04 to 1.3e-03)'
 >>> tmp.cleanup()
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping, Sequence
-from typing import TypeAlias
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
 
 from . import _native
-from ._typing import Center, EvaluateMethod, LossLawForm, PerCell, RegressionMethod, Resample
+from ._typing import (
+    Center,
+    DesignPolicy,
+    EvaluateMethod,
+    LawMethod,
+    LossLawForm,
+    PerCell,
+    RegressionMethod,
+    Resample,
+)
 from .errors import InvalidArgumentError
 from .laws import VARIABLES, HparamLaw, Law, LossLaw, PowerLaw, _compute, resolve
-from .optima import quadratic_surface, with_bs_tokens
+from .optima import (
+    CELL_KEYS,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_THRESHOLD,
+    LEVEL_TOLERANCE,
+    assign_cells,
+    last_checkpoints,
+    near_optimal,
+    optima,
+    quadratic_surface,
+    warn,
+    with_bs_tokens,
+)
 
-__all__ = ["LawSpec", "evaluate", "fit_loss_law", "fit_lr_bs"]
+__all__ = ["LawSpec", "compare_laws", "evaluate", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs"]
 
 #: Laws to evaluate: a law, a published law's name or a spec (``"step-law,deepseek"``,
 #: ``"all"``, a saved law's ``.json``), a mapping label -> law, or a sequence of these.
@@ -112,6 +142,158 @@ def _power_law(
     return PowerLaw(target, on, coef, point, samples, fit["r2"], fit["scale"])
 
 
+#: Per-cell vertices are weighted by 1 / (sd^2 + VERTEX_SD_FLOOR^2), sd their bootstrap SD in
+#: log space: a cell whose vertex is pinned down counts more, but no cell counts as if exact.
+VERTEX_SD_FLOOR = 0.05
+#: The log-space SD of a vertex without a bootstrap interval: the rounding of a grid a factor
+#: sqrt(2) apart (ln sqrt(2) / sqrt(12)).
+GRID_SD = 0.1
+
+
+def _vertex_samples(
+    table: pl.DataFrame, weights: str | Mapping[str, str] | None
+) -> tuple[pl.DataFrame, str | Mapping[str, str] | None]:
+    """An :func:`~steplaw_db.optima.optima` frame as regression samples: one row per cell at its
+    optimum (``lr_opt``, ``bs_tokens_opt``). Cells whose quadratic was unusable (``optimum ==
+    "grid-fallback"``: not convex, vertex outside the grid) are left out with a note: their grid
+    minimum is no measurement of the optimum at the noise that broke the quadratic, and keeping
+    them made the law worse on synthetic sweeps (docs/fitting.md). Unless ``weights`` says
+    otherwise, a vertex weighs 1 / (sd^2 + VERTEX_SD_FLOOR^2), sd from its 95% bootstrap
+    interval (width / 3.92: a few wild draws of a flat quadratic do not inflate it as they do
+    the SD)."""
+    _require(table, ["lr_opt", "bs_tokens_opt"], "the optima frame")
+    out = table.with_columns(lr=pl.col("lr_opt"), bs_tokens=pl.col("bs_tokens_opt"))
+    if "optimum" in out.columns:
+        fallback = out.filter(pl.col("optimum") == "grid-fallback")
+        if fallback.height:
+            why = ", ".join(sorted({f for flags in fallback["flags"] for f in str(flags).split(",")} & _UNUSABLE))
+            warn(
+                [
+                    f"{fallback.height} of {out.height} cells have no usable quadratic vertex ({why}): left out of the "
+                    "fit (their grid minimum is no measurement of the optimum; --method steplaw uses every cell)"
+                ],
+                stacklevel=4,
+            )
+            out = out.filter(pl.col("optimum") != "grid-fallback")
+    if weights is None and "lr_quad_lo" in out.columns and (out["optimum"] == "vertex").all():
+        floor = VERTEX_SD_FLOOR**2
+
+        def weight(lo: str, hi: str) -> pl.Expr:
+            return 1.0 / (((pl.col(hi) / pl.col(lo)).log() / 3.92).fill_null(GRID_SD) ** 2 + floor)
+
+        out = out.with_columns(_w_lr=weight("lr_quad_lo", "lr_quad_hi"), _w_bs=weight("bs_quad_lo", "bs_quad_hi"))
+        weights = {"lr": "_w_lr", "bs": "_w_bs"}
+    return out, weights
+
+
+#: The flags of a cell whose quadratic cannot stand for its optimum.
+_UNUSABLE = {"not-convex", "no-quadratic", "vertex-outside-grid"}
+
+
+#: A regressor must span at least this much in natural-log space over the cells (0.1: about 10%)
+#: for its exponent to be fitted: designs whose N differ by < 1% give none, and an unsnapped N
+#: gave N^+20.
+MIN_LOG_SPREAD = 0.1
+#: Regressors this correlated over the cells (condition number of their correlation matrix) trade
+#: their exponents off: warned above WARN_CONDITION (correlation 0.94 for two), refused above
+#: MAX_CONDITION (0.998). The public dense cells' N and D: 1.6.
+WARN_CONDITION = 30.0
+MAX_CONDITION = 1e3
+#: An exponent whose 95% interval is wider than this is reported as not determined by the cells.
+MAX_INTERVAL_WIDTH = 1.0
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """One log-space regression as handed to the core: ``y`` on ``columns`` (logs of ``on``)."""
+
+    target: str
+    on: tuple[str, ...]
+    columns: list[list[float]]
+    y: list[float]
+    weights: list[float] | None
+
+
+def _cell_design(m: _Inputs, cells: list[int]) -> np.ndarray | None:
+    """One row per cell (its regressors' logs) of the rows that enter the fit; None when a value
+    is not finite (the core refuses those with its own message)."""
+    x = np.column_stack(m.columns) if m.columns else np.empty((len(cells), 0))
+    use = np.ones(len(cells), dtype=bool) if m.weights is None else np.asarray(m.weights, dtype=float) > 0
+    if not np.isfinite(x).all():
+        return None
+    labels = np.asarray(cells, dtype=np.uint64)[use]
+    _, first = np.unique(labels, return_index=True)
+    return x[use][np.sort(first)]
+
+
+def _check_designs(inputs: Sequence[_Inputs], cells: list[int]) -> list[str]:
+    """Refuse a regressor that barely varies over the cells (its exponent would be noise) or
+    regressors so correlated that their exponents trade off; warn when they are correlated."""
+    notes = []
+    for m in inputs:
+        target, on = m.target, m.on
+        x = _cell_design(m, cells)
+        if x is None or len(x) < 2:
+            continue
+        spread = x.max(axis=0) - x.min(axis=0)
+        for var, sp in zip(on, spread, strict=True):
+            if 0 < sp < MIN_LOG_SPREAD:
+                raise InvalidArgumentError(
+                    f"{target}: {var} spans only {math.expm1(sp):.2%} over the {len(x)} cells (log spread {sp:.3g} < "
+                    f"{MIN_LOG_SPREAD}): the exponent of {var} is not identifiable (cells of nearly one {var}, such "
+                    f"as designs of one size: fit them apart with by=..., or drop {var} from the regressors)"
+                )
+        if len(on) < 2 or (spread == 0).any():
+            continue
+        cond = float(np.linalg.cond(np.corrcoef(x.T)))
+        if cond > MAX_CONDITION:
+            raise InvalidArgumentError(
+                f"{target}: the regressors {', '.join(on)} are nearly collinear over the cells (condition number "
+                f"{cond:.3g} > {MAX_CONDITION:g}): their exponents are not separately identifiable"
+            )
+        if cond > WARN_CONDITION:
+            notes.append(
+                f"{target}: the regressors {', '.join(on)} are correlated over the cells (condition number {cond:.3g}):"
+                " their exponents trade off, read them with their intervals"
+            )
+    return notes
+
+
+def _check_intervals(laws: Iterable[PowerLaw], inputs: Sequence[_Inputs]) -> list[str]:
+    """Exponents whose 95% interval (bootstrap, or the classical one without draws) is wider than
+    MAX_INTERVAL_WIDTH: not determined by the cells."""
+    notes = []
+    for law, m in zip(laws, inputs, strict=True):
+        lo, hi = _exponent_intervals(law, m)
+        for var, a, b in zip(law.regressors, lo, hi, strict=True):
+            if np.isfinite(a) and np.isfinite(b) and b - a > MAX_INTERVAL_WIDTH:
+                notes.append(
+                    f"{law.target}: the exponent of {var} is not determined by these cells: 95% interval {a:.3g} to "
+                    f"{b:.3g} (wider than {MAX_INTERVAL_WIDTH:g})"
+                )
+    return notes
+
+
+def _exponent_intervals(law: PowerLaw, model: _Inputs) -> tuple[np.ndarray, np.ndarray]:
+    if law.samples is not None and len(law.samples) > 1:
+        finite = law.samples[np.isfinite(law.samples).all(axis=1)]
+        if len(finite) > 1:
+            lo, hi = np.percentile(finite[:, 1:], [2.5, 97.5], axis=0)
+            return lo, hi
+    x = np.column_stack([np.ones(len(model.y)), *model.columns])
+    y = np.asarray(model.y)
+    w = np.ones(len(y)) if model.weights is None else np.asarray(model.weights, dtype=float)
+    dof = int((w > 0).sum()) - x.shape[1]
+    if dof <= 0 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return np.full(x.shape[1] - 1, np.nan), np.full(x.shape[1] - 1, np.nan)
+    point = law.point if law.point is not None else law.coef
+    resid = y - x @ point
+    s2 = float(np.sum(w * resid**2)) / dof  # weighted least squares: cov = s^2 (X' W X)^-1
+    cov = s2 * np.linalg.pinv((x * w[:, None]).T @ x)
+    se = np.sqrt(np.clip(np.diag(cov)[1:], 0, None))
+    return point[1:] - 1.96 * se, point[1:] + 1.96 * se
+
+
 def fit_lr_bs(
     samples: pl.DataFrame,
     lr_on: Sequence[str] | None = ("N", "D"),
@@ -160,7 +342,9 @@ def fit_lr_bs(
         raise InvalidArgumentError(f"center must be 'mean' or 'point', got {center!r}")
     if len(samples) == 0:
         raise InvalidArgumentError("no samples to fit")
-    keys = _keys(by)
+    if "lr" not in samples.columns and "lr_opt" in samples.columns:
+        samples, weights = _vertex_samples(samples, weights)
+    keys = ["cell"] if "cell" in samples.columns else _keys(by)
     samples = with_bs_tokens(samples, seq_len=None) if bs_on is not None else samples
     needed = _regressor_columns(set(lr_on or ()) | set(bs_on or ()), samples.columns)
     targets = [t for t, on in (("lr", lr_on), ("bs_tokens", bs_on)) if on is not None]
@@ -168,43 +352,46 @@ def fit_lr_bs(
     weight_cols = _weight_columns(weights)
     _require(samples, sorted(set(weight_cols.values())), "the samples")
 
-    models: list[_native.LinearModel] = []
-    parts: list[tuple[str, tuple[str, ...]]] = []
+    inputs: list[_Inputs] = []
     for key, target, on in (("lr", "lr", lr_on), ("bs", "bs_tokens", bs_on)):
         if on is None:
             continue
         wcol = weight_cols.get(key)
-        models.append(
-            _native.LinearModel(
-                target=target,
-                regressors=list(on),
-                columns=[_log(_regressor_column(samples, v)) for v in on],
-                y=_log(samples[target].cast(pl.Float64).to_numpy()),
-                weights=None if wcol is None else samples[wcol].cast(pl.Float64).fill_null(float("nan")).to_list(),
+        inputs.append(
+            _Inputs(
+                target,
+                on,
+                [_log(_regressor_column(samples, v)) for v in on],
+                _log(samples[target].cast(pl.Float64).to_numpy()),
+                None if wcol is None else samples[wcol].cast(pl.Float64).fill_null(float("nan")).to_list(),
             )
         )
-        parts.append((target, on))
+    parts = [(m.target, m.on) for m in inputs]
+    models = [
+        _native.LinearModel(target=m.target, regressors=list(m.on), columns=m.columns, y=m.y, weights=m.weights)
+        for m in inputs
+    ]
     cells = samples.select(pl.struct(keys).hash(seed=0)).to_series().to_list()
+    notes = _check_designs(inputs, cells)
     out = _native.fit_linear(models, cells, method, float(huber_t), int(bootstrap), resample, int(seed))
 
     n_cells = len(set(cells))
     if out["failed"]:
-        warnings.warn(
+        notes.append(
             f"{out['failed']} of {bootstrap} bootstrap draws had an unidentifiable resampled design "
-            "(e.g. every drawn cell shared one N) and were left out",
-            stacklevel=2,
+            "(e.g. every drawn cell shared one N) and were left out"
         )
-    for target, on in parts:
-        if n_cells <= len(on) + 3:
-            warnings.warn(
-                f"{target}: only {n_cells} cells for {len(on) + 1} coefficients: the fit is barely determined",
-                stacklevel=2,
-            )
-
+    notes += [
+        f"{target}: only {n_cells} cells for {len(on) + 1} coefficients: the fit is barely determined"
+        for target, on in parts
+        if n_cells <= len(on) + 3
+    ]
     laws = {
         target: _power_law(target, on, fit, draws, center)
         for (target, on), fit, draws in zip(parts, out["fits"], out["draws"], strict=True)
     }
+    notes += _check_intervals(laws.values(), inputs)
+    warn(notes)
     info = {
         "method": method,
         "huber_t": huber_t if method == "huber" else None,
@@ -217,16 +404,233 @@ def fit_lr_bs(
         "failed_draws": out["failed"],
         "weights": weight_cols or None,
         "converged": [f["converged"] for f in out["fits"]],
+        "warnings": notes,
     }
     return HparamLaw(laws.get("lr"), laws.get("bs_tokens"), name=name, source="fit_lr_bs", info=info)
+
+
+# --------------------------------------------------------------------------- from a sweep
+
+#: How each method fits, for the record of the law (``info["procedure"]``) and the CLI.
+LAW_METHODS = {
+    "quadratic": "each cell's quadratic vertex in (ln lr, ln batch), one sample a cell weighted by its precision, "
+    "bootstrap over cells",
+    "steplaw": "Step Law's procedure: the near-optimal runs of every cell (within the threshold of its minimum), "
+    "OLS in log space, bootstrap over rows",
+}
+
+
+def fit_law(
+    final: pl.DataFrame,
+    method: LawMethod = "quadratic",
+    *,
+    by: str | Sequence[str] = CELL_KEYS,
+    threshold: float = DEFAULT_THRESHOLD,
+    lr_on: Sequence[str] | None = ("N", "D"),
+    bs_on: Sequence[str] | None = ("D",),
+    regression: RegressionMethod = "ols",
+    bootstrap: int = 1000,
+    seed: int = 42,
+    resample: Resample | None = None,
+    center: Center = "mean",
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+    name: str = "fitted",
+) -> HparamLaw:
+    """Fit the optimal lr / batch law to a sweep's final losses (``Store.final_losses()``).
+
+    - ``method="quadratic"`` (default): each cell's optimum is the vertex of a quadratic in
+      (ln lr, ln bs_tokens) fitted around its minimum (:func:`~steplaw_db.optima.optima`), one
+      sample per cell weighted by the vertex's bootstrap precision (floored), the law's
+      bootstrap over cells. On synthetic sweeps with a known law its exponents are 3-5x closer
+      to the truth than the paper's procedure (docs/fitting.md).
+    - ``method="steplaw"``: Step Law's procedure exactly: the near-optimal runs of every cell
+      (within ``threshold`` of its minimum), OLS in log space, ``bootstrap`` row resamples,
+      the mean of the draws (GUIDE.md's numbers on the public CSV).
+
+    Cells are :func:`~steplaw_db.optima.assign_cells`'s (``by``, ``designs``, ``on_design``).
+    When the cells hold several designs (a design column split them, or ``by`` names one
+    beyond N and D) one law is fitted across them, with a warning: :func:`fit_laws` fits one
+    per design. Other arguments as :func:`fit_lr_bs` (``regression`` is its ``method``).
+    """
+    if method not in LAW_METHODS:
+        raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
+    if method == "steplaw":
+        samples = near_optimal(
+            final, by, threshold, level_tolerance=level_tolerance, designs=designs, on_design=on_design
+        )
+    else:
+        samples = optima(
+            final,
+            by,
+            threshold,
+            method="quadratic",
+            seed=seed,
+            level_tolerance=level_tolerance,
+            designs=designs,
+            on_design=on_design,
+        )
+    keys = [k for k in samples.columns if k in _cell_keys_of(samples)]
+    pooled = [k for k in keys if k not in VARIABLES]
+    if pooled:
+        values = samples.select(pooled).n_unique()
+        if values > 1:
+            warn(
+                [
+                    f"one law is fitted across {values} designs ({', '.join(pooled)}): fit_laws(..., per="
+                    f"{pooled!r}) (the command line: --by {','.join([*_keys(by), *pooled])}) fits one each"
+                ]
+            )
+    law = fit_lr_bs(
+        samples,
+        lr_on,
+        bs_on,
+        regression,
+        bootstrap,
+        seed,
+        resample=resample or "rows",
+        center=center,
+        name=name,
+    )
+    law.info.update(
+        procedure=method, description=LAW_METHODS[method], threshold=threshold if method == "steplaw" else None
+    )
+    return law
+
+
+def _cell_keys_of(frame: pl.DataFrame) -> list[str]:
+    """The keys a frame's ``cell`` labels name."""
+    first = frame["cell"][0] if "cell" in frame.columns and frame.height else ""
+    return [part.split("=", 1)[0] for part in str(first).split(",") if "=" in part]
+
+
+def fit_laws(
+    final: pl.DataFrame,
+    per: str | Sequence[str],
+    method: LawMethod = "quadratic",
+    *,
+    by: str | Sequence[str] = CELL_KEYS,
+    **kwargs: Any,
+) -> dict[str, HparamLaw]:
+    """One law per design: :func:`fit_law` on the runs of each value of the ``per`` columns
+    (a MoE's ``moe_name``, ``recipe``, ...), keyed ``"moe_name=e8k1"``. A design that cannot be
+    fitted (too few cells, a regressor that does not vary) is left out with a warning naming
+    the reason. :func:`compare_laws` puts them side by side."""
+    per = _keys(per)
+    _require(final, per, "the final-loss frame")
+    keys = [*_keys(by), *[k for k in per if k not in _keys(by)]]
+    laws: dict[str, HparamLaw] = {}
+    notes = []
+    for part in final.sort(per, nulls_last=True).partition_by(per, maintain_order=True):
+        label = ",".join(f"{k}={part[k][0]}" for k in per)
+        try:
+            laws[label] = fit_law(part, method, by=keys, name=label, **kwargs)
+        except InvalidArgumentError as e:
+            notes.append(f"{label}: no law: {e}")
+    warn(notes)
+    if not laws:
+        raise InvalidArgumentError(f"no design could be fitted: {'; '.join(notes)}")
+    return laws
+
+
+def compare_laws(laws: Mapping[str, HparamLaw], interval: float = 0.95) -> pl.DataFrame:
+    """Laws side by side: one row per coefficient, per law its estimate, SD and interval
+    (``<label>``, ``<label>_sd``, ``<label>_lo``, ``<label>_hi``), and each law's cell count."""
+    out: pl.DataFrame | None = None
+    for label, law in laws.items():
+        t = law.to_polars(interval).select(
+            "name",
+            pl.col("estimate").alias(label),
+            pl.col("sd").alias(f"{label}_sd"),
+            pl.col("lo").alias(f"{label}_lo"),
+            pl.col("hi").alias(f"{label}_hi"),
+        )
+        out = t if out is None else out.join(t, on="name", how="full", coalesce=True, maintain_order="left")
+    if out is None:
+        raise InvalidArgumentError("no laws to compare")
+    return out
 
 
 # --------------------------------------------------------------------------- loss law
 
 
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 def _chinchilla_params(p: Sequence[float]) -> dict[str, float]:
     a, b, e, alpha, beta = p
-    return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
+    return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": alpha, "beta": beta}
+
+
+#: Loss-law exponents beyond this are no scaling law (an N term of 2e130 / N^13.9 fits noise):
+#: refused; beyond 2 (the start grid's range) or below 0.01, warned.
+MAX_LOSS_EXPONENT = 3.0
+#: N or D spanning less than a factor this wide is warned: alpha and A (or beta and B) are weakly
+#: determined.
+WARN_LOSS_SPAN = 3.0
+
+
+def _loss_points(
+    df: pl.DataFrame,
+    loss: str,
+    per_cell: PerCell | None,
+    by: str | Sequence[str] | None,
+    level_tolerance: float,
+    designs: Sequence[str] | None,
+    on_design: DesignPolicy,
+) -> pl.DataFrame:
+    """The points of a loss-law fit: each cell's best run (``per_cell="min"``) or every run,
+    a run's last checkpoint only."""
+    data = df.filter(pl.col(loss).is_not_null() & pl.col(loss).is_finite())
+    if per_cell is None:
+        notes: list[str] = []
+        data = last_checkpoints(data, notes)
+        warn(notes, stacklevel=4)
+        return data
+    a = assign_cells(data, by or CELL_KEYS, level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    warn(a.notes, stacklevel=4)
+    # The best run of each cell: the loss at (near) optimal hyperparameters.
+    return a.frame.sort(loss).unique(subset="cell", keep="first").sort(list(a.keys), nulls_last=True)
+
+
+def _check_loss_design(n: Sequence[float], d: Sequence[float]) -> list[str]:
+    notes = []
+    for name, values in (("N", n), ("D", d)):
+        logs = np.log(np.asarray(values, dtype=float))
+        if len(logs) < 2 or not np.isfinite(logs).all():
+            continue  # the core refuses these with its own message
+        spread = float(logs.max() - logs.min())
+        if 0 < spread < MIN_LOG_SPREAD:
+            raise InvalidArgumentError(
+                f"{name} spans only {math.expm1(spread):.2%} over the {len(logs)} points (log spread {spread:.3g} < "
+                f"{MIN_LOG_SPREAD}): the {name} term of the loss law is not identifiable (cells of nearly one {name}, "
+                "such as designs of one size: fit each with a by= that keeps its cells apart, over several sizes)"
+            )
+        if 0 < spread < math.log(WARN_LOSS_SPAN):
+            notes.append(
+                f"loss law: {name} spans only a factor {math.exp(spread):.2g} over the points: the {name} term's "
+                "coefficient and exponent are weakly determined"
+            )
+    return notes
+
+
+def _check_loss_params(p: Mapping[str, float], loss_min: float) -> list[str]:
+    """Refuse a fit whose parameters are no scaling law; warn on parameters at a bound."""
+    shown = ", ".join(f"{k} = {v:.4g}" for k, v in p.items())
+    if not all(math.isfinite(v) for v in p.values()) or max(p["alpha"], p["beta"]) > MAX_LOSS_EXPONENT:
+        raise InvalidArgumentError(
+            f"the loss law is not identified by these points: {shown} (an exponent above {MAX_LOSS_EXPONENT:g} or an "
+            "infinite coefficient fits noise, not a scaling law); add cells over a wider range of N and D"
+        )
+    notes = []
+    if p["E"] < 1e-3 * loss_min:
+        notes.append(f"loss law: E = {p['E']:.3g} sits at its bound 0 (the points do not determine the floor): {shown}")
+    for k in ("alpha", "beta"):
+        if not 0.01 <= p[k] <= 2.0:
+            notes.append(f"loss law: {k} = {p[k]:.3g} is outside 0.01-2, beyond the start grid: {shown}")
+    return notes
 
 
 def fit_loss_law(
@@ -236,11 +640,14 @@ def fit_loss_law(
     seed: int = 42,
     *,
     loss: str = "loss",
-    by: str | Sequence[str] | None = ("N", "D"),
+    by: str | Sequence[str] | None = CELL_KEYS,
     per_cell: PerCell | None = "min",
     delta: float = 1e-3,
     starts: Sequence[Sequence[float]] | None = None,
     bootstrap_starts: int = 8,
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
 ) -> LossLaw:
     """Fit ``L(N, D) = E + A / N^alpha + B / D^beta`` as Hoffmann et al. / Epoch AI do.
 
@@ -250,8 +657,14 @@ def fit_loss_law(
     in 0..25 by 5; ``starts`` as rows ``[a, b, e, alpha, beta]``), keeping the best.
 
     ``df`` needs ``N``, ``D`` and ``loss``. With ``per_cell="min"`` (default) each cell
-    (``by``) contributes its best loss, the loss at the optimal hyperparameters; ``None``
-    fits the rows as given. ``bootstrap`` draws resample the points; each starts from the
+    (:func:`~steplaw_db.optima.assign_cells`'s, keyed by ``by``: the cells of ``optima``)
+    contributes its best loss, the loss at the optimal hyperparameters; ``None`` fits the rows
+    as given. A table with several checkpoints per run (rows sharing ``run_id``, or ``name``
+    and configuration) uses each run's last one (a note says so), or is refused when no column
+    orders them. N or D spanning less than ``MIN_LOG_SPREAD`` in log space is refused (its
+    exponent is not identifiable); a fit with a parameter at an implausible value (an exponent
+    beyond ``MAX_LOSS_EXPONENT``, a term that overflows) is refused, one with E at 0 or an
+    exponent beyond the start grid warned. ``bootstrap`` draws resample the points; each starts from the
     best ``bootstrap_starts`` distinct local optima of the grid (rerunning all 4,500 starts
     per draw would find the same basins at 4,500 times the cost).
     """
@@ -260,17 +673,13 @@ def fit_loss_law(
     if bootstrap < 0:
         raise InvalidArgumentError(f"bootstrap must be >= 0, got {bootstrap}")
     _require(df, ["N", "D", loss], "the loss frame")
-    data = df.filter(pl.col(loss).is_not_null() & pl.col(loss).is_finite())
-    if per_cell is not None:
-        if per_cell != "min":
-            raise InvalidArgumentError(f"per_cell must be 'min' or None, got {per_cell!r}")
-        keys = _keys(by or ("N", "D"))
-        _require(df, keys, "the loss frame")
-        # The best run of each cell: the loss at (near) optimal hyperparameters.
-        data = data.sort(loss).unique(subset=keys, keep="first").sort(keys)
+    if per_cell not in ("min", None):
+        raise InvalidArgumentError(f"per_cell must be 'min' or None, got {per_cell!r}")
+    data = _loss_points(df, loss, per_cell, by, level_tolerance, designs, on_design)
     n = data["N"].cast(pl.Float64).to_list()
     d = data["D"].cast(pl.Float64).to_list()
     y = data[loss].cast(pl.Float64).to_list()
+    notes = _check_loss_design(n, d)
     out = _native.fit_chinchilla(
         n,
         d,
@@ -282,9 +691,10 @@ def fit_loss_law(
         int(bootstrap_starts),
     )
     if out["failed"]:
-        warnings.warn(
-            f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out", stacklevel=2
-        )
+        notes.append(f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out")
+    params = _chinchilla_params(out["params"])
+    notes += _check_loss_params(params, min(y))
+    warn(notes)
     draws = [_chinchilla_params(p) for p in out["draws"]]
     samples = (
         pl.DataFrame(draws, schema={k: pl.Float64 for k in LossLaw.PARAMS})
@@ -301,8 +711,9 @@ def fit_loss_law(
         "seed": seed,
         "failed_draws": out["failed"],
         "per_cell": per_cell,
+        "warnings": notes,
     }
-    return LossLaw(_chinchilla_params(out["params"]), samples, out["objective"], info)
+    return LossLaw(params, samples, out["objective"], info)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -325,14 +736,68 @@ def _labelled_laws(law: LawSpec) -> list[tuple[str, Law]]:
     raise InvalidArgumentError(f"not a law: {law!r}")
 
 
+def _evaluate_cell(
+    cell: pl.DataFrame,
+    laws: list[tuple[str, Law]],
+    keys: Sequence[str],
+    method: EvaluateMethod,
+    loss: str,
+    seq_len: int,
+) -> list[dict[str, object]]:
+    """Every law's rows of :func:`evaluate` for one cell's runs."""
+    lr = cell["lr"].cast(pl.Float64).to_numpy()
+    bs = cell["bs_tokens"].cast(pl.Float64).to_numpy()
+    y = cell[loss].cast(pl.Float64).to_numpy()
+    N, D = float(cell["N"][0]), float(cell["D"][0])
+    best = int(np.argmin(y))
+    cell_min = float(y[best])
+    surface = quadratic_surface(cell, loss=loss) if method == "quadratic" else None
+    rows: list[dict[str, object]] = []
+    for label, one in laws:
+        p = one.predict(N=[N], D=[D], loss=[cell_min], seq_len=seq_len, interval=None)
+        lr_hat, bs_hat = p["lr"][0], p["bs_tokens"][0]
+        fixed = None
+        if lr_hat is None and bs_hat is None:
+            raise InvalidArgumentError(f"law '{one.name}' predicts nothing at N={N:g}, D={D:g}")
+        if lr_hat is None:
+            lr_hat, fixed = float(lr[best]), "lr"
+        if bs_hat is None:
+            bs_hat, fixed = float(bs[best]), "bs"
+        dist = (np.log(lr) - math.log(lr_hat)) ** 2 + (np.log(bs) - math.log(bs_hat)) ** 2
+        at = dist <= dist.min() * (1 + 1e-12)
+        if method == "nearest":
+            loss_at = float(y[at].mean())
+        else:  # on the cell's fitted quadratic (NaN where the cell has none)
+            loss_at = cell_min * (1.0 + float(surface(lr_hat, bs_hat))) if surface is not None else float("nan")
+        rows.append(
+            {
+                "law": label,
+                "cell": cell["cell"][0],
+                **{k: cell[k][0] for k in keys},
+                "lr_pred": lr_hat,
+                "bs_pred": bs_hat,
+                "lr_at": float(lr[at][0]),
+                "bs_at": float(bs[at][0]),
+                "loss_at": loss_at,
+                "loss_min": cell_min,
+                "rel_error": (loss_at - cell_min) / cell_min,
+                "fixed": fixed,
+            }
+        )
+    return rows
+
+
 def evaluate(
     law: LawSpec,
     final: pl.DataFrame,
-    by: str | Sequence[str] = ("N", "D"),
+    by: str | Sequence[str] = CELL_KEYS,
     *,
     method: EvaluateMethod = "nearest",
     loss: str = "loss",
-    seq_len: int = 2048,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
 ) -> pl.DataFrame:
     """Relative loss error of laws on measured cells, as Step Law's Table 1 defines it.
 
@@ -346,8 +811,10 @@ def evaluate(
 
     ``law``: a law, a published law's name (``"all"`` for every one), a list, or a dict of
     name -> law. ``final``: one row per run with ``lr``, ``bs_tokens`` (or ``bs`` and
-    ``seq_len``), ``loss`` and the ``by`` columns (N and D). Returns one row per (law, cell):
-    ``law``, the cell keys, ``lr_pred``, ``bs_pred``, ``lr_at``, ``bs_at`` (the nearest run),
+    ``seq_len``), ``loss``, N and D. Cells are :func:`~steplaw_db.optima.assign_cells`'s
+    (``by``, ``designs``, ``on_design`` as there: the same cells as ``optima``); a cell's N and
+    D are its levels. Returns one row per (law, cell): ``law``, ``cell``, the cell keys,
+    ``lr_pred``, ``bs_pred``, ``lr_at``, ``bs_at`` (the nearest run),
     ``loss_at``, ``loss_min``, ``rel_error``, ``fixed``. Summarise with
     ``.group_by("law").agg(pl.col("rel_error").median())``.
 
@@ -358,54 +825,19 @@ def evaluate(
     """
     if method not in ("nearest", "quadratic"):
         raise InvalidArgumentError(f"unknown evaluation method {method!r} (nearest, quadratic)")
-    keys = _keys(by)
     final = with_bs_tokens(final, seq_len=None)
-    _require(final, [*keys, "N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
-    measured = final.filter(
+    _require(final, ["N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
+    a = assign_cells(final, by, level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    warn(a.notes)
+    keys = list(a.keys)
+    measured = a.frame.filter(
         pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0)
     )
     if len(measured) == 0:
         raise InvalidArgumentError("no run with a finite loss to evaluate against")
     laws = _labelled_laws(law)
     rows = []
-    cells = measured.partition_by(keys, maintain_order=True, as_dict=True)
-    for key, cell in cells.items():
-        lr = cell["lr"].cast(pl.Float64).to_numpy()
-        bs = cell["bs_tokens"].cast(pl.Float64).to_numpy()
-        y = cell[loss].cast(pl.Float64).to_numpy()
-        N, D = float(cell["N"][0]), float(cell["D"][0])
-        best = int(np.argmin(y))
-        cell_min = float(y[best])
-        surface = quadratic_surface(cell, loss=loss) if method == "quadratic" else None
-        for label, one in laws:
-            p = one.predict(N=[N], D=[D], loss=[cell_min], seq_len=seq_len, interval=None)
-            lr_hat, bs_hat = p["lr"][0], p["bs_tokens"][0]
-            fixed = None
-            if lr_hat is None and bs_hat is None:
-                raise InvalidArgumentError(f"law '{one.name}' predicts nothing at N={N:g}, D={D:g}")
-            if lr_hat is None:
-                lr_hat, fixed = float(lr[best]), "lr"
-            if bs_hat is None:
-                bs_hat, fixed = float(bs[best]), "bs"
-            dist = (np.log(lr) - math.log(lr_hat)) ** 2 + (np.log(bs) - math.log(bs_hat)) ** 2
-            at = dist <= dist.min() * (1 + 1e-12)
-            if method == "nearest":
-                loss_at = float(y[at].mean())
-            else:  # on the cell's fitted quadratic (null where the cell has none)
-                loss_at = cell_min * (1.0 + float(surface(lr_hat, bs_hat))) if surface is not None else float("nan")
-            rows.append(
-                {
-                    "law": label,
-                    **dict(zip(keys, key, strict=True)),
-                    "lr_pred": lr_hat,
-                    "bs_pred": bs_hat,
-                    "lr_at": float(lr[at][0]),
-                    "bs_at": float(bs[at][0]),
-                    "loss_at": loss_at,
-                    "loss_min": cell_min,
-                    "rel_error": (loss_at - cell_min) / cell_min,
-                    "fixed": fixed,
-                }
-            )
+    for cell in measured.sort(keys, nulls_last=True).partition_by("cell", maintain_order=True):
+        rows += _evaluate_cell(cell, laws, keys, method, loss, seq_len)
     out = pl.DataFrame(rows, infer_schema_length=None)
     return out.with_columns(pl.col("fixed").cast(pl.String))

@@ -1,22 +1,27 @@
-"""Per-cell optima of a sweep: the grid minimum, the near-optimal set, the plateau, the
+"""Cells of a sweep and their optima: which runs form a cell (:func:`assign_cells`, the one
+definition every analysis uses), the grid minimum, the near-optimal set, the plateau, the
 quadratic vertex and the landscape.
 
 A *final-loss frame* (from :meth:`steplaw_db.Store.final_losses`, or any table with the same
 columns) has one row per run with at least ``N``, ``D``, ``lr``, ``bs_tokens`` (or ``bs``) and
-``loss``; ``status`` is used when present. A *cell* is one value of the ``by`` keys.
+``loss``; ``status`` is used when present. A *cell* is one value of the ``by`` keys after their
+numeric values are snapped to grid levels, split further by any design column that varies
+inside it (see :func:`assign_cells`); every output names its cell in a ``cell`` column.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import polars as pl
 
 from . import _native
-from ._typing import OptimumMethod, RunStatus, as_float
+from ._typing import DesignPolicy, OptimumMethod, RunStatus, as_float
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -121,48 +126,472 @@ def snap_levels(values: pl.Series, tolerance: float = LEVEL_TOLERANCE) -> pl.Ser
     return values.replace_strict(pl.Series(levels), pl.Series(representative), default=None, return_dtype=values.dtype)
 
 
+#: The keys of a cell unless told otherwise.
+CELL_KEYS = ("N", "D")
+#: Shape and data columns: runs that differ in one of them inside a snapped cell are different
+#: designs (a MoE's experts, a model shape of nearly the same N, a data recipe).
+SHAPE_COLUMNS = ("h", "ffnh", "numh", "numl", "n_experts", "top_k", "recipe", "seq_len")
+#: Columns that describe one run or one measurement, never a design.
+RUN_COLUMNS = frozenset(
+    {
+        "run_id", "name", "exp_name", "source", "format", "fingerprint", "status", "origin", "tags", "segment",
+        "ingested_at", "cell", "lr", "bs", "bs_tokens", "steps", "ti", "lr_min", "loss", "raw_loss", "smooth loss",
+        "smooth_loss", "final_loss", "step", "points_used", "n_points", "final_step", "n_malformed", "rel_loss",
+        "N", "D", "C", "D/N", "tokens", "lr_level", "bs_level",
+    }
+)  # fmt: skip
+#: ``--cell N=...,D=...`` picks the nearest cell whose numeric keys are all within this distance
+#: in natural-log space (0.1: within about 10%).
+CELL_TOLERANCE = 0.1
+#: Columns that order a run's rows when a table holds several checkpoints of one run.
+CHECKPOINT_ORDER = ("step", "current_steps", "tokens_seen", "tokens", "D")
+
+
+class AnalysisWarning(UserWarning):
+    """A choice the analysis made that changes what a number means: runs merged into one cell or a
+    cell split by a design column, rows left out, a value assumed, a fit that is barely
+    determined. One line each; the command line prints them, the report lists them."""
+
+
+def warn(notes: Sequence[str], stacklevel: int = 3) -> None:
+    """Issue each note as an :class:`AnalysisWarning`."""
+    for note in notes:
+        warnings.warn(note, AnalysisWarning, stacklevel=stacklevel)
+
+
+@dataclass(frozen=True)
+class CellAssignment:
+    """Which cell every run belongs to (:func:`assign_cells`).
+
+    ``frame``: the runs with their numeric keys snapped to levels, ``lr`` and ``bs_tokens``
+    snapped to the cell's grid levels, and a ``cell`` label; ``keys``: the cell keys (the ``by``
+    keys, then the design columns that split cells); ``split``: those design columns;
+    ``spread``: per cell, the relative spread of the raw values of each numeric key
+    (``<key>_spread``, 0 when the cell's runs agree exactly); ``notes``: one line per thing
+    merged, split, assumed or left out."""
+
+    frame: pl.DataFrame
+    keys: tuple[str, ...]
+    split: tuple[str, ...]
+    spread: pl.DataFrame
+    notes: tuple[str, ...]
+
+
+def _fmt_value(v: object) -> str:
+    """A key's value in a cell label: 4 significant digits (levels are >= 2% apart), small
+    integers and text as they are."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return str(v) if isinstance(v, int) and abs(v) < 1_000_000 else f"{float(v):.4g}"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2g}%"
+
+
+def with_cell_label(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``df`` with its ``cell`` label: ``N=2.147e+08,D=1e+11`` (and any design keys)."""
+    unique = df.select(keys).unique(maintain_order=True)
+    labels = [",".join(f"{k}={_fmt_value(v)}" for k, v in zip(keys, row, strict=True)) for row in unique.iter_rows()]
+    unique = unique.with_columns(cell=pl.Series(labels, dtype=pl.String))
+    return df.drop("cell", strict=False).join(
+        unique, on=list(keys), how="left", nulls_equal=True, maintain_order="left"
+    )
+
+
+def _partition_apply(
+    df: pl.DataFrame, groups: Sequence[str], fn: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """``fn`` applied to each group of ``groups`` (all rows when empty); row order kept by ``_row``."""
+    if not groups:
+        return fn(df)
+    parts = [fn(part) for part in df.partition_by(list(groups), maintain_order=True)]
+    return pl.concat(parts, how="vertical_relaxed").sort("_row")
+
+
+def _snap_columns(columns: Sequence[str], tolerance: float) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    def snap(part: pl.DataFrame) -> pl.DataFrame:
+        return part.with_columns(**{c: snap_levels(part[c], tolerance) for c in columns})
+
+    return snap
+
+
+def last_checkpoints(df: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
+    """One row per run: a table holding several checkpoints of a run (rows sharing ``run_id``, or
+    ``name`` with one configuration) keeps each run's last one, with a note; without a column
+    that orders them the rows are refused."""
+    name = next((c for c in ("name", "exp_name") if c in df.columns), None)
+    if "run_id" in df.columns:
+        ident = ["run_id"]
+    elif name is not None:
+        ident = [name, *[c for c in ("N", "lr", "bs_tokens", "recipe") if c in df.columns]]
+    else:
+        return df
+    if df.select(ident).n_unique() == df.height:
+        return df
+    runs = df.select(ident).n_unique()
+    order = next(
+        (
+            c
+            for c in CHECKPOINT_ORDER
+            if c in df.columns and df[c].dtype.is_numeric() and df.select([*ident, c]).n_unique() == df.height
+        ),
+        None,
+    )  # the first column that tells every run's rows apart
+    if order is None:
+        raise InvalidArgumentError(
+            f"{df.height} rows hold only {runs} runs ({', '.join(ident)} repeat) and no column orders them "
+            f"({', '.join(CHECKPOINT_ORDER)}): give one row per run"
+        )
+    last = df.sort(order, nulls_last=False).unique(subset=ident, keep="last")
+    last = last.sort("_row") if "_row" in last.columns else last
+    notes.append(
+        f"{df.height} rows are checkpoints of {runs} runs: each run's last checkpoint (largest {order}) is used, "
+        f"{df.height - last.height} earlier ones are left out"
+    )
+    return last
+
+
+def _is_design_dtype(dtype: pl.DataType) -> bool:
+    return (
+        dtype == pl.String or dtype == pl.Boolean or dtype.is_numeric() or isinstance(dtype, (pl.Categorical, pl.Enum))
+    )
+
+
+def _design_candidates(df: pl.DataFrame, keys: Sequence[str], designs: Sequence[str] | None) -> list[str]:
+    """The columns that may tell designs apart: the shape columns, then every other configuration
+    column (not one that describes a single run) unless ``designs`` names them."""
+    if designs is not None:
+        _check_columns(df, designs)
+        return [c for c in designs if c not in keys]
+    shape = [c for c in SHAPE_COLUMNS if c in df.columns and c not in keys]
+    other = [
+        c
+        for c in df.columns
+        if c not in keys and c not in shape and c not in RUN_COLUMNS and not c.startswith("_")
+        and _is_design_dtype(df.schema[c])
+    ]  # fmt: skip
+    return [*shape, *sorted(other, key=lambda c: df.schema[c] != pl.String)]
+
+
+def _max_within(df: pl.DataFrame, groups: Sequence[str], column: str) -> int:
+    """The most distinct values (a null counts as one) ``column`` takes in one group."""
+    if df.is_empty():
+        return 0
+    got = df.group_by(list(groups)).agg(pl.col(column).n_unique().alias("_n"))["_n"].max()
+    return int(as_float(got))
+
+
+def _splits_cells(df: pl.DataFrame, tkeys: Sequence[str], chosen: Sequence[str], column: str, shape: bool) -> bool:
+    """Does ``column`` tell designs apart inside the tentative cells ``tkeys`` (given the columns
+    ``chosen`` already)? A shape column when it varies; another column when it varies at one grid
+    point (lr x batch) too, is not a label of single runs, and is not implied by ``chosen``."""
+    if _max_within(df, [*tkeys, *chosen], column) < 2:
+        return False  # constant inside every cell (or implied by the columns chosen)
+    if shape:
+        return True
+    if _max_within(df, [*tkeys, "_lr", "_bs"], column) < 2:
+        return False  # a function of the grid point (lr_min = lr / 10) or one run per point
+    per_row = df.group_by(list(tkeys)).agg((pl.col(column).n_unique() == pl.len()).alias("_u"))["_u"].all()
+    return not per_row
+
+
+def _split_note(df: pl.DataFrame, tkeys: Sequence[str], keys: Sequence[str], column: str) -> str:
+    mixed = df.group_by(list(tkeys)).agg(pl.col(column).n_unique().alias("_n")).filter(pl.col("_n") > 1)
+    values = sorted({_fmt_value(v) for v in df[column].unique().to_list()})
+    shown = ", ".join(values[:6]) + (f", ... ({len(values)} values)" if len(values) > 6 else "")
+    return (
+        f"{mixed.height} cell(s) of ({', '.join(keys)}) hold runs that differ in {column} ({shown}): "
+        f"split by {column} (designs are never merged; by=... chooses the keys, designs=() turns splitting off)"
+    )
+
+
+def _spread(df: pl.DataFrame, numeric: Sequence[str]) -> pl.DataFrame:
+    """Per cell, the relative spread (max / min - 1) of the raw values of each numeric key."""
+    return df.group_by("cell", maintain_order=True).agg(
+        [(pl.col(f"_raw_{k}").max() / pl.col(f"_raw_{k}").min() - 1.0).alias(f"{k}_spread") for k in numeric]
+    )
+
+
+def _merge_notes(
+    df: pl.DataFrame, spread: pl.DataFrame, numeric: Sequence[str], grid: Sequence[str], tolerance: float
+) -> list[str]:
+    """One line per key (and for lr / batch) whose values differ inside a cell and were read as one level."""
+    notes = []
+    for k in numeric:
+        s = spread.filter(pl.col(f"{k}_spread") > 0)
+        if s.height:
+            most = _pct(as_float(s[f"{k}_spread"].max()))
+            notes.append(
+                f"{k}: {s.height} cell(s) hold runs whose {k} differ (by up to {most}): "
+                f"read as one level each (values within {tolerance:.0%} are one level)"
+            )
+    for col in grid:
+        raw = f"_raw_{col}"
+        merged = df.filter(pl.col(raw).is_not_null()).group_by("cell", col).agg(
+            (pl.col(raw).max() / pl.col(raw).min() - 1.0).alias("_s")
+        ).filter(pl.col("_s") > 0)  # fmt: skip
+        if merged.height:
+            notes.append(
+                f"{col}: {merged['cell'].n_unique()} cell(s) hold values within {tolerance:.0%} of each other "
+                f"(up to {_pct(as_float(merged['_s'].max()))} apart) read as one grid level"
+            )
+    return notes
+
+
+def _mixed_recipe_note(df: pl.DataFrame, keys: Sequence[str]) -> list[str]:
+    if "recipe" not in df.columns or "recipe" in keys:
+        return []
+    mixed = df.group_by("cell").agg(pl.col("recipe").n_unique().alias("_n")).filter(pl.col("_n") > 1)
+    if mixed.is_empty():
+        return []
+    return [f"{mixed.height} cell(s) mix data recipes: their optima pool runs trained on different data"]
+
+
+def assign_cells(
+    final: pl.DataFrame,
+    by: str | Sequence[str] = CELL_KEYS,
+    *,
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+) -> CellAssignment:
+    """Decide which cell every run of ``final`` belongs to: the one definition of a cell that
+    :func:`optima`, :func:`near_optimal`, :func:`landscape`, :func:`cells`, ``evaluate``,
+    ``stability``, the plots and the report share.
+
+    1. A table that holds several checkpoints of a run keeps each run's last one (noted).
+    2. Numeric ``by`` keys are snapped to levels (values within ``level_tolerance``, chained, are
+       one level: ingested D = steps x batch differs by a few ppm across batch sizes).
+    3. Designs are never merged: a shape column (h, ffnh, numh, numl, n_experts, top_k, recipe,
+       seq_len) that varies inside a snapped cell, or another configuration column (a MoE's
+       ``moe_name``, any promoted tag) that varies at one grid point, splits the cell
+       (``on_design="split"``, noted) or stops with a message naming it (``"error"``).
+       ``designs`` names the design columns instead (``()``: never split). The numeric keys
+       are then snapped within each design, so each keeps its own N.
+    4. ``lr`` and ``bs_tokens`` are snapped to grid levels within each cell.
+
+    Rows without a positive value of a numeric key cannot be placed and are left out (noted).
+    """
+    keys = _keys(by)
+    if not keys:
+        raise InvalidArgumentError("a cell needs at least one key, e.g. by=('N', 'D')")
+    if on_design not in ("split", "error"):
+        raise InvalidArgumentError(f"on_design must be 'split' or 'error', got {on_design!r}")
+    notes: list[str] = []
+    if "bs_tokens" not in final.columns and "bs" in final.columns and "seq_len" not in final.columns:
+        notes.append(f"the batch in tokens is bs x {DEFAULT_SEQ_LEN}: the frame gives no seq_len or bs_tokens")
+    df = with_bs_tokens(final) if "bs" in final.columns else final
+    _check_columns(df, keys)
+    grid = [c for c in ("lr", "bs_tokens") if c in df.columns]  # a loss table may have neither
+    df = last_checkpoints(df.with_row_index("_row"), notes)
+    numeric = [k for k in keys if df.schema[k].is_numeric()]
+    placeable = pl.all_horizontal([pl.col(k).is_not_null() & (pl.col(k) > 0) for k in numeric] or [pl.lit(True)])
+    dropped = df.height - df.filter(placeable).height
+    if dropped:
+        notes.append(f"{dropped} run(s) without a positive {' and '.join(numeric)} belong to no cell and are left out")
+        df = df.filter(placeable)
+    df = df.with_columns(**{f"_raw_{k}": pl.col(k) for k in [*numeric, *grid]})
+    # tentative cells: the numeric keys snapped over all runs of each value of the other keys
+    groups = [k for k in keys if k not in numeric]
+    df = _partition_apply(df, groups, _snap_columns(numeric, level_tolerance))
+    df = _partition_apply(
+        df.with_columns(
+            _lr=pl.col("lr") if "lr" in grid else pl.lit(0.0),
+            _bs=pl.col("bs_tokens") if "bs_tokens" in grid else pl.lit(0.0),
+        ),
+        keys,
+        _snap_columns(["_lr", "_bs"], level_tolerance),
+    )
+    split: list[str] = []
+    for c in _design_candidates(df, keys, designs):
+        if _splits_cells(df, keys, split, c, shape=c in SHAPE_COLUMNS or designs is not None):
+            split.append(c)
+    if split and on_design == "error":
+        raise InvalidArgumentError(
+            "; ".join(_split_note(df, keys, keys, c).split(": split")[0] for c in split)
+            + ": designs would be merged (by=... naming them, or on_design='split', keeps them apart)"
+        )
+    notes += [_split_note(df, keys, keys, c) for c in split]
+    all_keys = [*keys, *split]
+    if split:  # each design keeps its own levels
+        df = _partition_apply(
+            df.with_columns(**{k: pl.col(f"_raw_{k}") for k in numeric}),
+            [*groups, *split],
+            _snap_columns(numeric, level_tolerance),
+        )
+    df = _partition_apply(df, all_keys, _snap_columns(grid, level_tolerance))
+    df = with_cell_label(df, all_keys)
+    spread = _spread(df, numeric)
+    notes += _merge_notes(df, spread, numeric, grid, level_tolerance)
+    notes += _mixed_recipe_note(df, all_keys)
+    frame = df.sort("_row").drop([c for c in df.columns if c.startswith("_")])
+    return CellAssignment(frame, tuple(all_keys), tuple(split), spread, tuple(notes))
+
+
+def cells(
+    final: pl.DataFrame,
+    by: str | Sequence[str] = CELL_KEYS,
+    *,
+    loss: str = "loss",
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+) -> pl.DataFrame:
+    """One row per cell (:func:`assign_cells`): ``cell``, the keys, ``runs``, runs by status
+    (``complete``, ``diverged``, ``incomplete``, ``summary_only`` when a ``status`` column
+    exists), ``with_loss`` (a finite ``loss``), the grid (``lr_levels`` x ``bs_levels``,
+    ``grid_points`` measured), ``N_spread``/``D_spread`` (the raw values' relative spread
+    read as one level) and ``flags``: ``split`` (a design column split the snapped cell),
+    ``incomplete-grid`` (fewer grid points than lr x batch levels), ``repeated-points`` (more
+    runs than grid points), ``few-runs`` (< 6 runs with a loss: no quadratic)."""
+    a = assign_cells(final, by, level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    warn(a.notes)
+    df = a.frame
+    keys = list(a.keys)
+    has_loss = pl.col(loss).is_finite() & (pl.col(loss) > 0) if loss in df.columns else pl.lit(False)
+    kinds = ("complete", "diverged", "incomplete", "summary-only")
+    statuses = (
+        [(pl.col("status") == s).sum().alias(s.replace("-", "_")) for s in kinds] if "status" in df.columns else []
+    )
+    table = (
+        df.group_by("cell", maintain_order=True)
+        .agg(
+            *[pl.col(k).first() for k in keys],
+            pl.len().alias("runs"),
+            *statuses,
+            has_loss.sum().alias("with_loss"),
+            pl.col("lr").n_unique().alias("lr_levels"),
+            pl.col("bs_tokens").n_unique().alias("bs_levels"),
+            pl.struct("lr", "bs_tokens").n_unique().alias("grid_points"),
+        )
+        .join(a.spread, on="cell", how="left")
+        .sort(keys, nulls_last=True)
+    )
+    flags = (
+        pl.concat_list(
+            pl.when(pl.lit(bool(a.split))).then(pl.lit("split")),
+            pl.when(pl.col("grid_points") < pl.col("lr_levels") * pl.col("bs_levels")).then(pl.lit("incomplete-grid")),
+            pl.when(pl.col("runs") > pl.col("grid_points")).then(pl.lit("repeated-points")),
+            pl.when(pl.col("with_loss") < 6).then(pl.lit("few-runs")),
+        )
+        .list.drop_nulls()
+        .list.join(",")
+    )
+    return table.with_columns(flags=flags)
+
+
+def _distance(cell: Mapping[str, object], row: Mapping[str, object]) -> float:
+    """Largest |ln(asked / cell)| over the numeric keys asked for (inf when a key differs)."""
+    worst = 0.0
+    for k, v in cell.items():
+        have = row.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not isinstance(have, (int, float)) or have <= 0 or v <= 0:
+                return math.inf
+            worst = max(worst, abs(math.log(v / have)))
+        elif str(have) != str(v):
+            return math.inf
+    return worst
+
+
+def _distance_sum(cell: Mapping[str, object], row: Mapping[str, object]) -> float:
+    return sum(_distance({k: v}, row) for k, v in cell.items())
+
+
+def _label_keys(table: pl.DataFrame) -> list[str]:
+    first = table["cell"][0] if "cell" in table.columns and table.height else ""
+    return [part.split("=", 1)[0] for part in str(first).split(",") if "=" in part]
+
+
+def find_cell(
+    table: pl.DataFrame,
+    cell: Mapping[str, object],
+    *,
+    keys: Sequence[str] | None = None,
+    tolerance: float = CELL_TOLERANCE,
+) -> dict[str, Any]:
+    """The row of ``table`` (a :func:`cells` or :func:`optima` frame, keyed by ``keys``: by
+    default those its ``cell`` labels name) nearest to ``cell`` (e.g. ``{"N": 2.1e8, "D":
+    1e11}``): every numeric key within ``tolerance`` in natural-log space (0.1: about 10%),
+    other keys equal. No cell that near is an error listing the nearest cells; several near
+    ones that differ in a key ``cell`` does not give (designs of one N) an error listing them."""
+    keys = list(keys) if keys is not None else _label_keys(table)
+    unknown = [k for k in cell if k not in table.columns]
+    if unknown:
+        raise InvalidArgumentError(f"no cell key(s) {unknown}: the cells are keyed by {', '.join(keys)}")
+    rows = table.to_dicts()
+    # nearest by the largest log distance of a key, then by their sum
+    scored = sorted(
+        ((_distance(cell, r), _distance_sum(cell, r), i) for i, r in enumerate(rows)), key=lambda t: (t[0], t[1])
+    )
+    asked = ", ".join(f"{k}={_fmt_value(v)}" for k, v in cell.items())
+    near = [i for d, _, i in scored if d <= tolerance]
+    if not near:
+        listed = "; ".join(
+            f"{rows[i]['cell']} ({math.expm1(d):.0%} away)" if math.isfinite(d) else str(rows[i]["cell"])
+            for d, _, i in scored[:5]
+        )
+        raise InvalidArgumentError(
+            f"no runs in a cell within {math.expm1(tolerance):.0%} of {asked} (log tolerance {tolerance:g}); "
+            f"nearest cells: {listed}"
+        )
+    other = [k for k in keys if k not in cell]
+    best = rows[near[0]]
+    rivals = [i for i in near if any(rows[i][k] != best[k] for k in other)]
+    if rivals:
+        listed = "; ".join(str(rows[i]["cell"]) for i in [near[0], *rivals])
+        raise InvalidArgumentError(
+            f"{asked} matches {len(rivals) + 1} cells that differ in {', '.join(other)}: {listed}; "
+            f"give {' or '.join(other)} too"
+        )
+    return best
+
+
 def _prepare(
     final: pl.DataFrame,
-    by: Sequence[str],
+    by: str | Sequence[str],
     loss: str,
     include: Sequence[RunStatus],
     level_tolerance: float,
-) -> pl.DataFrame:
-    """Validate, drop excluded/non-finite runs, snap keys and grid levels, add ``bs_tokens``
-    and the relative loss."""
-    final = with_bs_tokens(final)
-    _check_columns(final, [*by, loss, "lr", "bs_tokens"])
-    if "status" in final.columns:
-        final = final.filter(~pl.col("status").is_in([s for s in EXCLUDED if s not in include]))
-    df = final.filter(pl.col(loss).is_finite() & (pl.col(loss) > 0) & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0))
-    snapped = {k: snap_levels(df[k], level_tolerance) for k in by if df[k].dtype.is_numeric()}
-    snapped["lr"] = snap_levels(df["lr"], level_tolerance)
-    snapped["bs_tokens"] = snap_levels(df["bs_tokens"], level_tolerance)
-    df = df.with_columns(**snapped)
-    return df.with_columns((pl.col(loss) / pl.col(loss).min().over(by) - 1.0).alias("rel_loss"))
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+) -> tuple[pl.DataFrame, list[str]]:
+    """Assign cells (warning what was merged or split), drop excluded and non-finite runs, add
+    the relative loss; returns the runs and the cell keys."""
+    _check_columns(with_bs_tokens(final), [loss])
+    a = assign_cells(final, by, level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    warn(a.notes, stacklevel=4)
+    df = a.frame
+    if "status" in df.columns:
+        df = df.filter(~pl.col("status").is_in([s for s in EXCLUDED if s not in include]).fill_null(False))
+    df = df.filter(pl.col(loss).is_finite() & (pl.col(loss) > 0) & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0))
+    return df.with_columns((pl.col(loss) / pl.col(loss).min().over("cell") - 1.0).alias("rel_loss")), list(a.keys)
 
 
 def near_optimal(
     final: pl.DataFrame,
-    by: str | Sequence[str] = ("N", "D"),
+    by: str | Sequence[str] = CELL_KEYS,
     threshold: float = DEFAULT_THRESHOLD,
     loss: str = "loss",
     *,
     include: Sequence[RunStatus] = (),
     level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
 ) -> pl.DataFrame:
     """The rows of ``final`` within ``threshold`` (relative) of their cell's minimum loss.
 
     This is the Step Law reference rule, ``|loss / min_loss - 1| < threshold`` per cell: every
-    kept row is a regression sample of the reference fit. Diverged and incomplete runs are
-    left out (``include=("incomplete",)`` keeps those); rows with a non-finite loss never
-    qualify. Keys, ``lr`` and ``bs_tokens`` come back snapped to their grid levels, with a
-    column ``rel_loss`` (loss / min - 1).
+    kept row is a regression sample of the reference fit. Cells are :func:`assign_cells`'s
+    (``by``, ``designs``, ``on_design`` as there). Diverged and incomplete runs are left out
+    (``include=("incomplete",)`` keeps those); rows with a non-finite loss never qualify. Keys,
+    ``lr`` and ``bs_tokens`` come back snapped to their levels, with the ``cell`` label and
+    ``rel_loss`` (loss / min - 1).
     """
-    keys = _keys(by)
     if threshold < 0:
         raise InvalidArgumentError(f"threshold must be >= 0, got {threshold}")
-    df = _prepare(final, keys, loss, include, level_tolerance)
+    df, _ = _prepare(final, by, loss, include, level_tolerance, designs, on_design)
     return df.filter(pl.col("rel_loss").abs() < threshold)
 
 
@@ -178,7 +607,7 @@ def optima(
     final: pl.DataFrame,
     by: str | Sequence[str] = ("N", "D"),
     threshold: float = DEFAULT_THRESHOLD,
-    method: OptimumMethod = "grid",
+    method: OptimumMethod = "quadratic",
     *,
     loss: str = "loss",
     include: Sequence[RunStatus] = (),
@@ -187,41 +616,48 @@ def optima(
     seed: int = 42,
     level_tolerance: float = LEVEL_TOLERANCE,
     min_near_optimal: int = 3,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
 ) -> pl.DataFrame:
     """One row per cell: its grid minimum, near-optimal set, plateau and quadratic optimum.
 
-    Columns: the ``by`` keys; ``runs``, ``lr_levels``, ``bs_levels``; ``loss_min`` with
+    Cells are :func:`assign_cells`'s (``by``, ``designs``, ``on_design`` as there). Columns:
+    ``cell`` and the cell keys (``by``, then any design column that split cells); ``runs``,
+    ``lr_levels``, ``bs_levels``; ``loss_min`` with
     ``lr_grid``/``bs_tokens_grid`` (the grid minimum); ``near_optimal`` (rows within
     ``threshold``); the plateau ``lr_lo/lr_hi/bs_lo/bs_hi`` within +0.25%, +0.5%, +1%;
     the quadratic fit of loss/min over (ln lr, ln bs_tokens) around the minimum (runs
     within ``fit_window``, diverged ones excluded): ``lr_quad``, ``bs_tokens_quad``,
     ``rel_loss_quad`` (vertex), their 95% bootstrap intervals and log-space SDs, the
     Hessian ``h_lr_lr``, ``h_lr_bs``, ``h_bs_bs``, ``convex``, ``quad_points``, ``quad_r2``;
-    ``lr_opt``/``bs_tokens_opt`` by ``method`` (``"grid"`` or ``"quadratic"``, falling
-    back to the grid where the quadratic is unusable); and ``flags``: ``lr-edge`` /
+    ``lr_opt``/``bs_tokens_opt`` by ``method`` (``"quadratic"`` or ``"grid"``; the
+    quadratic falls back to the grid minimum where it is not convex or its vertex lies
+    outside the measured lr x batch range: an extrapolation, no measurement), and ``optimum``
+    saying which (``vertex``, ``grid``, ``grid-fallback``); and ``flags``: ``lr-edge`` /
     ``bs-edge`` (the minimum sits on the edge of the grid: the optimum is not measured),
-    ``few-near-optimal``, ``not-convex``, ``no-quadratic``, ``vertex-outside-grid``.
+    ``few-near-optimal``, ``not-convex``, ``no-quadratic``, ``vertex-outside-grid``,
+    ``mixed-recipe`` (the cell pools runs of several data recipes: ``designs`` left recipe out).
     """
     import numpy as np  # here, not at import time: numpy starts BLAS threads
 
-    keys = _keys(by)
     if method not in ("grid", "quadratic"):
         raise InvalidArgumentError(f"method must be 'grid' or 'quadratic', got {method!r}")
     if fit_window <= 0:
         raise InvalidArgumentError(f"fit_window must be > 0, got {fit_window}")
-    df = _prepare(final, keys, loss, include, level_tolerance)
+    df, keys = _prepare(final, by, loss, include, level_tolerance, designs, on_design)
     if df.is_empty():
         raise InvalidArgumentError("no usable runs (finite loss, lr > 0, batch > 0, not diverged) to find optima in")
-    cells = df.group_by(keys, maintain_order=True).agg(pl.all()).sort(keys)
+    groups = df.group_by(["cell", *keys], maintain_order=True).agg(pl.all()).sort(keys, nulls_last=True)
     rows = []
     fit_inputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    for i, cell in enumerate(cells.iter_rows(named=True)):
+    grids: list[tuple[np.ndarray, np.ndarray]] = []  # every run's (ln lr, ln bs) of the cell
+    for i, cell in enumerate(groups.iter_rows(named=True)):
         lr = np.asarray(cell["lr"], dtype=float)
         bs = np.asarray(cell["bs_tokens"], dtype=float)
         rel = np.asarray(cell["rel_loss"], dtype=float)
         best = int(np.argmin(rel))
         lr_levels, bs_levels = sorted(set(lr)), sorted(set(bs))
-        row = {k: cell[k] for k in keys}
+        row = {"cell": cell["cell"], **{k: cell[k] for k in keys}}
         row.update(
             runs=len(rel),
             lr_levels=len(lr_levels),
@@ -243,10 +679,13 @@ def optima(
             flags.append("bs-edge")
         if row["near_optimal"] < min_near_optimal:
             flags.append("few-near-optimal")
+        if "recipe" in cell and "recipe" not in keys and len(set(cell["recipe"])) > 1:
+            flags.append("mixed-recipe")
         row["flags"] = flags
         rows.append(row)
         pick = _fit_window(lr, bs, rel, fit_window)
         fit_inputs.append((i, np.log(lr[pick]), np.log(bs[pick]), rel[pick]))
+        grids.append((np.log(lr), np.log(bs)))
     cell_idx = np.concatenate([np.full(len(x), i, dtype=np.int64) for i, x, _, _ in fit_inputs])
     fits = _native.fit_cells(
         cell_idx.tolist(),
@@ -256,11 +695,13 @@ def optima(
         int(bootstrap),
         int(seed) & (2**64 - 1),
     )
-    for row, (_, x, y, _), fit in zip(rows, fit_inputs, fits, strict=True):
+    for row, (x, y), fit in zip(rows, grids, fits, strict=True):
         row.update(_quadratic_columns(fit, x, y, row["flags"]))
-        use_quad = method == "quadratic" and row["lr_quad"] is not None and "not-convex" not in row["flags"]
+        usable = row["lr_quad"] is not None and not {"not-convex", "vertex-outside-grid"} & set(row["flags"])
+        use_quad = method == "quadratic" and usable
         row["lr_opt"] = row["lr_quad"] if use_quad else row["lr_grid"]
         row["bs_tokens_opt"] = row["bs_tokens_quad"] if use_quad else row["bs_tokens_grid"]
+        row["optimum"] = "vertex" if use_quad else "grid" if method == "grid" else "grid-fallback"
         row["flags"] = ",".join(row["flags"])
     return pl.DataFrame(rows, infer_schema_length=None)
 
@@ -330,33 +771,65 @@ def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags
     return out
 
 
+def cell_keys(cell: Mapping[str, object], by: str | Sequence[str] | None = None) -> list[str]:
+    """The keys to assign cells by when one ``cell`` is asked for: ``by`` (default N, D), then
+    any key the cell names besides (``{"N": ..., "D": ..., "moe_name": "a"}``)."""
+    keys = _keys(by) if by is not None else list(CELL_KEYS)
+    return [*keys, *[k for k in cell if k not in keys]]
+
+
+def select_cell(
+    final: pl.DataFrame,
+    cell: Mapping[str, object],
+    *,
+    by: str | Sequence[str] | None = None,
+    tolerance: float = CELL_TOLERANCE,
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+) -> tuple[pl.DataFrame, list[str], dict[str, Any]]:
+    """The runs of the cell nearest to ``cell`` (:func:`find_cell`): every run of it, cells
+    assigned as :func:`assign_cells` does; the cell keys; the cell's :func:`cells` row."""
+    if not cell:
+        raise InvalidArgumentError("cell must name at least one key, e.g. {'N': ..., 'D': ...}")
+    a = assign_cells(final, cell_keys(cell, by), level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    warn(a.notes, stacklevel=4)
+    table = a.frame.group_by(["cell", *a.keys], maintain_order=True).agg(pl.len().alias("runs"))
+    chosen = find_cell(table, cell, keys=a.keys, tolerance=tolerance)
+    return a.frame.filter(pl.col("cell") == chosen["cell"]), list(a.keys), chosen
+
+
 def landscape(
     final: pl.DataFrame,
     cell: Mapping[str, object],
     *,
+    by: str | Sequence[str] | None = None,
+    tolerance: float = CELL_TOLERANCE,
     loss: str = "loss",
     include: Sequence[RunStatus] = ("diverged", "incomplete"),
     level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
     wide: bool = False,
 ) -> pl.DataFrame:
-    """The lr x batch grid of one cell (``cell`` maps the ``by`` keys to values, e.g.
-    ``{"N": 214663680, "D": 1e11}``; numeric values match their grid level within the
-    level tolerance), with ``rel_loss`` = loss / cell minimum - 1 and grid indices
-    ``lr_level``/``bs_level``. Diverged runs are kept (their loss is large or missing) so the
-    grid shows where training broke. ``wide=True`` pivots to one row per lr and one column
-    per batch size (in tokens)."""
-    keys = list(cell)
-    if not keys:
-        raise InvalidArgumentError("cell must name at least one key, e.g. {'N': ..., 'D': ...}")
-    df = _prepare(final, keys, loss, include, level_tolerance).filter(in_cell(cell, level_tolerance))
+    """The lr x batch grid of one cell: the cell nearest to ``cell`` (e.g. ``{"N": 2.1e8,
+    "D": 1e11}``; every numeric key within ``tolerance`` in log space, see :func:`find_cell`),
+    with ``rel_loss`` = loss / cell minimum - 1 and grid indices ``lr_level``/``bs_level``.
+    Diverged runs are kept (their loss is large or missing) so the grid shows where training
+    broke. ``wide=True`` pivots to one row per lr and one column per batch size (in tokens)."""
+    _check_columns(with_bs_tokens(final), [loss])
+    rows, keys, _ = select_cell(
+        final, cell, by=by, tolerance=tolerance, level_tolerance=level_tolerance, designs=designs, on_design=on_design
+    )
+    df, _ = _prepare(rows, keys, loss, include, level_tolerance, designs=(), on_design=on_design)
     if df.is_empty():
-        raise InvalidArgumentError(f"no runs in cell {dict(cell)}")
+        raise InvalidArgumentError(f"no runs with a finite loss in cell {rows['cell'][0]}")
     df = df.with_columns(
         lr_level=pl.col("lr").rank("dense").cast(pl.Int64) - 1,
         bs_level=pl.col("bs_tokens").rank("dense").cast(pl.Int64) - 1,
     ).sort("lr", "bs_tokens")
     if wide:
         return df.pivot(on="bs_tokens", index="lr", values="rel_loss", aggregate_function="min", sort_columns=True)
-    cols = [*keys, "lr", "bs_tokens", "lr_level", "bs_level", loss, "rel_loss"]
+    cols = ["cell", *keys, "lr", "bs_tokens", "lr_level", "bs_level", loss, "rel_loss"]
     cols += [c for c in ("status", "run_id", "name") if c in df.columns]
     return df.select(cols)

@@ -15,7 +15,7 @@ import polars as pl
 
 from ._typing import OptimumMethod, PlotX, as_float
 from .errors import InvalidArgumentError
-from .optima import in_cell, optima
+from .optima import CELL_KEYS, CELL_TOLERANCE, DEFAULT_SEQ_LEN, optima, select_cell
 from .optima import landscape as cell_landscape
 
 if TYPE_CHECKING:
@@ -60,17 +60,23 @@ def landscape(
     final: pl.DataFrame,
     cell: Mapping[str, Any],
     *,
+    by: str | Sequence[str] | None = None,
+    tolerance: float = CELL_TOLERANCE,
     laws: Any = None,
     path: str | os.PathLike[str] | None = None,
-    seq_len: int = 2048,
+    seq_len: int = DEFAULT_SEQ_LEN,
 ) -> Figure:
     """Loss relative to the cell's minimum over its lr x batch grid (log axes), with contours
     at +0.125%, +0.25%, +0.5%, +1%, +2%, the grid minimum, the quadratic vertex with its 95%
-    bootstrap interval, and each law's prediction as a labelled marker (Step Law's Figure 1)."""
+    bootstrap interval, and each law's prediction as a labelled marker (Step Law's Figure 1).
+    The cell is the one nearest to ``cell`` (``{"N": 2.1e8, "D": 1e11}``: every numeric key
+    within ``tolerance`` in log space; cells keyed by ``by`` and any key ``cell`` names, see
+    :func:`steplaw_db.optima.find_cell`); laws are evaluated at the cell's own N and D."""
     _headless()
     import matplotlib.pyplot as plt
 
-    grid = cell_landscape(final, cell)
+    rows, keys, chosen = select_cell(final, cell, by=by, tolerance=tolerance)
+    grid = cell_landscape(rows, {k: chosen[k] for k in keys}, by=keys)
     ok = grid.filter(pl.col("rel_loss").is_finite())
     x, y, z = (
         np.log10(ok["lr"].to_numpy()),
@@ -86,10 +92,7 @@ def landscape(
         ax.clabel(cs, fmt={lv: f"+{lv * 100:g}%" for lv in CONTOUR_LEVELS}, fontsize=7)
     best = ok.row(int(np.argmin(z)), named=True)
     ax.plot(math.log10(best["lr"]), math.log10(best["bs_tokens"]), "r*", ms=16, zorder=4, label="grid minimum")
-    keys = [k for k in cell if k in final.columns]
-    cell_rows = final.filter(in_cell(cell))
-    table = optima(cell_rows, by=keys or ["N", "D"], method="quadratic")
-    q = table.row(0, named=True)
+    q = optima(rows, by=keys, method="quadratic", designs=()).row(0, named=True)
     if q["lr_quad"] is not None and q["convex"]:
         xv, yv = math.log10(q["lr_quad"]), math.log10(q["bs_tokens_quad"])
         err = None
@@ -103,7 +106,7 @@ def landscape(
     markers = iter("ovs^<>pPhX")
     for name, law in _laws(laws).items():
         try:
-            p = law.predict(N=cell.get("N"), D=cell.get("D"), seq_len=seq_len, interval=None).row(0, named=True)
+            p = law.predict(N=chosen.get("N"), D=chosen.get("D"), seq_len=seq_len, interval=None).row(0, named=True)
         except Exception as e:  # a law that needs another input (e.g. a loss value)
             p = {"lr": None, "bs_tokens": None}
             ax.text(0.01, 0.01, f"{name}: {e}", transform=ax.transAxes, fontsize=6)
@@ -121,7 +124,9 @@ def landscape(
         )
     ax.set_xlabel("log10 peak learning rate")
     ax.set_ylabel("log10 batch size (tokens)")
-    title = ", ".join(f"{k}={v:.3g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in cell.items())
+    title = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in chosen.items() if k in keys
+    )
     ax.set_title(f"loss landscape: {title}\nminimum {q['loss_min']:.4f}", fontsize=10)
     ax.legend(loc="upper left", fontsize=7)
     return _save(fig, path)
@@ -132,15 +137,16 @@ def law(
     fitted: Any,
     *,
     method: OptimumMethod = "quadratic",
+    by: str | Sequence[str] = CELL_KEYS,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """Optimal lr against D for each N, and optimal batch against D: each cell's optimum
-    (by ``method``) as points, the law(s) as lines, with bootstrap bands where the law has
-    draws."""
+    (by ``method``; cells as :func:`steplaw_db.optima.optima` makes them, keyed by ``by``)
+    as points, the law(s) as lines, with bootstrap bands where the law has draws."""
     _headless()
     import matplotlib.pyplot as plt
 
-    cells = optima(final, method=method)
+    cells = optima(final, by=by, method=method)
     laws = _laws(fitted)
     fig, (ax_lr, ax_bs) = plt.subplots(1, 2, figsize=(11, 4.4))
     ns = sorted(cells["N"].unique().to_list())

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 
 from . import plots
+from ._typing import LawMethod
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -111,98 +112,25 @@ def build_report(
     by: str | None = None,
     bootstrap: int = 500,
     truth: Any = None,
+    method: LawMethod = "quadratic",
 ) -> str:
     """The report as an HTML string. ``final``: the sweep's final losses
     (``Store.final_losses()``); ``runs``: the runs table for the summary; ``laws``: published
     laws (names of ``steplaw_db.laws``) or a mapping name -> law to compare; ``by``: a column
-    for the stability benchmark's groups (e.g. ``recipe``); ``truth``: an optional known law
-    (synthetic sweeps) drawn beside the fit."""
-    from . import laws as published
-    from .fit import evaluate, fit_lr_bs
-    from .optima import near_optimal, optima
-    from .stability import stability
-
+    that keys cells besides N and D and splits the stability benchmark's groups (e.g.
+    ``recipe``); ``method``: how the law is fitted (:func:`steplaw_db.fit.fit_law`); ``truth``:
+    an optional known law (synthetic sweeps) drawn beside the fit. Every warning the analysis
+    raised (cells merged or split, fits barely determined) is listed under Notes."""
     notes: list[str] = []
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # the store
-        summary = []
-        if runs is not None and len(runs):
-            counts = runs.group_by("status").len().sort("status")
-            summary.append(f"<p>{len(runs)} runs, {int(runs['n_points'].sum()):,} points.</p>")
-            summary.append(_table(counts))
-        summary.append(f"<p>{len(final)} runs with a final loss.</p>")
-        parts.append(_section("Store", *summary))
-
-        # cells
-        cells = _try("optima", lambda: optima(final, method="quadratic"), notes)
-        if cells is not None:
-            parts.append(_section(
-                "Cells and their optima",
-                '<p class="note">Grid minimum, near-optimal runs (within 0.25%), the quadratic vertex in '
-                "(log lr, log batch) with its 95% bootstrap interval, and flags (edge: the optimum lies on the "
-                "grid's edge and was not measured).</p>",
-                _table(cells, ["N", "D", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "near_optimal",
-                               "lr_quad", "lr_quad_lo", "lr_quad_hi", "bs_tokens_quad", "bs_quad_lo", "bs_quad_hi",
-                               "convex", "flags"]),
-            ))  # fmt: skip
-
-        # the fit and the published laws
-        compare = dict(laws) if isinstance(laws, Mapping) else {n: published.get(n) for n in laws}
-        fitted = _try("fit", lambda: fit_lr_bs(near_optimal(final), bootstrap=bootstrap), notes)
-        if fitted is not None:
-            drawn = {"fitted": fitted, **({"truth": truth} if truth is not None else {}), **compare}
-            parts.append(_section(
-                "Fitted law",
-                f"<p>Step Law's reference procedure (near-optimal rows at 0.25%, OLS in log space, "
-                f"{bootstrap} bootstrap resamples): <code>{html.escape(fitted.describe())}</code></p>",
-                _table(fitted.to_polars()),
-                _figure(plots.law(final, {"fitted": fitted, **({"truth": truth} if truth is not None else {})})),
-            ))  # fmt: skip
-            scored = _try("evaluate", lambda: evaluate(drawn, final), notes)
-            if scored is not None:
-                med = scored.group_by("law", maintain_order=True).agg(
-                    (pl.col("rel_error").median() * 100).alias("median_rel_error_%"),
-                    (pl.col("rel_error").max() * 100).alias("max_rel_error_%"),
-                    pl.len().alias("cells"),
-                )
-                parts.append(_section(
-                    "Laws compared on the measured cells",
-                    '<p class="note">Relative loss error at each law\'s prediction (nearest grid point in log '
-                    "space) against the cell's minimum, as Step Law's Table 1 defines it.</p>",
-                    _table(med),
-                ))  # fmt: skip
-        # landscapes
-        if cells is not None:
-            figs = []
-            for cell in cells.sort("runs", descending=True).head(MAX_LANDSCAPES).sort("N", "D").iter_rows(named=True):
-                fig = _try(
-                    "landscape",
-                    partial(
-                        plots.landscape,
-                        final,
-                        {"N": cell["N"], "D": cell["D"]},
-                        laws={"fitted": fitted, **compare} if fitted else compare,
-                    ),
-                    notes,
-                )
-                if fig is not None:
-                    figs.append(_figure(fig))
-            parts.append(_section("Landscapes", '<div class="grid">', *figs, "</div>"))
-        # stability
-        report = _try("stability", lambda: stability(final, by=by, bootstrap=min(bootstrap, 300)), notes)
-        if report is not None:
-            loco = report.loco
-            parts.append(_section(
-                "Stability",
-                '<p class="note">Verdict per coefficient: <b>stable</b> when every analysis choice (near-optimal '
-                "threshold 0.1%-1%, grid rule vs quadratic vertex) moves it by less than 2 bootstrap SDs.</p>",
-                _table(report.verdicts, verdict_column="verdict"),
-                _table(report.differences) if len(report.differences) else "",
-                "<h3>Leave one cell out</h3>" + (_table(loco) if len(loco) else "<p>not identifiable</p>"),
-                _figure(plots.stability(report)),
-            ))  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = _report_parts(final, runs, title, laws, by, bootstrap, truth, method, notes)
+    seen = set(notes)
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, UserWarning) and text not in seen:
+            seen.add(text)
+            notes.append(f"warning: {text}")
     if notes:
         parts.append(_section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))
     body = "\n".join(parts)
@@ -210,6 +138,106 @@ def build_report(
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_STYLE}</style><script>{_CHECK_SCRIPT}</script></head>\n<body>\n{body}\n</body></html>\n"
     )
+
+
+def _report_parts(
+    final: pl.DataFrame,
+    runs: pl.DataFrame | None,
+    title: str,
+    laws: Sequence[str] | Mapping[str, Any],
+    by: str | None,
+    bootstrap: int,
+    truth: Any,
+    method: LawMethod,
+    notes: list[str],
+) -> list[str]:
+    from . import laws as published
+    from .fit import LAW_METHODS, evaluate, fit_law
+    from .optima import optima
+    from .stability import stability
+
+    keys = ["N", "D"] if by is None else ["N", "D", by]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    # the store
+    summary = []
+    if runs is not None and len(runs):
+        counts = runs.group_by("status").len().sort("status")
+        summary.append(f"<p>{len(runs)} runs, {int(runs['n_points'].sum()):,} points.</p>")
+        summary.append(_table(counts))
+    summary.append(f"<p>{len(final)} runs with a final loss.</p>")
+    parts.append(_section("Store", *summary))
+
+    # cells
+    cells = _try("optima", lambda: optima(final, by=keys, method="quadratic"), notes)
+    if cells is not None:
+        parts.append(_section(
+            "Cells and their optima",
+            '<p class="note">Grid minimum, near-optimal runs (within 0.25%), the quadratic vertex in '
+            "(log lr, log batch) with its 95% bootstrap interval, and flags (edge: the optimum lies on the "
+            "grid's edge and was not measured).</p>",
+            _table(cells, [*cells.columns[: cells.columns.index("runs")], "runs", "loss_min", "lr_grid",
+                           "bs_tokens_grid", "near_optimal", "lr_quad", "lr_quad_lo", "lr_quad_hi", "bs_tokens_quad",
+                           "bs_quad_lo", "bs_quad_hi", "optimum", "flags"]),
+        ))  # fmt: skip
+
+    # the fit and the published laws
+    compare = dict(laws) if isinstance(laws, Mapping) else {n: published.get(n) for n in laws}
+    fitted = _try("fit", lambda: fit_law(final, method, by=keys, bootstrap=bootstrap), notes)
+    if fitted is not None:
+        drawn = {"fitted": fitted, **({"truth": truth} if truth is not None else {}), **compare}
+        parts.append(_section(
+            "Fitted law",
+            f"<p>Method <b>{html.escape(method)}</b>: {html.escape(LAW_METHODS[method])}, "
+            f"{bootstrap} bootstrap resamples: <code>{html.escape(fitted.describe())}</code></p>",
+            _table(fitted.to_polars()),
+            _figure(plots.law(final, {"fitted": fitted, **({"truth": truth} if truth is not None else {})},
+                              by=keys)),
+        ))  # fmt: skip
+        scored = _try("evaluate", lambda: evaluate(drawn, final, by=keys), notes)
+        if scored is not None:
+            med = scored.group_by("law", maintain_order=True).agg(
+                (pl.col("rel_error").median() * 100).alias("median_rel_error_%"),
+                (pl.col("rel_error").max() * 100).alias("max_rel_error_%"),
+                pl.len().alias("cells"),
+            )
+            parts.append(_section(
+                "Laws compared on the measured cells",
+                '<p class="note">Relative loss error at each law\'s prediction (nearest grid point in log '
+                "space) against the cell's minimum, as Step Law's Table 1 defines it.</p>",
+                _table(med),
+            ))  # fmt: skip
+    # landscapes
+    if cells is not None:
+        figs = []
+        cell_keys = cells.columns[1 : cells.columns.index("runs")]  # the keys, designs that split cells too
+        for cell in cells.sort("runs", descending=True).head(MAX_LANDSCAPES).sort("N", "D").iter_rows(named=True):
+            fig = _try(
+                "landscape",
+                partial(
+                    plots.landscape,
+                    final,
+                    {k: cell[k] for k in cell_keys},
+                    laws={"fitted": fitted, **compare} if fitted else compare,
+                ),
+                notes,
+            )
+            if fig is not None:
+                figs.append(_figure(fig))
+        parts.append(_section("Landscapes", '<div class="grid">', *figs, "</div>"))
+    # stability
+    report = _try("stability", lambda: stability(final, by=by, bootstrap=min(bootstrap, 300)), notes)
+    if report is not None:
+        loco = report.loco
+        parts.append(_section(
+            "Stability",
+            '<p class="note">Verdict per coefficient: <b>stable</b> when every analysis choice (near-optimal '
+            "threshold 0.1%-1%, grid rule vs quadratic vertex) moves it by less than 2 bootstrap SDs.</p>",
+            _table(report.verdicts, verdict_column="verdict"),
+            _table(report.differences) if len(report.differences) else "",
+            "<h3>Leave one cell out</h3>" + (_table(loco) if len(loco) else "<p>not identifiable</p>"),
+            _figure(plots.stability(report)),
+        ))  # fmt: skip
+    return parts
 
 
 def write_report(path: str | os.PathLike, final: pl.DataFrame, **kwargs: Any) -> str:

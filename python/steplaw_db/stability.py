@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ._typing import OptimumMethod, as_float
+from ._typing import LawMethod, OptimumMethod, as_float
 from .errors import InvalidArgumentError
-from .optima import DEFAULT_THRESHOLD, in_cell, near_optimal, optima
+from .optima import CELL_KEYS, DEFAULT_THRESHOLD, assign_cells, optima, warn
 
 if TYPE_CHECKING:
     from .laws import HparamLaw
@@ -49,8 +49,6 @@ THRESHOLDS = (0.001, 0.0025, 0.005, 0.01)
 STABLE_SDS = 2.0
 #: Group differences are reported significant below this p-value.
 ALPHA = 0.05
-
-CELL = ("N", "D")
 
 
 @dataclass
@@ -109,26 +107,14 @@ def _fit(
     final: pl.DataFrame, method: OptimumMethod, threshold: float, bootstrap: int, seed: int, cells: Sequence[str]
 ) -> HparamLaw:
     """The law by one analysis choice: Step Law's near-optimal rows (``grid``) or one
-    quadratic vertex per cell weighted by its precision (``quadratic``)."""
-    from .fit import fit_lr_bs
+    quadratic vertex per cell weighted by its precision (``quadratic``), as
+    :func:`steplaw_db.fit.fit_law` fits them."""
+    from .fit import fit_law
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # barely-determined fits are judged by their SDs here
-        if method == "grid":
-            samples = near_optimal(final, by=cells, threshold=threshold)
-            return fit_lr_bs(samples, bootstrap=bootstrap, seed=seed, by=cells, resample="rows")
-        cell_table = optima(final, by=cells, method="quadratic", bootstrap=200, seed=seed)
-        usable = cell_table.filter(pl.col("lr_quad").is_not_null() & pl.col("convex") & (pl.col("log_lr_sd") > 0))
-        samples = usable.select(
-            *cells,
-            lr=pl.col("lr_quad"),
-            bs_tokens=pl.col("bs_tokens_quad"),
-            w_lr=1.0 / pl.col("log_lr_sd") ** 2,
-            w_bs=1.0 / pl.col("log_bs_sd") ** 2,
-        )
-        return fit_lr_bs(
-            samples, bootstrap=bootstrap, seed=seed, by=cells, resample="rows", weights={"lr": "w_lr", "bs": "w_bs"}
-        )
+        warnings.simplefilter("ignore")  # the cells' notes are issued once, by stability(); fits are judged by SDs
+        how: LawMethod = "steplaw" if method == "grid" else "quadratic"
+        return fit_law(final, how, by=cells, threshold=threshold, bootstrap=bootstrap, seed=seed, resample="rows")
 
 
 def _coef_table(law: HparamLaw) -> pl.DataFrame:
@@ -156,7 +142,8 @@ def stability(
     bootstrap: int = 1000,
     loco: bool = True,
     seed: int = 42,
-    cells: Sequence[str] = CELL,
+    cells: Sequence[str] = CELL_KEYS,
+    method: LawMethod = "steplaw",
 ) -> StabilityReport:
     """Run the stability benchmark of the lr/batch law.
 
@@ -164,8 +151,13 @@ def stability(
     name to final-loss frames of the same runs (e.g. ``{m: db.final_losses(m) for m in
     ("robust", "steplaw")}``) to add smoothing to the sensitivity table; the first one is the
     reference. ``by``: a column that splits the runs into groups (``recipe``, a MoE design, a
-    shape tag) or None. The reference fit is Step Law's procedure (near-optimal rows at
-    ``threshold``, OLS, ``bootstrap`` row resamples).
+    shape tag) or None; the cells are keyed by ``cells`` (and ``by``), as
+    :func:`steplaw_db.optima.assign_cells` makes them. The reference fit is ``method``'s
+    (:func:`steplaw_db.fit.fit_law`: ``"steplaw"``, near-optimal rows at ``threshold``, the
+    procedure whose stability the benchmark was built to question, or ``"quadratic"``, each
+    cell's vertex: its SDs are several times smaller, so the threshold variants of the
+    sensitivity table, which move the paper's law, read as unstable against it), with
+    ``bootstrap`` resamples; leave-one-cell-out refits it without each cell.
 
     A coefficient's verdict is ``stable`` when every analysis choice (thresholds, smoothing
     modes, methods) moves it by less than ``STABLE_SDS`` bootstrap SDs of the reference fit,
@@ -177,9 +169,13 @@ def stability(
     for m in methods:
         if m not in ("grid", "quadratic"):
             raise InvalidArgumentError(f"unknown optimum method {m!r} (grid, quadratic)")
+    if method not in ("quadratic", "steplaw"):
+        raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
     reference_name = next(iter(frames))
-    groups = _groups(frames[reference_name], by)
     cells = list(cells)
+    warn(assign_cells(frames[reference_name], [*cells, *([by] if by and by not in cells else [])]).notes)
+    groups = _groups(frames[reference_name], by)
+    reference: OptimumMethod = "grid" if method == "steplaw" else "quadratic"
 
     # sensitivity: every threshold (x smoothing) for the grid rule, every smoothing for the vertex
     settings: list[tuple[OptimumMethod, float | None]] = [("grid", t) for t in thresholds if "grid" in methods]
@@ -190,14 +186,14 @@ def stability(
     loco_rows: list[dict[str, Any]] = []
     laws: dict[str, HparamLaw] = {}
     for g, df in groups.items():
-        law = _fit(df, "grid", threshold, bootstrap, seed, cells)
+        law = _fit(df, reference, threshold, bootstrap, seed, cells)
         laws[g] = law
         coef_rows.append(_coef_table(law).with_columns(group=pl.lit(g)))
         for smooth_name, frame in frames.items():
             gdf = frame if by is None else frame.filter(pl.col(by).cast(pl.String) == g)
             sens_rows += _sensitivity(gdf, g, smooth_name, settings, threshold, min(bootstrap, 200), seed, cells)
         if loco:
-            loco_rows += _leave_one_cell_out(df, g, threshold, seed, cells)
+            loco_rows += _leave_one_cell_out(df, g, threshold, seed, cells, reference)
 
     coefficients = pl.concat(coef_rows).select("group", "name", "estimate", "sd", "lo", "hi")
     sensitivity = pl.concat(sens_rows).select("group", "smoothing", "method", "threshold", "name", "estimate", "sd")
@@ -301,28 +297,34 @@ def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> p
 
 
 def _leave_one_cell_out(
-    df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str]
+    df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str], method: OptimumMethod
 ) -> list[dict[str, Any]]:
     """Refit without each cell; predict its optimum; score the prediction on its landscape."""
     from .fit import evaluate
 
-    cell_table = optima(df, by=cells, threshold=threshold)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # issued once by stability()
+        assigned = assign_cells(df, cells).frame
+        cell_table = optima(assigned, by=cells, threshold=threshold)
+    keys = cell_table.columns[1 : cell_table.columns.index("runs")]
     rows = []
     for cell in cell_table.iter_rows(named=True):
-        # cell keys in `cell_table` are snapped to grid levels: match within the snapping tolerance
-        key = in_cell({c: cell[c] for c in cells})
-        rest, held = df.filter(~key), df.filter(key)
+        rest = assigned.filter(pl.col("cell") != cell["cell"])
+        held = assigned.filter(pl.col("cell") == cell["cell"])
         try:
-            law = _fit(rest, "grid", threshold, 0, seed, cells)
+            law = _fit(rest, method, threshold, 0, seed, cells)
         except InvalidArgumentError:
             continue  # without this cell the law is not identifiable (e.g. its N was unique)
         pred = law.predict(N=cell["N"], D=cell["D"], interval=None)
         lr_pred, bs_pred = pred["lr"].item(), pred["bs_tokens"].item()
-        scored = evaluate({"loco": law}, held, by=cells)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scored = evaluate({"loco": law}, held, by=keys)
         rows.append(
             {
                 "group": group,
-                **{c: cell[c] for c in cells},
+                "cell": cell["cell"],
+                **{c: cell[c] for c in keys},
                 "lr_pred": lr_pred,
                 "lr_opt": cell["lr_grid"],
                 "lr_log_error": math.log(lr_pred / cell["lr_grid"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -445,8 +446,16 @@ class Store:
                 "points_used": pl.Int64, "origin": pl.String,
             },
         )  # fmt: skip
-        runs = _read_runs(cols["runs_file"]).select(_FINAL_CONFIG_COLUMNS)
+        table = _read_runs(cols["runs_file"], tags=False)
+        runs = table.select(_FINAL_CONFIG_COLUMNS).hstack(_tag_columns(table["tags"], taken=table.columns))
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
+
+    def cells(self, by: str | Sequence[str] = ("N", "D"), smooth: Smoothing = "robust", **kwargs: Any) -> pl.DataFrame:
+        """The cells every analysis of this store uses: :func:`steplaw_db.optima.cells` of
+        :meth:`final_losses` (``smooth``); ``kwargs`` go to :func:`~steplaw_db.optima.cells`."""
+        from .optima import cells
+
+        return cells(self.final_losses(smooth), by, **kwargs)
 
 
 #: Configuration columns carried into final-loss frames.
@@ -471,9 +480,42 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def _read_runs(runs_file: Path | None) -> pl.DataFrame:
-    """A version's runs table (empty, with its schema, before the first commit)."""
-    return pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()
+def _read_runs(runs_file: Path | None, tags: bool = True) -> pl.DataFrame:
+    """A version's runs table (empty, with its schema, before the first commit), with every key of
+    the ``tags`` JSON (configuration keys that are not run fields) as a typed column of its own."""
+    runs = pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()
+    return runs.hstack(_tag_columns(runs["tags"], taken=runs.columns)) if tags else runs
+
+
+def _tag_names(tags: pl.Series) -> list[str]:
+    """The tag keys of a runs table, in order of first appearance."""
+    names: dict[str, None] = {}
+    for text in tags.drop_nulls().unique(maintain_order=True):
+        names.update(dict.fromkeys(json.loads(text) if text else {}))
+    return list(names)
+
+
+def _typed(values: pl.Series) -> pl.Series:
+    """Tag values (text) as integers, numbers or booleans when every one reads as such."""
+    present = values.drop_nulls()
+    if present.is_empty():
+        return values
+    if present.str.contains(r"^[+-]?(0|[1-9][0-9]{0,17})$").all():
+        return values.cast(pl.Int64)
+    if present.str.contains(r"^[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$").all():
+        return values.cast(pl.Float64)
+    if present.str.to_lowercase().is_in(["true", "false"]).all():
+        return values.str.to_lowercase() == "true"
+    return values
+
+
+def _tag_columns(tags: pl.Series, taken: Sequence[str]) -> pl.DataFrame:
+    """One typed column per tag key (``tag_<key>`` where a run field has the key's name)."""
+    names = _tag_names(tags)
+    parsed = [json.loads(t) if t else {} for t in tags.fill_null("{}")]
+    return pl.DataFrame(
+        [_typed(pl.Series(f"tag_{k}" if k in taken else k, [p.get(k) for p in parsed], dtype=pl.String)) for k in names]
+    )
 
 
 def _empty_runs() -> pl.DataFrame:
