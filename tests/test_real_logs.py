@@ -431,7 +431,8 @@ def test_out_of_order_jsonl_steps_are_sorted_not_truncated(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
     order = [(k * 37) % 100 for k in range(100)]  # rows from several writers
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": round(5 - s / 50, 2)}) + "\n" for s in order))
+    rows = [json.dumps({"step": s, "loss": round(5 - s / 50, 2)}) for s in order]
+    (run / "metrics.jsonl").write_text("\n".join(rows) + "\n")
     db = sl.open(tmp_path / "db")
     report = db.ingest(tmp_path / "runs")
     assert report.ok and report.points == 100, report
@@ -456,3 +457,22 @@ def test_name_templates_read_1em2_numbers(tmp_path):
     db = sl.open(tmp_path / "db")
     assert db.ingest(tmp_path / "runs", name_template="{*}-lr{lr}-wd{wd}-{*}").ok
     assert sorted(db.runs()["lr"].to_list()) == [0.0035, 0.01]
+
+
+def test_t5x_inference_eval_attaches_to_its_run(tmp_path, colpret_dir):
+    base = colpret_dir / "t5_pile" / "base"
+    jsonl = base / "inference_eval" / "pile_r_denoiser-metrics.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    want = {}
+    for r in rows:
+        for k, v in r.items():
+            if k != "step" and isinstance(v, (int, float)):
+                want.setdefault(f"inference_eval/pile_r_denoiser/{k}", {})[r["step"]] = v
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(colpret_dir / "t5_pile")
+    assert report.ok and report.runs_found == 1, report
+    got = points_by_name(db)["base"]
+    for metric, pts in want.items():
+        # (serde_json's default float parsing is off by an ulp on some of these digits)
+        assert got[metric] == {s: pytest.approx(v, rel=1e-15) for s, v in pts.items()}, metric
+    assert "loss" in got  # the event files' series are the same run's

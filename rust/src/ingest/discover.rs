@@ -189,6 +189,18 @@ fn part_dirs(dir: &Path) -> Vec<PathBuf> {
     parts
 }
 
+/// T5X writes its inference evaluations below the run: `inference_eval/<task>-metrics.jsonl`.
+pub const INFERENCE_EVAL: &str = "inference_eval";
+
+/// The task of a T5X inference-evaluation file (`inference_eval/<task>-metrics.jsonl`).
+pub fn inference_eval_task(path: &Path) -> Option<&str> {
+    if path.parent().map(dir_name) != Some(INFERENCE_EVAL) {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    Some(stem.strip_suffix("-metrics").unwrap_or(stem))
+}
+
 /// `checkpoint-<n>` -> n (HF Trainer checkpoints).
 fn checkpoint_index(dir: &Path) -> Option<u64> {
     dir_name(dir).strip_prefix("checkpoint-")?.parse().ok()
@@ -377,8 +389,13 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> 
             let mut files = Vec::new();
             let folded_away = entry.depth() > 0 && is_part_of_parent(entry.path());
             let is_checkpoint = entry.depth() > 0 && checkpoint_index(entry.path()).is_some();
+            let is_inference_eval = entry.depth() > 0 && dir_name(entry.path()) == INFERENCE_EVAL;
             // Their parent run claims these.
-            let claimed = |fmt| (folded_away && fmt == Format::TfEvents) || (is_checkpoint && fmt == Format::HfTrainer);
+            let claimed = |fmt| {
+                (folded_away && fmt == Format::TfEvents)
+                    || (is_checkpoint && fmt == Format::HfTrainer)
+                    || (is_inference_eval && fmt == Format::Jsonl)
+            };
             let mut unplaced = Vec::new();
             list_files(entry.path(), forced, &mut files, Some(&mut unplaced), |fmt| {
                 !claimed(fmt)
@@ -390,6 +407,11 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> 
             // directory belong to that run (T5X, TF Estimator, Keras write them so).
             for part in part_dirs(entry.path()) {
                 list_files(&part, forced, &mut files, None, |fmt| fmt == Format::TfEvents)?;
+            }
+            // ... and so do T5X's inference evaluations, beside its event files.
+            let inference = entry.path().join(INFERENCE_EVAL);
+            if inference.is_dir() {
+                list_files(&inference, forced, &mut files, None, |fmt| fmt == Format::Jsonl)?;
             }
             skipped.extend(unplaced);
             if files.is_empty() {

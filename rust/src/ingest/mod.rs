@@ -578,6 +578,11 @@ fn parse_whole(
     }
     match format {
         Format::Steplaw | Format::Megatron => text::parse(data, &label, sel, parse),
+        // T5X's `inference_eval/<task>-metrics.jsonl`: the run's evaluations, every metric kept.
+        Format::Jsonl if discover::inference_eval_task(path).is_some() => {
+            let task = discover::inference_eval_task(path).unwrap_or_default();
+            tabular::parse_jsonl_metrics(data, &label, &format!("{}/{task}/", discover::INFERENCE_EVAL), parse)
+        }
         Format::Jsonl => tabular::parse_jsonl(data, &label, sel, parse),
         Format::Csv => tabular::parse_csv(data, &label, sel, parse),
         // (parse_run reads these itself, keeping a log's trials apart)

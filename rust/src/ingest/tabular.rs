@@ -205,6 +205,57 @@ pub fn parse_jsonl(data: &[u8], file: &str, sel: &MetricSelection, out: &mut Run
     }
 }
 
+/// An evaluation JSONL beside a run's other logs (T5X's `inference_eval/<task>-metrics.jsonl`:
+/// `{"step": 10000, "perplexity": 1.08, "accuracy": ...}`): every number but the step is a
+/// metric of its own, `<prefix><key>`.
+pub fn parse_jsonl_metrics(data: &[u8], file: &str, prefix: &str, out: &mut RunParse) {
+    let mut rows: Vec<(i64, Vec<(String, f64)>)> = Vec::new();
+    for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+        let line_no = i as u64 + 1;
+        let line = raw.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_slice::<serde_json::Map<String, Value>>(line).or_else(|first| {
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(|s| serde_json::from_str(&quote_non_finite(s)).ok())
+                .ok_or(first)
+        });
+        let obj = match parsed {
+            Ok(o) => o,
+            Err(e) => {
+                out.malformed(file, line_no, || format!("not a JSON object: {e}"));
+                continue;
+            }
+        };
+        let Some((step_key, step)) = STEP_KEYS.iter().find_map(|k| obj.get(*k).map(|v| (*k, json_number(v)))) else {
+            out.malformed(file, line_no, || {
+                format!("no step field (one of {})", STEP_KEYS.join(", "))
+            });
+            continue;
+        };
+        let Some(step) = step.filter(|s| s.is_finite() && *s >= 0.0) else {
+            out.malformed(file, line_no, || format!("field '{step_key}': not a step number"));
+            continue;
+        };
+        let values = obj
+            .iter()
+            .filter(|(k, _)| k.as_str() != step_key)
+            .filter_map(|(k, v)| json_number(v).map(|x| (format!("{prefix}{k}"), x)))
+            .collect();
+        rows.push((step as i64, values));
+    }
+    if in_step_order(&mut rows) {
+        sorted_note(file, out);
+    }
+    for (step, values) in rows {
+        for (metric, v) in values {
+            out.push(&metric, step, v, None, None);
+        }
+    }
+}
+
 pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
     // A last row without its newline may be cut short (a file still being written), and a
     // cut number still parses: set it aside.
@@ -335,6 +386,17 @@ mod tests {
         let p = run(parse_csv, "step,loss\n1,2.9\n2,2.8\n3,2.7\n2,2.85\n3,2.75\n");
         assert_eq!(p.series[LOSS].series.values, vec![2.9, 2.85, 2.75]);
         assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn eval_jsonl_keeps_every_metric() {
+        let mut p = RunParse::default();
+        let text = "{\"step\": 0, \"perplexity\": 1.83, \"accuracy\": 0.1}\n{\"step\": 10000, \"perplexity\": 1.08, \"name\": \"x\"}\n{\"perplexity\": 1}\n";
+        parse_jsonl_metrics(text.as_bytes(), "m", "inference_eval/pile/", &mut p);
+        assert_eq!(p.series["inference_eval/pile/perplexity"].series.steps, vec![0, 10000]);
+        assert_eq!(p.series["inference_eval/pile/accuracy"].series.values, vec![0.1]);
+        assert_eq!(p.series.len(), 2);
+        assert_eq!(p.malformed, 1);
     }
 
     #[test]
