@@ -476,3 +476,38 @@ def test_t5x_inference_eval_attaches_to_its_run(tmp_path, colpret_dir):
         # (serde_json's default float parsing is off by an ulp on some of these digits)
         assert got[metric] == {s: pytest.approx(v, rel=1e-15) for s, v in pts.items()}, metric
     assert "loss" in got  # the event files' series are the same run's
+
+
+def test_one_run_logged_two_ways_is_one_series_per_quantity(tmp_path):
+    """A Step Law log with a JSONL of the same run beside it, and a nanoGPT log with
+    TensorBoard events of the same run: the text log's loss is the loss, stored once."""
+    from test_readers import simple_value, write_events
+
+    steplaw = tmp_path / "runs" / "h960_lr1e-3_bs128"
+    steplaw.mkdir(parents=True)
+    from test_ingest import steplaw_line
+
+    loss = {it: round(4.0 - it / 1000, 6) for it in range(10, 1001, 10)}
+    (steplaw / "train_log_0.txt").write_text("".join(steplaw_line(it, 1000, v) for it, v in loss.items()))
+    # the same run's metrics exported to JSONL, loss a little different (another reduction)
+    (steplaw / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": it, "loss": v + 0.01, "grad_norm": 1.0}) + "\n" for it, v in loss.items())
+    )
+    nano = tmp_path / "runs" / "shakespeare"
+    nano.mkdir()
+    train = {i: round(4.2 - i / 100, 4) for i in range(0, 101, 10)}
+    (nano / "train.log").write_text("".join(f"iter {i}: loss {v:.4f}, time 10.00ms\n" for i, v in train.items()))
+    write_events(
+        nano / "events.out.tfevents.1.host",
+        [(i, [simple_value("train/loss", v), simple_value("train/lr", 1e-3)]) for i, v in train.items()],
+    )
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.runs_found == 2, report
+    got = points_by_name(db)
+    assert got["h960_lr1e-3_bs128"]["loss"] == loss
+    assert got["shakespeare"]["loss"] == train
+    assert "train/loss" not in got["shakespeare"]
+    notes = report_field(report, "notes")
+    assert any("metrics.jsonl" in n and "'loss'" in n for n in notes), notes
+    assert any("events.out.tfevents" in n and "'loss'" in n for n in notes), notes

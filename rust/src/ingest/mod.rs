@@ -255,6 +255,19 @@ fn process(ctx: &Context, src: &RunSource, text_buf: &mut Vec<u8>) -> Vec<Outcom
     }
 }
 
+/// Which of a run's sources wins when two give the same series (one run logged two ways):
+/// the text log, then TensorBoard events, then the HF Trainer state, then JSONL/CSV tables.
+/// Trackers' folders and chart exports make runs of their own.
+fn source_rank(f: Format) -> u8 {
+    match f {
+        Format::Steplaw | Format::Megatron | Format::NanoGpt => 0,
+        Format::TfEvents => 1,
+        Format::HfTrainer => 2,
+        Format::Jsonl | Format::Csv => 3,
+        Format::WandbChart | Format::WandbRun | Format::Mlflow => 0,
+    }
+}
+
 /// The key of the `k`-th trial (from 2) of a source whose log holds several.
 fn trial_key(key: &str, k: usize) -> String {
     format!("{key}#{k}")
@@ -333,7 +346,17 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     let sel = &ctx.opts.metrics;
     // What a tracker says of its run (a W&B exit record, an MLflow status); the last file's.
     let mut tracker_status: Option<&'static str> = None;
+    // One run logged two ways (a text log and TensorBoard events, a JSONL beside a Step Law
+    // log): each lesser source is read apart and gives only the series the better lacks.
+    let top = src.files.iter().map(|(_, f)| source_rank(*f)).min().unwrap_or(0);
+    let mut lesser: std::collections::BTreeMap<u8, (RunParse, Vec<&std::path::Path>)> = Default::default();
     for (path, format) in &src.files {
+        let rank = source_rank(*format);
+        if rank > top {
+            let (side, paths) = lesser.entry(rank).or_default();
+            paths.push(path);
+            std::mem::swap(&mut parse, side);
+        }
         // Trackers' own folders: their readers take their files whole and say themselves
         // when one gives nothing.
         let tracked = match format {
@@ -390,6 +413,9 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         if !yielded && !just_started {
             return Err(yielded_nothing(*format, src, sel, label, &parse));
         }
+        if let Some((side, _)) = lesser.get_mut(&rank).filter(|_| rank > top) {
+            std::mem::swap(&mut parse, side);
+        }
     }
     if parse.series.is_empty() && src.files.iter().all(|(_, f)| *f == Format::WandbChart) {
         let names: Vec<String> = src.files.iter().map(|(p, _)| p.display().to_string()).collect();
@@ -408,12 +434,33 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     }
     // Tagged scalars (a tag a series) learn which tag is the loss and join the LR to it.
     if src.files.iter().any(|(_, f)| {
-        matches!(
-            f,
-            Format::TfEvents | Format::WandbChart | Format::WandbRun | Format::Mlflow
-        )
+        source_rank(*f) == top
+            && matches!(
+                f,
+                Format::TfEvents | Format::WandbChart | Format::WandbRun | Format::Mlflow
+            )
     }) {
         tfevents::finish(&mut parse, &ctx.opts.metrics);
+    }
+    for (rank, (mut side, paths)) in lesser {
+        if rank == source_rank(Format::TfEvents) {
+            tfevents::finish(&mut side, &ctx.opts.metrics);
+        }
+        let (dropped, points) = parse.merge_lesser(side);
+        if !dropped.is_empty() {
+            let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            parse.notes.push(format!(
+                "{}: {points} point(s) of '{}' not stored: the run's {} log has these series (one series per \
+                 quantity; text logs win over TensorBoard, TensorBoard over trainer_state.json, that over JSONL/CSV)",
+                files.join(", "),
+                dropped.join("', '"),
+                src.files
+                    .iter()
+                    .map(|(_, f)| *f)
+                    .find(|f| source_rank(*f) == top)
+                    .map_or("", Format::name),
+            ));
+        }
     }
     // The sidecar config is part of what the run is made of.
     if let Some(side) = config::sidecar_path(&sidecar_dirs(src)) {

@@ -245,6 +245,39 @@ impl RunParse {
         conflicts
     }
 
+    /// Add what a lesser source of the same run gave (a JSONL beside a text log, TensorBoard
+    /// events beside one): its series this run lacks join it; those it has already are not
+    /// stored and count as replaced. Returns the metrics left out and their points.
+    pub fn merge_lesser(&mut self, other: RunParse) -> (Vec<String>, u64) {
+        let mut dropped = Vec::new();
+        let mut points = 0;
+        for (metric, b) in other.series {
+            match self.series.entry(metric) {
+                std::collections::btree_map::Entry::Occupied(mut mine) => {
+                    points += b.series.len() as u64;
+                    mine.get_mut().replaced += b.series.len() as u64 + b.replaced;
+                    dropped.push(mine.key().clone());
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(b);
+                }
+            }
+        }
+        self.malformed += other.malformed;
+        for m in other.messages {
+            if self.messages.len() < MAX_MESSAGES {
+                self.messages.push(m);
+            }
+        }
+        self.notes.extend(other.notes);
+        self.planned_steps = self.planned_steps.or(other.planned_steps);
+        self.batch_size = self.batch_size.or(other.batch_size);
+        let mut config = other.config;
+        config.merge_from(&self.config);
+        self.config = config;
+        (dropped, points)
+    }
+
     /// Count a bad line; describe it if it is among the first few.
     pub fn malformed(&mut self, file: &str, line: u64, what: impl FnOnce() -> String) {
         self.malformed += 1;
