@@ -9,6 +9,7 @@ real T5X files of ../shared/data/colpret are decoded by it too. Bad input comes 
 from __future__ import annotations
 
 import json
+import random
 import struct
 import tempfile
 from datetime import timedelta
@@ -321,6 +322,15 @@ def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path, colpr
     expected = later_wins(train)
     expected.update(later_wins(evals, prefix="eval/pile_r_denoiser/"))
     expected["val_loss"] = expected.pop("eval/pile_r_denoiser/loss")
+    # inference_eval/<task>-metrics.jsonl: every number of each row, at its step.
+    for jsonl in sorted((run / "inference_eval").glob("*-metrics.jsonl")):
+        task = jsonl.name.removesuffix("-metrics.jsonl")
+        for line in jsonl.read_text().splitlines():
+            row = json.loads(line)
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    expected.setdefault(f"inference_eval/{task}/{key}", {})[row["step"]] = value
+    assert any(m.startswith("inference_eval/") for m in expected)
     assert sorted(got) == sorted(expected)
     for metric, pts in expected.items():
         assert got[metric] == pts, metric
@@ -817,3 +827,22 @@ def test_wandb_history_jsonl_with_media_rows_and_nan(tmp_path):
     pts = points_of(db, "files")
     assert len(pts["loss"]) == 50 and pts["val_loss"] == {24: pytest.approx(2.86), 49: pytest.approx(2.61)}
     assert db.runs()["status"].item() == "diverged"  # the NaN loss at step 10
+
+
+def test_json_and_csv_floats_are_read_correctly_rounded(tmp_path):
+    """Every float is the double Python's own parser gives, to the last bit (serde_json's
+    default parser was one ulp off on values such as 1.0509785658196473)."""
+    rng = random.Random(5)
+    values = [1.0509785658196473, 1.0516128669561333, 2.2250738585072014e-308, 0.1, 1e23]
+    values += [rng.uniform(0.5, 12.0) for _ in range(300)]
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {i}, "loss": {v!r}}}\n' for i, v in enumerate(values)))
+    csv_run = tmp_path / "runs" / "c"
+    csv_run.mkdir()
+    (csv_run / "metrics.csv").write_text("step,loss\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(values)))
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").ok
+    for name in ("r", "c"):
+        got = points_of(db, name)["loss"]
+        assert [got[i] for i in range(len(values))] == values, name
