@@ -65,12 +65,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: Path | None = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
+    db: str | None = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
-    ctx.obj = {"db": db if db is not None else Path(default_path())}
+    # Kept as typed: Path("") would be ".", and `--db ""` must be refused, not make the current
+    # directory a store.
+    ctx.obj = {"db": db if db is not None else default_path()}
 
 
 @app.command()
@@ -90,12 +92,18 @@ def ingest(
     set_: list[str] | None = typer.Option(None, "--set", help="key=value applied to every run (repeatable)."),
     recipe: str | None = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the config has none."),
-    force: bool = typer.Option(False, "--force", help="Re-read every file, changed or not."),
+    force: bool = typer.Option(
+        False, "--force", help="Re-read every file, changed or not (and create the store in a non-empty directory)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Commit nothing if any run fails."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another writer's lock."),
+    restarts: str = typer.Option(
+        "split", "--restarts", help="A log of several trials: one run per trial (split) or one run (merge)."
+    ),
 ) -> None:
     """Ingest training logs: every run's loss curve and configuration into the store."""
-    store = open_store(ctx)
+    # --force also makes a store of a directory that holds other files (refused otherwise).
+    store = _run(lambda: Store(ctx.find_root().obj["db"], create=True, force=force))
     report = _run(
         lambda: store.ingest(
             paths,

@@ -183,8 +183,10 @@ class Store:
     :class:`~steplaw_db.errors.StoreLockedError`, or waits ``wait`` seconds).
     """
 
-    def __init__(self, path: PathLike | None = None, *, create: bool = True) -> None:
-        self._native = _native.Store(os.fspath(path if path is not None else default_path()), create)
+    def __init__(self, path: PathLike | None = None, *, create: bool = True, force: bool = False) -> None:
+        # ``force``: create the store even in a non-empty directory that is not one (refused
+        # otherwise, as is an empty path: it would make the current directory a store).
+        self._native = _native.Store(os.fspath(path if path is not None else default_path()), create, force)
 
     def __repr__(self) -> str:
         return f"steplaw_db.Store({str(self.path)!r}, version={self.version})"
@@ -531,6 +533,7 @@ def _empty_runs() -> pl.DataFrame:
     )  # fmt: skip
 
 
-def open(path: PathLike | None = None, *, create: bool = True) -> Store:
-    """Open (or create) the store at ``path`` (default ``$STEPLAW_DB`` or ``./steplaw.db``)."""
-    return Store(path, create=create)
+def open(path: PathLike | None = None, *, create: bool = True, force: bool = False) -> Store:
+    """Open (or create) the store at ``path`` (default ``$STEPLAW_DB`` or ``./steplaw.db``).
+    A store is not created in a directory that holds other files unless ``force``."""
+    return Store(path, create=create, force=force)

@@ -354,7 +354,9 @@ pub fn discover(paths: &[PathBuf], forced: Option<Format>) -> Result<Discovery> 
             split_runs(&abs.to_string_lossy(), &dir, &name, vec![(abs.clone(), format)], runs);
             continue;
         }
-        let walker = walkdir::WalkDir::new(root)
+        // From the absolute path: `runs`, `./runs` and `/abs/runs` give the same file paths,
+        // so the runs' stats (and the store's records) are the same however the root is named.
+        let walker = walkdir::WalkDir::new(absolute(root))
             .follow_links(true)
             .sort_by_file_name()
             .into_iter()

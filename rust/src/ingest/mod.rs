@@ -240,6 +240,33 @@ struct Context<'a> {
     existing: HashMap<RunId, &'a RunRecord>,
     /// A log holding several trials gives one run per trial (else one, by the restart rule).
     split_trials: bool,
+    /// What the options that shape a run's record (`--set`, `--recipe`, `--seq-len`,
+    /// `--name-template`) add to its fingerprint: changed options re-apply to unchanged files.
+    options_tag: String,
+}
+
+/// The fingerprint's suffix for the options that shape a run's record: empty for the
+/// defaults (so stores ingested without them stay unchanged), else `+o<hash>`.
+fn options_tag(opts: &IngestOptions, overrides: &RunConfig) -> String {
+    if *overrides == RunConfig::default()
+        && opts.seq_len == crate::model::DEFAULT_SEQ_LEN
+        && opts.name_template.is_none()
+    {
+        return String::new();
+    }
+    let key = format!(
+        "{}|seq_len={}|template={:?}",
+        serde_json::to_string(overrides).unwrap_or_default(),
+        opts.seq_len,
+        opts.name_template
+    );
+    format!("+o{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+/// The options part of a stored fingerprint (see `options_tag`).
+fn options_of(fingerprint: &str) -> &str {
+    let main = fingerprint.split('#').next().unwrap_or_default();
+    main.find("+o").map_or("", |i| &main[i..])
 }
 
 /// `text_buf`: the worker's buffer for streaming text logs, reused from run to run. A source
@@ -329,7 +356,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
             })
             .collect()
     };
-    if !ctx.opts.force && previous.is_some_and(|r| r.files == files) {
+    if !ctx.opts.force && previous.is_some_and(|r| r.files == files && options_of(&r.fingerprint) == ctx.options_tag) {
         return Ok(unchanged(files));
     }
     // Megatron lines are 150-300 bytes, JSONL/CSV rows shorter: a generous guess costs only
@@ -466,7 +493,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     if let Some(side) = config::sidecar_path(&sidecar_dirs(src)) {
         fingerprint.add_file(&std::fs::read(&side).map_err(|e| Error::io(&side, e))?);
     }
-    let fingerprint = fingerprint.finish();
+    let fingerprint = fingerprint.finish() + &ctx.options_tag;
     if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) && trials.len() == trials_before.len()
     {
         return Ok(unchanged(files));
@@ -706,6 +733,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         skipped: skipped_files,
     } = discover::discover(paths, opts.format)?;
 
+    let tag = options_tag(opts, &overrides);
     let mut tx = store.begin(opts.wait)?;
     let base_runs = tx.base.runs.clone();
     let ctx = Context {
@@ -714,6 +742,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         overrides,
         existing: base_runs.iter().map(|r| (r.run_id, r)).collect(),
         split_trials: true,
+        options_tag: tag,
     };
     let mut report = IngestReport {
         version: tx.base.version,
@@ -819,7 +848,8 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         Ok(segments)
     });
     pb.finish_and_clear();
-    let segments = written?;
+    // A full disk: the error names the store and the version it stays at.
+    let segments = written.map_err(|e| tx.write_failed(e))?;
     report.failed.sort();
     if !no_train_loss.is_empty() {
         no_train_loss.sort();

@@ -75,10 +75,10 @@ struct PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, create = true))]
-    fn new(path: PathBuf, create: bool) -> PyResult<Self> {
+    #[pyo3(signature = (path, create = true, force = false))]
+    fn new(path: PathBuf, create: bool, force: bool) -> PyResult<Self> {
         Ok(PyStore {
-            inner: store::Store::open(path, create)?,
+            inner: store::Store::open_with(path, create, force)?,
         })
     }
 

@@ -66,18 +66,46 @@ fn unique_suffix() -> String {
 
 impl Store {
     /// Open the store at `root`, creating an empty one if `create` and it does not exist.
+    /// A store is never created in a directory that holds anything else (`open_with`'s
+    /// `force` allows it), and an empty path is refused (it would make the current
+    /// directory a store).
     pub fn open(root: impl AsRef<Path>, create: bool) -> Result<Store> {
+        Store::open_with(root, create, false)
+    }
+
+    /// `open`; `force`: create the store even in a non-empty directory that is not one.
+    pub fn open_with(root: impl AsRef<Path>, create: bool, force: bool) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
+        if root.as_os_str().is_empty() {
+            return Err(Error::Invalid(
+                "the store path is empty (--db \"\" or STEPLAW_DB=\"\"): name a directory".into(),
+            ));
+        }
         let manifest_dir = root.join(MANIFEST_DIR);
         if !manifest_dir.is_dir() {
+            if root.exists() && !root.is_dir() {
+                return Err(Error::store(&root, "exists and is not a directory"));
+            }
             if !create {
                 return Err(Error::store(
                     &root,
                     "no store here (no _manifest directory); ingest something first",
                 ));
             }
-            if root.exists() && !root.is_dir() {
-                return Err(Error::store(&root, "exists and is not a directory"));
+            if !force && root.is_dir() {
+                let mut entries = fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
+                if let Some(entry) = entries.next() {
+                    let first = entry.map_err(|e| Error::io(&root, e))?.file_name();
+                    return Err(Error::store(
+                        &root,
+                        format!(
+                            "is a directory that holds other files ('{}', ...) and no store: refusing to make it \
+                             a store (name a new or empty directory, or force it: `steplaw-db ingest --force`, \
+                             `steplaw_db.open(path, force=True)`)",
+                            first.to_string_lossy()
+                        ),
+                    ));
+                }
             }
             for d in [MANIFEST_DIR, POINTS_DIR, RUNS_DIR] {
                 fs::create_dir_all(root.join(d)).map_err(|e| Error::io(root.join(d), e))?;
@@ -395,6 +423,28 @@ impl Transaction {
         self.new_segments.extend(entries);
     }
 
+    /// A failed write (a full disk, a file-size limit, an I/O error) as the user needs it: the
+    /// store (absolute path), that nothing was committed and the version it stays at, then the
+    /// file and the cause. Other errors pass through.
+    pub fn write_failed(&self, e: Error) -> Error {
+        write_failed(&self.store.root, self.base.version, e)
+    }
+}
+
+fn write_failed(root: &Path, base: u64, e: Error) -> Error {
+    let is_write = matches!(&e, Error::Io { .. })
+        || matches!(&e, Error::Store { message, .. } if message.starts_with("parquet"));
+    if !is_write {
+        return e;
+    }
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    Error::store(
+        root,
+        format!("writing failed, nothing committed: the store stays at version {base} ({e})"),
+    )
+}
+
+impl Transaction {
     /// Commit `runs` as the complete runs table of the next version. Segments of the base
     /// version that no run refers to any more are dropped from the manifest.
     ///
@@ -402,6 +452,11 @@ impl Transaction {
     /// account for every row written: each run's rows all in the segment its record names, as
     /// many as its `n_points`, its loss series ending at its `final_step`.
     pub fn commit(self, runs: Vec<RunRecord>) -> Result<Manifest> {
+        let (root, base) = (self.store.root.clone(), self.base.version);
+        self.commit_inner(runs).map_err(|e| write_failed(&root, base, e))
+    }
+
+    fn commit_inner(self, runs: Vec<RunRecord>) -> Result<Manifest> {
         let root = &self.store.root;
         let version = self.version();
         let referenced: HashSet<&str> = runs.iter().filter_map(|r| r.segment.as_deref()).collect();

@@ -152,6 +152,32 @@ fn opening_a_missing_store_without_create_is_an_error() {
 }
 
 #[test]
+fn a_store_is_never_made_of_an_empty_path_or_a_directory_of_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // `--db ""` made the current directory a store.
+    let e = Store::open("", true).unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)) && e.to_string().contains("empty"), "{e}");
+    // A file is no store, created or not.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    for create in [true, false] {
+        let e = Store::open(&file, create).unwrap_err().to_string();
+        assert!(e.contains("not a directory") && e.contains("notes.txt"), "{e}");
+    }
+    // A directory holding other files: refused, and left as it was; `force` allows it.
+    let e = Store::open(dir.path(), true).unwrap_err().to_string();
+    assert!(e.contains("holds other files") && e.contains("notes.txt"), "{e}");
+    assert!(!dir.path().join(MANIFEST_DIR).exists());
+    Store::open_with(dir.path(), true, true).unwrap();
+    assert!(dir.path().join(MANIFEST_DIR).is_dir());
+    // Once a store, it opens without force; a new or empty directory needs none.
+    Store::open(dir.path(), true).unwrap();
+    Store::open(dir.path().join("new"), true).unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    Store::open(dir.path().join("empty"), true).unwrap();
+}
+
+#[test]
 fn a_series_longer_than_a_row_group_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), true).unwrap();
