@@ -289,7 +289,7 @@ def test_barely_determined_exponents_are_warned_and_reach_the_command_line(tmp_p
     assert r.exit_code == 0 and "warning: lr: the exponent of N is not determined" in r.output, r.output
 
 
-def test_checkpoint_tables_use_each_runs_last_checkpoint(synthetic_dense):
+def test_checkpoint_tables_use_each_runs_last_checkpoint(synthetic_dense, tmp_path):
     # every run logged at 3 checkpoints: D (tokens seen) and loss grow / fall with the step
     final = synthetic_dense.with_columns(step=pl.col("ti"))
     early = [
@@ -307,6 +307,12 @@ def test_checkpoint_tables_use_each_runs_last_checkpoint(synthetic_dense):
         assert law.params == sl.fit_loss_law(final).params
         assert sl.fit_loss_law(table, per_cell=None).info["points"] == final.height
         assert optima(table).height == SYNTH_CELLS
+    # a loss table (no lr or batch) of checkpoints on the command line: the last ones, said so
+    path = tmp_path / "checkpoints.csv"
+    table.select("exp_name", "N", "D", "step", "loss").write_csv(path)
+    r = CliRunner().invoke(app, ["fit", "loss", "--input", str(path)])
+    assert r.exit_code == 0 and f"{SYNTH_CELLS} cells" in r.output, r.output
+    assert "warning: 1680 rows are checkpoints of 560 runs: each run's last checkpoint" in r.output
     # rows that repeat a run with nothing to order them: refused, not guessed
     repeated = pl.concat([final, final.with_columns(loss=pl.col("loss") * 1.01)]).drop("step")
     with pytest.raises(InvalidArgumentError, match="give one row per run"):

@@ -212,8 +212,14 @@ def register(app: typer.Typer) -> typer.Typer:
     ) -> None:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
         from .fit import fit_loss_law
+        from .optima import read_final_table
 
-        final = final_frame(ctx, input, seq_len=seq_len)
+        loss_table = input
+        final = (
+            _run(lambda: read_final_table(loss_table, seq_len, required=("N", "D", "loss")))
+            if loss_table is not None
+            else final_frame(ctx, None, seq_len=seq_len)
+        )
         keys = _names(by) or ("N", "D")
         law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta, by=keys))
         i = law.info

@@ -81,11 +81,19 @@ def in_cell(cell: Mapping[str, object], tolerance: float = LEVEL_TOLERANCE) -> p
     )
 
 
-def read_final_table(path: str | os.PathLike[str], seq_len: int = DEFAULT_SEQ_LEN) -> pl.DataFrame:
+#: The columns a final-loss table must have for the lr / batch analyses.
+FINAL_TABLE_COLUMNS = ("N", "D", "lr", "bs_tokens", "loss")
+
+
+def read_final_table(
+    path: str | os.PathLike[str], seq_len: int = DEFAULT_SEQ_LEN, required: Sequence[str] = FINAL_TABLE_COLUMNS
+) -> pl.DataFrame:
     """A final-loss table from CSV, TSV or Parquet: columns ``N``, ``D``, ``lr``, ``loss`` and
-    ``bs_tokens`` (or ``bs`` in sequences of ``seq_len``, a column or the argument). The public
-    Step Law layout is recognised: ``smooth loss`` becomes ``loss`` (their raw one
-    ``raw_loss``), ``bs`` counts sequences of 2048, ``exp_name`` is the name."""
+    ``bs_tokens`` (or ``bs`` in sequences of ``seq_len``, a column or the argument, with a
+    warning that it was assumed); ``required`` names the columns it must have (a loss-law table
+    needs only N, D and loss). The public Step Law layout is recognised: ``smooth loss``
+    becomes ``loss`` (their raw one ``raw_loss``), ``bs`` counts sequences of 2048,
+    ``exp_name`` is the name."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"{path}: no such file")
@@ -100,9 +108,11 @@ def read_final_table(path: str | os.PathLike[str], seq_len: int = DEFAULT_SEQ_LE
         df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
     if "exp_name" in df.columns and "name" not in df.columns:
         df = df.rename({"exp_name": "name"})
-    if "bs" in df.columns:
+    if "bs" in df.columns and "bs_tokens" not in df.columns:
+        if "seq_len" not in df.columns:
+            warn([f"{os.path.basename(path)}: the batch in tokens is bs x {seq_len} (no seq_len column; --seq-len)"])
         df = with_bs_tokens(df, seq_len)
-    missing = [c for c in ("N", "D", "lr", "bs_tokens", "loss") if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
     return df
