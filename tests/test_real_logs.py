@@ -161,6 +161,8 @@ def test_only_non_logs_given_is_not_a_usage_error(tmp_path):
     assert report.runs_found == 0 and not report.committed, report
     [(path, _)] = report_field(report, "skipped_files")
     assert path.endswith("notes.txt")
+    [note] = report_field(report, "notes")
+    assert note.startswith("no runs found in") and "train_log_<k>.txt" in note and "passed over" in note, note
 
 
 def test_trials_merge_by_the_restart_rule_when_asked_and_the_replaced_points_are_counted(tmp_path):

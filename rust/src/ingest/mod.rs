@@ -122,6 +122,42 @@ pub struct IngestOptions {
     pub progress: bool,
     /// How long to wait for another writer's lock before giving up.
     pub wait: Duration,
+    /// How a log that holds several trials is read (`--restarts split|merge`).
+    pub restarts: Restarts,
+}
+
+/// How a log that holds several trials (the step goes back to the trial's first step, or a
+/// `trial:k/n` line) is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Restarts {
+    /// One run per trial: `name`, `name#2`, `name#3`, ...
+    #[default]
+    Split,
+    /// One run: each later trial replaces the earlier's points from its first step on (the
+    /// restart rule); the replaced points are counted.
+    Merge,
+}
+
+impl Restarts {
+    pub const NAMES: &'static [&'static str] = &["split", "merge"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Restarts::Split => "split",
+            Restarts::Merge => "merge",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Result<Restarts> {
+        match s {
+            "split" => Ok(Restarts::Split),
+            "merge" => Ok(Restarts::Merge),
+            _ => Err(Error::Invalid(format!(
+                "unknown restarts mode '{s}' ({})",
+                Restarts::NAMES.join(", ")
+            ))),
+        }
+    }
 }
 
 impl Default for IngestOptions {
@@ -137,6 +173,7 @@ impl Default for IngestOptions {
             strict: false,
             progress: false,
             wait: Duration::ZERO,
+            restarts: Restarts::Split,
         }
     }
 }
@@ -145,6 +182,9 @@ impl Default for IngestOptions {
 pub struct IngestReport {
     pub runs_found: usize,
     pub added: usize,
+    /// Runs found at a new path whose content matches a stored run whose source is gone (a
+    /// moved or renamed sweep directory): that run's source is updated, not a run added.
+    pub moved: usize,
     pub updated: usize,
     pub unchanged: usize,
     /// (run source, reason)
@@ -723,6 +763,42 @@ fn progress_bar(show: bool, n: usize) -> indicatif::ProgressBar {
     pb
 }
 
+/// Whether a run's source (a path, or `path#member` / `path#k` for a run inside a file or a
+/// trial) is still there.
+fn source_exists(source: &str) -> bool {
+    std::path::Path::new(source).exists()
+        || source
+            .rsplit_once('#')
+            .is_some_and(|(p, _)| std::path::Path::new(p).exists())
+}
+
+/// Moved runs, (stored run id -> the new run's id): each new run (not in `base`) whose
+/// fingerprint is that of a stored run whose source no longer exists (one stored run each).
+fn match_moved(
+    base: &[RunRecord],
+    changed: &HashMap<RunId, RunRecord>,
+    removed: &std::collections::HashSet<RunId>,
+) -> HashMap<RunId, RunId> {
+    let known: std::collections::HashSet<RunId> = base.iter().map(|r| r.run_id).collect();
+    let mut new: Vec<&RunRecord> = changed.values().filter(|r| !known.contains(&r.run_id)).collect();
+    if new.is_empty() {
+        return HashMap::new();
+    }
+    new.sort_by(|a, b| a.source.cmp(&b.source));
+    let mut gone: HashMap<&str, Vec<RunId>> = HashMap::new();
+    for r in base.iter().rev() {
+        if !removed.contains(&r.run_id) && !changed.contains_key(&r.run_id) && !source_exists(&r.source) {
+            gone.entry(r.fingerprint.as_str()).or_default().push(r.run_id);
+        }
+    }
+    new.iter()
+        .filter_map(|r| {
+            let old = gone.get_mut(r.fingerprint.as_str())?.pop()?;
+            Some((old, r.run_id))
+        })
+        .collect()
+}
+
 /// Ingest every run found under `paths` into `store`.
 pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
     let t0 = Instant::now();
@@ -741,7 +817,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         template,
         overrides,
         existing: base_runs.iter().map(|r| (r.run_id, r)).collect(),
-        split_trials: true,
+        split_trials: opts.restarts == Restarts::Split,
         options_tag: tag,
     };
     let mut report = IngestReport {
@@ -851,6 +927,19 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     // A full disk: the error names the store and the version it stays at.
     let segments = written.map_err(|e| tx.write_failed(e))?;
     report.failed.sort();
+    if report.runs_found == 0 {
+        let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        report.notes.push(format!(
+            "no runs found in {}: looked for Step Law train_log_<k>.txt, Megatron and nanoGPT-style text logs \
+             (*.log, *.txt, *.out holding a step and a loss), *.jsonl and *.csv metrics, W&B chart exports, \
+             events.out.tfevents.*, trainer_state.json, W&B run folders (run-*.wandb) and MLflow runs{}",
+            given.join(", "),
+            match report.skipped_files.len() {
+                0 => String::new(),
+                n => format!("; {n} file(s) passed over (skipped_files)"),
+            }
+        ));
+    }
     if !no_train_loss.is_empty() {
         no_train_loss.sort();
         let n = no_train_loss.len();
@@ -875,6 +964,11 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         && restat
             .iter()
             .all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
+    // A new run whose content matches a stored run whose source is gone is that run, moved:
+    // it takes the old one's place (its id follows its new source), nothing is added.
+    let moved = match_moved(&base_runs, &changed, &removed);
+    report.moved = moved.len();
+    report.added -= moved.len();
     let refuse = opts.strict && !report.failed.is_empty();
     if refuse || nothing_changed {
         for s in &segments {
@@ -883,7 +977,8 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     } else {
         let mut runs: Vec<RunRecord> = Vec::with_capacity(base_runs.len() + changed.len());
         for r in base_runs.iter().filter(|r| !removed.contains(&r.run_id)) {
-            match changed.remove(&r.run_id) {
+            let id = moved.get(&r.run_id).copied().unwrap_or(r.run_id);
+            match changed.remove(&id) {
                 Some(new) => runs.push(new),
                 None => {
                     let mut r = r.clone();
