@@ -143,3 +143,91 @@ def test_the_same_directory_named_three_ways_is_not_read_again(tmp_path):
     assert sl.open(db).version == 1
     files = pl.Series([f for fs in sl.open(db).runs()["source"].to_list() for f in [fs]])
     assert all(Path(f).is_absolute() for f in files)
+
+
+# --- section 4: run identity and removal ------------------------------------------------------
+
+
+def test_a_moved_sweep_is_the_same_runs_not_new_ones(tmp_path):
+    _runs(tmp_path / "sweep", n=5)
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "sweep")
+    before = db.final_losses("none").sort("name")
+    (tmp_path / "sweep").rename(tmp_path / "sweep-renamed")
+    r = db.ingest(tmp_path / "sweep-renamed")
+    assert (r.added, r.moved, r.updated) == (0, 5, 0), r
+    assert "moved: 5" in r.summary()
+    runs = db.runs()
+    assert len(runs) == 5
+    assert all(s.startswith(str(tmp_path / "sweep-renamed")) for s in runs["source"])
+    after = db.final_losses("none").sort("name")
+    assert after["raw_loss"].to_list() == before["raw_loss"].to_list()
+    assert db.check(deep=True).ok
+    # Ingested again from its new place: unchanged.
+    assert db.ingest(tmp_path / "sweep-renamed").unchanged == 5
+    # A copy (its original still there) is new runs, not a move.
+    import shutil
+
+    shutil.copytree(tmp_path / "sweep-renamed", tmp_path / "copy")
+    r = db.ingest(tmp_path / "copy")
+    assert (r.added, r.moved) == (5, 0)
+    assert len(db.runs()) == 10
+
+
+def test_moved_through_the_cli_summary(tmp_path):
+    _runs(tmp_path / "a", n=2)
+    db = tmp_path / "db"
+    assert _cli("--db", str(db), "ingest", "a", cwd=tmp_path).returncode == 0
+    (tmp_path / "a").rename(tmp_path / "b")
+    r = _cli("--db", str(db), "ingest", "b", cwd=tmp_path)
+    assert r.returncode == 0 and "moved: 2" in r.stderr and "0 added" in r.stderr, r.stderr
+
+
+def test_remove_by_name_glob_source_id_and_missing_source(tmp_path):
+    _runs(tmp_path / "a", n=4)
+    _runs(tmp_path / "b", n=3, first=10)
+    db = sl.open(tmp_path / "db")
+    db.ingest([tmp_path / "a", tmp_path / "b"])
+    runs = db.runs()
+    assert len(runs) == 7
+    v = db.version
+    # Dry run: listed, nothing committed.
+    would = db.remove("run1*", dry_run=True)
+    assert sorted(would["name"]) == ["run1", "run10", "run11", "run12"]
+    assert db.version == v and len(db.runs()) == 7
+    # By exact name and glob, one commit.
+    gone = db.remove(["run0", "run1?"])
+    assert sorted(gone["name"]) == ["run0", "run10", "run11", "run12"]
+    assert db.version == v + 1
+    assert sorted(db.runs()["name"]) == ["run1", "run2", "run3"]
+    assert db.points(metric="loss")["run_id"].unique().len() == 3
+    # By run id and by source prefix.
+    rid = int(db.runs().filter(pl.col("name") == "run1")["run_id"][0])
+    assert db.remove(run_ids=rid)["name"].to_list() == ["run1"]
+    assert db.remove(sources=tmp_path / "a" / "run2")["name"].to_list() == ["run2"]
+    # Missing source.
+    import shutil
+
+    shutil.rmtree(tmp_path / "a" / "run3")
+    assert db.remove(missing_source=True)["name"].to_list() == ["run3"]
+    assert len(db.runs()) == 0
+    assert db.remove("nothing*").height == 0
+    with pytest.raises(sl.InvalidArgumentError, match="which runs"):
+        db.remove()
+    # The points leave at the next compact.
+    db.compact(keep=1)
+    assert list((tmp_path / "db" / "points").glob("*.parquet")) == []
+    assert db.check(deep=True).ok
+
+
+def test_rm_on_the_command_line(tmp_path):
+    _runs(tmp_path / "runs", n=3)
+    db = str(tmp_path / "db")
+    _cli("--db", db, "ingest", "runs", cwd=tmp_path)
+    r = _cli("--db", db, "rm", "--dry-run", "run*", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.count("\n") == 3 and "would remove 3" in r.stderr, r
+    r = _cli("--db", db, "rm", "--source", "runs/run0", cwd=tmp_path)
+    assert r.returncode == 0 and "removed 1 run(s)" in r.stderr, r
+    assert sorted(sl.open(db).runs()["name"]) == ["run1", "run2"]
+    r = _cli("--db", db, "rm", cwd=tmp_path)
+    assert r.returncode == 2 and "which runs" in r.stderr, r.stderr

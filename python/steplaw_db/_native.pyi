@@ -35,6 +35,7 @@ class _IngestReport(TypedDict):
     runs_found: int
     added: int
     updated: int
+    moved: int
     unchanged: int
     failed: list[tuple[str, str]]
     points: int
@@ -103,6 +104,12 @@ class _CompactReport(TypedDict):
     files_removed: int
     bytes_freed: int
 
+@type_check_only
+class _RemoveReport(TypedDict):
+    removed: list[tuple[int, str, str]]
+    version: int
+    committed: bool
+
 @final
 class Store:
     def __new__(cls, path: str | PathLike[str], create: bool = True, force: bool = False) -> Self: ...
@@ -140,6 +147,16 @@ class Store:
     ) -> _IngestReport: ...
     def snapshot(self) -> _Snapshot: ...
     def check(self, deep: bool = False) -> _CheckReport: ...
+    def remove(
+        self,
+        *,
+        names: Sequence[str] = ...,
+        sources: Sequence[str] = ...,
+        run_ids: Sequence[int] = ...,
+        missing_source: bool = False,
+        dry_run: bool = False,
+        wait: float = 0.0,
+    ) -> _RemoveReport: ...
     def compact(self, wait: float = 0.0) -> _CompactReport: ...
     def final_losses(
         self,

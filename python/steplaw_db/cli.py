@@ -235,6 +235,44 @@ def optima(
 
 
 @app.command()
+def rm(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, help="Run names or globs ('lr*_bs64'; quote them)."),
+    source: list[Path] | None = typer.Option(
+        None, "--source", help="A run's source, or a directory: every run below it."
+    ),
+    run_id: list[int] | None = typer.Option(None, "--id", help="A run id (repeatable)."),
+    missing_source: bool = typer.Option(False, "--missing-source", help="Runs whose files are gone."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; commit nothing."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock."),
+) -> None:
+    """Remove runs (one commit); their points leave the files at the next compact."""
+    store = open_store(ctx, create=False)
+    gone = _run(
+        lambda: store.remove(
+            names or [],
+            sources=source or [],
+            run_ids=run_id or [],
+            missing_source=missing_source,
+            dry_run=dry_run,
+            wait=wait,
+        )
+    )
+    for row in gone.iter_rows(named=True):
+        typer.echo(f"{row['run_id']}\t{row['name']}\t{row['source']}")
+    if dry_run:
+        typer.echo(f"would remove {gone.height} run(s) (--dry-run: nothing committed)", err=True)
+    elif gone.height:
+        typer.echo(
+            f"removed {gone.height} run(s): store version {store.version} (their points leave the files at the "
+            "next compact)",
+            err=True,
+        )
+    else:
+        typer.echo("no run matches: nothing removed", err=True)
+
+
+@app.command()
 def compact(
     ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")
 ) -> None:

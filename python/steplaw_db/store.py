@@ -60,6 +60,9 @@ class IngestReport:
     version: int
     committed: bool
     strict_refused: bool = field(default=False)
+    #: Runs found at a new path whose content is that of a stored run whose source is gone (a
+    #: moved or renamed sweep): the stored run's source was updated, no run added.
+    moved: int = 0
 
     @property
     def ok(self) -> bool:
@@ -78,6 +81,8 @@ class IngestReport:
             f"points: {self.points:,}; read {self.bytes_read / 1e6:,.1f} MB in {self.seconds:.2f} s "
             f"({self.mb_per_s:,.0f} MB/s)",
         ]
+        if self.moved:
+            lines.append(f"moved: {self.moved} (found at a new path, their old source gone: source updated)")
         if self.malformed_lines:
             lines.append(f"skipped {self.malformed_lines:,} malformed line(s); first ones:")
             lines += [f"  {w}" for w in self.warnings]
@@ -153,6 +158,7 @@ def _report(d: _IngestReport, strict: bool = False) -> IngestReport:
         bytes_read=d["bytes_read"],
         malformed_lines=d["malformed_lines"],
         warnings=d["warnings"],
+        moved=d.get("moved", 0),
         seconds=d["seconds"],
         version=d["version"],
         committed=d["committed"],
@@ -325,6 +331,35 @@ class Store:
             wait=float(wait),
         )
         return _report(report)
+
+    def remove(
+        self,
+        names: str | Sequence[str] = (),
+        *,
+        sources: PathLike | Sequence[PathLike] = (),
+        run_ids: int | Sequence[int] = (),
+        missing_source: bool = False,
+        dry_run: bool = False,
+        wait: float = 0.0,
+    ) -> pl.DataFrame:
+        """Remove runs in one commit: by ``names`` (exact or globs: ``*``, ``?``), ``sources``
+        (a run directory or file, or any run below a directory), ``run_ids``, or
+        ``missing_source`` (runs whose source is gone); a run matching any of them goes. Returns
+        the runs removed (``run_id``, ``name``, ``source``); with ``dry_run`` those that would
+        be, and nothing is committed. Their points leave the files at the next :meth:`compact`."""
+        r = self._native.remove(
+            names=[names] if isinstance(names, str) else list(names),
+            sources=[os.fspath(sources)]
+            if isinstance(sources, (str, os.PathLike))
+            else [os.fspath(s) for s in sources],
+            run_ids=[run_ids] if isinstance(run_ids, int) else list(run_ids),
+            missing_source=missing_source,
+            dry_run=dry_run,
+            wait=float(wait),
+        )
+        return pl.DataFrame(
+            r["removed"], schema={"run_id": pl.Int64, "name": pl.String, "source": pl.String}, orient="row"
+        )
 
     def compact(self, wait: float = 0.0) -> _CompactReport:
         """Merge small segments, drop replaced runs' points and delete files no current

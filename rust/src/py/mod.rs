@@ -55,6 +55,7 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     d.set_item("runs_found", r.runs_found)?;
     d.set_item("added", r.added)?;
     d.set_item("updated", r.updated)?;
+    d.set_item("moved", r.moved)?;
     d.set_item("unchanged", r.unchanged)?;
     d.set_item("failed", r.failed.clone())?;
     d.set_item("points", r.points)?;
@@ -297,6 +298,37 @@ impl PyStore {
         }
         d.set_item("damaged", damaged)?;
         d.set_item("text", r.to_string())?;
+        Ok(d)
+    }
+
+    /// Remove the runs selected by name or glob, source path (or below it), run id, or a
+    /// missing source, in one commit (none with `dry_run`): {removed, version, committed}.
+    #[pyo3(signature = (*, names = Vec::new(), sources = Vec::new(), run_ids = Vec::new(), missing_source = false,
+        dry_run = false, wait = 0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn remove<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        sources: Vec<String>,
+        run_ids: Vec<i64>,
+        missing_source: bool,
+        dry_run: bool,
+        wait: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let wait = wait_of(wait)?;
+        let sel = store::RemoveSelection {
+            names,
+            sources,
+            run_ids,
+            missing_source,
+        };
+        let store = self.inner.clone();
+        let r = py.detach(move || store.remove(&sel, dry_run, wait))?;
+        let d = PyDict::new(py);
+        d.set_item("removed", r.removed)?;
+        d.set_item("version", r.version)?;
+        d.set_item("committed", r.committed)?;
         Ok(d)
     }
 

@@ -10,6 +10,7 @@
 mod check;
 mod manifest;
 mod points;
+mod remove;
 pub mod table;
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 pub use check::{AffectedRun, CheckReport, Damage, DamageKind, RepairReport};
 pub use manifest::{Manifest, SegmentEntry};
 pub use points::{visit_metric, SegmentLayout, SegmentWriter, Series, POINT_FIELDS, ROW_GROUP_ROWS, SEGMENT_ROWS};
+pub use remove::{RemoveReport, RemoveSelection};
 
 use crate::error::{Error, Result};
 use crate::model::{now_us, RunId, RunRecord};
@@ -432,8 +434,8 @@ impl Transaction {
 }
 
 fn write_failed(root: &Path, base: u64, e: Error) -> Error {
-    let is_write = matches!(&e, Error::Io { .. })
-        || matches!(&e, Error::Store { message, .. } if message.starts_with("parquet"));
+    let is_write =
+        matches!(&e, Error::Io { .. }) || matches!(&e, Error::Store { message, .. } if message.starts_with("parquet"));
     if !is_write {
         return e;
     }
