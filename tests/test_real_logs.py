@@ -512,3 +512,14 @@ def test_one_run_logged_two_ways_is_one_series_per_quantity(tmp_path):
     notes = report_field(report, "notes")
     assert any("metrics.jsonl" in n and "'loss'" in n for n in notes), notes
     assert any("events.out.tfevents" in n and "'loss'" in n for n in notes), notes
+
+
+def test_an_eval_only_export_of_rising_accuracies_is_not_diverged(tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    acc = {"downstream_eval": {"medical": {s: round(24 + 20 * (1 - math.exp(-s / 40)), 3) for s in range(0, 360, 2)}}}
+    chart_export(d / "wandb_export_2023-12-27T16_37_19.csv", acc, list(range(0, 360, 2)))
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(d).ok
+    row = db.runs().row(0, named=True)
+    assert (row["name"], row["status"], row["final_loss"]) == ("downstream_eval", "complete", None), row

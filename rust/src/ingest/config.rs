@@ -208,6 +208,13 @@ pub fn run_status(loss: &Series, planned_steps: Option<i64>) -> &'static str {
             return status::DIVERGED;
         }
     }
+    completion_status(loss, planned_steps)
+}
+
+/// complete / incomplete from the steps alone: for a run judged on a series that is no loss
+/// (an eval-only export of accuracies, which rise), where a rise says nothing of divergence.
+pub fn completion_status(series: &Series, planned_steps: Option<i64>) -> &'static str {
+    let loss = series;
     let (Some(planned), Some(&last)) = (planned_steps, loss.steps.last()) else {
         return status::COMPLETE;
     };
@@ -312,6 +319,10 @@ mod tests {
         assert_eq!(run_status(&series(&[5.0, 4.0, 3.0]), Some(100)), status::INCOMPLETE);
         assert_eq!(run_status(&series(&[5.0, f64::NAN, 3.0]), None), status::DIVERGED);
         assert_eq!(run_status(&series(&[5.0, 4.0, -0.5]), None), status::DIVERGED);
+        // an accuracy rises: no divergence, only completeness
+        let acc = series(&[0.1, 0.3, 0.5, 0.6, 0.7]);
+        assert_eq!(completion_status(&acc, Some(50)), status::COMPLETE);
+        assert_eq!(completion_status(&acc, Some(100)), status::INCOMPLETE);
         assert_eq!(
             run_status(&series(&[9.0, 3.0, 2.5, 6.0, 7.0, 7.5]), None),
             status::DIVERGED

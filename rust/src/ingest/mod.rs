@@ -630,7 +630,15 @@ fn finish_run(
         .derive(ctx.opts.seq_len)
         .map_err(|e| Error::parse(key.clone(), e.to_string()))?;
 
-    let status = config::run_status(loss, config.steps).to_string();
+    // Divergence is judged on losses only: an eval-only run judged on its accuracy (which
+    // rises) is complete or incomplete, never "diverged".
+    let loss_like = loss.metric == LOSS || loss.metric == VAL_LOSS || loss.metric.contains("loss");
+    let status = if loss_like {
+        config::run_status(loss, config.steps)
+    } else {
+        config::completion_status(loss, config.steps)
+    }
+    .to_string();
     let final_step = loss.steps.last().copied();
     let final_loss = if has_train_loss {
         loss.values.iter().rev().find(|v| v.is_finite()).copied()
