@@ -55,6 +55,7 @@ def test_a_flipped_byte_is_found_and_named_with_its_runs(store, at):
         if Path(s["file"]) == seg
         for run_id in (s["live_runs"] if s["live_runs"] is not None else s["run_ids"])
     }
+    names = store.runs().filter(pl.col("run_id").is_in(list(live)))["name"].to_list()
     _flip(seg, at)
     report = store.check()
     assert not report.ok
@@ -63,7 +64,6 @@ def test_a_flipped_byte_is_found_and_named_with_its_runs(store, at):
     assert set(damaged["kind"]) == {"checksum"}
     # Every run whose points the file holds is named, with its source to re-ingest from.
     assert set(damaged["run_id"]) == live
-    names = store.runs().filter(pl.col("run_id").is_in(list(live)))["name"].to_list()
     text = str(report)
     assert seg.name in text and all(n in text for n in names)
     with pytest.raises(sl.StoreError, match=seg.name):
@@ -71,3 +71,39 @@ def test_a_flipped_byte_is_found_and_named_with_its_runs(store, at):
     r = CliRunner().invoke(app, ["--db", str(store.path), "check"])
     assert r.exit_code == 1
     assert seg.name in r.output and "re-ingest" in r.output
+
+
+def test_reading_a_damaged_segment_is_a_store_error_naming_it_never_other_values(store):
+    seg = _largest_segment(store)
+    _flip(seg, 0.5)
+    # A fresh process has verified nothing yet: open the store anew in one.
+    code = (
+        "import sys, steplaw_db as sl\n"
+        "db = sl.open(sys.argv[1], create=False)\n"
+        "try:\n"
+        "    db.points()\n"
+        "except sl.StoreError as e:\n"
+        "    print('StoreError', e)\n"
+        "else:\n"
+        "    print('read')\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("StoreError"), out.stdout + out.stderr
+    assert seg.name in out.stdout
+
+
+def test_a_damaged_newest_manifest_is_named_and_repair_rolls_back(store, tmp_path):
+    synth.write_sweep(tmp_path / "more", points=20, cells=[(1280, 9472, 10, 10, 2e10)])
+    assert store.ingest(tmp_path / "more").ok
+    newest = max((store.path / "_manifest").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    _flip(newest, 0.5)
+    r = CliRunner().invoke(app, ["--db", str(store.path), "check"])
+    assert r.exit_code == 1 and newest.name in r.output, r.output
+    r = CliRunner().invoke(app, ["--db", str(store.path), "check", "--repair"])
+    assert r.exit_code == 0, r.output
+    assert "set aside" in r.output and "no damage found" in r.output
+    db = sl.open(store.path, create=False)
+    assert db.points(metric=None).height == db.runs()["n_points"].sum()

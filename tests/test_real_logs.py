@@ -523,3 +523,18 @@ def test_an_eval_only_export_of_rising_accuracies_is_not_diverged(tmp_path):
     assert db.ingest(d).ok
     row = db.runs().row(0, named=True)
     assert (row["name"], row["status"], row["final_loss"]) == ("downstream_eval", "complete", None), row
+
+
+def test_cli_ingest_of_nothing_exits_1_and_leaves_no_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from steplaw_db.cli import app
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "README.txt").write_text("no logs here\n")
+    db = tmp_path / "db"
+    r = CliRunner().invoke(app, ["--db", str(db), "ingest", str(empty)])
+    assert r.exit_code == 1, r.output
+    assert "no runs found" in r.output
+    assert not db.exists()

@@ -203,7 +203,8 @@ def test_replaced_runs_and_compact(tmp_path):
     assert pts.filter(pl.col("step") == last_step + 20)["value"].to_list() == [1.9]
     files_before = db.files()
     assert any(s["live_runs"] is not None for s in files_before["segments"])
-    c = db.compact()
+    c = db.compact(keep=1)
+    assert c["versions_kept"] == [c["version"]]
     # every segment here is small (or holds a replaced run): all are merged into one
     assert c["segments_rewritten"] == len(files_before["segments"]) >= 2
     assert len(db.files()["segments"]) == 1 and c["files_removed"] >= 3
@@ -212,3 +213,23 @@ def test_replaced_runs_and_compact(tmp_path):
     assert globbed.sort("run_id", "metric", "step").equals(db.points(metric=None).sort("run_id", "metric", "step"))
     assert len(list((tmp_path / "db" / "runs").glob("*.parquet"))) == 1
     assert db.runs().sort("run_id").equals(runs.sort("run_id"))
+
+
+def test_compact_keeps_recent_versions_readable_by_default(tmp_path):
+    """A reader that opened the version before a compaction can still read its files."""
+    _sweep(tmp_path / "a", n_lr=3, n_bs=2)
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "a")
+    _sweep(tmp_path / "b", n_lr=2, n_bs=2, cells=[(1280, 9472, 10, 10, 2e10)])
+    db.ingest(tmp_path / "b")
+    before = db.files()
+    c = db.compact()
+    assert c["version"] == before["version"] + 1
+    assert before["version"] in c["versions_kept"] and c["version"] in c["versions_kept"]
+    for seg in before["segments"]:
+        assert Path(seg["file"]).is_file(), seg["file"]
+    # --keep 1 then removes them.
+    c = db.compact(keep=1)
+    assert c["versions_kept"] == [c["version"]]
+    assert not any(Path(seg["file"]).is_file() for seg in before["segments"])
+    assert db.points(metric=None).height == db.runs()["n_points"].sum()

@@ -42,6 +42,9 @@ class _IngestReport(TypedDict):
     bytes_read: int
     malformed_lines: int
     warnings: list[str]
+    skipped_files: list[tuple[str, str]]
+    replaced_points: int
+    notes: list[str]
     seconds: float
     version: int
     committed: bool
@@ -103,12 +106,22 @@ class _CompactReport(TypedDict):
     segments_rewritten: int
     files_removed: int
     bytes_freed: int
+    versions_kept: list[int]
 
 @type_check_only
 class _RemoveReport(TypedDict):
     removed: list[tuple[int, str, str]]
     version: int
     committed: bool
+
+@type_check_only
+class _RepairReport(TypedDict):
+    version: int
+    set_aside: list[tuple[int, Path]]
+    lost: list[tuple[int, str, str]]
+    lost_known: bool
+    runs_table_rewritten: bool
+    text: str
 
 @final
 class Store:
@@ -130,6 +143,7 @@ class Store:
         strict: bool = False,
         progress: bool = False,
         wait: float = 0.0,
+        restarts: str = "split",
     ) -> _IngestReport: ...
     def import_summaries(
         self,
@@ -157,7 +171,8 @@ class Store:
         dry_run: bool = False,
         wait: float = 0.0,
     ) -> _RemoveReport: ...
-    def compact(self, wait: float = 0.0) -> _CompactReport: ...
+    def compact(self, wait: float = 0.0, keep: int | None = None) -> _CompactReport: ...
+    def repair(self, wait: float = 0.0) -> _RepairReport: ...
     def final_losses(
         self,
         *,

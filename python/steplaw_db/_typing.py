@@ -27,6 +27,7 @@ __all__ = [
     "PlotX",
     "RegressionMethod",
     "Resample",
+    "Restarts",
     "RunStatus",
     "Smoothing",
     "SynthFormat",
@@ -42,7 +43,9 @@ WidthUnit: TypeAlias = Literal["fraction", "steps", "tokens"]
 #: Where a final loss is read: the end of the run, a step, a token count or a fraction of it.
 BudgetKind: TypeAlias = Literal["end", "step", "tokens", "fraction"]
 #: Log formats ``Store.ingest(format=...)`` forces (auto-detected when None).
-IngestFormat: TypeAlias = Literal["steplaw", "megatron", "nanogpt", "jsonl", "csv", "wandb-chart", "tensorboard", "hf"]
+IngestFormat: TypeAlias = Literal[
+    "steplaw", "megatron", "nanogpt", "jsonl", "csv", "wandb-chart", "wandb-run", "mlflow", "tensorboard", "hf"
+]
 #: A run's status in the runs table.
 RunStatus: TypeAlias = Literal["complete", "incomplete", "diverged", "summary-only"]
 #: The optimum of a cell: the grid minimum or the quadratic vertex.
@@ -56,6 +59,8 @@ LawMethod: TypeAlias = Literal["quadratic", "steplaw"]
 RegressionMethod: TypeAlias = Literal["ols", "huber"]
 #: The bootstrap's resampling unit.
 Resample: TypeAlias = Literal["rows", "cells"]
+#: How a log holding several trials is read: one run per trial, or one run by the restart rule.
+Restarts: TypeAlias = Literal["split", "merge"]
 #: A fitted law's coefficients: the bootstrap mean or the full-sample fit.
 Center: TypeAlias = Literal["mean", "point"]
 #: How ``evaluate`` reads the loss at a law's prediction.

@@ -3,6 +3,7 @@ some runs failed, the store is busy or damaged, 2 on usage errors, 3 on internal
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from functools import partial
@@ -16,7 +17,7 @@ from . import __version__
 from ._cli_util import fail as _fail
 from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
-from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, RunStatus, Smoothing, SynthFormat
+from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, Restarts, RunStatus, Smoothing, SynthFormat
 from .store import Store, default_path
 
 if TYPE_CHECKING:
@@ -80,7 +81,9 @@ def ingest(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Run directories, sweep roots (any depth) or log files."),
     format: str | None = typer.Option(
-        None, "--format", help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, tensorboard, hf."
+        None,
+        "--format",
+        help="Force a format: steplaw, megatron, nanogpt, jsonl, csv, wandb-chart, wandb-run, mlflow, tensorboard, hf.",
     ),
     metric: str | None = typer.Option(None, "--metric", help="Source field to read as the training loss."),
     metrics: str | None = typer.Option(None, "--metrics", help="Further series to store, comma-separated."),
@@ -102,26 +105,35 @@ def ingest(
     ),
 ) -> None:
     """Ingest training logs: every run's loss curve and configuration into the store."""
+    db = ctx.find_root().obj["db"]  # as given: "" is refused by Store (Path("") would be ".")
+    created = bool(db) and not Path(db).exists()
     # --force also makes a store of a directory that holds other files (refused otherwise).
-    store = _run(lambda: Store(ctx.find_root().obj["db"], create=True, force=force))
-    report = _run(
-        lambda: store.ingest(
-            paths,
-            format=cast("IngestFormat | None", format),
-            metric=metric,
-            metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else (),
-            name_template=name_template,
-            set=set_ or [],
-            recipe=recipe,
-            seq_len=seq_len,
-            force=force,
-            strict=strict,
-            progress=True,
-            wait=wait,
+    store = _run(lambda: Store(db, create=True, force=force))
+    try:
+        report = _run(
+            lambda: store.ingest(
+                paths,
+                format=cast("IngestFormat | None", format),
+                metric=metric,
+                metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else (),
+                name_template=name_template,
+                set=set_ or [],
+                recipe=recipe,
+                seq_len=seq_len,
+                force=force,
+                strict=strict,
+                progress=True,
+                wait=wait,
+                restarts=cast("Restarts", restarts),
+            )
         )
-    )
+    finally:
+        # A first ingest that commits nothing leaves no empty store behind.
+        if created and store.version == 0:
+            shutil.rmtree(db, ignore_errors=True)
     typer.echo(report.summary(), err=True)
-    raise typer.Exit(0 if report.ok else 1)
+    # No run found is a failure too: the report's note says where it looked and for what.
+    raise typer.Exit(0 if report.ok and report.runs_found else 1)
 
 
 @app.command("import-table")
@@ -274,14 +286,22 @@ def rm(
 
 @app.command()
 def compact(
-    ctx: typer.Context, wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock.")
+    ctx: typer.Context,
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the lock."),
+    keep: int | None = typer.Option(
+        None,
+        "--keep",
+        min=1,
+        help="Versions to keep readable, the new one included [default: those newest in the last 15 minutes].",
+    ),
 ) -> None:
-    """Drop replaced runs' points, merge small segments, delete unused files."""
+    """Drop replaced runs' points, merge small segments, delete the files of versions not kept."""
     store = open_store(ctx, create=False)
-    r = _run(lambda: store.compact(wait))
+    r = _run(lambda: store.compact(wait, keep=keep))
     typer.echo(
         f"compacted to version {r['version']}: {r['segments_rewritten']} segment(s) rewritten, "
-        f"{r['files_removed']} file(s) removed, {r['bytes_freed'] / 1e6:.1f} MB freed"
+        f"{r['files_removed']} file(s) removed, {r['bytes_freed'] / 1e6:.1f} MB freed; "
+        f"versions kept: {', '.join(map(str, r['versions_kept']))}"
     )
 
 
@@ -289,10 +309,15 @@ def compact(
 def check(
     ctx: typer.Context,
     deep: bool = typer.Option(False, "--deep", help="Also decode every segment and count each run's points."),
+    repair: bool = typer.Option(
+        False, "--repair", help="Set damaged newest manifests aside and roll back to the newest intact version."
+    ),
 ) -> None:
     """Check the store for damage: manifests, runs table, every segment (size, checksum, rows
     per run). Prints what is damaged, the runs affected and how to recover; exit 1 if any."""
     store = open_store(ctx, create=False)
+    if repair:
+        typer.echo(_run(store.repair))
     report = _run(lambda: store.check(deep=deep))
     typer.echo(str(report))
     if not report.ok:

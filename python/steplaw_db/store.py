@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import polars as pl
 
 from . import _native
-from ._typing import BudgetKind, IngestFormat, Smoothing, WidthUnit
+from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
 from .errors import InvalidArgumentError, StoreError
 
 if TYPE_CHECKING:
@@ -60,6 +60,13 @@ class IngestReport:
     version: int
     committed: bool
     strict_refused: bool = field(default=False)
+    #: Files that are not logs (a README among the logs, a notes file): (path, why), skipped.
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    #: Points a later trial or file replaced by the restart rule (``restarts="merge"``, or a
+    #: restarted run's files), counted so that nothing is dropped unsaid.
+    replaced_points: int = 0
+    #: What the reader decided that the user should know (trials split, no training loss, ...).
+    notes: list[str] = field(default_factory=list)
     #: Runs found at a new path whose content is that of a stored run whose source is gone (a
     #: moved or renamed sweep): the stored run's source was updated, no run added.
     moved: int = 0
@@ -86,6 +93,14 @@ class IngestReport:
         if self.malformed_lines:
             lines.append(f"skipped {self.malformed_lines:,} malformed line(s); first ones:")
             lines += [f"  {w}" for w in self.warnings]
+        if self.skipped_files:
+            lines.append(f"skipped {len(self.skipped_files)} file(s) that hold no log:")
+            lines += [f"  {path}: {why}" for path, why in self.skipped_files]
+        if self.replaced_points:
+            lines.append(f"replaced {self.replaced_points:,} point(s) logged again by a later trial or file")
+        if self.notes:
+            lines.append("notes:")
+            lines += [f"  {n}" for n in self.notes]
         if self.failed:
             lines.append("failed runs:")
             lines += [f"  {src}: {why}" for src, why in self.failed]
@@ -158,6 +173,9 @@ def _report(d: _IngestReport, strict: bool = False) -> IngestReport:
         bytes_read=d["bytes_read"],
         malformed_lines=d["malformed_lines"],
         warnings=d["warnings"],
+        skipped_files=[(path, why) for path, why in d.get("skipped_files", [])],
+        replaced_points=d.get("replaced_points", 0),
+        notes=list(d.get("notes", [])),
         moved=d.get("moved", 0),
         seconds=d["seconds"],
         version=d["version"],
@@ -222,6 +240,7 @@ class Store:
         strict: bool = False,
         progress: bool = False,
         wait: float = 0.0,
+        restarts: Restarts = "split",
     ) -> IngestReport:
         """Ingest every run found under ``paths`` (directories, any depth, or log files).
 
@@ -232,8 +251,10 @@ class Store:
         ``training_eval/<task>/`` ... below it too; every scalar is kept under its tag) or a HF
         Trainer ``trainer_state.json`` (the newest of its own and its latest
         ``checkpoint-<n>/``). A W&B chart export (``Step`` and ``"<run> - <metric>"`` columns)
-        holds one run per W&B run name. ``format`` forces one (``steplaw``, ``megatron``,
-        ``nanogpt``, ``jsonl``, ``csv``, ``wandb-chart``, ``tensorboard``, ``hf``).
+        holds one run per W&B run name. A W&B run directory (``run-<id>.wandb``, offline or
+        synced) and MLflow runs (file store ``mlruns/`` or an ``mlflow.db``) are read without
+        their trackers. ``format`` forces one (``steplaw``, ``megatron``, ``nanogpt``,
+        ``jsonl``, ``csv``, ``wandb-chart``, ``wandb-run``, ``mlflow``, ``tensorboard``, ``hf``).
         The training loss is found by name (``lm loss``, ``loss``, ``train/loss``, ...) and
         stored as metric ``"loss"``, validation losses as ``"val_loss"``, never mixed;
         ``metric`` names another source field for the training loss, and ``metrics`` stores
@@ -243,6 +264,11 @@ class Store:
         Configuration comes from the log, then the run's name (``name_template``, default
         Step Law names), then a sidecar ``config.json``/``config.yaml``/``args.json``, then
         ``set`` and ``recipe``; N, batch tokens and D are derived where missing.
+
+        A log that holds several trials (the step goes back to the first step) gives one run
+        per trial (``name``, ``name#2``, ...); ``restarts="merge"`` makes it one run whose
+        later trials replace the earlier's points from their first step on (counted in
+        ``replaced_points``).
 
         Unchanged runs are skipped; changed ones replaced (``force`` re-reads everything).
         A run whose files cannot be read fails alone and is listed in the report; with
@@ -263,6 +289,7 @@ class Store:
             strict=strict,
             progress=progress,
             wait=float(wait),
+            restarts=restarts,
         )
         return _report(report, strict)
 
@@ -361,12 +388,21 @@ class Store:
             r["removed"], schema={"run_id": pl.Int64, "name": pl.String, "source": pl.String}, orient="row"
         )
 
-    def compact(self, wait: float = 0.0) -> _CompactReport:
-        """Merge small segments, drop replaced runs' points and delete files no current
-        version uses. Afterwards ``points/*.parquet`` and ``runs/*.parquet`` can be globbed.
-        Returns the new ``version``, ``segments_rewritten``, ``files_removed`` and
-        ``bytes_freed``."""
-        return self._native.compact(float(wait))
+    def compact(self, wait: float = 0.0, keep: int | None = None) -> _CompactReport:
+        """Merge small segments, drop replaced runs' points and delete the files of versions
+        not kept. ``keep``: how many versions stay readable, the new one included; by default
+        every version that was the newest in the last 15 minutes, so that readers that opened
+        one can finish. With ``keep=1``, ``points/*.parquet`` and ``runs/*.parquet`` can be
+        globbed afterwards (else read the paths :meth:`files` gives). Returns the new
+        ``version``, ``segments_rewritten``, ``files_removed``, ``bytes_freed`` and
+        ``versions_kept``."""
+        return self._native.compact(float(wait), keep)
+
+    def repair(self, wait: float = 0.0) -> str:
+        """Set damaged newest manifests aside (``_manifest/damaged-*``), roll back to the
+        newest intact version and rewrite a damaged runs table. Returns what was done and
+        which runs were lost (to re-ingest from their sources)."""
+        return self._native.repair(float(wait))["text"]
 
     def check(self, deep: bool = False) -> CheckReport:
         """Check the store for damage: every manifest (parses, matches its checksum), and in the

@@ -182,6 +182,9 @@ impl Default for IngestOptions {
 pub struct IngestReport {
     pub runs_found: usize,
     pub added: usize,
+    /// Runs found at a new path whose content matches a stored run whose source is gone (a
+    /// moved or renamed sweep directory): that run's source is updated, not a run added.
+    pub moved: usize,
     pub updated: usize,
     pub unchanged: usize,
     /// (run source, reason)
@@ -768,6 +771,42 @@ fn progress_bar(show: bool, n: usize) -> indicatif::ProgressBar {
     pb
 }
 
+/// Whether a run's source (a path, or `path#member` / `path#k` for a run inside a file or a
+/// trial) is still there.
+fn source_exists(source: &str) -> bool {
+    std::path::Path::new(source).exists()
+        || source
+            .rsplit_once('#')
+            .is_some_and(|(p, _)| std::path::Path::new(p).exists())
+}
+
+/// Moved runs, (stored run id -> the new run's id): each new run (not in `base`) whose
+/// fingerprint is that of a stored run whose source no longer exists (one stored run each).
+fn match_moved(
+    base: &[RunRecord],
+    changed: &HashMap<RunId, RunRecord>,
+    removed: &std::collections::HashSet<RunId>,
+) -> HashMap<RunId, RunId> {
+    let known: std::collections::HashSet<RunId> = base.iter().map(|r| r.run_id).collect();
+    let mut new: Vec<&RunRecord> = changed.values().filter(|r| !known.contains(&r.run_id)).collect();
+    if new.is_empty() {
+        return HashMap::new();
+    }
+    new.sort_by(|a, b| a.source.cmp(&b.source));
+    let mut gone: HashMap<&str, Vec<RunId>> = HashMap::new();
+    for r in base.iter().rev() {
+        if !removed.contains(&r.run_id) && !changed.contains_key(&r.run_id) && !source_exists(&r.source) {
+            gone.entry(r.fingerprint.as_str()).or_default().push(r.run_id);
+        }
+    }
+    new.iter()
+        .filter_map(|r| {
+            let old = gone.get_mut(r.fingerprint.as_str())?.pop()?;
+            Some((old, r.run_id))
+        })
+        .collect()
+}
+
 /// Ingest every run found under `paths` into `store`.
 pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
     let t0 = Instant::now();
@@ -933,6 +972,11 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         && restat
             .iter()
             .all(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files == f));
+    // A new run whose content matches a stored run whose source is gone is that run, moved:
+    // it takes the old one's place (its id follows its new source), nothing is added.
+    let moved = match_moved(&base_runs, &changed, &removed);
+    report.moved = moved.len();
+    report.added -= moved.len();
     let refuse = opts.strict && !report.failed.is_empty();
     if refuse || nothing_changed {
         for s in &segments {
@@ -941,7 +985,8 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     } else {
         let mut runs: Vec<RunRecord> = Vec::with_capacity(base_runs.len() + changed.len());
         for r in base_runs.iter().filter(|r| !removed.contains(&r.run_id)) {
-            match changed.remove(&r.run_id) {
+            let id = moved.get(&r.run_id).copied().unwrap_or(r.run_id);
+            match changed.remove(&id) {
                 Some(new) => runs.push(new),
                 None => {
                     let mut r = r.clone();

@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::error::Error;
 use crate::finals::final_losses;
 use crate::ingest::summary::{import_summaries, SummaryOptions, SummaryRow};
-use crate::ingest::{ingest, Format, IngestOptions, IngestReport, MetricSelection};
+use crate::ingest::{ingest, Format, IngestOptions, IngestReport, MetricSelection, Restarts};
 use crate::smooth::{At, Smoothing, Width};
 use crate::store;
 
@@ -62,6 +62,9 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     d.set_item("bytes_read", r.bytes_read)?;
     d.set_item("malformed_lines", r.malformed_lines)?;
     d.set_item("warnings", r.warnings.clone())?;
+    d.set_item("skipped_files", r.skipped_files.clone())?;
+    d.set_item("replaced_points", r.replaced_points)?;
+    d.set_item("notes", r.notes.clone())?;
     d.set_item("seconds", r.seconds)?;
     d.set_item("version", r.version)?;
     d.set_item("committed", r.committed)?;
@@ -93,7 +96,7 @@ impl PyStore {
     #[pyo3(signature = (
         paths, *, format = None, metric = None, metrics = Vec::new(), name_template = None, set = Vec::new(),
         recipe = None, seq_len = crate::model::DEFAULT_SEQ_LEN, force = false, strict = false, progress = false,
-        wait = 0.0,
+        wait = 0.0, restarts = "split",
     ))]
     #[allow(clippy::too_many_arguments)]
     fn ingest<'py>(
@@ -111,6 +114,7 @@ impl PyStore {
         strict: bool,
         progress: bool,
         wait: f64,
+        restarts: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
         let opts = IngestOptions {
             format: format.map(Format::from_name).transpose()?,
@@ -126,6 +130,7 @@ impl PyStore {
             strict,
             progress,
             wait: wait_of(wait)?,
+            restarts: Restarts::from_name(restarts)?,
         };
         let store = self.inner.clone();
         let report = py.detach(move || ingest(&store, &paths, &opts))?;
@@ -188,8 +193,13 @@ impl PyStore {
 
     /// The newest version: its runs file and its segments, each with the runs written to it
     /// and those still live in it (None when all are).
+    /// Every file named is verified first (size and checksum, once per process), so the
+    /// Polars readers of these paths never decode damaged bytes.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = py.detach(|| self.inner.latest())?;
+        let m = py.detach(|| {
+            let m = self.inner.latest()?;
+            self.inner.verify_files(&m).map(|_| m)
+        })?;
         let root = self.inner.root();
         let d = PyDict::new(py);
         d.set_item("version", m.version)?;
@@ -332,16 +342,37 @@ impl PyStore {
         Ok(d)
     }
 
-    #[pyo3(signature = (wait = 0.0))]
-    fn compact<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyDict>> {
+    /// `keep`: how many versions stay readable (the new one included); None: every version
+    /// that was the newest in the last 15 minutes, so readers that opened one can finish.
+    #[pyo3(signature = (wait = 0.0, keep = None))]
+    fn compact<'py>(&self, py: Python<'py>, wait: f64, keep: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
         let wait = wait_of(wait)?;
+        let keep = keep.map_or_else(store::Keep::default, store::Keep::Versions);
         let store = self.inner.clone();
-        let r = py.detach(move || store.compact(wait))?;
+        let r = py.detach(move || store.compact_with(wait, keep))?;
         let d = PyDict::new(py);
         d.set_item("version", r.version)?;
         d.set_item("segments_rewritten", r.segments_rewritten)?;
         d.set_item("files_removed", r.files_removed)?;
         d.set_item("bytes_freed", r.bytes_freed)?;
+        d.set_item("versions_kept", r.versions_kept)?;
+        Ok(d)
+    }
+
+    /// Set damaged newest manifests aside, roll back to the newest intact version, rewrite a
+    /// damaged runs table; say which runs were lost.
+    #[pyo3(signature = (wait = 0.0))]
+    fn repair<'py>(&self, py: Python<'py>, wait: f64) -> PyResult<Bound<'py, PyDict>> {
+        let wait = wait_of(wait)?;
+        let store = self.inner.clone();
+        let r = py.detach(move || store.repair(wait))?;
+        let d = PyDict::new(py);
+        d.set_item("version", r.version)?;
+        d.set_item("set_aside", r.set_aside.clone())?;
+        d.set_item("lost", r.lost.iter().map(|a| (a.run_id, a.name.clone(), a.source.clone())).collect::<Vec<_>>())?;
+        d.set_item("lost_known", r.lost_known)?;
+        d.set_item("runs_table_rewritten", r.runs_table_rewritten)?;
+        d.set_item("text", r.to_string())?;
         Ok(d)
     }
 }
