@@ -24,9 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import errors
+from . import errors, fields
 from ._native import __version__
 from .errors import InternalError, InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
+from .fields import RUN_FIELDS
 from .optima import AnalysisWarning, assign_cells, cells, find_cell, landscape, near_optimal, optima, read_final_table
 
 # ``stability`` is the function: imported here, it stays bound over the module of that name.
@@ -67,6 +68,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "RUN_FIELDS",
     "AnalysisWarning",
     "CheckReport",
     "CurveLaw",
@@ -88,6 +90,7 @@ __all__ = [
     "compare_laws",
     "errors",
     "evaluate",
+    "fields",
     "find_cell",
     "fit",
     "fit_curve_law",

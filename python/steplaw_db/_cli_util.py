@@ -14,6 +14,7 @@ import typer
 
 from ._typing import Smoothing, WidthUnit
 from .errors import InternalError, InvalidArgumentError, SteplawError
+from .fields import DEFAULT_SEQ_LEN
 from .store import Store
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ def final_frame(
     ctx: typer.Context,
     input_: Path | None,
     *,
-    seq_len: int = 2048,
+    seq_len: int = DEFAULT_SEQ_LEN,
     smooth: str = "robust",
     width: float | None = None,
     unit: str = "fraction",

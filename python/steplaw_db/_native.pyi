@@ -13,6 +13,7 @@ from typing_extensions import NotRequired, Self
 from ._typing import BudgetKind, CurveForm, CurveMethod, RegressionMethod, Resample, Smoothing, WidthUnit
 
 __all__ = [
+    "DEFAULT_SEQ_LEN",
     "LinearModel",
     "Store",
     "__version__",
@@ -24,6 +25,8 @@ __all__ = [
     "fit_cells",
     "fit_chinchilla",
     "fit_linear",
+    "metric_names",
+    "run_fields",
 ]
 
 __version__: str
@@ -203,6 +206,18 @@ class _CellFit(TypedDict):
     draws: NotRequired[int]
     non_convex_draws: NotRequired[int]
 
+DEFAULT_SEQ_LEN: int
+
+@type_check_only
+class _RunField(TypedDict):
+    name: str
+    type: str
+    unit: str
+    aliases: list[str]
+    doc: str
+
+def run_fields() -> list[_RunField]: ...
+def metric_names() -> dict[str, list[str]]: ...
 def fit_cells(
     cell: Sequence[int], x: Sequence[float], y: Sequence[float], z: Sequence[float], draws: int, seed: int
 ) -> list[_CellFit | None]: ...

@@ -18,6 +18,7 @@ from ._cli_util import fail as _fail
 from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
 from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, Restarts, RunStatus, Smoothing, SynthFormat
+from .fields import DEFAULT_SEQ_LEN
 from .store import Store, default_path
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def ingest(
     ),
     set_: list[str] | None = typer.Option(None, "--set", help="key=value applied to every run (repeatable)."),
     recipe: str | None = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
-    seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the config has none."),
+    seq_len: int = typer.Option(DEFAULT_SEQ_LEN, "--seq-len", help="Sequence length when the config has none."),
     force: bool = typer.Option(
         False, "--force", help="Re-read every file, changed or not (and create the store in a non-empty directory)."
     ),
@@ -144,7 +145,7 @@ def import_table(
     name_template: str | None = typer.Option(None, "--name-template", help="How run names encode the config."),
     set_: list[str] | None = typer.Option(None, "--set", help="key=value applied to every row (repeatable)."),
     recipe: str | None = typer.Option(None, "--recipe", help="Data recipe label for these runs."),
-    seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch 'bs' is in sequences)."),
+    seq_len: int = typer.Option(DEFAULT_SEQ_LEN, "--seq-len", help="Sequence length (batch 'bs' is in sequences)."),
 ) -> None:
     """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV."""
     store = open_store(ctx)

@@ -16,6 +16,7 @@ from ._cli_util import fail as _fail
 from ._cli_util import final_frame
 from ._cli_util import run as _run
 from ._typing import EvaluateMethod, LawMethod, RegressionMethod, Resample
+from .fields import DEFAULT_SEQ_LEN
 
 if TYPE_CHECKING:
     from .laws import HparamLaw, LossLaw
@@ -92,6 +93,7 @@ def _fit_summary(law: HparamLaw) -> str:
     return f"{what}; {i['method']}, {i['bootstrap']} bootstrap draws over {i['resample']}, coefficients = {i['center']}"
 
 
+_SEQ_LEN = typer.Option(DEFAULT_SEQ_LEN, "--seq-len", help="Sequence length when the table's batch is in sequences.")
 INPUT_HELP = (
     "Final-loss table (.csv or .parquet; the Step Law CSV layout is recognised). Default: the store's final losses."
 )
@@ -106,7 +108,7 @@ def register_cells(app: typer.Typer, input_help: str) -> None:
         by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,moe_name)."),
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        seq_len: int = _SEQ_LEN,
         fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
     ) -> None:
@@ -125,7 +127,7 @@ def register_cells(app: typer.Typer, input_help: str) -> None:
         threshold: float = typer.Option(0.0025, "--threshold", help="Within this fraction of the cell minimum."),
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        seq_len: int = _SEQ_LEN,
         fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
     ) -> None:
@@ -169,7 +171,7 @@ def register(app: typer.Typer) -> typer.Typer:
         seed: int = typer.Option(42, "--seed"),
         lr_on: str = typer.Option("N,D", "--lr-on", help="Regressors of the LR law among N, D, C ('none' to skip)."),
         bs_on: str = typer.Option("D", "--bs-on", help="Regressors of the batch law among N, D, C ('none' to skip)."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        seq_len: int = _SEQ_LEN,
         output: Path | None = typer.Option(
             None, "-o", "--output", help="Save the fitted law as JSON (one file per design: NAME.<design>.json)."
         ),
@@ -207,7 +209,7 @@ def register(app: typer.Typer) -> typer.Typer:
         seed: int = typer.Option(42, "--seed"),
         delta: float = typer.Option(1e-3, "--delta", help="Huber delta (log space)."),
         by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (each cell gives its best loss)."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        seq_len: int = _SEQ_LEN,
         output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
     ) -> None:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
@@ -235,7 +237,9 @@ def register(app: typer.Typer) -> typer.Typer:
     def predict_cmd(
         n: float = typer.Argument(..., metavar="N", help="Non-embedding parameters, e.g. 7e9."),
         d: float = typer.Argument(..., metavar="D", help="Training tokens, e.g. 1.4e12."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length (batch in sequences = tokens / seq_len)."),
+        seq_len: int = typer.Option(
+            DEFAULT_SEQ_LEN, "--seq-len", help="Sequence length (batch in sequences = tokens / seq_len)."
+        ),
         law: str = typer.Option(
             "step-law",
             "--law",
@@ -276,7 +280,7 @@ def register(app: typer.Typer) -> typer.Typer:
         ctx: typer.Context,
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         law: str = typer.Option("all", "--law", help="Laws to compare (names, .json files, comma-separated, or all)."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Sequence length when the table's batch is in sequences."),
+        seq_len: int = _SEQ_LEN,
         per_cell: bool = typer.Option(False, "--per-cell", help="Also print every (law, cell) row."),
         method: str = typer.Option(
             "nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."

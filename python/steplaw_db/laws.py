@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from .errors import InvalidArgumentError
+from .fields import DEFAULT_SEQ_LEN
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -157,7 +158,7 @@ class Law:
         *,
         C: ArrayLike | None = None,
         loss: ArrayLike | None = None,
-        seq_len: int = 2048,
+        seq_len: int = DEFAULT_SEQ_LEN,
         interval: float | None = DEFAULT_INTERVAL,
     ) -> pl.DataFrame:
         """Predict for each (N, D[, C, loss]) (numbers or equal-length sequences).

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import polars as pl
 
-from . import _native
+from . import _native, fields
 from ._typing import DesignPolicy, OptimumMethod, RunStatus, as_float
 from .errors import InvalidArgumentError
 
@@ -44,7 +44,7 @@ LEVEL_TOLERANCE = 0.02
 #: (x2, x4) when it holds too few levels to identify the quadratic.
 FIT_WINDOW = 0.02
 #: Sequence length assumed when a table gives the batch in sequences and no ``seq_len``.
-DEFAULT_SEQ_LEN = 2048
+DEFAULT_SEQ_LEN = fields.DEFAULT_SEQ_LEN
 #: Statuses left out of optima unless asked for.
 EXCLUDED = ("diverged", "incomplete")
 

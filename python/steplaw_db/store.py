@@ -14,6 +14,7 @@ import polars as pl
 from . import _native
 from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
 from .errors import InvalidArgumentError, StoreError
+from .fields import CONFIG_COLUMNS, DEFAULT_SEQ_LEN, config_schema
 
 if TYPE_CHECKING:
     from ._native import _CheckReport, _CompactReport, _IngestReport, _Snapshot
@@ -235,7 +236,7 @@ class Store:
         name_template: str | None = None,
         set: Mapping[str, Any] | Iterable[str] | None = None,
         recipe: str | None = None,
-        seq_len: int = 2048,
+        seq_len: int = DEFAULT_SEQ_LEN,
         force: bool = False,
         strict: bool = False,
         progress: bool = False,
@@ -301,7 +302,7 @@ class Store:
         name_template: str | None = None,
         set: Mapping[str, Any] | Iterable[str] | None = None,
         recipe: str | None = None,
-        seq_len: int = 2048,
+        seq_len: int = DEFAULT_SEQ_LEN,
         wait: float = 0.0,
     ) -> IngestReport:
         """Import a summary table (CSV or Parquet): one row per run with its final loss.
@@ -531,11 +532,8 @@ class Store:
         return cells(self.final_losses(smooth), by, **kwargs)
 
 
-#: Configuration columns carried into final-loss frames.
-_FINAL_CONFIG_COLUMNS = [
-    "run_id", "name", "recipe", "N", "D", "lr", "bs", "seq_len", "bs_tokens", "steps",
-    "h", "ffnh", "numh", "numl", "n_experts", "top_k", "tags", "status",
-]  # fmt: skip
+#: Configuration columns carried into final-loss frames: every run field (``sl.RUN_FIELDS``).
+_FINAL_CONFIG_COLUMNS = ["run_id", "name", *CONFIG_COLUMNS, "tags", "status"]
 
 
 def _text(v: Any) -> str:
@@ -595,9 +593,7 @@ def _empty_runs() -> pl.DataFrame:
     i, f, s = pl.Int64, pl.Float64, pl.String
     return pl.DataFrame(
         schema={
-            "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s,
-            "N": i, "D": i, "lr": f, "bs": i, "seq_len": i, "bs_tokens": i, "steps": i, "lr_min": f,
-            "h": i, "ffnh": i, "numh": i, "numl": i, "n_experts": i, "top_k": i, "recipe": s, "tags": s,
+            "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s, **config_schema(), "tags": s,
             "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
             "n_malformed": i, "ingested_at": pl.Datetime("us", "UTC"),
         }

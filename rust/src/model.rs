@@ -8,82 +8,276 @@ use crate::error::{Error, Result};
 /// Sequence length assumed when neither the log nor the config gives one (Step Law's).
 pub const DEFAULT_SEQ_LEN: i64 = 2048;
 
-/// A run's configuration. Every field is optional: sources fill in what they know,
-/// later sources overriding earlier ones, and [`RunConfig::derive`] completes the rest.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
-    #[serde(rename = "N")]
-    pub n_params: Option<i64>,
-    #[serde(rename = "D")]
-    pub tokens: Option<i64>,
-    pub lr: Option<f64>,
-    pub bs: Option<i64>,
-    pub seq_len: Option<i64>,
-    pub bs_tokens: Option<i64>,
-    pub steps: Option<i64>,
-    pub lr_min: Option<f64>,
-    pub h: Option<i64>,
-    pub ffnh: Option<i64>,
-    pub numh: Option<i64>,
-    pub numl: Option<i64>,
-    pub n_experts: Option<i64>,
-    pub top_k: Option<i64>,
-    pub recipe: Option<String>,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
+/// How a configuration field is stored: its Parquet / Polars type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Int,
+    Float,
+    Text,
 }
 
-/// The canonical configuration fields and the names other tools give them
-/// (Megatron, Hugging Face, nanoGPT, Step Law run names).
-const FIELD_ALIASES: &[(&str, &[&str])] = &[
-    ("N", &["n", "n_params", "num_params", "non_embedding_params"]),
-    ("D", &["d", "train_tokens", "tokens", "num_tokens", "data_size"]),
-    ("lr", &["learning_rate", "peak_lr", "max_lr", "lr_max"]),
-    ("bs", &["global_batch_size", "gbs", "batch_size", "global_batch"]),
-    (
-        "seq_len",
-        &["seq_length", "max_seq_len", "block_size", "sequence_length", "seq"],
-    ),
-    ("bs_tokens", &["batch_tokens", "tokens_per_batch"]),
-    (
-        "steps",
-        &[
-            "train_iters",
-            "max_steps",
-            "total_steps",
-            "ti",
-            "num_iterations",
-            "max_iters",
-            "iters",
-        ],
-    ),
-    ("lr_min", &["min_lr", "mlr", "min_learning_rate", "lr_final"]),
-    ("h", &["hidden_size", "d_model", "n_embd", "hidden_dim", "dim"]),
-    ("ffnh", &["ffn_hidden_size", "intermediate_size", "d_ff", "ffn_dim"]),
-    ("numh", &["num_attention_heads", "n_head", "n_heads", "num_heads"]),
-    ("numl", &["num_layers", "num_hidden_layers", "n_layer", "n_layers"]),
-    (
-        "n_experts",
-        &[
-            "num_experts",
-            "num_local_experts",
-            "n_routed_experts",
-            "moe_num_experts",
-        ],
-    ),
-    (
-        "top_k",
-        &["moe_router_topk", "num_experts_per_tok", "topk", "moe_top_k"],
-    ),
-    ("recipe", &["data_recipe", "dataset", "data"]),
-];
+impl FieldKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::Int => "int",
+            FieldKind::Float => "float",
+            FieldKind::Text => "text",
+        }
+    }
+}
+
+/// One configuration field of a run: its column name, type, unit, the names other tools give
+/// it (matched case-insensitively) and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigField {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub unit: &'static str,
+    pub aliases: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+/// A field's value, whatever its type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// The Rust types a configuration field can have: how its text form is parsed.
+pub trait FieldType: Sized + Clone {
+    const KIND: FieldKind;
+    fn parse(field: &str, text: &str) -> Result<Self>;
+    fn value(self) -> FieldValue;
+}
+
+impl FieldType for i64 {
+    const KIND: FieldKind = FieldKind::Int;
+    fn parse(field: &str, text: &str) -> Result<Self> {
+        parse_int(field, text)
+    }
+    fn value(self) -> FieldValue {
+        FieldValue::Int(self)
+    }
+}
+
+impl FieldType for f64 {
+    const KIND: FieldKind = FieldKind::Float;
+    fn parse(field: &str, text: &str) -> Result<Self> {
+        parse_float(field, text)
+    }
+    fn value(self) -> FieldValue {
+        FieldValue::Float(self)
+    }
+}
+
+impl FieldType for String {
+    const KIND: FieldKind = FieldKind::Text;
+    fn parse(_field: &str, text: &str) -> Result<Self> {
+        Ok(text.to_string())
+    }
+    fn value(self) -> FieldValue {
+        FieldValue::Text(self)
+    }
+}
+
+/// Declares the configuration fields once: the `RunConfig` struct (serialised under the column
+/// names), `CONFIG_FIELDS` (name, type, unit, aliases, doc: the runs table's configuration
+/// columns, the names readers and sidecar configs are matched against, `sl.RUN_FIELDS` in
+/// Python), and the code that sets, reads, tests and merges them by name.
+macro_rules! config_fields {
+    ($( $field:ident: $ty:ty => $name:literal, unit $unit:literal, aliases [$($alias:literal),* $(,)?], $doc:literal; )*) => {
+        /// A run's configuration. Every field is optional: sources fill in what they know,
+        /// later sources overriding earlier ones, and [`RunConfig::derive`] completes the rest.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct RunConfig {
+            $(
+                #[doc = $doc]
+                #[serde(rename = $name)]
+                pub $field: Option<$ty>,
+            )*
+            /// Configuration keys that are no run field, as text (typed columns in Python).
+            #[serde(default)]
+            pub tags: BTreeMap<String, String>,
+        }
+
+        /// Every configuration field of a run, in the runs table's column order.
+        pub const CONFIG_FIELDS: &[ConfigField] = &[
+            $( ConfigField { name: $name, kind: <$ty as FieldType>::KIND, unit: $unit, aliases: &[$($alias),*], doc: $doc }, )*
+        ];
+
+        impl RunConfig {
+            /// The value of the field whose column is `name` (None when unset or no field).
+            pub fn get(&self, name: &str) -> Option<FieldValue> {
+                match name {
+                    $( $name => self.$field.clone().map(FieldType::value), )*
+                    _ => None,
+                }
+            }
+
+            /// Whether the field whose column is `name` has a value.
+            pub fn is_set(&self, name: &str) -> bool {
+                match name {
+                    $( $name => self.$field.is_some(), )*
+                    _ => false,
+                }
+            }
+
+            /// Overlay `other` on `self`: every field `other` knows replaces ours.
+            pub fn merge_from(&mut self, other: &RunConfig) {
+                $( if other.$field.is_some() { self.$field = other.$field.clone(); } )*
+                for (k, v) in &other.tags {
+                    self.tags.insert(k.clone(), v.clone());
+                }
+            }
+
+            /// Parse `text` into the field whose column is `name`.
+            fn set_field(&mut self, name: &str, text: &str) -> Result<()> {
+                match name {
+                    $( $name => self.$field = Some(<$ty as FieldType>::parse(name, text)?), )*
+                    other => return Err(Error::Invalid(format!("no configuration field '{other}'"))),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+config_fields! {
+    n_params: i64 => "N", unit "parameters",
+        aliases ["n", "n_params", "num_params", "non_embedding_params"],
+        "Non-embedding parameters (Step Law's N; numl (4 h^2 + 3 h ffnh) for a dense SwiGLU model).";
+    tokens: i64 => "D", unit "tokens",
+        aliases ["d", "train_tokens", "tokens", "num_tokens", "data_size"],
+        "Training tokens of the run's budget (steps x bs_tokens), not the tokens seen at a point.";
+    lr: f64 => "lr", unit "learning rate",
+        aliases ["learning_rate", "peak_lr", "max_lr", "lr_max"],
+        "Peak learning rate.";
+    bs: i64 => "bs", unit "sequences",
+        aliases ["global_batch_size", "gbs", "batch_size", "global_batch"],
+        "Global batch size in sequences (bs_tokens is the batch in tokens).";
+    seq_len: i64 => "seq_len", unit "tokens",
+        aliases ["seq_length", "max_seq_len", "block_size", "sequence_length", "seq"],
+        "Sequence length (DEFAULT_SEQ_LEN when nothing gives one).";
+    bs_tokens: i64 => "bs_tokens", unit "tokens",
+        aliases ["batch_tokens", "tokens_per_batch"],
+        "Global batch size in tokens (bs x seq_len).";
+    steps: i64 => "steps", unit "steps",
+        aliases ["train_iters", "max_steps", "total_steps", "ti", "num_iterations", "max_iters", "iters"],
+        "Planned optimizer steps.";
+    lr_min: f64 => "lr_min", unit "learning rate",
+        aliases ["min_lr", "mlr", "min_learning_rate", "lr_final"],
+        "Final (floor) learning rate of the decay.";
+    h: i64 => "h", unit "",
+        aliases ["hidden_size", "d_model", "n_embd", "hidden_dim", "dim"],
+        "Hidden size.";
+    ffnh: i64 => "ffnh", unit "",
+        aliases ["ffn_hidden_size", "intermediate_size", "d_ff", "ffn_dim"],
+        "FFN hidden size.";
+    numh: i64 => "numh", unit "",
+        aliases ["num_attention_heads", "n_head", "n_heads", "num_heads"],
+        "Attention heads.";
+    numl: i64 => "numl", unit "",
+        aliases ["num_layers", "num_hidden_layers", "n_layer", "n_layers"],
+        "Layers.";
+    n_experts: i64 => "n_experts", unit "",
+        aliases ["num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"],
+        "Experts of a MoE model.";
+    top_k: i64 => "top_k", unit "",
+        aliases ["moe_router_topk", "num_experts_per_tok", "topk", "moe_top_k"],
+        "Experts each token is routed to.";
+    recipe: String => "recipe", unit "",
+        aliases ["data_recipe", "dataset", "data"],
+        "Data recipe label.";
+}
 
 /// The canonical name of a configuration key, if it is one the runs table has a column for.
 pub fn canonical_field(key: &str) -> Option<&'static str> {
-    FIELD_ALIASES.iter().find_map(|(canon, aliases)| {
-        let hit = *canon == key || aliases.iter().any(|a| a.eq_ignore_ascii_case(key));
-        hit.then_some(*canon)
+    CONFIG_FIELDS.iter().find_map(|f| {
+        let hit = f.name == key || f.aliases.iter().any(|a| a.eq_ignore_ascii_case(key));
+        hit.then_some(f.name)
     })
+}
+
+/// The names trainers give the series a reader looks for, best first: declared here once for
+/// every reader (JSONL / CSV columns, TensorBoard tags, text-log fields), matched exactly.
+pub mod metric_names {
+    /// The training loss.
+    pub const LOSS: &[&str] = &[
+        "loss",
+        "train/loss",
+        "train_loss",
+        "training_loss",
+        "lm loss",
+        "lm_loss",
+        "train/lm_loss",
+        "train loss",
+        "training loss",
+        "reduced_train_loss",
+        "train/loss_avg",
+        "loss/train",
+        "Loss/train",
+        "train/loss_step",
+        "epoch_loss",
+        "cross_ent_loss",
+        "trl",
+    ];
+    /// The validation loss (stored as `val_loss`, never mixed with the training loss).
+    pub const VAL_LOSS: &[&str] = &[
+        "val_loss",
+        "val/loss",
+        "eval_loss",
+        "eval/loss",
+        "validation_loss",
+        "validation/loss",
+        "valid/loss",
+        "val loss",
+        "validation loss",
+        "valid loss",
+        "eval loss",
+        "loss/val",
+        "Loss/val",
+        "tel",
+    ];
+    /// The learning rate.
+    pub const LR: &[&str] = &[
+        "lr",
+        "learning_rate",
+        "learning rate",
+        "train/lr",
+        "train/learning_rate",
+        "lr-Adam",
+        "lr-AdamW",
+    ];
+    /// The step.
+    pub const STEP: &[&str] = &[
+        "step",
+        "_step",
+        "iteration",
+        "iter",
+        "global_step",
+        "trainer/global_step",
+        "Step",
+    ];
+    /// Tokens seen at a point (not the run's budget D).
+    pub const TOKENS: &[&str] = &["tokens", "consumed_tokens", "train/tokens", "num_tokens", "tokens_seen"];
+
+    /// Every role and its names, for the Python side and the docs.
+    pub const ROLES: &[(&str, &[&str])] = &[
+        ("loss", LOSS),
+        ("val_loss", VAL_LOSS),
+        ("lr", LR),
+        ("step", STEP),
+        ("tokens", TOKENS),
+    ];
+
+    /// The role of a series name (`loss`, `val_loss`, `lr`, `step`, `tokens`), if it has one.
+    pub fn role(name: &str) -> Option<&'static str> {
+        ROLES
+            .iter()
+            .find_map(|(role, names)| names.contains(&name).then_some(*role))
+    }
 }
 
 fn parse_int(field: &str, value: &str) -> Result<i64> {
@@ -111,52 +305,14 @@ impl RunConfig {
     /// Set a field from its text form. A known field (under any alias) is parsed and checked;
     /// an unknown key goes to `tags` when `keep_unknown` is set and is otherwise ignored.
     pub fn set(&mut self, key: &str, value: &str, keep_unknown: bool) -> Result<()> {
-        let Some(field) = canonical_field(key) else {
-            if keep_unknown {
-                self.tags.insert(key.to_string(), value.to_string());
+        match canonical_field(key) {
+            Some(field) => self.set_field(field, value),
+            None => {
+                if keep_unknown {
+                    self.tags.insert(key.to_string(), value.to_string());
+                }
+                Ok(())
             }
-            return Ok(());
-        };
-        match field {
-            "lr" => self.lr = Some(parse_float(field, value)?),
-            "lr_min" => self.lr_min = Some(parse_float(field, value)?),
-            "recipe" => self.recipe = Some(value.to_string()),
-            _ => {
-                let v = parse_int(field, value)?;
-                *self.int_field(field) = Some(v);
-            }
-        }
-        Ok(())
-    }
-
-    fn int_field(&mut self, field: &str) -> &mut Option<i64> {
-        match field {
-            "N" => &mut self.n_params,
-            "D" => &mut self.tokens,
-            "bs" => &mut self.bs,
-            "seq_len" => &mut self.seq_len,
-            "bs_tokens" => &mut self.bs_tokens,
-            "steps" => &mut self.steps,
-            "h" => &mut self.h,
-            "ffnh" => &mut self.ffnh,
-            "numh" => &mut self.numh,
-            "numl" => &mut self.numl,
-            "n_experts" => &mut self.n_experts,
-            "top_k" => &mut self.top_k,
-            other => unreachable!("not an integer field: {other}"),
-        }
-    }
-
-    /// Overlay `other` on `self`: every field `other` knows replaces ours.
-    pub fn merge_from(&mut self, other: &RunConfig) {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f.clone(); } )* };
-        }
-        take!(
-            n_params, tokens, lr, bs, seq_len, bs_tokens, steps, lr_min, h, ffnh, numh, numl, n_experts, top_k, recipe
-        );
-        for (k, v) in &other.tags {
-            self.tags.insert(k.clone(), v.clone());
         }
     }
 
@@ -324,6 +480,76 @@ pub fn now_us() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_and_alias_is_declared_once() {
+        let mut seen = std::collections::HashMap::new();
+        for f in CONFIG_FIELDS {
+            for name in std::iter::once(&f.name).chain(f.aliases) {
+                let owner = *seen.entry(name.to_ascii_lowercase()).or_insert(f.name);
+                assert_eq!(owner, f.name, "'{name}' names two fields");
+            }
+            assert_eq!(canonical_field(f.name), Some(f.name));
+        }
+        let mut c = RunConfig::default();
+        for f in CONFIG_FIELDS {
+            let text = if f.kind == FieldKind::Text { "web" } else { "7" };
+            c.set(f.aliases.first().unwrap_or(&f.name), text, false).unwrap();
+            assert!(c.is_set(f.name), "{}", f.name);
+            let want = match f.kind {
+                FieldKind::Int => FieldValue::Int(7),
+                FieldKind::Float => FieldValue::Float(7.0),
+                FieldKind::Text => FieldValue::Text("web".into()),
+            };
+            assert_eq!(c.get(f.name), Some(want), "{}", f.name);
+        }
+        let mut other = RunConfig::default();
+        other.merge_from(&c);
+        assert_eq!(other, c);
+    }
+
+    #[test]
+    fn the_runs_table_has_a_column_of_each_field_with_its_type() {
+        use crate::store::table::Kind;
+        for f in CONFIG_FIELDS {
+            let col = crate::store::RUN_FIELDS.iter().find(|c| c.name == f.name);
+            let col = col.unwrap_or_else(|| panic!("the runs table has no column {}", f.name));
+            let kind = match f.kind {
+                FieldKind::Int => Kind::Int64,
+                FieldKind::Float => Kind::Float64,
+                FieldKind::Text => Kind::Utf8,
+            };
+            assert!(col.kind == kind && col.nullable, "{}: {:?}", f.name, col.kind);
+        }
+    }
+
+    #[test]
+    fn readers_use_the_declared_metric_names() {
+        use crate::ingest::{nanogpt, tabular, tfevents};
+        let lists: [(&str, &[&str], &[&str]); 10] = [
+            ("tabular loss", tabular::LOSS_KEYS, metric_names::LOSS),
+            ("tabular val", tabular::VAL_KEYS, metric_names::VAL_LOSS),
+            ("tabular lr", tabular::LR_KEYS, metric_names::LR),
+            ("tabular step", tabular::STEP_KEYS, metric_names::STEP),
+            ("tabular tokens", tabular::TOKEN_KEYS, metric_names::TOKENS),
+            ("tfevents loss", tfevents::LOSS_TAGS, metric_names::LOSS),
+            ("tfevents val", tfevents::VAL_TAGS, metric_names::VAL_LOSS),
+            ("tfevents lr", tfevents::LR_TAGS, metric_names::LR),
+            ("nanogpt loss", nanogpt::LOSS_KEYS, metric_names::LOSS),
+            ("nanogpt val", nanogpt::VAL_KEYS, metric_names::VAL_LOSS),
+        ];
+        for (what, reader, declared) in lists {
+            for name in reader {
+                assert!(
+                    declared.contains(name),
+                    "{what}: '{name}' is not in model::metric_names"
+                );
+            }
+        }
+        // a validation loss is one for every reader (it was not for CSV / JSONL)
+        assert_eq!(metric_names::role("validation/loss"), Some("val_loss"));
+        assert_eq!(metric_names::role("train/loss"), Some("loss"));
+    }
 
     #[test]
     fn derives_n_d_and_batch_tokens_like_step_law() {

@@ -170,7 +170,38 @@ fn chinchilla_grid() -> Vec<Vec<f64>> {
     chinchilla::default_grid().iter().map(|p| p.to_vec()).collect()
 }
 
+/// The configuration fields of a run, declared once in `crate::model`: one dict each (`name`,
+/// `type`: int, float or text, `unit`, `aliases`, `doc`), in the runs table's column order.
+#[pyfunction]
+fn run_fields<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for f in crate::model::CONFIG_FIELDS {
+        let d = PyDict::new(py);
+        d.set_item("name", f.name)?;
+        d.set_item("type", f.kind.name())?;
+        d.set_item("unit", f.unit)?;
+        d.set_item("aliases", f.aliases.to_vec())?;
+        d.set_item("doc", f.doc)?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+/// The series names every reader recognises, by role (`loss`, `val_loss`, `lr`, `step`,
+/// `tokens`), best first.
+#[pyfunction]
+fn metric_names<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (role, names) in crate::model::metric_names::ROLES {
+        d.set_item(role, names.to_vec())?;
+    }
+    Ok(d)
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DEFAULT_SEQ_LEN", crate::model::DEFAULT_SEQ_LEN)?;
+    m.add_function(wrap_pyfunction!(run_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(metric_names, m)?)?;
     m.add_class::<PyLinearModel>()?;
     m.add_function(wrap_pyfunction!(fit_linear, m)?)?;
     m.add_function(wrap_pyfunction!(fit_chinchilla, m)?)?;
