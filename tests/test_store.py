@@ -233,3 +233,26 @@ def test_compact_keeps_recent_versions_readable_by_default(tmp_path):
     assert c["versions_kept"] == [c["version"]]
     assert not any(Path(seg["file"]).is_file() for seg in before["segments"])
     assert db.points(metric=None).height == db.runs()["n_points"].sum()
+
+
+def test_points_of_some_runs_read_only_their_segments_and_equal_the_full_read(tmp_path):
+    _sweep(tmp_path / "a", n_lr=3, n_bs=2)
+    _sweep(tmp_path / "b", n_lr=2, n_bs=2, cells=[(1280, 9472, 10, 10, 2e10)])
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "a")
+    db.ingest(tmp_path / "b")
+    # Replace one run of the first segment: its old points stay there, not live.
+    first = sorted((tmp_path / "a").iterdir())[0]
+    log = next(p for p in first.iterdir() if p.is_file() and p.suffix == ".txt")
+    log.write_text(log.read_text() + log.read_text().splitlines(keepends=True)[-1])
+    assert db.ingest(tmp_path / "a").updated == 1
+    assert len(db.files()["segments"]) >= 3
+    everything = db.points(metric=None)
+    for run_id in db.runs()["run_id"]:
+        one = db.points(run_id, metric=None)
+        assert one.height > 0
+        assert one.equals(everything.filter(pl.col("run_id") == run_id)), run_id
+    ids = db.runs()["run_id"].to_list()[::3]
+    order = ["run_id", "metric", "step"]
+    assert db.points(ids, metric=None).sort(order).equals(everything.filter(pl.col("run_id").is_in(ids)).sort(order))
+    assert db.points([], metric=None).height == 0

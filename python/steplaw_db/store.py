@@ -432,15 +432,27 @@ class Store:
         """One row per run: identity, configuration, status and curve summary."""
         return _read_runs(self._native.snapshot()["runs_file"])
 
-    def scan_points(self) -> pl.LazyFrame:
-        """All points of the newest version, lazily (columns: run_id, metric, step, tokens,
-        value, lr). Points of replaced runs that still sit in old segments are filtered out."""
+    def scan_points(self, run_ids: Sequence[int] | None = None) -> pl.LazyFrame:
+        """All points of the newest version (or of ``run_ids``), lazily (columns: run_id,
+        metric, step, tokens, value, lr). Points of replaced runs that still sit in old
+        segments are filtered out. With ``run_ids``, only the segments that hold them are
+        read (a run's points are all in one segment)."""
         snap = self._native.snapshot()
-        clean = [s["file"] for s in snap["segments"] if s["live_runs"] is None]
-        frames = [pl.scan_parquet(clean)] if clean else []
+        wanted = None if run_ids is None else set(run_ids)
+        frames = []
+        clean = []
         for s in snap["segments"]:
-            if s["live_runs"] is not None:
-                frames.append(pl.scan_parquet(s["file"]).filter(pl.col("run_id").is_in(s["live_runs"])))
+            live = s["run_ids"] if s["live_runs"] is None else s["live_runs"]
+            if wanted is not None:
+                live = [r for r in live if r in wanted]
+                if live:
+                    frames.append(pl.scan_parquet(s["file"]).filter(pl.col("run_id").is_in(live)))
+            elif s["live_runs"] is None:
+                clean.append(s["file"])
+            else:
+                frames.append(pl.scan_parquet(s["file"]).filter(pl.col("run_id").is_in(live)))
+        if clean:
+            frames.insert(0, pl.scan_parquet(clean))
         if not frames:
             return pl.LazyFrame(schema=POINTS_SCHEMA)
         return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
@@ -448,12 +460,10 @@ class Store:
     def points(self, run_ids: int | Sequence[int] | None = None, metric: str | None = "loss") -> pl.DataFrame:
         """Points of ``run_ids`` (all runs if None) for ``metric`` (all metrics if None),
         sorted by run and step."""
-        lf = self.scan_points()
+        ids = None if run_ids is None else [run_ids] if isinstance(run_ids, int) else list(run_ids)
+        lf = self.scan_points(ids)
         if metric is not None:
             lf = lf.filter(pl.col("metric") == metric)
-        if run_ids is not None:
-            ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
-            lf = lf.filter(pl.col("run_id").is_in(ids))
         return lf.collect()
 
     def final_losses(
