@@ -90,7 +90,8 @@ def _fit_summary(law: HparamLaw) -> str:
         )
     else:
         what = f"{i['cells']} cells, one quadratic vertex each, weighted by its precision"
-    return f"{what}; {i['method']}, {i['bootstrap']} bootstrap draws over {i['resample']}, coefficients = {i['center']}"
+    unit = "cells" if i.get("procedure") == "quadratic" else i["resample"]  # one row a cell: rows are cells
+    return f"{what}; {i['method']}, {i['bootstrap']} bootstrap draws over {unit}, coefficients = {i['center']}"
 
 
 _SEQ_LEN = typer.Option(DEFAULT_SEQ_LEN, "--seq-len", help="Sequence length when the table's batch is in sequences.")
