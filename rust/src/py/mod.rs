@@ -369,7 +369,13 @@ impl PyStore {
         let d = PyDict::new(py);
         d.set_item("version", r.version)?;
         d.set_item("set_aside", r.set_aside.clone())?;
-        d.set_item("lost", r.lost.iter().map(|a| (a.run_id, a.name.clone(), a.source.clone())).collect::<Vec<_>>())?;
+        d.set_item(
+            "lost",
+            r.lost
+                .iter()
+                .map(|a| (a.run_id, a.name.clone(), a.source.clone()))
+                .collect::<Vec<_>>(),
+        )?;
         d.set_item("lost_known", r.lost_known)?;
         d.set_item("runs_table_rewritten", r.runs_table_rewritten)?;
         d.set_item("text", r.to_string())?;
