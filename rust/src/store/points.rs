@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use parquet::data_type::ByteArray;
 
-use super::table::{self, Column, ColumnData, Data, Field, Kind, TableWriter, Values};
+use super::table::{self, ColumnData, Data, Field, Kind, TableWriter, Values};
 use super::SegmentEntry;
 use crate::error::{Error, Result};
 use crate::model::{Curve, RunId};
@@ -120,6 +120,45 @@ impl Buffers {
         self.lr_def.drain(..rows);
         self.tokens.drain(..tokens);
         self.lr.drain(..lr);
+    }
+
+    /// Append one series of a run: its rows as `add_run` stores them (tokens below 0 and
+    /// lr that are not finite are nulls).
+    fn push_series(&mut self, run_id: RunId, s: &Series) {
+        self.push_block(run_id, metric_name(&s.metric), &s.steps, &s.values, &s.tokens, &s.lr);
+    }
+
+    /// Append a block of rows of one run and one metric. `tokens` and `lr` are either as long
+    /// as `steps` (a token count below 0, an lr that is not finite, is a null) or empty (all null).
+    fn push_block(
+        &mut self,
+        run_id: RunId,
+        metric: ByteArray,
+        steps: &[i64],
+        values: &[f64],
+        tokens: &[i64],
+        lr: &[f64],
+    ) {
+        let n = steps.len();
+        if n == 0 {
+            return;
+        }
+        extend_runs(&mut self.run_ids, run_id, n);
+        extend_runs(&mut self.metrics, metric, n);
+        self.step.extend_from_slice(steps);
+        self.value.extend_from_slice(values);
+        if tokens.len() == n {
+            self.tokens.extend(tokens.iter().copied().filter(|&t| t >= 0));
+            self.tokens_def.extend(tokens.iter().map(|&t| (t >= 0) as i16));
+        } else {
+            self.tokens_def.extend(std::iter::repeat_n(0, n));
+        }
+        if lr.len() == n {
+            self.lr.extend(lr.iter().copied().filter(|x| x.is_finite()));
+            self.lr_def.extend(lr.iter().map(|x| x.is_finite() as i16));
+        } else {
+            self.lr_def.extend(std::iter::repeat_n(0, n));
+        }
     }
 
     /// Make room for a row group and one more run's rows without growing (and copying) the
@@ -367,47 +406,49 @@ impl SegmentWriter {
     /// Add all series of one run. Returns the segment file (relative to the store root)
     /// that holds them: all of them, as a segment never splits a run.
     pub fn add_run(&mut self, run_id: RunId, series: &[Series]) -> Result<String> {
+        let file = self.begin_run(run_id, series.iter().map(Series::len).sum())?;
+        for s in series {
+            self.buf.push_series(run_id, s);
+        }
+        self.end_run()?;
+        Ok(file)
+    }
+
+    /// Begin a run whose rows follow (about `rows` of them, to reserve room): it goes into the
+    /// open segment (opened if none), whose file name is returned. The caller adds its rows and
+    /// then calls `end_run`, which is where a segment may close: never inside a run.
+    fn begin_run(&mut self, run_id: RunId, rows: usize) -> Result<String> {
         let dir = self.dir;
         let group_rows = self.layout.row_group_rows;
         let seg = self.segment()?;
         seg.run_ids.push(run_id);
         let file = format!("{dir}/{}", seg.name);
-        let b = &mut self.buf;
-        b.reserve(group_rows, series.iter().map(Series::len).sum());
-        for s in series {
-            let n = s.len();
-            if n == 0 {
-                continue;
-            }
-            extend_runs(&mut b.run_ids, run_id, n);
-            extend_runs(&mut b.metrics, metric_name(&s.metric), n);
-            b.step.extend_from_slice(&s.steps);
-            b.value.extend_from_slice(&s.values);
-            if s.tokens.len() == n {
-                b.tokens.extend(s.tokens.iter().copied().filter(|&t| t >= 0));
-                b.tokens_def.extend(s.tokens.iter().map(|&t| (t >= 0) as i16));
-            } else {
-                b.tokens_def.extend(std::iter::repeat_n(0, n));
-            }
-            if s.lr.len() == n {
-                b.lr.extend(s.lr.iter().copied().filter(|x| x.is_finite()));
-                b.lr_def.extend(s.lr.iter().map(|x| x.is_finite() as i16));
-            } else {
-                b.lr_def.extend(std::iter::repeat_n(0, n));
-            }
-        }
+        self.buf.reserve(group_rows, rows);
+        Ok(file)
+    }
+
+    /// Write the full row groups buffered so far (a run may go on in the next group).
+    fn flush_full_groups(&mut self) -> Result<()> {
         // Row groups hold `row_group_rows` rows each (a run may go on in the next one), so that
         // a group of one metric writes that column as the same bytes each time (see TableWriter).
+        let group_rows = self.layout.row_group_rows;
         while self.buf.len() >= group_rows {
             self.flush(group_rows)?;
         }
+        Ok(())
+    }
+
+    /// The run `begin_run` began has all its rows: write full row groups, and close the
+    /// segment if this run brought it to `segment_rows`.
+    fn end_run(&mut self) -> Result<()> {
+        self.flush_full_groups()?;
         // A segment closes only between runs: the run that fills it goes out whole with it, and
         // the next run begins a new one. Every row of a run is then in the file `add_run` named.
         let rows = self.open.as_ref().map_or(0, |s| s.writer.rows()) + self.buf.len() as u64;
         if rows >= self.layout.segment_rows {
             self.close_segment()?;
         }
-        Ok(file)
+        Ok(())
     }
 
     /// Write the first `rows` buffered rows as a row group of the open segment.
@@ -462,57 +503,102 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Copy the rows of the given runs from an existing segment (for `compact`).
+    /// Copy the rows of the given runs from an existing segment (for `compact`), streaming:
+    /// a batch of `STREAM_BATCH_ROWS` rows of one row group at a time is decoded into reused
+    /// buffers and appended to the rows being written, so memory follows a batch and a row
+    /// group in the making, not the segment. Row groups whose `run_id` statistics hold none of
+    /// `run_ids` are skipped undecoded. A run's rows are contiguous in a segment, so a run
+    /// ends where the next run's rows begin (or the file ends): only there may the segment
+    /// being written close, never inside a run.
     pub fn copy_rows_of(&mut self, file: &table::ParquetFile, run_ids: &HashSet<RunId>) -> Result<()> {
         if run_ids.is_empty() {
             return Ok(());
         }
         let path = file.path.as_path();
-        let cols = table::read_columns_in(file, &["run_id", "metric", "step", "tokens", "value", "lr"])?;
-        let [run_col, metric_col, step_col, tokens_col, value_col, lr_col] = &cols[..] else {
-            unreachable!()
-        };
-        let (Values::Int64(rid), Values::Utf8(metric), Values::Int64(step), Values::Float64(value)) =
-            (&run_col.values, &metric_col.values, &step_col.values, &value_col.values)
-        else {
-            return Err(Error::store(path, "unexpected column types in segment"));
-        };
-        let tokens = expand_nullable_i64(tokens_col);
-        let lr = expand_nullable_f64(lr_col);
-        // Rows are grouped by run and by metric: copy each contiguous block as a series.
-        let mut start = 0;
-        let n = step.len();
-        let mut current_run: Option<(RunId, Vec<Series>)> = None;
-        while start < n {
-            let mut end = start + 1;
-            while end < n && rid[end] == rid[start] && metric[end] == metric[start] {
-                end += 1;
-            }
-            let id = rid[start];
-            if run_ids.contains(&id) {
-                let series = Series {
-                    metric: std::str::from_utf8(metric[start].data())
-                        .unwrap_or_default()
-                        .to_string(),
-                    steps: step[start..end].to_vec(),
-                    values: value[start..end].to_vec(),
-                    lr: lr[start..end].to_vec(),
-                    tokens: tokens[start..end].to_vec(),
-                };
-                match &mut current_run {
-                    Some((cur, list)) if *cur == id => list.push(series),
-                    _ => {
-                        if let Some((cur, list)) = current_run.take() {
-                            self.add_run(cur, &list)?;
-                        }
-                        current_run = Some((id, vec![series]));
+        const NAMES: [&str; 6] = ["run_id", "metric", "step", "tokens", "value", "lr"];
+        let mut batch = vec![
+            Values::Int64(Vec::new()),
+            Values::Utf8(Vec::new()),
+            Values::Int64(Vec::new()),
+            Values::Int64(Vec::new()),
+            Values::Float64(Vec::new()),
+            Values::Float64(Vec::new()),
+        ];
+        let (lo, hi) = (
+            *run_ids.iter().min().expect("not empty"),
+            *run_ids.iter().max().expect("not empty"),
+        );
+        // The run being copied (its rows go on across batches and row groups), and the last
+        // run id seen, copied or not: a run's rows are contiguous, so one seen again is damage.
+        let mut current: Option<RunId> = None;
+        let mut seen: HashSet<RunId> = HashSet::new();
+        let mut last_seen: Option<RunId> = None;
+        for g in 0..file.row_groups() {
+            if let Some((min, max)) = file.column_bounds(g, "run_id")? {
+                let (min, max) = (stat_i64(&min), stat_i64(&max));
+                if let (Some(min), Some(max)) = (min, max) {
+                    if max < lo || min > hi || !run_ids.iter().any(|id| (min..=max).contains(id)) {
+                        continue;
                     }
                 }
             }
-            start = end;
+            let mut stream = table::GroupBatches::open_in(file, g, &NAMES)?;
+            loop {
+                let n = stream.next(STREAM_BATCH_ROWS, &mut batch)?;
+                if n == 0 {
+                    break;
+                }
+                let [Values::Int64(rid), Values::Utf8(metric), Values::Int64(step), Values::Int64(tokens), Values::Float64(value), Values::Float64(lr)] =
+                    &batch[..]
+                else {
+                    return Err(Error::store(path, "unexpected column types in segment"));
+                };
+                // Rows are grouped by run and by metric: copy each contiguous block.
+                let mut start = 0;
+                while start < n {
+                    let mut end = start + 1;
+                    while end < n && rid[end] == rid[start] && metric[end] == metric[start] {
+                        end += 1;
+                    }
+                    let id = rid[start];
+                    if last_seen != Some(id) {
+                        if !seen.insert(id) {
+                            return Err(Error::store(
+                                path,
+                                format!("the rows of run {id} are not contiguous in the segment"),
+                            ));
+                        }
+                        last_seen = Some(id);
+                        if let Some(done) = current.take() {
+                            debug_assert_ne!(done, id);
+                            self.end_run()?;
+                        }
+                        if run_ids.contains(&id) {
+                            self.begin_run(id, 0)?;
+                            current = Some(id);
+                        }
+                    }
+                    if current == Some(id) {
+                        let name = std::str::from_utf8(metric[start].data())
+                            .map_err(|_| Error::store(path, "a metric name is not UTF-8"))?;
+                        let r = start..end;
+                        self.buf.push_block(
+                            id,
+                            metric_name(name),
+                            &step[r.clone()],
+                            &value[r.clone()],
+                            &tokens[r.clone()],
+                            &lr[r],
+                        );
+                    }
+                    start = end;
+                }
+                // Full row groups go out as they fill (the segment stays open: mid-run).
+                self.flush_full_groups()?;
+            }
         }
-        if let Some((cur, list)) = current_run {
-            self.add_run(cur, &list)?;
+        if current.is_some() {
+            self.end_run()?;
         }
         Ok(())
     }
@@ -524,32 +610,9 @@ impl SegmentWriter {
     }
 }
 
-fn expand_nullable_i64(c: &Column) -> Vec<i64> {
-    let Values::Int64(v) = &c.values else { return vec![] };
-    match &c.valid {
-        None => v.clone(),
-        Some(valid) => {
-            let mut it = v.iter();
-            valid
-                .iter()
-                .map(|&ok| if ok { *it.next().unwrap_or(&-1) } else { -1 })
-                .collect()
-        }
-    }
-}
-
-fn expand_nullable_f64(c: &Column) -> Vec<f64> {
-    let Values::Float64(v) = &c.values else { return vec![] };
-    match &c.valid {
-        None => v.clone(),
-        Some(valid) => {
-            let mut it = v.iter();
-            valid
-                .iter()
-                .map(|&ok| if ok { *it.next().unwrap_or(&f64::NAN) } else { f64::NAN })
-                .collect()
-        }
-    }
+/// An Int64 statistic's bytes (little-endian, as Parquet stores them) as a number.
+fn stat_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// Visit every live run's series of `metric` in the manifest's segments: row groups are
