@@ -605,8 +605,12 @@ def near_optimal(
     return df.filter(pl.col("rel_loss").abs() < threshold)
 
 
-def _edge(levels: list[float], value: float) -> bool:
-    return value <= levels[0] or value >= levels[-1]
+def _edge_side(levels: list[float], value: float) -> str | None:
+    """``low`` / ``high`` when ``value`` (a cell's grid minimum) is the grid's smallest / largest
+    level: the optimum is a bound, not a measurement. None inside, or on a one-level grid."""
+    if len(levels) < 2:
+        return None
+    return "low" if value <= levels[0] else "high" if value >= levels[-1] else None
 
 
 def _fmt_band(band: float) -> str:
@@ -640,11 +644,17 @@ def optima(
     within ``fit_window``, diverged ones excluded): ``lr_quad``, ``bs_tokens_quad``,
     ``rel_loss_quad`` (vertex), their 95% bootstrap intervals and log-space SDs, the
     Hessian ``h_lr_lr``, ``h_lr_bs``, ``h_bs_bs``, ``convex``, ``quad_points``, ``quad_r2``;
+    ``lr_unbounded`` / ``bs_unbounded`` (``below``, ``above``, ``both`` or null): the vertex or
+    its interval leaves the grid by more than one grid step on that side, where the interval's
+    end is 0 (below) or inf (above) and the vertex null;
     ``lr_opt``/``bs_tokens_opt`` by ``method`` (``"quadratic"`` or ``"grid"``; the
     quadratic falls back to the grid minimum where it is not convex or its vertex lies
     outside the measured lr x batch range: an extrapolation, no measurement), and ``optimum``
     saying which (``vertex``, ``grid``, ``grid-fallback``); and ``flags``: ``lr-edge`` /
-    ``bs-edge`` (the minimum sits on the edge of the grid: the optimum is not measured),
+    ``bs-edge`` (the minimum sits on the edge of the grid: the optimum is not measured; which
+    edge in ``lr_edge`` / ``bs_edge``: ``low`` or ``high``), ``lr-vertex-below`` /
+    ``lr-vertex-above`` / ``bs-vertex-...`` (the vertex lies more than one grid step outside
+    the grid: ``lr_quad`` / ``bs_tokens_quad`` are null, no number far outside the grid),
     ``few-near-optimal``, ``not-convex``, ``no-quadratic``, ``vertex-outside-grid``,
     ``mixed-recipe`` (the cell pools runs of several data recipes: ``designs`` left recipe out).
     """
@@ -683,9 +693,10 @@ def optima(
             row[f"lr_lo_{tag}"], row[f"lr_hi_{tag}"] = float(lr[inside].min()), float(lr[inside].max())
             row[f"bs_lo_{tag}"], row[f"bs_hi_{tag}"] = float(bs[inside].min()), float(bs[inside].max())
         flags = []
-        if _edge(lr_levels, lr[best]) and len(lr_levels) > 1:
+        row["lr_edge"], row["bs_edge"] = _edge_side(lr_levels, lr[best]), _edge_side(bs_levels, bs[best])
+        if row["lr_edge"]:
             flags.append("lr-edge")
-        if _edge(bs_levels, bs[best]) and len(bs_levels) > 1:
+        if row["bs_edge"]:
             flags.append("bs-edge")
         if row["near_optimal"] < min_near_optimal:
             flags.append("few-near-optimal")
@@ -760,7 +771,7 @@ _QUAD_COLUMNS = (
 
 def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = dict.fromkeys(_QUAD_COLUMNS)
-    out.update(convex=None, quad_points=len(x))
+    out.update(convex=None, quad_points=len(x), lr_unbounded=None, bs_unbounded=None)
     if fit is None:
         flags.append("no-quadratic")
         return out
@@ -774,11 +785,40 @@ def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags
     out.update(lr_quad=math.exp(vx), bs_tokens_quad=math.exp(vy), rel_loss_quad=vz)
     if not (x.min() <= vx <= x.max() and y.min() <= vy <= y.max()):
         flags.append("vertex-outside-grid")
+    lr_bounds, bs_bounds = _grid_bounds(x), _grid_bounds(y)
+    lr_side, bs_side = _beyond(vx, lr_bounds), _beyond(vy, bs_bounds)
+    if lr_side:
+        out.update(lr_quad=None, lr_unbounded=lr_side)
+        flags.append(f"lr-vertex-{lr_side}")
+    if bs_side:
+        out.update(bs_tokens_quad=None, bs_unbounded=bs_side)
+        flags.append(f"bs-vertex-{bs_side}")
     if "sd" in fit:
         out.update(log_lr_sd=fit["sd"][0], log_bs_sd=fit["sd"][1])
-        out.update(lr_quad_lo=math.exp(fit["x_interval"][0]), lr_quad_hi=math.exp(fit["x_interval"][1]))
-        out.update(bs_quad_lo=math.exp(fit["y_interval"][0]), bs_quad_hi=math.exp(fit["y_interval"][1]))
+        for name, (lo, hi), bounds in (("lr", fit["x_interval"], lr_bounds), ("bs", fit["y_interval"], bs_bounds)):
+            below, above = lo < bounds[0], hi > bounds[1]
+            out[f"{name}_quad_lo"] = 0.0 if below else math.exp(lo)
+            out[f"{name}_quad_hi"] = math.inf if above else math.exp(hi)
+            side = "both" if below and above else "below" if below else "above" if above else None
+            if side and out[f"{name}_unbounded"] is None:
+                out[f"{name}_unbounded"] = side
     return out
+
+
+def _grid_bounds(levels: np.ndarray) -> tuple[float, float]:
+    """How far a cell's quadratic may place its vertex (or an interval's end) in log space and
+    still be reported as a number: one grid step (the median step between its levels) beyond
+    the grid's smallest and largest level."""
+    import numpy as np
+
+    u = np.unique(levels)
+    step = float(np.median(np.diff(u))) if len(u) > 1 else 0.0
+    return float(u[0]) - step, float(u[-1]) + step
+
+
+def _beyond(value: float, bounds: tuple[float, float]) -> str | None:
+    """``below`` / ``above`` when ``value`` lies more than one grid step outside the grid."""
+    return "below" if value < bounds[0] else "above" if value > bounds[1] else None
 
 
 def cell_keys(cell: Mapping[str, object], by: str | Sequence[str] | None = None) -> list[str]:

@@ -93,7 +93,7 @@ def landscape(
     best = ok.row(int(np.argmin(z)), named=True)
     ax.plot(math.log10(best["lr"]), math.log10(best["bs_tokens"]), "r*", ms=16, zorder=4, label="grid minimum")
     q = optima(rows, by=keys, method="quadratic", designs=()).row(0, named=True)
-    if q["lr_quad"] is not None and q["convex"]:
+    if q["convex"] and not (q["lr_unbounded"] or q["bs_unbounded"]) and q["lr_quad"] is not None:
         xv, yv = math.log10(q["lr_quad"]), math.log10(q["bs_tokens_quad"])
         err = None
         if q["lr_quad_lo"] is not None:

@@ -174,10 +174,11 @@ def _report_parts(
             "Cells and their optima",
             '<p class="note">Grid minimum, near-optimal runs (within 0.25%), the quadratic vertex in '
             "(log lr, log batch) with its 95% bootstrap interval, and flags (edge: the optimum lies on the "
-            "grid's edge and was not measured).</p>",
+            "grid's edge and was not measured; a vertex or interval end more than one grid step outside the grid "
+            "is shown unbounded: empty, 0 or inf, with the side in lr_unbounded / bs_unbounded).</p>",
             _table(cells, [*cells.columns[: cells.columns.index("runs")], "runs", "loss_min", "lr_grid",
                            "bs_tokens_grid", "near_optimal", "lr_quad", "lr_quad_lo", "lr_quad_hi", "bs_tokens_quad",
-                           "bs_quad_lo", "bs_quad_hi", "optimum", "flags"]),
+                           "bs_quad_lo", "bs_quad_hi", "lr_unbounded", "bs_unbounded", "optimum", "flags"]),
         ))  # fmt: skip
 
     # the fit and the published laws
