@@ -60,3 +60,47 @@ def test_interior_optimum_is_bounded() -> None:
     assert row["lr_unbounded"] is None and row["bs_unbounded"] is None
     assert row["lr_edge"] is None and row["bs_edge"] is None
     assert row["bs_quad_hi"] < math.inf and row["bs_quad_lo"] > 0
+
+
+def _fit_warnings(final: pl.DataFrame, method: str = "quadratic") -> tuple[sl.HparamLaw, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        law = sl.fit_law(final, method, bootstrap=50)  # type: ignore[arg-type]
+    return law, [str(w.message) for w in caught if issubclass(w.category, sl.AnalysisWarning)]
+
+
+@pytest.mark.parametrize("method", ["quadratic", "steplaw"])
+def test_fit_says_how_many_cells_are_edge_bound(method: str) -> None:
+    # every cell's bs optimum just above the grid's smallest batch: the grid minimum sits on it
+    # (the vertex stays inside the grid, so the quadratic method keeps the cells)
+    law, notes = _fit_warnings(_sweep(bs_shift=1.8, noise=0.0001), method)
+    line = "bs: 9 of 9 cells at the grid's smallest batch: the bs law is bounded, not estimated"
+    assert notes.count(line) == 1, notes
+    assert not any(n.startswith("lr: ") for n in notes)
+    assert law.info["edges"] == {"lr": {"cells": 9, "low": 0, "high": 0}, "bs": {"cells": 9, "low": 9, "high": 0}}
+    assert line in law.info["warnings"]
+    table = law.to_polars()
+    assert table.filter(pl.col("target") == "bs_tokens")["edge_low"].to_list() == [9, 9]
+    assert table.filter(pl.col("target") == "lr")["edge_low"].to_list() == [0, 0, 0]
+    assert table["cells"].to_list() == [9] * 5
+
+
+def test_interior_optima_give_no_edge_warning() -> None:
+    law, notes = _fit_warnings(_sweep())
+    assert not any("cells at the grid's" in n for n in notes), notes
+    assert law.info["edges"]["bs"] == {"cells": 9, "low": 0, "high": 0}
+
+
+def test_some_edge_cells_are_counted_by_side() -> None:
+    final = pl.concat([_sweep(), pl.DataFrame(_cell(3e9, 6e11, lr_shift=-8.0, noise=0.0005, seed=7))])
+    law, notes = _fit_warnings(final)
+    assert "lr: 1 of 10 cells at the grid's largest lr: those cells' optimal lr is a bound, not a measurement" in notes
+    assert law.info["edges"]["lr"] == {"cells": 10, "low": 0, "high": 1}
+
+
+def test_a_saved_law_says_it_again_when_loaded(tmp_path) -> None:
+    law, _ = _fit_warnings(_sweep(bs_shift=1.8, noise=0.0001))
+    law.save(tmp_path / "law.json")
+    with pytest.warns(sl.AnalysisWarning, match="bs: 9 of 9 cells at the grid's smallest batch"):
+        loaded = sl.laws.load_law(tmp_path / "law.json")
+    assert loaded.info["edges"]["bs"]["low"] == 9

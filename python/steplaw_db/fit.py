@@ -39,6 +39,7 @@ quadratic vertex) and by Step Law's reference procedure (near-optimal runs, OLS)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -64,7 +65,10 @@ from .optima import (
     DEFAULT_SEQ_LEN,
     DEFAULT_THRESHOLD,
     LEVEL_TOLERANCE,
+    AnalysisWarning,
     assign_cells,
+    edge_counts,
+    edge_notes,
     last_checkpoints,
     near_optimal,
     optima,
@@ -308,6 +312,7 @@ def fit_lr_bs(
     huber_t: float = 1.345,
     center: Center = "mean",
     name: str = "fitted",
+    edges: Mapping[str, Mapping[str, int]] | None = None,
 ) -> HparamLaw:
     """Fit ``lr = exp(c) N^a D^b`` and ``bs_tokens = exp(d) D^g`` in natural-log space.
 
@@ -328,6 +333,10 @@ def fit_lr_bs(
       convention; the full-sample fit when ``bootstrap=0``) or the full-sample ``"point"``
       fit.
     - ``by``: the columns that identify a cell.
+    - ``edges``: how many cells have their grid minimum on the grid's edge
+      (:func:`~steplaw_db.optima.edge_counts`); taken from ``samples`` when it is an optima
+      frame. Edge-bound cells are warned (one line per target) and counted in
+      ``info["edges"]`` and :meth:`~steplaw_db.laws.HparamLaw.to_polars`.
 
     An ill-posed design raises :class:`InvalidArgumentError`: a regressor constant over the
     samples (e.g. one N only), too few cells for the coefficients, collinear regressors,
@@ -342,6 +351,11 @@ def fit_lr_bs(
         raise InvalidArgumentError(f"center must be 'mean' or 'point', got {center!r}")
     if len(samples) == 0:
         raise InvalidArgumentError("no samples to fit")
+    if edges is None and "lr_edge" in samples.columns and "bs_edge" in samples.columns:
+        edges = edge_counts(samples)
+    if edges is not None:
+        edges = {k: dict(v) for k, v in edges.items() if (k == "lr" and lr_on) or (k == "bs" and bs_on)}
+        warn(edge_notes(edges))
     if "lr" not in samples.columns and "lr_opt" in samples.columns:
         samples, weights = _vertex_samples(samples, weights)
     keys = ["cell"] if "cell" in samples.columns else _keys(by)
@@ -404,7 +418,8 @@ def fit_lr_bs(
         "failed_draws": out["failed"],
         "weights": weight_cols or None,
         "converged": [f["converged"] for f in out["fits"]],
-        "warnings": notes,
+        "edges": edges,
+        "warnings": [*edge_notes(edges), *notes],
     }
     return HparamLaw(laws.get("lr"), laws.get("bs_tokens"), name=name, source="fit_lr_bs", info=info)
 
@@ -456,10 +471,18 @@ def fit_law(
     """
     if method not in LAW_METHODS:
         raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
+    edges = None
     if method == "steplaw":
         samples = near_optimal(
             final, by, threshold, level_tolerance=level_tolerance, designs=designs, on_design=on_design
         )
+        with warnings.catch_warnings():  # the cells' notes were just issued
+            warnings.simplefilter("ignore", AnalysisWarning)
+            grid = optima(
+                final, by, threshold, method="grid", bootstrap=0, level_tolerance=level_tolerance, designs=designs,
+                on_design=on_design,
+            )  # fmt: skip
+        edges = edge_counts(grid)
     else:
         samples = optima(
             final,
@@ -492,6 +515,7 @@ def fit_law(
         resample=resample or "rows",
         center=center,
         name=name,
+        edges=edges,
     )
     law.info.update(
         procedure=method, description=LAW_METHODS[method], threshold=threshold if method == "steplaw" else None

@@ -347,12 +347,16 @@ class HparamLaw(Law, _SavedAsJson):
     def to_polars(self, interval: float = DEFAULT_INTERVAL) -> pl.DataFrame:
         """One row per coefficient: ``target``, ``term`` (intercept, N, D, C), ``name``,
         ``estimate`` (what the law uses), ``point`` (full-sample fit), ``mean``, ``sd``,
-        ``lo``/``hi`` (bootstrap percentile interval) and the target's ``r2``."""
+        ``lo``/``hi`` (bootstrap percentile interval), the target's ``r2``, and of a fitted law
+        the target's ``cells`` and how many of them had their grid minimum on the grid's
+        smallest (``edge_low``) or largest (``edge_high``) level: optima that are bounds."""
         lo_q, hi_q = _interval_bounds(interval)
         rows = []
+        edges = self.info.get("edges") or {}
         for part in (self.lr, self.bs):
             if part is None:
                 continue
+            counts = edges.get("lr" if part.target == "lr" else "bs") or {}
             for j, (term, name) in enumerate(zip(("intercept", *part.regressors), part.names(), strict=True)):
                 draws = part.samples[:, j] if part.samples is not None and len(part.samples) else None
                 finite = draws[np.isfinite(draws)] if draws is not None else np.empty(0)
@@ -368,6 +372,9 @@ class HparamLaw(Law, _SavedAsJson):
                         "lo": float(np.percentile(finite, lo_q)) if finite.size else None,
                         "hi": float(np.percentile(finite, hi_q)) if finite.size else None,
                         "r2": None if math.isnan(part.r2) else part.r2,
+                        "cells": counts.get("cells"),
+                        "edge_low": counts.get("low"),
+                        "edge_high": counts.get("high"),
                     }
                 )
         schema = {
@@ -375,8 +382,22 @@ class HparamLaw(Law, _SavedAsJson):
             "term": pl.String,
             "name": pl.String,
             **{k: pl.Float64 for k in ("estimate", "point", "mean", "sd", "lo", "hi", "r2")},
+            **{k: pl.Int64 for k in ("cells", "edge_low", "edge_high")},
         }
         return pl.DataFrame(rows, schema=schema)
+
+    def edge_notes(self) -> list[str]:
+        """One line per target whose fit had cells with their grid minimum on the grid's edge
+        (``info["edges"]``): those optima are bounds, not measurements."""
+        from .optima import edge_notes
+
+        return edge_notes(self.info.get("edges"))
+
+    def warn_edges(self) -> None:
+        """Issue :meth:`edge_notes` as :class:`~steplaw_db.AnalysisWarning` (a saved law is loaded)."""
+        from .optima import warn
+
+        warn([f"law '{self.name}': {n}" for n in self.edge_notes()], stacklevel=4)
 
     def coefficients(self) -> dict[str, float]:
         """The law's coefficients by name (``lr_intercept``, ``lr_coefN``, ...)."""
@@ -566,7 +587,9 @@ def load_law(path: PathLike) -> Law | LossLaw:
         raise InvalidArgumentError(f"{path}: not a JSON law file ({e})") from e
     kind = d.get("kind") if isinstance(d, dict) else None
     if kind == "hparam-law":
-        return HparamLaw.from_dict(d)
+        law = HparamLaw.from_dict(d)
+        law.warn_edges()
+        return law
     if kind == "loss-law":
         return LossLaw.from_dict(d)
     raise InvalidArgumentError(f"{path}: not a saved law (kind {kind!r})")

@@ -613,6 +613,45 @@ def _edge_side(levels: list[float], value: float) -> str | None:
     return "low" if value <= levels[0] else "high" if value >= levels[-1] else None
 
 
+#: What each target's edge is called in notes.
+_EDGE_WORDS = {"lr": "lr", "bs": "batch"}
+
+
+def edge_counts(table: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """How many of an :func:`optima` frame's cells have their grid minimum on the grid's edge, per
+    target: ``{"lr": {"cells": 9, "low": 0, "high": 0}, "bs": {"cells": 9, "low": 7, "high": 0}}``
+    (``low``: at the smallest level, the optimum is at most that; ``high``: at the largest)."""
+    out = {}
+    for target in ("lr", "bs"):
+        col = f"{target}_edge"
+        values = table[col].to_list() if col in table.columns else []
+        out[target] = {"cells": table.height, "low": values.count("low"), "high": values.count("high")}
+    return out
+
+
+def edge_notes(counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
+    """One line per target with edge-bound cells, e.g. ``bs: 7 of 9 cells at the grid's smallest
+    batch: the bs law is bounded, not estimated`` (when most cells are edge-bound; fewer: those
+    cells' optimum is a bound)."""
+    notes = []
+    for target, c in (counts or {}).items():
+        low, high, cells = int(c.get("low", 0)), int(c.get("high", 0)), int(c.get("cells", 0))
+        if not (low or high) or not cells:
+            continue
+        word = _EDGE_WORDS.get(target, target)
+        sides = [f"at the grid's {side} {word}" for n, side in ((low, "smallest"), (high, "largest")) if n]
+        counts_ = [n for n in (low, high) if n]
+        where = f"{counts_[0]} of {cells} cells {sides[0]}"
+        if len(sides) > 1:
+            where += f", {counts_[1]} at its largest"
+        if 2 * (low + high) > cells:  # most cells are bounds: the law follows the grid, not the optima
+            verdict = f"the {target} law is bounded, not estimated"
+        else:
+            verdict = f"those cells' optimal {word} is a bound, not a measurement"
+        notes.append(f"{target}: {where}: {verdict}")
+    return notes
+
+
 def _fmt_band(band: float) -> str:
     return f"{band * 100:g}%"
 
