@@ -22,34 +22,66 @@ ingested into a new store:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-from . import errors, fields
+from . import errors
 from ._native import __version__
 from .errors import InternalError, InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
-from .fields import RUN_FIELDS
-from .optima import AnalysisWarning, assign_cells, cells, find_cell, landscape, near_optimal, optima, read_final_table
-
-# ``stability`` is the function: imported here, it stays bound over the module of that name.
-from .stability import StabilityReport, stability
-from .store import CheckReport, IngestReport, Store, open
 
 if TYPE_CHECKING:
-    from . import fit, laws, plots, synth
+    from . import fields, fit, laws, plots, synth
     from .curve import CurveLaw, Schedule, fit_curve_law, plot_curve_law
+    from .fields import RUN_FIELDS
     from .fit import compare_laws, evaluate, fit_law, fit_laws, fit_loss_law, fit_lr_bs
     from .laws import HparamLaw, LossLaw
+    from .optima import (
+        AnalysisWarning,
+        assign_cells,
+        cells,
+        find_cell,
+        landscape,
+        near_optimal,
+        optima,
+        read_final_table,
+    )
     from .report import write_report
+    from .stability import StabilityReport, stability
+    from .store import CheckReport, IngestReport, Store, open
 
-#: Names served lazily, by the module that holds them (None: the module itself). They pull in
-#: numpy (and start its BLAS threads) or matplotlib: loaded only when asked for.
+#: Names served lazily, by the module that holds them (None: the module itself). Every one
+#: pulls in polars, numpy (and its BLAS threads) or matplotlib: loaded only when asked for, so
+#: that ``import steplaw_db`` (and the command line's start) costs almost nothing.
 _LAZY: dict[str, str | None] = {
-    "fit": None, "laws": None, "plots": None, "synth": None,
+    "fields": None, "fit": None, "laws": None, "plots": None, "synth": None,
+    "RUN_FIELDS": "fields",
+    **dict.fromkeys(
+        ("AnalysisWarning", "assign_cells", "cells", "find_cell", "landscape", "near_optimal", "optima",
+         "read_final_table"),
+        "optima",
+    ),
+    **dict.fromkeys(("StabilityReport", "stability"), "stability"),
+    **dict.fromkeys(("CheckReport", "IngestReport", "Store", "open"), "store"),
     **dict.fromkeys(("fit_lr_bs", "fit_loss_law", "evaluate", "fit_law", "fit_laws", "compare_laws"), "fit"),
     **dict.fromkeys(("HparamLaw", "LossLaw"), "laws"),
     **dict.fromkeys(("fit_curve_law", "CurveLaw", "Schedule", "plot_curve_law"), "curve"),
     "write_report": "report",
 }  # fmt: skip
+
+#: Names that are both a function here and a submodule: importing the submodule (which binds
+#: it on the package) must not hide the function.
+_SHADOWED = ("stability", "optima")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)  # the function of that name, not its module
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,7 @@
 """The ``steplaw-db`` command line (Typer). Exit status: 0 when everything succeeded, 1 when
-some runs failed, the store is busy or damaged, 2 on usage errors, 3 on internal errors."""
+some runs failed, the store is busy, damaged or missing, or nothing matches; 2 on usage errors;
+3 on internal errors (see ``_cli_util``). ``--db`` may come before or after the verb. Polars,
+numpy and matplotlib are imported only inside the commands that need them."""
 
 from __future__ import annotations
 
@@ -10,24 +12,24 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import polars as pl
 import typer
 
 from . import __version__
+from ._cli_util import DEFAULT_SEQ_LEN, RootGroup, db_path, final_frame, open_store
 from ._cli_util import fail as _fail
-from ._cli_util import final_frame, open_store
 from ._cli_util import run as _run
 from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, Restarts, RunStatus, Smoothing, SynthFormat
-from .fields import DEFAULT_SEQ_LEN
-from .store import Store, default_path
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from .laws import Law
 
 # Option strings (formats, smoothing modes, methods) go to the library as the user typed them
 # (hence the casts to their Literal types): the library checks them and says what it expects.
 
 app = typer.Typer(
+    cls=RootGroup,
     help="Store, analyse and fit hyperparameter scaling laws from LLM pre-training sweeps.",
     no_args_is_help=True,
     add_completion=False,
@@ -67,14 +69,18 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str | None = typer.Option(None, "--db", envvar="STEPLAW_DB", help="Store directory (default: ./steplaw.db)."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        envvar="STEPLAW_DB",
+        help="Store directory (default: $STEPLAW_DB, else ./steplaw.db); also accepted after the verb.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
-    # Kept as typed: Path("") would be ".", and `--db ""` must be refused, not make the current
-    # directory a store.
-    ctx.obj = {"db": db if db is not None else default_path()}
+    # Kept as typed (None: resolved when a command opens the store).
+    ctx.obj = {"db": db}
 
 
 @app.command()
@@ -106,7 +112,9 @@ def ingest(
     ),
 ) -> None:
     """Ingest training logs: every run's loss curve and configuration into the store."""
-    db = ctx.find_root().obj["db"]  # as given: "" is refused by Store (Path("") would be ".")
+    from .store import Store
+
+    db = db_path(ctx)  # as given: "" is refused by Store (Path("") would be ".")
     created = bool(db) and not Path(db).exists()
     # --force also makes a store of a directory that holds other files (refused otherwise).
     store = _run(lambda: Store(db, create=True, force=force))
@@ -159,6 +167,8 @@ def import_table(
 
 
 def _write_frame(df: pl.DataFrame, fmt: str, output: Path | None, table_columns: list[str]) -> None:
+    import polars as pl
+
     if fmt == "table":
         shown = df.select([c for c in table_columns if c in df.columns])
         with pl.Config(tbl_rows=200, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=200):
@@ -357,7 +367,10 @@ def demo(
     ),
 ) -> None:
     """Generate a small synthetic sweep, ingest it and show what was found."""
+    import polars as pl
+
     from . import synth
+    from .store import Store
 
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="steplaw-demo-"))
     sweep, db_path = root / "sweep", root / "steplaw.db"
@@ -558,6 +571,8 @@ def plot_curves(
     output: Path = _OUTPUT,
 ) -> None:
     """Raw and smoothed loss curves of the given runs."""
+    import polars as pl
+
     from . import plots
 
     store = open_store(ctx, create=False)

@@ -6,16 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import polars as pl
 import typer
 
+from ._cli_util import EXIT_FAILED, db_path, open_store
 from ._cli_util import fail as _fail
-from ._cli_util import open_store
 from ._cli_util import run as _run
 from ._typing import CurveForm
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from .curve import Schedule
 
 __all__ = ["parse_schedules", "register"]
@@ -71,6 +72,8 @@ def register(fit_app: typer.Typer) -> None:
     ) -> None:
         """Fit a schedule-aware loss-curve law (whole curves with their per-step lr) and
         score it on the fitted and held-out curves (mean and max relative error)."""
+        import polars as pl
+
         from .curve import fit_curve_law, plot_curve_law
 
         schedules = _run(lambda: parse_schedules(schedule or []))
@@ -79,7 +82,7 @@ def register(fit_app: typer.Typer) -> None:
             store = open_store(ctx, create=False)
             points = _run(lambda: store.points(list(run), metric="loss"))
             if points.height == 0:
-                _fail(f"no loss points for runs {list(run)} in {ctx.obj['db']}", 2)
+                _fail(f"no loss points for runs {list(run)} in {db_path(ctx)}", EXIT_FAILED)
             train.append(points)
         if not train:
             _fail("give curves to fit on: CSV files and/or --run IDs", 2)

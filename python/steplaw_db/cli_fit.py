@@ -9,16 +9,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import polars as pl
 import typer
 
+from ._cli_util import DEFAULT_SEQ_LEN, final_frame
 from ._cli_util import fail as _fail
-from ._cli_util import final_frame
 from ._cli_util import run as _run
 from ._typing import EvaluateMethod, LawMethod, RegressionMethod, Resample
-from .fields import DEFAULT_SEQ_LEN
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from .laws import HparamLaw, LossLaw
 
 # Option strings go to the library as typed (hence the casts): the library checks them.
@@ -33,6 +33,8 @@ def _names(text: str) -> tuple[str, ...] | None:
 
 
 def _table(df: pl.DataFrame) -> str:
+    import polars as pl
+
     with pl.Config(
         tbl_rows=200,
         tbl_cols=20,
@@ -290,6 +292,8 @@ def register(app: typer.Typer) -> typer.Typer:
         output: Path | None = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
     ) -> None:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
+        import polars as pl
+
         from .fit import evaluate
 
         final = final_frame(ctx, input, seq_len=seq_len)
