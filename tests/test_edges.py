@@ -104,3 +104,25 @@ def test_a_saved_law_says_it_again_when_loaded(tmp_path) -> None:
     with pytest.warns(sl.AnalysisWarning, match="bs: 9 of 9 cells at the grid's smallest batch"):
         loaded = sl.laws.load_law(tmp_path / "law.json")
     assert loaded.info["edges"]["bs"]["low"] == 9
+
+
+def test_stability_does_not_call_an_edge_bound_coefficient_stable() -> None:
+    final = _sweep(bs_shift=1.8, noise=0.0001)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = sl.stability(final, bootstrap=50, loco=False)
+    notes = [str(w.message) for w in caught if issubclass(w.category, sl.AnalysisWarning)]
+    assert "bs: 9 of 9 cells at the grid's smallest batch: the bs law is bounded, not estimated" in notes
+    verdicts = {r["name"]: r for r in report.verdicts.iter_rows(named=True)}
+    assert verdicts["bs_coefD"]["verdict"] == verdicts["bs_intercept"]["verdict"] == "not identified"
+    assert verdicts["bs_coefD"]["edge_cells"] == 9 and verdicts["bs_coefD"]["cells"] == 9
+    assert verdicts["lr_coefN"]["verdict"] != "not identified" and verdicts["lr_coefN"]["edge_cells"] == 0
+
+
+def test_report_law_section_says_the_bs_law_is_bounded() -> None:
+    from steplaw_db.report import build_report
+
+    html = build_report(_sweep(bs_shift=1.8, noise=0.0001), laws=("step-law",), bootstrap=50)
+    law_section = html[html.index("<h2>Fitted law</h2>") : html.index("<h2>Laws compared")]
+    assert "bs: 9 of 9 cells at the grid&#x27;s smallest batch: the bs law is bounded, not estimated" in law_section
+    assert "not identified" in html

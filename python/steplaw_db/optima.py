@@ -629,6 +629,14 @@ def edge_counts(table: pl.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
+def is_edge_bound(counts: Mapping[str, int] | None) -> bool:
+    """Most of a target's cells (``edge_counts(...)["bs"]``) have their optimum on the grid's
+    edge: the law follows the grid, not the optima (bounded, not estimated)."""
+    if not counts or not counts.get("cells"):
+        return False
+    return 2 * (int(counts.get("low", 0)) + int(counts.get("high", 0))) > int(counts["cells"])
+
+
 def edge_notes(counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
     """One line per target with edge-bound cells, e.g. ``bs: 7 of 9 cells at the grid's smallest
     batch: the bs law is bounded, not estimated`` (when most cells are edge-bound; fewer: those
@@ -644,7 +652,7 @@ def edge_notes(counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
         where = f"{counts_[0]} of {cells} cells {sides[0]}"
         if len(sides) > 1:
             where += f", {counts_[1]} at its largest"
-        if 2 * (low + high) > cells:  # most cells are bounds: the law follows the grid, not the optima
+        if is_edge_bound(c):
             verdict = f"the {target} law is bounded, not estimated"
         else:
             verdict = f"those cells' optimal {word} is a bound, not a measurement"

@@ -190,6 +190,7 @@ def _report_parts(
             "Fitted law",
             f"<p>Method <b>{html.escape(method)}</b>: {html.escape(LAW_METHODS[method])}, "
             f"{bootstrap} bootstrap resamples: <code>{html.escape(fitted.describe())}</code></p>",
+            "".join(f'<p class="note"><b>{html.escape(n)}</b></p>' for n in fitted.edge_notes()),
             _table(fitted.to_polars()),
             _figure(plots.law(final, {"fitted": fitted, **({"truth": truth} if truth is not None else {})},
                               by=keys)),
@@ -232,7 +233,8 @@ def _report_parts(
         parts.append(_section(
             "Stability",
             '<p class="note">Verdict per coefficient: <b>stable</b> when every analysis choice (near-optimal '
-            "threshold 0.1%-1%, grid rule vs quadratic vertex) moves it by less than 2 bootstrap SDs.</p>",
+            "threshold 0.1%-1%, grid rule vs quadratic vertex) moves it by less than 2 bootstrap SDs; <b>not "
+            "identified</b> when most cells have that optimum on the grid's edge (edge_cells of cells).</p>",
             _table(report.verdicts, verdict_column="verdict"),
             _table(report.differences) if len(report.differences) else "",
             "<h3>Leave one cell out</h3>" + (_table(loco) if len(loco) else "<p>not identifiable</p>"),

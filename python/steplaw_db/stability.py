@@ -34,7 +34,7 @@ import polars as pl
 
 from ._typing import LawMethod, OptimumMethod, as_float
 from .errors import InvalidArgumentError
-from .optima import CELL_KEYS, DEFAULT_THRESHOLD, assign_cells, optima, warn
+from .optima import CELL_KEYS, DEFAULT_THRESHOLD, assign_cells, edge_notes, is_edge_bound, optima, warn
 
 if TYPE_CHECKING:
     from .laws import HparamLaw
@@ -64,8 +64,9 @@ class StabilityReport:
       batch) and the loss penalty on the cell's landscape (nearest grid point);
     - ``sensitivity``: per analysis choice (threshold, smoothing, method) and coefficient,
       the estimate and SD;
-    - ``verdicts``: per group and coefficient, ``stable``/``unstable`` with the figures it
-      rests on;
+    - ``verdicts``: per group and coefficient, ``stable``/``unstable``/``not identified``
+      (most cells' optimum of that target on the grid's edge) with the figures it rests on
+      (``cells``, ``edge_cells``);
     - ``draws``: the reference fit's bootstrap draws, one row per group and draw, one column
       per coefficient (the distributions behind the intervals).
     """
@@ -161,7 +162,9 @@ def stability(
 
     A coefficient's verdict is ``stable`` when every analysis choice (thresholds, smoothing
     modes, methods) moves it by less than ``STABLE_SDS`` bootstrap SDs of the reference fit,
-    else ``unstable``; the verdict table gives the range, the SD and the ratio.
+    else ``unstable``; ``not identified`` when most of the group's cells have that target's
+    grid minimum on the grid's edge (warned, one line per group and target, as every fit
+    does); the verdict table gives the range, the SD, the ratio and the edge counts.
     """
     frames = dict(final) if isinstance(final, Mapping) else {"reference": final}
     if not frames:
@@ -188,6 +191,7 @@ def stability(
     for g, df in groups.items():
         law = _fit(df, reference, threshold, bootstrap, seed, cells)
         laws[g] = law
+        warn([n if by is None else f"{by}={g}: {n}" for n in edge_notes(law.info.get("edges"))])
         coef_rows.append(_coef_table(law).with_columns(group=pl.lit(g)))
         for smooth_name, frame in frames.items():
             gdf = frame if by is None else frame.filter(pl.col(by).cast(pl.String) == g)
@@ -200,7 +204,9 @@ def stability(
     differences = _differences(laws, coefficients)
     loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
     draws = pl.concat([law.samples.with_columns(group=pl.lit(g)) for g, law in laws.items()], how="diagonal_relaxed")
-    return StabilityReport(coefficients, differences, loco_df, sensitivity, _verdicts(coefficients, sensitivity), draws)
+    edges = {g: law.info.get("edges") or {} for g, law in laws.items()}
+    verdicts = _verdicts(coefficients, sensitivity, edges)
+    return StabilityReport(coefficients, differences, loco_df, sensitivity, verdicts, draws)
 
 
 def _sensitivity(
@@ -233,11 +239,17 @@ def _sensitivity(
     return out
 
 
-def _verdicts(coefficients: pl.DataFrame, sensitivity: pl.DataFrame) -> pl.DataFrame:
+def _verdicts(
+    coefficients: pl.DataFrame, sensitivity: pl.DataFrame, edges: Mapping[str, Mapping[str, Any]]
+) -> pl.DataFrame:
     """Per group and coefficient: the range of the estimates over the analysis choices in
-    reference-fit SDs, and ``stable`` when it is below ``STABLE_SDS``."""
+    reference-fit SDs, and ``stable`` when it is below ``STABLE_SDS``; ``not identified`` when
+    most of the group's cells have that target's optimum on the grid's edge (the coefficient
+    follows the grid, and every variant agrees because the edges do not move), whatever the
+    range. ``cells`` and ``edge_cells`` give the counts."""
     rows = []
     for row in coefficients.iter_rows(named=True):
+        counts = (edges.get(row["group"]) or {}).get(str(row["name"]).split("_", 1)[0]) or {}
         s = sensitivity.filter((pl.col("group") == row["group"]) & (pl.col("name") == row["name"]))
         low = as_float(s["estimate"].min()) if len(s) else None
         high = as_float(s["estimate"].max()) if len(s) else None
@@ -252,7 +264,13 @@ def _verdicts(coefficients: pl.DataFrame, sensitivity: pl.DataFrame) -> pl.DataF
                 "min": low,
                 "max": high,
                 "range_in_sds": ratio,
-                "verdict": "stable" if ratio < STABLE_SDS else "unstable",
+                "cells": counts.get("cells"),
+                "edge_cells": counts.get("low", 0) + counts.get("high", 0) if counts else None,
+                "verdict": "not identified"
+                if is_edge_bound(counts)
+                else "stable"
+                if ratio < STABLE_SDS
+                else "unstable",
             }
         )
     return pl.DataFrame(rows)
