@@ -481,7 +481,7 @@ pub(super) fn check_mapped(file: &MappedFile, size: Option<u64>, sum: Option<&st
     if verified().lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
         return FileState::Verified { bytes: len };
     }
-    let found = hex128(xxhash_rust::xxh3::xxh3_128(&file.bytes));
+    let found = hex128(file.xxh3_128());
     if found != sum {
         return FileState::Damaged(
             DamageKind::Checksum,

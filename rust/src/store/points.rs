@@ -596,6 +596,9 @@ impl SegmentWriter {
                 // Full row groups go out as they fill (the segment stays open: mid-run).
                 self.flush_full_groups()?;
             }
+            // The group's pages of the mapping are done with: memory holds one row group of
+            // the file being read, not the whole file.
+            file.release_pages();
         }
         if current.is_some() {
             self.end_run()?;

@@ -493,19 +493,72 @@ impl MappedFile {
         Ok(ParquetFile {
             path: self.path.clone(),
             reader: SerializedFileReader::new(self.bytes.clone()).at(&self.path)?,
+            mapped: self.bytes.clone(),
         })
     }
+
+    /// The xxh3-128 of the file's bytes, hashed a few MiB at a time, each span's pages let go
+    /// once hashed (`release_pages`): hashing a file does not leave all of it resident in
+    /// this process (it stays in the page cache, and a later read maps it back in).
+    pub fn xxh3_128(&self) -> u128 {
+        const SPAN: usize = 8 << 20;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (i, span) in self.bytes.chunks(SPAN).enumerate() {
+            hasher.update(span);
+            release_pages(&self.bytes, i * SPAN..i * SPAN + span.len());
+        }
+        hasher.digest128()
+    }
+}
+
+/// Let go of the resident pages of `range` of a file mapping (`madvise(MADV_DONTNEED)`): they
+/// are dropped from this process's memory, and read back from the page cache (the file's
+/// bytes, which never change: store files are immutable) if touched again. Only the pages
+/// wholly inside `range` go. Nothing happens for an empty mapping or off Linux.
+fn release_pages(mapping: &bytes::Bytes, range: std::ops::Range<usize>) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = 4096usize;
+        let end = range.end.min(mapping.len());
+        let start = range.start.div_ceil(page) * page;
+        let end = if end == mapping.len() { end } else { end / page * page };
+        if mapping.is_empty() || start >= end {
+            return;
+        }
+        // SAFETY: `mapping` is a whole file mapping made by `MappedFile::open` (the mapping
+        // starts on a page boundary, and `start..end` is inside it). MADV_DONTNEED on a shared
+        // read-only file mapping only drops page table entries: the next access reads the
+        // file's bytes again, so no value any holder of `mapping` sees can change.
+        unsafe {
+            libc::madvise(
+                mapping.as_ptr().add(start) as *mut libc::c_void,
+                end - start,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (mapping, range);
 }
 
 /// An open Parquet file (its footer parsed), over a mapping of its bytes.
 pub struct ParquetFile {
     pub path: std::path::PathBuf,
     reader: SerializedFileReader<bytes::Bytes>,
+    /// The mapping the reader decodes from (to let go of its pages).
+    mapped: bytes::Bytes,
 }
 
 impl ParquetFile {
     pub fn open(path: &Path) -> Result<ParquetFile> {
         MappedFile::open(path)?.reader()
+    }
+
+    /// Let go of the pages of the file's mapping this process has resident (see
+    /// `release_pages`): a reader that streams the file calls it after each row group, so its
+    /// memory holds a row group of the file, not all of it.
+    pub fn release_pages(&self) {
+        release_pages(&self.mapped, 0..self.mapped.len());
     }
 
     /// How many row groups the file has (units of parallel reading).
