@@ -69,7 +69,7 @@ def test_db_moves_to_the_front(args, expected):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    sl.synth.write_sweep(root / "runs", n_lr=3, n_bs=2, points=20)
+    sl.synth.write_sweep(root / "runs", points=20)
     return root
 
 
@@ -113,3 +113,92 @@ def test_unexpected_exception_is_exit_3(monkeypatch):
     monkeypatch.setattr(laws, "resolve", boom)
     r = CliRunner().invoke(app, ["predict", "7e9", "1e12"])
     assert r.exit_code == 3 and "internal error" in r.output and "boom" in r.output, r.output
+
+
+# --- --format and -o on every table ---------------------------------------------------------
+
+TABLE_COMMANDS = [
+    ["runs"],
+    ["final"],
+    ["cells"],
+    ["optima"],
+    ["near-optimal"],
+    ["evaluate", "--law", "step-law"],
+    ["predict", "7e9", "1.4e12"],
+    ["stability", "--table", "verdicts", "--bootstrap", "20", "--smoothing", "robust"],
+]
+
+
+@pytest.fixture(scope="module")
+def db(store):
+    path = str(store / "formats.db")
+    r = CliRunner().invoke(app, ["--db", path, "ingest", str(store / "runs")])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+@pytest.mark.parametrize("command", TABLE_COMMANDS, ids=lambda c: c[0])
+def test_every_table_command_writes_every_format(db, command, tmp_path):
+    import polars as pl
+
+    runner = CliRunner()
+    for fmt in ("table", "csv", "json", "markdown", "latex"):
+        r = runner.invoke(app, [*command, "--db", db, "--format", fmt])
+        assert r.exit_code == 0, (fmt, r.output)
+        assert r.stdout.strip(), fmt
+        if fmt == "markdown":
+            assert r.stdout.splitlines()[1].startswith("|---") or "|---" in r.stdout
+        if fmt == "latex":
+            assert r"\begin{tabular}" in r.stdout and r"\bottomrule" in r.stdout
+    # csv on stdout is pure CSV (sentences go to stderr); -o FILE takes the format from the extension
+    r = runner.invoke(app, [*command, "--db", db, "--format", "csv"])
+    csv = pl.read_csv(r.stdout.encode())
+    for suffix in ("csv", "json", "md", "tex", "parquet"):
+        out = tmp_path / f"t.{suffix}"
+        r = runner.invoke(app, [*command, "--db", db, "-o", str(out)])
+        assert r.exit_code == 0 and out.stat().st_size > 0, (suffix, r.output)
+    if command[0] != "evaluate":  # evaluate: -o takes the per-cell rows, stdout the summary
+        assert pl.read_parquet(tmp_path / "t.parquet").height == csv.height
+    assert runner.invoke(app, [*command, "--db", db, "--format", "nope"]).exit_code == 2
+
+
+def test_machine_formats_carry_full_precision_and_the_table_units(db):
+    import polars as pl
+
+    runner = CliRunner()
+    store_runs = sl.open(db).runs().sort("run_id")
+    r = runner.invoke(app, ["runs", "--db", db, "--format", "csv"])
+    csv = pl.read_csv(r.stdout.encode()).sort("run_id")
+    assert csv["lr"].to_list() == store_runs["lr"].to_list()  # every digit
+    r = runner.invoke(app, ["runs", "--db", db, "--format", "json"])
+    assert pl.read_json(r.stdout.encode()).sort("run_id")["lr"].to_list() == store_runs["lr"].to_list()
+    r = runner.invoke(app, ["optima", "--db", db])
+    assert "tokens" in r.stdout and "e-" in r.stdout, r.stdout
+
+
+def test_readable_values():
+    from steplaw_db._cli_util import latex_escape, readable
+
+    assert readable("N", 214_000_000) == "214M"
+    assert readable("D", 1e11) == "100B tokens"
+    assert readable("lr", 9.347e-4) == "9.35e-4"
+    assert readable("lr_opt", 0.01) == "1e-2"
+    assert readable("bs_tokens", 4_996_961.3) == "5M tokens"
+    assert readable("bs", 2439.92) == "2,439.9 seq"
+    assert readable("rel_error", 0.0025) == "0.25%"
+    assert readable("median_%", 0.0669) == "0.0669%"
+    assert readable("loss", 2.3456789) == "2.3457"
+    assert readable("loss", None) == "-"
+    assert readable("flags", ["edge", "flat"]) == "edge, flat"
+    assert latex_escape("bs_tokens 5%") == r"bs\_tokens 5\%"
+
+
+def test_fit_tables_take_a_format(db):
+    runner = CliRunner()
+    r = runner.invoke(app, ["fit", "lr-bs", "--db", db, "--method", "steplaw", "--bootstrap", "0", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("target,term,estimate"), r.stdout  # the sentences went to stderr
+    r = runner.invoke(app, ["fit", "lr-bs", "--db", db, "--method", "steplaw", "--bootstrap", "0", "--format", "latex"])
+    assert r.exit_code == 0 and r"\begin{tabular}" in r.stdout, r.output
+    r = runner.invoke(app, ["evaluate", "--db", db, "--law", "step-law", "--per-cell", "--format", "json"])
+    assert r.exit_code == 0 and r.stdout.lstrip().startswith("[") and '"rel_error"' in r.stdout, r.output

@@ -132,6 +132,200 @@ def final_frame(
     return final
 
 
+# --- tables: one writer for every command that prints one -----------------------------------
+
+#: The ``--format`` values. csv, json and parquet carry every value at full precision; table,
+#: markdown and latex carry readable numbers with units (N ``214M``, D ``100B tokens``, lr
+#: ``9.35e-4``, batch ``2,440 seq``, percentages ``0.25%``).
+FORMATS = ("table", "csv", "json", "markdown", "latex", "parquet")
+MACHINE_FORMATS = ("csv", "json", "parquet")
+FORMAT_HELP = "table, csv, json, markdown, latex or parquet [default: by -o's extension, else table]."
+_SUFFIXES = {".csv": "csv", ".json": "json", ".md": "markdown", ".tex": "latex", ".parquet": "parquet"}
+
+
+#: The ``--format`` and ``-o/--output`` options every table-printing command takes.
+FORMAT_OPTION: Any = typer.Option(None, "--format", help=FORMAT_HELP)
+OUTPUT_OPTION: Any = typer.Option(None, "-o", "--output", help="Write the table to FILE instead of stdout.")
+
+
+def resolve_format(fmt: str | None, output: Path | None) -> str:
+    """``--format`` as given, else the one ``-o``'s extension names, else ``table``; an
+    unknown format is a usage error."""
+    if fmt is None:
+        return _SUFFIXES.get(output.suffix.lower(), "table") if output is not None else "table"
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        fail(f"unknown --format '{fmt}' ({', '.join(FORMATS)})", EXIT_USAGE)
+    return fmt
+
+
+def _sig(v: float, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits, exponent without padding: 9.35e-4, 0.25, 1.4e+21."""
+    if v == 0 or 1e-3 <= abs(v) < 1e5:
+        return f"{v:.{digits}g}"
+    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _sci(v: float) -> str:
+    """``v`` in scientific notation, 3 significant digits, no padding: 9.35e-4, 1e-2."""
+    if v == 0:
+        return "0"
+    mantissa, exponent = f"{v:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def si(v: float) -> str:
+    """A count with an SI suffix, 3 significant digits: 214M, 1.4T, 7B, 950."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def readable(column: str, value: object) -> str:
+    """One value of ``column`` as the table format shows it: units by the column's name."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(column, v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={readable(k, v)}" for k, v in value.items())
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if value != value:
+        return "nan"
+    return _readable_number(column, value)
+
+
+def _readable_number(column: str, value: float) -> str:
+    v, name = float(value), column.lower()
+    if name.endswith("%"):  # already in percent
+        return f"{_sig(v)}%"
+    if name.startswith("rel_") or name == "threshold":
+        return f"{_sig(v * 100)}%"
+    if column == "N" or column.startswith("N_") or name in ("params", "n_params"):
+        return si(v)
+    if column == "D" or column.startswith("D_") or "tokens" in name:
+        return f"{si(v)} tokens"
+    if column == "C" or column.startswith("C_"):
+        return f"{_sig(v)} FLOPs"
+    if name == "lr" or name.startswith("lr_") or name.endswith("_lr"):
+        return _sci(v)
+    if name == "bs" or (name.startswith("bs_") and "coef" not in name and "intercept" not in name):
+        return f"{v:,.0f} seq" if v == int(v) else f"{v:,.1f} seq"
+    if isinstance(value, int):
+        return str(value)
+    if "loss" in name or "objective" in name:
+        return f"{v:.4f}"
+    return _sig(v, 4)
+
+
+def _cells(df: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, readable rows and which columns are numeric (right-aligned)."""
+    columns = df.columns
+    rows = [[readable(c, v) for c, v in zip(columns, row, strict=True)] for row in df.iter_rows()]
+    numeric = [df[c].dtype.is_numeric() for c in columns]
+    return columns, rows, numeric
+
+
+def render_table(df: pl.DataFrame) -> str:
+    """Aligned plain text: a header, a rule, one line a row (numbers right-aligned)."""
+    columns, rows, numeric = _cells(df)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(columns), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def render_markdown(df: pl.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table, readable numbers."""
+    columns, rows, numeric = _cells(df)
+
+    def esc(v: str) -> str:
+        return v.replace("|", "\\|")
+
+    head = "| " + " | ".join(esc(c) for c in columns) + " |"
+    rule = "|" + "|".join("---:" if num else "---" for num in numeric) + "|"
+    return "\n".join([head, rule, *("| " + " | ".join(esc(v) for v in r) + " |" for r in rows)])
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render_latex(df: pl.DataFrame) -> str:
+    """A booktabs ``tabular``, readable numbers, every special character escaped."""
+    columns, rows, numeric = _cells(df)
+    spec = "".join("r" if num else "l" for num in numeric)
+    body = [" & ".join(latex_escape(v) for v in r) + r" \\" for r in rows]
+    return "\n".join(
+        [
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(c) for c in columns) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+        ]
+    )
+
+
+def _flat(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with nested columns (lists, structs) as text, for CSV."""
+    import polars as pl
+
+    exprs = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, (pl.List, pl.Array)):
+            exprs.append(pl.col(name).cast(pl.List(pl.String)).list.join(";").alias(name))
+        elif isinstance(dtype, pl.Struct):
+            exprs.append(pl.col(name).struct.json_encode().alias(name))
+    return df.with_columns(exprs) if exprs else df
+
+
+def write_frame(
+    df: pl.DataFrame,
+    fmt: str | None,
+    output: Path | None,
+    table_columns: Iterable[str] | None = None,
+) -> None:
+    """Write ``df`` in ``fmt`` (see :func:`resolve_format`) to ``output`` or stdout: the one
+    writer of every command that prints a table. The readable formats (table, markdown, latex)
+    show ``table_columns`` (those present; default: all), the machine formats every column at
+    full precision."""
+    fmt = resolve_format(fmt, output)
+    if fmt == "parquet":
+        if output is None:
+            fail("--format parquet needs -o FILE", EXIT_USAGE)
+        df.write_parquet(output)
+        return
+    if fmt == "csv":
+        text = _flat(df).write_csv()
+    elif fmt == "json":
+        text = df.write_json()
+    else:
+        shown = df if table_columns is None else df.select([c for c in table_columns if c in df.columns])
+        render = {"table": render_table, "markdown": render_markdown, "latex": render_latex}[fmt]
+        text = render(shown)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is not None:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
 def db_first(args: list[str]) -> list[str]:
     """``args`` with every ``--db PATH`` (or ``--db=PATH``) moved to the front, where the root
     command reads it: ``steplaw-db ingest runs/ --db x.db`` is ``steplaw-db --db x.db ingest

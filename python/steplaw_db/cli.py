@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, cast
 import typer
 
 from . import __version__
-from ._cli_util import DEFAULT_SEQ_LEN, RootGroup, db_path, final_frame, open_store
+from ._cli_util import DEFAULT_SEQ_LEN, FORMAT_OPTION, OUTPUT_OPTION, RootGroup, db_path, final_frame, open_store
 from ._cli_util import fail as _fail
 from ._cli_util import run as _run
+from ._cli_util import write_frame as _write_frame
 from ._typing import IngestFormat, LawMethod, OptimumMethod, PlotX, Restarts, RunStatus, Smoothing, SynthFormat
 
 if TYPE_CHECKING:
@@ -166,41 +167,11 @@ def import_table(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _write_frame(df: pl.DataFrame, fmt: str, output: Path | None, table_columns: list[str]) -> None:
-    import polars as pl
-
-    if fmt == "table":
-        shown = df.select([c for c in table_columns if c in df.columns])
-        with pl.Config(tbl_rows=200, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=200):
-            text = str(shown)
-        if output:
-            output.write_text(text + "\n")
-        else:
-            typer.echo(text)
-    elif fmt == "csv":
-        # CSV has no nested types; everything in the runs table is flat already.
-        if output:
-            df.write_csv(output)
-        else:
-            typer.echo(df.write_csv(), nl=False)
-    elif fmt == "json":
-        if output:
-            df.write_json(output)
-        else:
-            typer.echo(df.write_json())
-    elif fmt == "parquet":
-        if not output:
-            _fail("--format parquet needs -o FILE", 2)
-        df.write_parquet(output)
-    else:
-        _fail(f"unknown --format '{fmt}' (table, csv, json, parquet)", 2)
-
-
 @app.command()
 def runs(
     ctx: typer.Context,
-    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    fmt: str | None = FORMAT_OPTION,
+    output: Path | None = OUTPUT_OPTION,
 ) -> None:
     """List the runs in the store."""
     store = open_store(ctx, create=False)
@@ -225,8 +196,8 @@ def final(
     unit: str = typer.Option("fraction", "--unit", help="Unit of --width: fraction, steps or tokens."),
     at: int | None = typer.Option(None, "--at", help="Read the loss at this step instead of the end."),
     metric: str = typer.Option("loss", "--metric", help="The series whose final value to read (e.g. val_loss)."),
-    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    fmt: str | None = FORMAT_OPTION,
+    output: Path | None = OUTPUT_OPTION,
 ) -> None:
     """Final loss of every run, raw and smoothed."""
     final_df = final_frame(ctx, None, smooth=smooth, width=width, unit=unit, at=at, metric=metric)
@@ -242,8 +213,8 @@ def optima(
     input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
     smooth: str = typer.Option("robust", "--smooth", help=_SMOOTH_HELP),
     include_diverged: bool = typer.Option(False, "--include-diverged", help="Keep diverged runs."),
-    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    fmt: str | None = FORMAT_OPTION,
+    output: Path | None = OUTPUT_OPTION,
 ) -> None:
     """Per cell: the grid minimum, near-optimal set, plateau and quadratic optimum."""
     from .optima import optima as find_optima
@@ -447,6 +418,7 @@ def _stability_frames(ctx: typer.Context, input_: Path | None, smoothing: str) -
 
 
 STABILITY_TABLES = ("verdicts", "coefficients", "differences", "loco", "sensitivity")
+_TABLE_OUTPUT = typer.Option(None, "-o", "--output", help="Write the --table to FILE instead of stdout.")
 
 
 @app.command()
@@ -461,8 +433,8 @@ def stability(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
     input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
     table: str | None = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
-    fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet (with --table)."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+    fmt: str | None = FORMAT_OPTION,
+    output: Path | None = _TABLE_OUTPUT,
 ) -> None:
     """How stable is the lr/batch law across groups, left-out cells and analysis choices?"""
     from .stability import stability as run_stability

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, cast
 
 import typer
 
-from ._cli_util import EXIT_FAILED, db_path, open_store
+from ._cli_util import EXIT_FAILED, FORMAT_OPTION, MACHINE_FORMATS, db_path, open_store, resolve_format
 from ._cli_util import fail as _fail
 from ._cli_util import run as _run
+from ._cli_util import write_frame as _write_frame
 from ._typing import CurveForm
 from .errors import InvalidArgumentError
 
@@ -69,6 +70,8 @@ def register(fit_app: typer.Typer) -> None:
         delta: float = typer.Option(1e-3, "--delta", help="Huber delta on ln(loss)."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Write the fitted law as JSON."),
         plot: Path | None = typer.Option(None, "--plot", help="Plot measured vs law curves (.png, .svg or .pdf)."),
+        fmt: str | None = FORMAT_OPTION,
+        table: Path | None = typer.Option(None, "--table", help="Write the scores table to FILE."),
     ) -> None:
         """Fit a schedule-aware loss-curve law (whole curves with their per-step lr) and
         score it on the fitted and held-out curves (mean and max relative error)."""
@@ -92,11 +95,13 @@ def register(fit_app: typer.Typer) -> None:
         if test:
             held = _run(lambda: law.evaluate(list(test), schedules).with_columns(role=pl.lit("held out")))
             scored = pl.concat([scored, held])
-        typer.echo(repr(law))
+        machine = table is None and resolve_format(fmt, None) in MACHINE_FORMATS
+        typer.echo(repr(law), err=machine)
         f = law.fit
         typer.echo(
-            f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, "
-            f"converged: {f['converged']}"
+            err=machine,
+            message=f"objective {f['objective']:.6g} over {f['points']} points, {f['iterations']} iterations, "
+            f"converged: {f['converged']}",
         )
         shown = scored.select(
             "role",
@@ -105,11 +110,10 @@ def register(fit_app: typer.Typer) -> None:
             (pl.col("mean_rel_error") * 100).alias("mean_err_%"),
             (pl.col("max_rel_error") * 100).alias("max_err_%"),
         )
-        with pl.Config(tbl_rows=100, tbl_width_chars=160, float_precision=3, tbl_hide_dataframe_shape=True):
-            typer.echo(str(shown))
+        _write_frame(shown, fmt, table)
         if output is not None:
             law.to_json(output)
-            typer.echo(f"law written to {output}")
+            typer.echo(f"law written to {output}", err=machine)
         if plot is not None:
             _run(lambda: plot_curve_law(law, [*train, *(test or [])], plot, schedule=schedules))
-            typer.echo(f"plot written to {plot}")
+            typer.echo(f"plot written to {plot}", err=machine)

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
-from ._cli_util import DEFAULT_SEQ_LEN, final_frame
+from ._cli_util import DEFAULT_SEQ_LEN, FORMAT_OPTION, MACHINE_FORMATS, OUTPUT_OPTION, final_frame, resolve_format
 from ._cli_util import fail as _fail
 from ._cli_util import run as _run
+from ._cli_util import write_frame as _write_frame
 from ._typing import EvaluateMethod, LawMethod, RegressionMethod, Resample
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .laws import HparamLaw, LossLaw
+    from .laws import HparamLaw, Law, LossLaw
 
 # Option strings go to the library as typed (hence the casts): the library checks them.
 
@@ -32,18 +34,11 @@ def _names(text: str) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _table(df: pl.DataFrame) -> str:
-    import polars as pl
-
-    with pl.Config(
-        tbl_rows=200,
-        tbl_cols=20,
-        tbl_width_chars=200,
-        fmt_str_lengths=60,
-        tbl_hide_dataframe_shape=True,
-        float_precision=6,
-    ):
-        return str(df)
+def _prose(fmt: str | None, table: Path | None) -> Callable[[str], None]:
+    """Where a command's sentences go: stdout beside a readable table, stderr when stdout
+    carries a machine format (csv, json), so that it stays parseable."""
+    machine = table is None and resolve_format(fmt, None) in MACHINE_FORMATS
+    return partial(typer.echo, err=machine)
 
 
 def _designs(final: pl.DataFrame, keys: list[str]) -> list[str]:
@@ -59,28 +54,36 @@ def _designs(final: pl.DataFrame, keys: list[str]) -> list[str]:
 
 
 def _fit_per_design(
-    final: pl.DataFrame, per: list[str], keys: list[str], how: LawMethod, options: dict[str, Any], output: Path | None
+    final: pl.DataFrame,
+    per: list[str],
+    keys: list[str],
+    how: LawMethod,
+    options: dict[str, Any],
+    output: Path | None,
+    fmt: str | None,
+    table: Path | None,
 ) -> None:
     """``fit lr-bs`` with design keys: one law per design, printed side by side, saved apart."""
     from .fit import compare_laws, fit_laws
 
     laws = _run(lambda: fit_laws(final, per, how, by=keys, **options))
-    typer.echo(f"one law per design ({', '.join(per)}): {len(laws)} laws")
+    say = _prose(fmt, table)
+    say(f"one law per design ({', '.join(per)}): {len(laws)} laws")
     for label, one in laws.items():
-        typer.echo(f"{label}: {_fit_summary(one)}")
-        typer.echo(f"  {one.describe()}")
-    typer.echo(_table(compare_laws(laws)))
+        say(f"{label}: {_fit_summary(one)}")
+        say(f"  {one.describe()}")
+    _write_frame(compare_laws(laws), fmt, table)
     for label, one in laws.items():
         if output is not None:
             path = output.with_name(f"{output.stem}.{label}{output.suffix or '.json'}")
             one.save(path)
-            typer.echo(f"saved {label} to {path}")
+            say(f"saved {label} to {path}")
 
 
-def _save(law: HparamLaw | LossLaw, output: Path | None) -> None:
+def _save(law: HparamLaw | LossLaw, output: Path | None, say: Callable[[str], None]) -> None:
     if output:
         law.save(output)
-        typer.echo(f"saved to {output}")
+        say(f"saved to {output}")
 
 
 def _fit_summary(law: HparamLaw) -> str:
@@ -102,6 +105,37 @@ INPUT_HELP = (
 )
 
 
+def _predict_table(
+    chosen: list[Law],
+    n: float,
+    d: float,
+    seq_len: int,
+    compute: float | None,
+    loss: float | None,
+    fmt: str | None,
+    output: Path | None,
+) -> None:
+    """``predict``'s table: one row a law (lr, batch in tokens and in sequences)."""
+    import polars as pl
+
+    rows: list[dict[str, Any]] = []
+    for one in chosen:
+        row: dict[str, Any] = {"law": one.name, "lr": None, "bs_tokens": None, "bs": None, "note": ""}
+        if "loss" in one.inputs and loss is None:
+            row["note"] = "(needs --loss)"
+        else:
+            got = _run(partial(one.predict, N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None))
+            row.update({k: got.row(0, named=True)[k] for k in ("lr", "bs_tokens", "bs")})
+        rows.append(row)
+    schema = {"law": pl.String, "lr": pl.Float64, "bs_tokens": pl.Float64, "bs": pl.Float64, "note": pl.String}
+    table = pl.DataFrame(rows, schema=schema)
+    if not (table["note"].str.len_chars() > 0).any():
+        table = table.drop("note")
+    shown = table.columns
+    _prose(fmt, output)(f"N = {n:.4g}, D = {d:.4g}, seq_len {seq_len}: lr, batch in tokens and in sequences")
+    _write_frame(table.with_columns(N=pl.lit(n), D=pl.lit(d), seq_len=pl.lit(seq_len)), fmt, output, shown)
+
+
 def register_cells(app: typer.Typer, input_help: str) -> None:
     """Add ``cells`` and ``near-optimal`` to ``app``."""
 
@@ -112,11 +146,10 @@ def register_cells(app: typer.Typer, input_help: str) -> None:
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
         seq_len: int = _SEQ_LEN,
-        fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-        output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+        fmt: str | None = FORMAT_OPTION,
+        output: Path | None = OUTPUT_OPTION,
     ) -> None:
         """The cells every analysis uses: keys, runs, grid, what was merged or split."""
-        from .cli import _write_frame
         from .optima import cells
 
         final = final_frame(ctx, input, seq_len=seq_len, smooth=smooth)
@@ -131,11 +164,10 @@ def register_cells(app: typer.Typer, input_help: str) -> None:
         input: Path | None = typer.Option(None, "--input", "-i", help=input_help),
         smooth: str = typer.Option("robust", "--smooth", help="Smoothing of the final losses (store only)."),
         seq_len: int = _SEQ_LEN,
-        fmt: str = typer.Option("table", "--format", help="table, csv, json or parquet."),
-        output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout."),
+        fmt: str | None = FORMAT_OPTION,
+        output: Path | None = OUTPUT_OPTION,
     ) -> None:
         """The runs within --threshold of their cell's minimum (Step Law's regression samples)."""
-        from .cli import _write_frame
         from .optima import near_optimal
 
         final = final_frame(ctx, input, seq_len=seq_len, smooth=smooth)
@@ -178,6 +210,10 @@ def register(app: typer.Typer) -> typer.Typer:
         output: Path | None = typer.Option(
             None, "-o", "--output", help="Save the fitted law as JSON (one file per design: NAME.<design>.json)."
         ),
+        fmt: str | None = typer.Option(
+            None, "--format", help="The coefficients table on stdout: table, csv, json, markdown or latex."
+        ),
+        table: Path | None = typer.Option(None, "--table", help="Write the coefficients table to FILE."),
     ) -> None:
         """Fit lr = c N^a D^b and bs_tokens = d D^g to the sweep's cells."""
         from .fit import fit_law
@@ -195,14 +231,15 @@ def register(app: typer.Typer) -> typer.Typer:
             "resample": cast(Resample, resample),
         }
         how = cast(LawMethod, method)
+        say = _prose(fmt, table)
         if per:
-            _fit_per_design(final, per, [k for k in keys if k not in per], how, options, output)
+            _fit_per_design(final, per, [k for k in keys if k not in per], how, options, output, fmt, table)
             return
         law = _run(lambda: fit_law(final, how, by=keys, **options))
-        typer.echo(_fit_summary(law))
-        typer.echo(law.describe())
-        typer.echo(_table(law.to_polars().drop("name")))
-        _save(law, output)
+        say(_fit_summary(law))
+        say(law.describe())
+        _write_frame(law.to_polars().drop("name"), fmt, table)
+        _save(law, output, say)
 
     @fit_app.command("loss")
     def fit_loss_cmd(
@@ -214,6 +251,10 @@ def register(app: typer.Typer) -> typer.Typer:
         by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (each cell gives its best loss)."),
         seq_len: int = _SEQ_LEN,
         output: Path | None = typer.Option(None, "-o", "--output", help="Save the fitted law as JSON."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="The parameters table on stdout: table, csv, json, markdown or latex."
+        ),
+        table: Path | None = typer.Option(None, "--table", help="Write the parameters table to FILE."),
     ) -> None:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta to each cell's best loss (Huber, L-BFGS from 4,500 starts)."""
         from .fit import fit_loss_law
@@ -228,13 +269,14 @@ def register(app: typer.Typer) -> typer.Typer:
         keys = _names(by) or ("N", "D")
         law = _run(lambda: fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta, by=keys))
         i = law.info
-        typer.echo(
+        say = _prose(fmt, table)
+        say(
             f"{i['points']} cells; best of {i['starts']} starts ({i['starts_converged']} converged); "
             f"objective {law.objective:.6g}"
         )
-        typer.echo(repr(law))
-        typer.echo(_table(law.to_polars()))
-        _save(law, output)
+        say(repr(law))
+        _write_frame(law.to_polars(), fmt, table)
+        _save(law, output, say)
 
     @app.command("predict")
     def predict_cmd(
@@ -254,6 +296,8 @@ def register(app: typer.Typer) -> typer.Typer:
         compute: float | None = typer.Option(
             None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."
         ),
+        fmt: str | None = FORMAT_OPTION,
+        output: Path | None = OUTPUT_OPTION,
     ) -> None:
         """Predict the optimal peak learning rate and batch size for N parameters and D tokens."""
         from . import laws as published
@@ -263,20 +307,7 @@ def register(app: typer.Typer) -> typer.Typer:
             _fail("N and D must be positive numbers", 2)
         if len(chosen) == 1 and "loss" in chosen[0].inputs and loss is None:
             _fail(f"law '{chosen[0].name}' needs a loss value: pass --loss", 2)
-        width = max(len(one.name) for one in chosen)
-        typer.echo(f"N = {n:.4g}, D = {d:.4g}, seq_len {seq_len}")
-        typer.echo(f"{'law':<{width}}  {'lr':>10}  {'batch (tokens)':>16}  {'batch (sequences)':>18}")
-        for one in chosen:
-            if "loss" in one.inputs and loss is None:
-                typer.echo(f"{one.name:<{width}}  (needs --loss)")
-                continue
-            row = _run(partial(one.predict, N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)).row(
-                0, named=True
-            )
-            lr = f"{row['lr']:.3e}" if row["lr"] is not None else "-"
-            tokens = f"{row['bs_tokens']:,.0f}" if row["bs_tokens"] is not None else "-"
-            seqs = f"{row['bs']:,.1f}" if row["bs"] is not None else "-"
-            typer.echo(f"{one.name:<{width}}  {lr:>10}  {tokens:>16}  {seqs:>18}")
+        _predict_table(chosen, n, d, seq_len, compute, loss, fmt, output)
 
     @app.command("evaluate")
     def evaluate_cmd(
@@ -289,7 +320,10 @@ def register(app: typer.Typer) -> typer.Typer:
             "nearest", "--method", help="nearest (grid point in log space) or quadratic (the cell's fitted surface)."
         ),
         by: str = typer.Option("N,D", "--by", help="Cell keys, comma-separated (e.g. N,D,recipe)."),
-        output: Path | None = typer.Option(None, "-o", "--output", help="Write the per-cell rows as CSV."),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Write the per-cell rows to FILE (in --format, else by its extension)."
+        ),
+        fmt: str | None = FORMAT_OPTION,
     ) -> None:
         """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
         import polars as pl
@@ -308,12 +342,19 @@ def register(app: typer.Typer) -> typer.Typer:
             (pl.col("rel_error") == 0).sum().alias("at_optimum"),
         )
         where = "nearest grid point" if method == "nearest" else "prediction on the cell's quadratic surface"
-        typer.echo(f"relative error of the loss at each law's {where} vs the cell minimum")
-        typer.echo(_table(summary))
+        if output is not None:  # the rows to the file, the summary to stdout
+            _write_frame(rows, fmt, output)
+            _write_frame(summary, None if resolve_format(fmt, output) in MACHINE_FORMATS else fmt, None)
+            typer.echo(f"wrote {len(rows)} rows to {output}", err=True)
+            return
+        say = _prose(fmt, None)
+        say(f"relative error of the loss at each law's {where} vs the cell minimum")
+        if resolve_format(fmt, None) in MACHINE_FORMATS:  # one table: the rows or the summary
+            _write_frame(rows if per_cell else summary, fmt, None)
+            return
+        _write_frame(summary, fmt, None)
         if per_cell:
-            typer.echo(_table(rows.with_columns((pl.col("rel_error") * 100).alias("rel_error_%")).drop("rel_error")))
-        if output:
-            rows.write_csv(output)
-            typer.echo(f"wrote {len(rows)} rows to {output}")
+            typer.echo("")
+            _write_frame(rows, fmt, None)
 
     return fit_app
