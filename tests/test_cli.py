@@ -202,3 +202,17 @@ def test_fit_tables_take_a_format(db):
     assert r.exit_code == 0 and r"\begin{tabular}" in r.stdout, r.output
     r = runner.invoke(app, ["evaluate", "--db", db, "--law", "step-law", "--per-cell", "--format", "json"])
     assert r.exit_code == 0 and r.stdout.lstrip().startswith("[") and '"rel_error"' in r.stdout, r.output
+
+
+def test_stability_format_without_table_writes_the_verdicts(db):
+    r = CliRunner().invoke(
+        app, ["stability", "--db", db, "--bootstrap", "20", "--smoothing", "robust", "--format", "csv"]
+    )
+    assert r.exit_code == 0 and "verdict" in r.stdout.splitlines()[0].split(","), r.output
+
+
+@pytest.mark.slow  # the demo fits with 1,000 bootstraps and writes the report
+def test_demo_table_is_readable(tmp_path):
+    r = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "tokens" in r.output and "e-" in r.output and "┆" not in r.output, r.output

@@ -369,9 +369,8 @@ def demo(
         "N", "D", "runs", "near_optimal", "loss_min", "lr_grid", "lr_quad", "lr_true",
         "bs_tokens_grid", "bs_tokens_quad", "bs_tokens_true", "flags",
     )  # fmt: skip
-    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, float_precision=4):
-        typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
-        typer.echo(str(shown))
+    typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
+    _write_frame(shown, "table", None)
     law = _run(lambda: fit_law(final_df, "quadratic", bootstrap=1000))
     paper = _run(lambda: fit_law(final_df, "steplaw", bootstrap=1000))
     typer.echo("\nfitted (each cell's quadratic vertex, weighted, 1000 bootstraps over cells: the default):")
@@ -432,7 +431,9 @@ def stability(
     method: str = typer.Option("grid,quadratic", "--method", help="Optimum methods to compare: grid, quadratic."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
     input_: Path | None = typer.Option(None, "--input", help="A final-loss table (CSV/Parquet) instead of the store."),
-    table: str | None = typer.Option(None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)}."),
+    table: str | None = typer.Option(
+        None, "--table", help=f"Write one table: {', '.join(STABILITY_TABLES)} [default with --format or -o: verdicts]."
+    ),
     fmt: str | None = FORMAT_OPTION,
     output: Path | None = _TABLE_OUTPUT,
 ) -> None:
@@ -451,10 +452,10 @@ def stability(
             bootstrap=bootstrap,
         )
     )
-    if table is None:
+    if table is None and fmt is None and output is None:
         typer.echo(report.summary())
-    else:
-        df = getattr(report, table)
+    else:  # --format or -o without --table: the verdicts
+        df = getattr(report, table or "verdicts")
         _write_frame(df, fmt, output, df.columns)
 
 
