@@ -126,3 +126,56 @@ def test_report_law_section_says_the_bs_law_is_bounded() -> None:
     law_section = html[html.index("<h2>Fitted law</h2>") : html.index("<h2>Laws compared")]
     assert "bs: 9 of 9 cells at the grid&#x27;s smallest batch: the bs law is bounded, not estimated" in law_section
     assert "not identified" in html
+
+
+def _cut_sweep(cut_cells: int, seed: int = 0, noise: float = 0.0005) -> pl.DataFrame:
+    """3 x 4 cells; the ``cut_cells`` with the smallest budget have their batch optimum 1-2.5
+    grid steps below the smallest batch."""
+    rng = np.random.default_rng(seed)
+    rows, k = [], 0
+    for D in (1e10, 3e10, 1e11, 3e11):
+        for N in (2e8, 5e8, 1.2e9):
+            shift = 4 + rng.uniform(0.0, 1.5) * 2 if k < cut_cells else rng.uniform(-0.5, 0.5)
+            rows += _cell(N, D, lr_shift=rng.uniform(-0.5, 0.5), bs_shift=shift, noise=noise, seed=seed * 100 + k)
+            k += 1
+    return pl.DataFrame(rows)
+
+
+def test_edge_treatments_keep_drop_censor() -> None:
+    final = _cut_sweep(6)
+    laws = {}
+    for e in ("keep", "drop", "censor"):
+        laws[e], notes = _fit_warnings_edges(final, e)
+        assert (
+            "bs: 6 of 12 cells at the grid's smallest batch: those cells' optimal batch is a bound, not a measurement"
+            in notes
+        )
+        assert laws[e].info["edge_treatment"] == e and laws[e].info["edges"]["bs"]["low"] == 6
+    # keep and drop leave the cut cells out (their vertex is far outside the grid): the batch law
+    # rests on the 6 largest budgets; censoring uses every cell
+    assert laws["censor"].info["censored"] == {"lr": 0, "bs": 6}
+    for e, law in laws.items():
+        c = law.coefficients()
+        assert abs(c["bs_coefD"] - TRUTH.bs_exp_D) < 0.05, (e, c)
+        assert abs(c["lr_coefN"] - TRUTH.lr_exp_N) < 0.05, (e, c)
+    assert laws["censor"].bs is not None and laws["censor"].bs.samples is not None
+    assert laws["censor"].to_polars().filter(pl.col("name") == "bs_coefD")["sd"].item() > 0
+
+
+def test_censor_fits_what_keep_cannot() -> None:
+    # 10 of 12 cells cut: keep and drop have 2 cells for the lr law's 3 coefficients
+    final = _cut_sweep(10, seed=2)
+    for e in ("keep", "drop"):
+        with pytest.raises(sl.InvalidArgumentError):
+            _fit_warnings_edges(final, e)
+    law, _ = _fit_warnings_edges(final, "censor")
+    with pytest.raises(sl.InvalidArgumentError, match="edges='censor' needs method='quadratic'"):
+        sl.fit_law(final, "steplaw", edges="censor")
+    assert law.lr is not None and abs(law.coefficients()["lr_coefN"] - TRUTH.lr_exp_N) < 0.1
+
+
+def _fit_warnings_edges(final: pl.DataFrame, edges: str) -> tuple[sl.HparamLaw, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        law = sl.fit_law(final, edges=edges, bootstrap=40)  # type: ignore[arg-type]
+    return law, [str(w.message) for w in caught if issubclass(w.category, sl.AnalysisWarning)]

@@ -42,7 +42,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -76,6 +76,9 @@ from .optima import (
     warn,
     with_bs_tokens,
 )
+
+#: What a law fit does with a cell whose optimum sits on the grid's edge (``fit_law(edges=...)``).
+EdgeTreatment: TypeAlias = Literal["keep", "drop", "censor"]
 
 __all__ = ["LawSpec", "compare_laws", "evaluate", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs"]
 
@@ -452,6 +455,7 @@ def fit_law(
     designs: Sequence[str] | None = None,
     on_design: DesignPolicy = "split",
     name: str = "fitted",
+    edges: EdgeTreatment = "keep",
 ) -> HparamLaw:
     """Fit the optimal lr / batch law to a sweep's final losses (``Store.final_losses()``).
 
@@ -468,10 +472,21 @@ def fit_law(
     When the cells hold several designs (a design column split them, or ``by`` names one
     beyond N and D) one law is fitted across them, with a warning: :func:`fit_laws` fits one
     per design. Other arguments as :func:`fit_lr_bs` (``regression`` is its ``method``).
+
+    ``edges``: what a cell whose grid minimum sits on the grid's edge (for that target) is:
+    ``"keep"`` (a measurement, as any cell: its vertex, or left out with the cells whose vertex is
+    unusable), ``"drop"`` (left out of that target's fit), ``"censor"`` (the quadratic method
+    only: a censored observation, the optimum at most the smallest level plus half a grid step,
+    or at least the largest minus half a step, in a censored normal likelihood (Tobit) of the
+    log-space regression, bootstrap over cells). Every fit warns how many cells are edge-bound.
     """
     if method not in LAW_METHODS:
         raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
-    edges = None
+    if edges not in EDGE_TREATMENTS:
+        raise InvalidArgumentError(f"unknown edge treatment {edges!r} ({', '.join(EDGE_TREATMENTS)})")
+    if edges == "censor" and method != "quadratic":
+        raise InvalidArgumentError("edges='censor' needs method='quadratic' (one sample a cell)")
+    edge_counts_ = None
     if method == "steplaw":
         samples = near_optimal(
             final, by, threshold, level_tolerance=level_tolerance, designs=designs, on_design=on_design
@@ -482,7 +497,7 @@ def fit_law(
                 final, by, threshold, method="grid", bootstrap=0, level_tolerance=level_tolerance, designs=designs,
                 on_design=on_design,
             )  # fmt: skip
-        edges = edge_counts(grid)
+        edge_counts_ = edge_counts(grid)
     else:
         samples = optima(
             final,
@@ -505,22 +520,186 @@ def fit_law(
                     f"{pooled!r}) (the command line: --by {','.join([*_keys(by), *pooled])}) fits one each"
                 ]
             )
-    law = fit_lr_bs(
-        samples,
-        lr_on,
-        bs_on,
-        regression,
-        bootstrap,
-        seed,
-        resample=resample or "rows",
-        center=center,
-        name=name,
-        edges=edges,
-    )
+    if edge_counts_ is None:
+        edge_counts_ = edge_counts(samples)
+    if edges == "censor":
+        law = _fit_censored(samples, lr_on, bs_on, bootstrap, seed, center, name)
+    else:
+        if edges == "drop":
+            samples = _drop_edges(samples, method, lr_on is not None, bs_on is not None)
+        law = fit_lr_bs(
+            samples,
+            lr_on,
+            bs_on,
+            regression,
+            bootstrap,
+            seed,
+            resample=resample or "rows",
+            weights={"lr": "_w_lr", "bs": "_w_bs"} if edges == "drop" else None,
+            center=center,
+            name=name,
+            edges=edge_counts_,
+        )
     law.info.update(
-        procedure=method, description=LAW_METHODS[method], threshold=threshold if method == "steplaw" else None
+        procedure=method,
+        description=LAW_METHODS[method],
+        threshold=threshold if method == "steplaw" else None,
+        edge_treatment=edges,
     )
     return law
+
+
+#: What a fit does with a cell whose optimum sits on the grid's edge (:func:`fit_law`'s ``edges``).
+EDGE_TREATMENTS = ("keep", "drop", "censor")
+
+
+def _drop_edges(samples: pl.DataFrame, method: LawMethod, lr: bool, bs: bool) -> pl.DataFrame:
+    """The samples without the cells edge-bound on a target, for that target's fit: an optima
+    frame gets zero weights (its cells enter the other target's fit); near-optimal rows lose
+    the cells edge-bound on either target."""
+    if method == "steplaw":
+        raise InvalidArgumentError("edges='drop' needs method='quadratic' (one sample a cell)")
+    out, weights = _vertex_samples(samples, None)
+    if weights is None or isinstance(weights, str):
+        out = out.with_columns(_w_lr=pl.lit(1.0), _w_bs=pl.lit(1.0))
+    return out.with_columns(
+        _w_lr=pl.when(pl.col("lr_edge").is_null()).then(pl.col("_w_lr")).otherwise(0.0),
+        _w_bs=pl.when(pl.col("bs_edge").is_null()).then(pl.col("_w_bs")).otherwise(0.0),
+    ).drop("lr_opt", "bs_tokens_opt")
+
+
+def _censored_nll(
+    params: np.ndarray, x: np.ndarray, y: np.ndarray, rel_w: np.ndarray, side: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Negative log likelihood of a log-space regression with censored rows (``side`` 0 a
+    measurement, -1 the optimum is at most ``y``, +1 at least ``y``; row SD s / sqrt(rel_w))
+    and its gradient in (beta, ln s)."""
+    from scipy.special import log_ndtr
+
+    beta, log_s = params[:-1], params[-1]
+    sd = np.exp(log_s) / np.sqrt(rel_w)
+    z = (y - x @ beta) / sd
+    obs, up, lo = side == 0, side < 0, side > 0
+    nll = float(np.sum(0.5 * z[obs] ** 2 + np.log(sd[obs])) - np.sum(log_ndtr(z[up])) - np.sum(log_ndtr(-z[lo])))
+    # d nll / dz per row: z (measured), -phi(z)/Phi(z) (at most), phi(z)/Phi(-z) (at least)
+    log_phi = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+    dz = np.where(obs, z, 0.0)
+    dz = np.where(up, -np.exp(log_phi - log_ndtr(z)), dz)
+    dz = np.where(lo, np.exp(log_phi - log_ndtr(-z)), dz)
+    grad_beta = -(dz / sd) @ x  # dz/dbeta = -x / sd
+    grad_log_s = float(np.sum(-dz * z) + obs.sum())  # dz/dln s = -z; d ln sd / d ln s = 1 (measured rows)
+    return nll, np.append(grad_beta, grad_log_s)
+
+
+#: The censored fit's residual SD is kept above this (log space): with few measured cells the
+#: likelihood would otherwise grow without bound as the fit through them becomes exact.
+CENSORED_MIN_SD = 0.01
+
+
+def _censored_fit(x: np.ndarray, y: np.ndarray, rel_w: np.ndarray, side: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The censored likelihood's maximum (beta, ln s) by BFGS, s = CENSORED_MIN_SD + e^t."""
+    from scipy.optimize import minimize
+
+    def objective(q: np.ndarray) -> tuple[float, np.ndarray]:
+        scale = CENSORED_MIN_SD + math.exp(q[-1])
+        f, g = _censored_nll(np.append(q[:-1], math.log(scale)), x, y, rel_w, side)
+        g[-1] *= math.exp(q[-1]) / scale
+        return f, g
+
+    s0 = max(math.exp(start[-1]) - CENSORED_MIN_SD, 1e-3)
+    res = minimize(objective, np.append(start[:-1], math.log(s0)), method="BFGS", jac=True)
+    if not np.isfinite(res.fun):
+        return np.full(len(start), np.nan)
+    return np.append(res.x[:-1], math.log(CENSORED_MIN_SD + math.exp(res.x[-1])))
+
+
+def _censored_part(
+    table: pl.DataFrame, target: str, on: tuple[str, ...], bootstrap: int, seed: int, center: Center
+) -> tuple[PowerLaw, int]:
+    """One target's law with its edge-bound cells censored; returns the law and how many
+    cells were censored."""
+    key = "lr" if target == "lr" else "bs"
+    opt, grid, quad = ("lr_opt", "lr_grid", "lr") if key == "lr" else ("bs_tokens_opt", "bs_tokens_grid", "bs")
+    rows = []
+    for r in table.iter_rows(named=True):
+        side_name = r.get(f"{key}_edge")
+        if side_name:
+            step = r.get(f"{key}_log_step") or 0.0
+            sgn = -1 if side_name == "low" else 1
+            rows.append((r, math.log(r[grid]) - sgn * step / 2, sgn, GRID_SD))
+        else:
+            # the vertex, or this target's coordinate of a convex vertex that left the grid on the
+            # other axis only (the cell is measured on this one)
+            value = r[opt] if r.get("optimum") == "vertex" else None
+            if value is None and r.get("convex") and not r.get(f"{key}_unbounded"):
+                value = r.get("lr_quad" if key == "lr" else "bs_tokens_quad")
+            if value is None:
+                continue
+            lo, hi = r.get(f"{quad}_quad_lo"), r.get(f"{quad}_quad_hi")
+            sd = math.log(hi / lo) / 3.92 if lo and hi and math.isfinite(hi) else GRID_SD
+            rows.append((r, math.log(value), 0, sd))
+    measured = sum(1 for row in rows if row[2] == 0)
+    if measured < len(on) + 1:
+        raise InvalidArgumentError(
+            f"{target}: only {measured} cells with a measured optimum for {len(on) + 1} coefficients: "
+            "with the edge-bound cells censored the law is not identified"
+        )
+    x = np.column_stack([np.ones(len(rows)), *[np.log([float(r[v]) for r, *_ in rows]) for v in on]])
+    y = np.asarray([c for _, c, _, _ in rows])
+    side = np.asarray([row[2] for row in rows], dtype=float)
+    w = 1.0 / (np.asarray([sd for *_, sd in rows]) ** 2 + VERTEX_SD_FLOOR**2)
+    rel_w = w / w.mean()
+    ols = np.linalg.lstsq(x * np.sqrt(rel_w)[:, None], y * np.sqrt(rel_w), rcond=None)[0]
+    resid = float(np.sqrt(np.mean(rel_w * (y - x @ ols) ** 2)))
+    start = np.append(ols, math.log(max(resid, CENSORED_MIN_SD)))
+    point = _censored_fit(x, y, rel_w, side, start)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(bootstrap):
+        pick = rng.integers(0, len(y), len(y))
+        if (side[pick] == 0).sum() < len(on) + 1 or np.linalg.matrix_rank(x[pick][side[pick] == 0]) < x.shape[1]:
+            draws.append(np.full(x.shape[1], np.nan))
+            continue
+        draws.append(_censored_fit(x[pick], y[pick], rel_w[pick], side[pick], point)[:-1])
+    samples = np.asarray(draws, dtype=float).reshape(len(draws), x.shape[1]) if draws else None
+    coef = point[:-1]
+    if center == "mean" and samples is not None and np.isfinite(samples).all(axis=1).any():
+        coef = np.nanmean(samples[np.isfinite(samples).all(axis=1)], axis=0)
+    return PowerLaw(target, on, coef, point[:-1], samples, math.nan, float(math.exp(point[-1]))), int((side != 0).sum())
+
+
+def _fit_censored(
+    samples: pl.DataFrame,
+    lr_on: Sequence[str] | None,
+    bs_on: Sequence[str] | None,
+    bootstrap: int,
+    seed: int,
+    center: Center,
+    name: str,
+) -> HparamLaw:
+    """:func:`fit_law`'s ``edges="censor"``: each target by :func:`_censored_part`."""
+    counts = edge_counts(samples)
+    notes = edge_notes(counts)
+    warn(notes, stacklevel=4)
+    parts: dict[str, PowerLaw] = {}
+    censored: dict[str, int] = {}
+    for key, target, on in (("lr", "lr", lr_on), ("bs", "bs_tokens", bs_on)):
+        if on is None:
+            continue
+        parts[target], censored[key] = _censored_part(samples, target, tuple(on), bootstrap, seed, center)
+    info = {
+        "method": "censored",
+        "bootstrap": bootstrap,
+        "resample": "cells",
+        "seed": seed,
+        "center": center if bootstrap else "point",
+        "samples": samples.height,
+        "cells": samples.height,
+        "censored": censored,
+        "edges": counts,
+        "warnings": notes,
+    }
+    return HparamLaw(parts.get("lr"), parts.get("bs_tokens"), name=name, source="fit_law", info=info)
 
 
 def _cell_keys_of(frame: pl.DataFrame) -> list[str]:

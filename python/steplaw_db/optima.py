@@ -11,6 +11,7 @@ inside it (see :func:`assign_cells`); every output names its cell in a ``cell`` 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -605,6 +606,13 @@ def near_optimal(
     return df.filter(pl.col("rel_loss").abs() < threshold)
 
 
+def _log_step(levels: list[float]) -> float | None:
+    """The grid's step in natural-log space: the median ratio of neighbouring levels."""
+    if len(levels) < 2:
+        return None
+    return float(sorted(math.log(b / a) for a, b in itertools.pairwise(levels))[(len(levels) - 2) // 2])
+
+
 def _edge_side(levels: list[float], value: float) -> str | None:
     """``low`` / ``high`` when ``value`` (a cell's grid minimum) is the grid's smallest / largest
     level: the optimum is a bound, not a measurement. None inside, or on a one-level grid."""
@@ -699,7 +707,8 @@ def optima(
     outside the measured lr x batch range: an extrapolation, no measurement), and ``optimum``
     saying which (``vertex``, ``grid``, ``grid-fallback``); and ``flags``: ``lr-edge`` /
     ``bs-edge`` (the minimum sits on the edge of the grid: the optimum is not measured; which
-    edge in ``lr_edge`` / ``bs_edge``: ``low`` or ``high``), ``lr-vertex-below`` /
+    edge in ``lr_edge`` / ``bs_edge``: ``low`` or ``high``; the grid's step in log space in
+    ``lr_log_step`` / ``bs_log_step``), ``lr-vertex-below`` /
     ``lr-vertex-above`` / ``bs-vertex-...`` (the vertex lies more than one grid step outside
     the grid: ``lr_quad`` / ``bs_tokens_quad`` are null, no number far outside the grid),
     ``few-near-optimal``, ``not-convex``, ``no-quadratic``, ``vertex-outside-grid``,
@@ -741,6 +750,7 @@ def optima(
             row[f"bs_lo_{tag}"], row[f"bs_hi_{tag}"] = float(bs[inside].min()), float(bs[inside].max())
         flags = []
         row["lr_edge"], row["bs_edge"] = _edge_side(lr_levels, lr[best]), _edge_side(bs_levels, bs[best])
+        row["lr_log_step"], row["bs_log_step"] = _log_step(lr_levels), _log_step(bs_levels)
         if row["lr_edge"]:
             flags.append("lr-edge")
         if row["bs_edge"]:
