@@ -846,3 +846,17 @@ def test_json_and_csv_floats_are_read_correctly_rounded(tmp_path):
     for name in ("r", "c"):
         got = points_of(db, name)["loss"]
         assert [got[i] for i in range(len(values))] == values, name
+
+
+def test_csv_and_jsonl_know_every_declared_series_name(tmp_path):
+    """One list of names for every reader: `validation/loss` is a val loss in a CSV as it is
+    in TensorBoard, `trainer/global_step` a step, `learning rate` an lr."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    rows = "".join(f"{s},{3 - s / 10},{3.2 - s / 10},{1e-3 * (1 - s / 10)}\n" for s in range(5))
+    (run / "metrics.csv").write_text("trainer/global_step,train_loss,validation/loss,learning rate\n" + rows)
+    db = sl.open(tmp_path / "db")
+    assert db.ingest(tmp_path / "runs").ok
+    pts = points_of(db, "r")
+    assert pts["loss"] == pytest.approx({s: 3 - s / 10 for s in range(5)})
+    assert pts["val_loss"] == pytest.approx({s: 3.2 - s / 10 for s in range(5)})

@@ -5,42 +5,15 @@ use serde_json::Value;
 use super::series::{RunParse, LOSS, VAL_LOSS};
 use super::text::parse_f64;
 use super::MetricSelection;
+use crate::model::metric_names;
 
-pub const STEP_KEYS: &[&str] = &[
-    "step",
-    "_step",
-    "iteration",
-    "iter",
-    "global_step",
-    "trainer/global_step",
-    "Step",
-];
-pub const LOSS_KEYS: &[&str] = &[
-    "loss",
-    "train/loss",
-    "train_loss",
-    "lm_loss",
-    "lm loss",
-    "train/lm_loss",
-    "training_loss",
-    "train/loss_avg",
-];
-pub const LR_KEYS: &[&str] = &[
-    "lr",
-    "learning_rate",
-    "train/lr",
-    "train/learning_rate",
-    "learning rate",
-];
-pub const TOKEN_KEYS: &[&str] = &["tokens", "consumed_tokens", "train/tokens", "num_tokens", "tokens_seen"];
-pub const VAL_KEYS: &[&str] = &[
-    "val_loss",
-    "val/loss",
-    "eval_loss",
-    "eval/loss",
-    "validation_loss",
-    "valid/loss",
-];
+// The names every reader recognises, declared once (model::metric_names): a column such as
+// `validation/loss` is a val loss here as it is for TensorBoard.
+pub const STEP_KEYS: &[&str] = metric_names::STEP;
+pub const LOSS_KEYS: &[&str] = metric_names::LOSS;
+pub const LR_KEYS: &[&str] = metric_names::LR;
+pub const TOKEN_KEYS: &[&str] = metric_names::TOKENS;
+pub const VAL_KEYS: &[&str] = metric_names::VAL_LOSS;
 
 /// Which column plays which part, resolved once per file from its names.
 struct Roles {
