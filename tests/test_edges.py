@@ -168,7 +168,9 @@ def test_censor_fits_what_keep_cannot() -> None:
     for e in ("keep", "drop"):
         with pytest.raises(sl.InvalidArgumentError):
             _fit_warnings_edges(final, e)
-    law, _ = _fit_warnings_edges(final, "censor")
+    law, notes = _fit_warnings_edges(final, "censor")
+    # the 2 measured cells share one D: batch bounds alone leave its slope free, no batch law
+    assert law.bs is None and any(n.startswith("no bs law: bs_tokens: the 2 cells") for n in notes), notes
     with pytest.raises(sl.InvalidArgumentError, match="edges='censor' needs method='quadratic'"):
         sl.fit_law(final, "steplaw", edges="censor")
     assert law.lr is not None and abs(law.coefficients()["lr_coefN"] - TRUTH.lr_exp_N) < 0.1

@@ -647,6 +647,12 @@ def _censored_part(
     x = np.column_stack([np.ones(len(rows)), *[np.log([float(r[v]) for r, *_ in rows]) for v in on]])
     y = np.asarray([c for _, c, _, _ in rows])
     side = np.asarray([row[2] for row in rows], dtype=float)
+    if np.linalg.matrix_rank(x[side == 0]) < x.shape[1]:
+        # bounds alone do not fix a slope: one-sided, they let it grow without limit
+        raise InvalidArgumentError(
+            f"{target}: the {measured} cells with a measured optimum do not vary in {', '.join(on)}: with the "
+            "edge-bound cells censored the law is not identified"
+        )
     w = 1.0 / (np.asarray([sd for *_, sd in rows]) ** 2 + VERTEX_SD_FLOOR**2)
     rel_w = w / w.mean()
     ols = np.linalg.lstsq(x * np.sqrt(rel_w)[:, None], y * np.sqrt(rel_w), rcond=None)[0]
@@ -683,10 +689,18 @@ def _fit_censored(
     warn(notes, stacklevel=4)
     parts: dict[str, PowerLaw] = {}
     censored: dict[str, int] = {}
+    failed = []
     for key, target, on in (("lr", "lr", lr_on), ("bs", "bs_tokens", bs_on)):
         if on is None:
             continue
-        parts[target], censored[key] = _censored_part(samples, target, tuple(on), bootstrap, seed, center)
+        try:
+            parts[target], censored[key] = _censored_part(samples, target, tuple(on), bootstrap, seed, center)
+        except InvalidArgumentError as e:
+            failed.append(f"no {key} law: {e}")
+    if not parts:
+        raise InvalidArgumentError("; ".join(failed))
+    warn(failed, stacklevel=4)
+    notes += failed
     info = {
         "method": "censored",
         "bootstrap": bootstrap,
