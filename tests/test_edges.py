@@ -181,3 +181,26 @@ def _fit_warnings_edges(final: pl.DataFrame, edges: str) -> tuple[sl.HparamLaw, 
         warnings.simplefilter("always")
         law = sl.fit_law(final, edges=edges, bootstrap=40)  # type: ignore[arg-type]
     return law, [str(w.message) for w in caught if issubclass(w.category, sl.AnalysisWarning)]
+
+
+def test_synth_grid_shift_puts_every_batch_optimum_below_the_grid(tmp_path) -> None:
+    truth = sl.synth.write_sweep(tmp_path / "runs", points=40, bs_shift=4.0)
+    per_cell = truth.group_by("N", "D").agg(below=pl.col("bs_tokens").min() > pl.col("bs_tokens_opt").first())
+    assert per_cell["below"].all()
+    db = sl.open(tmp_path / "steplaw.db")
+    db.ingest(tmp_path / "runs")
+    final = db.final_losses()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sl.AnalysisWarning)
+        cells = sl.optima(final)
+    assert cells["bs_edge"].to_list() == ["low"] * 4
+    # a vertex is within a grid step of the grid or null, never a number far below it
+    assert (cells["bs_tokens_quad"].drop_nulls() > 0.5 * cells["bs_tokens_grid"].min()).all()
+    for row in cells.iter_rows(named=True):  # the interval reaches far below the grid: unbounded there
+        assert row["bs_quad_lo"] is None or row["bs_quad_lo"] == 0.0 or row["bs_quad_lo"] > 0.5 * row["bs_tokens_grid"]
+        if row["bs_quad_lo"] == 0.0 or row["bs_tokens_quad"] is None:
+            assert row["bs_unbounded"] in ("below", "above", "both")
+        if row["bs_quad_lo"] == 0.0 and row["bs_quad_hi"] == math.inf:
+            assert row["bs_unbounded"] == "both"
+    _, notes = _fit_warnings(final, "steplaw")
+    assert "bs: 4 of 4 cells at the grid's smallest batch: the bs law is bounded, not estimated" in notes

@@ -856,9 +856,9 @@ def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags
             below, above = lo < bounds[0], hi > bounds[1]
             out[f"{name}_quad_lo"] = 0.0 if below else math.exp(lo)
             out[f"{name}_quad_hi"] = math.inf if above else math.exp(hi)
-            side = "both" if below and above else "below" if below else "above" if above else None
-            if side and out[f"{name}_unbounded"] is None:
-                out[f"{name}_unbounded"] = side
+            below = below or out[f"{name}_unbounded"] == "below"
+            above = above or out[f"{name}_unbounded"] == "above"
+            out[f"{name}_unbounded"] = "both" if below and above else "below" if below else "above" if above else None
     return out
 
 

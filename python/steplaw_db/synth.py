@@ -426,7 +426,7 @@ def _centred(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.float64) - (n // 2)
 
 
-def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt, out):
+def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt, out, shift=(0.0, 0.0)):
     runs, cell_rows = [], []
     index = 0
     for c, cell in enumerate(cells):
@@ -440,7 +440,7 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
         l_star = float(TRUTH.loss_opt(N, D))
         # deterministic per-cell offset of the grid, in grid steps, so that the optimum
         # falls between grid points
-        off_lr, off_bs = np.random.default_rng([seed, 0, c]).uniform(-0.5, 0.5, size=2)
+        off_lr, off_bs = np.random.default_rng([seed, 0, c]).uniform(-0.5, 0.5, size=2) + np.asarray(shift)
         lrs = [float(f"{v:.3e}") for v in lr_star * 2.0 ** ((_centred(n_lr) + off_lr) / 2.0)]
         bss = []
         for v in b_star * 2.0 ** ((_centred(n_bs) + off_bs) / 2.0) / seq_len:
@@ -529,12 +529,19 @@ def write_sweep(
     seq_len: int = 2048,
     lr_min: float = 1e-5,
     workers: int = 1,
+    lr_shift: float = 0.0,
+    bs_shift: float = 0.0,
 ) -> pl.DataFrame:
     """Write a synthetic sweep to ``out`` (one directory per run + ``truth.json``).
 
     Returns one row per run: name, N, D, h, ffnh, numh, numl, lr, bs, seq_len, bs_tokens,
     steps, true_final_loss (noise-free landscape value), diverged, lr_opt, bs_tokens_opt.
     The output is byte-identical whatever ``workers`` is.
+
+    ``lr_shift`` / ``bs_shift`` move every cell's grid by that many grid steps (factors sqrt 2)
+    beyond its random offset: a grid of ``n_bs`` batches is centred on the optimum, so
+    ``bs_shift > n_bs // 2 + 0.5`` puts the optimum below the smallest batch (an edge optimum,
+    issue 19), a negative shift above the largest.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -556,6 +563,7 @@ def write_sweep(
         int(points),
         fmt,
         out,
+        (float(lr_shift), float(bs_shift)),
     )
 
     workers = max(1, min(int(workers), len(runs)))
@@ -588,6 +596,7 @@ def write_sweep(
             "lr_min": float(lr_min),
             "n_runs": len(runs),
             "n_entries": int(sum(n_entries)),
+            **({"lr_shift": float(lr_shift), "bs_shift": float(bs_shift)} if lr_shift or bs_shift else {}),
         },
         "cells": cell_rows,
     }
