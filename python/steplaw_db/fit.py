@@ -185,10 +185,15 @@ def _vertex_samples(
     if weights is None and "lr_quad_lo" in out.columns and (out["optimum"] == "vertex").all():
         floor = VERTEX_SD_FLOOR**2
 
-        def weight(lo: str, hi: str) -> pl.Expr:
-            return 1.0 / (((pl.col(hi) / pl.col(lo)).log() / 3.92).fill_null(GRID_SD) ** 2 + floor)
+        def weight(lo: str, hi: str, width: str) -> pl.Expr:
+            # the interval's measured width (its ends may read 0 / inf: unbounded, optima)
+            w = pl.col(width) if width in out.columns else (pl.col(hi) / pl.col(lo)).log()
+            return 1.0 / ((w / 3.92).fill_null(GRID_SD) ** 2 + floor)
 
-        out = out.with_columns(_w_lr=weight("lr_quad_lo", "lr_quad_hi"), _w_bs=weight("bs_quad_lo", "bs_quad_hi"))
+        out = out.with_columns(
+            _w_lr=weight("lr_quad_lo", "lr_quad_hi", "lr_log_width"),
+            _w_bs=weight("bs_quad_lo", "bs_quad_hi", "bs_log_width"),
+        )
         weights = {"lr": "_w_lr", "bs": "_w_bs"}
     return out, weights
 
@@ -635,8 +640,8 @@ def _censored_part(
                 value = r.get("lr_quad" if key == "lr" else "bs_tokens_quad")
             if value is None:
                 continue
-            lo, hi = r.get(f"{quad}_quad_lo"), r.get(f"{quad}_quad_hi")
-            sd = math.log(hi / lo) / 3.92 if lo and hi and math.isfinite(hi) else GRID_SD
+            width = r.get(f"{quad}_log_width")
+            sd = width / 3.92 if width is not None and math.isfinite(width) else GRID_SD
             rows.append((r, math.log(value), 0, sd))
     measured = sum(1 for row in rows if row[2] == 0)
     if measured < len(on) + 1:

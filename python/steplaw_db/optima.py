@@ -701,7 +701,8 @@ def optima(
     Hessian ``h_lr_lr``, ``h_lr_bs``, ``h_bs_bs``, ``convex``, ``quad_points``, ``quad_r2``;
     ``lr_unbounded`` / ``bs_unbounded`` (``below``, ``above``, ``both`` or null): the vertex or
     its interval leaves the grid by more than one grid step on that side, where the interval's
-    end is 0 (below) or inf (above) and the vertex null;
+    end is 0 (below) or inf (above) and the vertex null; ``lr_log_width`` / ``bs_log_width``:
+    the interval's width in log space as the bootstrap measured it (finite);
     ``lr_opt``/``bs_tokens_opt`` by ``method`` (``"quadratic"`` or ``"grid"``; the
     quadratic falls back to the grid minimum where it is not convex or its vertex lies
     outside the measured lr x batch range: an extrapolation, no measurement), and ``optimum``
@@ -829,6 +830,7 @@ _QUAD_COLUMNS = (
 def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = dict.fromkeys(_QUAD_COLUMNS)
     out.update(convex=None, quad_points=len(x), lr_unbounded=None, bs_unbounded=None)
+    out.update(lr_log_width=None, bs_log_width=None)
     if fit is None:
         flags.append("no-quadratic")
         return out
@@ -853,6 +855,7 @@ def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags
     if "sd" in fit:
         out.update(log_lr_sd=fit["sd"][0], log_bs_sd=fit["sd"][1])
         for name, (lo, hi), bounds in (("lr", fit["x_interval"], lr_bounds), ("bs", fit["y_interval"], bs_bounds)):
+            out[f"{name}_log_width"] = hi - lo  # the interval's width in log space, as measured (the fit's weights)
             below, above = lo < bounds[0], hi > bounds[1]
             out[f"{name}_quad_lo"] = 0.0 if below else math.exp(lo)
             out[f"{name}_quad_hi"] = math.inf if above else math.exp(hi)
