@@ -204,3 +204,18 @@ def test_synth_grid_shift_puts_every_batch_optimum_below_the_grid(tmp_path) -> N
             assert row["bs_unbounded"] == "both"
     _, notes = _fit_warnings(final, "steplaw")
     assert "bs: 4 of 4 cells at the grid's smallest batch: the bs law is bounded, not estimated" in notes
+
+
+def test_cli_fit_lr_bs_takes_the_edge_treatment(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from steplaw_db.cli import app
+
+    table = tmp_path / "cut.parquet"
+    _cut_sweep(10, seed=2).write_parquet(table)
+    args = ["fit", "lr-bs", "--input", str(table), "--bootstrap", "20", "--format", "csv"]
+    keep = CliRunner().invoke(app, [*args, "--edges", "keep"])
+    assert keep.exit_code != 0, keep.output  # 2 measured cells for 3 coefficients: refused
+    censor = CliRunner().invoke(app, [*args, "--edges", "censor"])
+    assert censor.exit_code == 0, censor.output
+    assert "lr" in censor.output and "no bs law" in censor.output

@@ -21,6 +21,7 @@ from ._typing import EvaluateMethod, LawMethod, RegressionMethod, Resample
 if TYPE_CHECKING:
     import polars as pl
 
+    from .fit import EdgeTreatment
     from .laws import HparamLaw, Law, LossLaw
 
 # Option strings go to the library as typed (hence the casts): the library checks them.
@@ -206,6 +207,11 @@ def register(app: typer.Typer) -> typer.Typer:
         seed: int = typer.Option(42, "--seed"),
         lr_on: str = typer.Option("N,D", "--lr-on", help="Regressors of the LR law among N, D, C ('none' to skip)."),
         bs_on: str = typer.Option("D", "--bs-on", help="Regressors of the batch law among N, D, C ('none' to skip)."),
+        edges: str = typer.Option(
+            "keep",
+            "--edges",
+            help="Cells whose optimum sits on the grid's edge: keep, drop, or censor (a bound, quadratic method).",
+        ),
         seq_len: int = _SEQ_LEN,
         output: Path | None = typer.Option(
             None, "-o", "--output", help="Save the fitted law as JSON (one file per design: NAME.<design>.json)."
@@ -229,6 +235,7 @@ def register(app: typer.Typer) -> typer.Typer:
             "bootstrap": bootstrap,
             "seed": seed,
             "resample": cast(Resample, resample),
+            "edges": cast("EdgeTreatment", edges),
         }
         how = cast(LawMethod, method)
         say = _prose(fmt, table)
