@@ -123,18 +123,9 @@ fn strong_wolfe<F: FnMut(&[f64], &mut [f64]) -> f64>(
     let mut step = first;
     for i in 0..MAX_LINE_SEARCH_EVALUATIONS {
         let (fs, ds) = line.eval(step);
-        if !fs.is_finite() {
-            // Too far (overflow): look between the last good step and this one.
-            return zoom(
-                line,
-                f0,
-                d0,
-                (prev, f_prev, d_prev),
-                (step, fs, ds),
-                MAX_LINE_SEARCH_EVALUATIONS - i - 1,
-            );
-        }
-        if fs > f0 + C1 * step * d0 || (i > 0 && fs >= f_prev) {
+        // Too far (overflow), or no sufficient decrease: look between the last good step and
+        // this one.
+        if !fs.is_finite() || fs > f0 + C1 * step * d0 || (i > 0 && fs >= f_prev) {
             return zoom(
                 line,
                 f0,

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use parquet::data_type::ByteArray;
 
 use super::manifest::{self, hex128, Manifest, SegmentEntry};
-use super::points::{RunTally, Tally};
+use super::points::{self, RunTally, Tally};
 use super::table::{self, MappedFile, ParquetFile, Values};
 use super::{Store, MANIFEST_DIR};
 use crate::error::{Error, Result};
@@ -924,16 +924,9 @@ fn check_segment_rows(
 /// Decode every row of a segment: rows per run and each series' last step, checking that each
 /// series' steps increase. `Ok(Err(..))` when they do not, with the run whose do not.
 fn tally_segment(file: &ParquetFile) -> Result<std::result::Result<Tally, (String, Option<RunId>)>> {
-    let names = ["run_id", "metric", "step", "tokens", "value", "lr"];
+    let names = points::POINT_NAMES;
     let mut tally = Tally::default();
-    let mut batch = vec![
-        Values::Int64(Vec::new()),
-        Values::Utf8(Vec::new()),
-        Values::Int64(Vec::new()),
-        Values::Int64(Vec::new()),
-        Values::Float64(Vec::new()),
-        Values::Float64(Vec::new()),
-    ];
+    let mut batch = points::empty_point_batch();
     let mut prev: Option<(RunId, ByteArray, i64)> = None;
     for g in 0..file.row_groups() {
         let mut stream = table::GroupBatches::open_in(file, g, &names)?;

@@ -11,6 +11,21 @@ use super::SegmentEntry;
 use crate::error::{Error, Result};
 use crate::model::{Curve, RunId};
 
+/// The points table's column names, in `POINT_FIELDS` order (what readers ask a file for).
+pub(super) const POINT_NAMES: [&str; 6] = ["run_id", "metric", "step", "tokens", "value", "lr"];
+
+/// Reusable buffers for one decoded batch of the points table's columns, in `POINT_NAMES` order.
+pub(super) fn empty_point_batch() -> Vec<Values> {
+    POINT_FIELDS
+        .iter()
+        .map(|f| match f.kind {
+            Kind::Utf8 => Values::Utf8(Vec::new()),
+            Kind::Float64 => Values::Float64(Vec::new()),
+            Kind::Int64 | Kind::Timestamp => Values::Int64(Vec::new()),
+        })
+        .collect()
+}
+
 pub const POINT_FIELDS: &[Field] = &[
     table::field("run_id", Kind::Int64, false),
     table::field("metric", Kind::Utf8, false),
@@ -515,15 +530,7 @@ impl SegmentWriter {
             return Ok(());
         }
         let path = file.path.as_path();
-        const NAMES: [&str; 6] = ["run_id", "metric", "step", "tokens", "value", "lr"];
-        let mut batch = vec![
-            Values::Int64(Vec::new()),
-            Values::Utf8(Vec::new()),
-            Values::Int64(Vec::new()),
-            Values::Int64(Vec::new()),
-            Values::Float64(Vec::new()),
-            Values::Float64(Vec::new()),
-        ];
+        let mut batch = empty_point_batch();
         let (lo, hi) = (
             *run_ids.iter().min().expect("not empty"),
             *run_ids.iter().max().expect("not empty"),
@@ -542,7 +549,7 @@ impl SegmentWriter {
                     }
                 }
             }
-            let mut stream = table::GroupBatches::open_in(file, g, &NAMES)?;
+            let mut stream = table::GroupBatches::open_in(file, g, &POINT_NAMES)?;
             loop {
                 let n = stream.next(STREAM_BATCH_ROWS, &mut batch)?;
                 if n == 0 {
