@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 import steplaw_db as sl
-from steplaw_db._cli_util import db_first
 from steplaw_db.cli import app
+from steplaw_db.cli._util import db_first
 
 HEAVY = ("polars", "numpy", "scipy", "matplotlib")
 
@@ -177,7 +177,7 @@ def test_machine_formats_carry_full_precision_and_the_table_units(db):
 
 
 def test_readable_values():
-    from steplaw_db._cli_util import latex_escape, readable
+    from steplaw_db.cli._util import latex_escape, readable
 
     assert readable("N", 214_000_000) == "214M"
     assert readable("D", 1e11) == "100B tokens"
@@ -216,3 +216,17 @@ def test_demo_table_is_readable(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "tokens" in r.output and "e-" in r.output and "┆" not in r.output, r.output
+
+
+def test_every_command_runs_under_the_one_error_handler():
+    # cli/__init__.py's convention: commands are added to an App from cli/_app.py, which wraps
+    # each in reports_errors; a group made with a plain typer.Typer would miss it.
+    def walk(t):
+        yield from t.registered_commands
+        for group in t.registered_groups:
+            yield from walk(group.typer_instance)
+
+    commands = list(walk(app))
+    assert len(commands) >= 23
+    unwrapped = [c.name or c.callback.__name__ for c in commands if not hasattr(c.callback, "__wrapped__")]
+    assert unwrapped == []

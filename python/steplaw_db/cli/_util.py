@@ -14,26 +14,28 @@ line starts (``--help``, ``predict``) without them."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from . import _native
-from ._typing import Smoothing, WidthUnit
-from .errors import InternalError, InvalidArgumentError, SteplawError
+from .. import _native
+from .._typing import Smoothing, WidthUnit
+from ..errors import InternalError, InvalidArgumentError, SteplawError
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .store import Store
+    from ..store import Store
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_SEQ_LEN: int = _native.DEFAULT_SEQ_LEN
 
@@ -51,22 +53,33 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(fn: Callable[[], T]) -> T:
-    """Call ``fn`` and map steplaw-db errors onto exit codes with a one-line message; every
-    warning it raised (cells merged or split, values assumed, fits barely determined) is
-    printed on stderr, one line each (``warning: ...``), once."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return fn()
-        except InvalidArgumentError as e:
-            fail(str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE)
-        except InternalError as e:  # a bug, not the input: its own status so scripts can tell
-            fail(str(e), EXIT_INTERNAL)
-        except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
-            fail(str(e), 1)
-        finally:
-            echo_warnings(caught)
+def reports_errors(command: Callable[P, T]) -> Callable[P, T]:
+    """The one error handler of every command (``cli._app.App.command`` applies it): the
+    library's errors become one line on stderr and an exit status (module docstring), any other
+    exception one line and exit 3 (a bug), never a traceback; every warning raised meanwhile
+    (cells merged or split, values assumed, fits barely determined) is printed on stderr once,
+    one line each (``warning: ...``), after the command's output."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return command(*args, **kwargs)
+            except (typer.Exit, typer.Abort, TyperException):  # exits, usage errors: Typer's own
+                raise
+            except InvalidArgumentError as e:
+                fail(str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE)
+            except InternalError as e:  # a bug, not the input: its own status so scripts can tell
+                fail(str(e), EXIT_INTERNAL)
+            except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
+                fail(str(e), EXIT_FAILED)
+            except Exception as e:  # a bug: say what, where to report, and exit 3
+                fail(f"internal error: {type(e).__name__}: {e} (a bug: please report it)", EXIT_INTERNAL)
+            finally:
+                echo_warnings(caught)
+
+    return wrapper
 
 
 def echo_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
@@ -86,7 +99,7 @@ def db_path(ctx: typer.Context) -> str:
     obj = ctx.find_root().obj or {}
     db = obj.get("db")
     if db is None:
-        from .store import default_path
+        from ..store import default_path
 
         db = default_path()
     return str(db)
@@ -94,9 +107,9 @@ def db_path(ctx: typer.Context) -> str:
 
 def open_store(ctx: typer.Context, create: bool = True) -> Store:
     """The store ``--db`` (or ``$STEPLAW_DB``) names."""
-    from .store import Store
+    from ..store import Store
 
-    return run(lambda: Store(db_path(ctx), create=create))
+    return Store(db_path(ctx), create=create)
 
 
 def final_frame(
@@ -116,15 +129,11 @@ def final_frame(
     import polars as pl
 
     if input_ is not None:
-        from .optima import read_final_table
+        from ..optima import read_final_table
 
-        return run(lambda: read_final_table(input_, seq_len))
+        return read_final_table(input_, seq_len)
     store = open_store(ctx, create=False)
-    final = run(
-        lambda: store.final_losses(
-            cast(Smoothing, smooth), width=width, unit=cast(WidthUnit, unit), at=at, metric=metric
-        )
-    )
+    final = store.final_losses(cast(Smoothing, smooth), width=width, unit=cast(WidthUnit, unit), at=at, metric=metric)
     if final.is_empty() and at is None and store.runs().height:
         have = store.scan_points().group_by("metric").agg(pl.col("run_id").n_unique()).sort("metric").collect()
         listed = ", ".join(f"{m} ({n} runs)" for m, n in have.iter_rows()) or "none"
@@ -351,26 +360,8 @@ def db_first(args: list[str]) -> list[str]:
 
 
 class RootGroup(TyperGroup):
-    """The root command: ``--db`` anywhere on the line, and any exception that escapes a
-    command as one line with exit status 3 (a bug), never a traceback."""
+    """The root command: ``--db`` anywhere on the line (errors are each command's, see
+    :func:`reports_errors`)."""
 
     def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         return super().parse_args(ctx, db_first(list(args)))
-
-    def invoke(self, ctx: ClickContext) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                return super().invoke(ctx)
-            except (typer.Exit, typer.Abort, TyperException):  # exits, usage errors: Typer's own
-                raise
-            except InvalidArgumentError as e:
-                fail(str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE)
-            except InternalError as e:
-                fail(str(e), EXIT_INTERNAL)
-            except SteplawError as e:
-                fail(str(e), EXIT_FAILED)
-            except Exception as e:  # a bug: say what, where to report, and exit 3
-                fail(f"internal error: {type(e).__name__}: {e} (a bug: please report it)", EXIT_INTERNAL)
-            finally:
-                echo_warnings(caught)
