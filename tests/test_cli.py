@@ -230,3 +230,18 @@ def test_every_command_runs_under_the_one_error_handler():
     assert len(commands) >= 23
     unwrapped = [c.name or c.callback.__name__ for c in commands if not hasattr(c.callback, "__wrapped__")]
     assert unwrapped == []
+
+
+def test_what_the_cli_prints_is_computed_by_the_library():
+    # evaluate's summary and the demo's true optima (issue 17: the CLI does no analysis of its own)
+    import polars as pl
+
+    from steplaw_db.fit import evaluation_summary
+
+    rows = pl.DataFrame({"law": ["a", "a", "b"], "rel_error": [0.0, 0.02, 0.01]})
+    assert evaluation_summary(rows).rows() == [("a", 2, 1.0, 1.0, 2.0, 1), ("b", 1, 1.0, 1.0, 1.0, 0)]
+    truth = sl.synth.TRUTH.with_optima(pl.DataFrame({"N": [2e8, 1e9], "D": [1e10, 1e11]}))
+    assert truth["lr_true"].to_list() == pytest.approx([sl.synth.lr_opt(2e8, 1e10), sl.synth.lr_opt(1e9, 1e11)])
+    assert truth["bs_tokens_true"].to_list() == pytest.approx(
+        [sl.synth.bs_tokens_opt(1e10), sl.synth.bs_tokens_opt(1e11)]
+    )

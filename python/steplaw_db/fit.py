@@ -80,7 +80,9 @@ from .optima import (
 #: What a law fit does with a cell whose optimum sits on the grid's edge (``fit_law(edges=...)``).
 EdgeTreatment: TypeAlias = Literal["keep", "drop", "censor"]
 
-__all__ = ["LawSpec", "compare_laws", "evaluate", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs"]
+__all__ = [
+    "LawSpec", "compare_laws", "evaluate", "evaluation_summary", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs",
+]  # fmt: skip
 
 #: Laws to evaluate: a law, a published law's name or a spec (``"step-law,deepseek"``,
 #: ``"all"``, a saved law's ``.json``), a mapping label -> law, or a sequence of these.
@@ -1063,3 +1065,16 @@ def evaluate(
         rows += _evaluate_cell(cell, laws, keys, method, loss, seq_len)
     out = pl.DataFrame(rows, infer_schema_length=None)
     return out.with_columns(pl.col("fixed").cast(pl.String))
+
+
+def evaluation_summary(rows: pl.DataFrame) -> pl.DataFrame:
+    """:func:`evaluate`'s rows summarised one row a law (Step Law's Table 1): ``cells``, the
+    ``median_%``, ``mean_%`` and ``max_%`` of the relative error (in percent) and
+    ``at_optimum``, the cells where the law's point is the measured best run."""
+    return rows.group_by("law", maintain_order=True).agg(
+        pl.len().alias("cells"),
+        (pl.col("rel_error").median() * 100).alias("median_%"),
+        (pl.col("rel_error").mean() * 100).alias("mean_%"),
+        (pl.col("rel_error").max() * 100).alias("max_%"),
+        (pl.col("rel_error") == 0).sum().alias("at_optimum"),
+    )

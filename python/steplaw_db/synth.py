@@ -145,6 +145,12 @@ class GroundTruth:
     def diverges(self, N, D, lr):
         return np.asarray(lr) >= self.diverge_lr_factor * self.lr_opt(N, D)
 
+    def with_optima(self, cells: pl.DataFrame) -> pl.DataFrame:
+        """``cells`` (columns N and D) with the true optimum of each beside it: ``lr_true``
+        and ``bs_tokens_true``, to compare with what an analysis found."""
+        n, d = cells["N"].cast(pl.Float64).to_numpy(), cells["D"].cast(pl.Float64).to_numpy()
+        return cells.with_columns(lr_true=self.lr_opt(n, d), bs_tokens_true=self.bs_tokens_opt(d))
+
 
 TRUTH = GroundTruth()
 

@@ -133,19 +133,12 @@ def evaluate(
     fmt: str | None = FORMAT_OPTION,
 ) -> None:
     """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
-    import polars as pl
-
     from ..fit import evaluate as evaluate_laws
+    from ..fit import evaluation_summary
 
     final_df = final_frame(ctx, input, seq_len=seq_len)
     rows = evaluate_laws(law, final_df, by=cell_keys(by), seq_len=seq_len, method=cast("EvaluateMethod", method))
-    summary = rows.group_by("law", maintain_order=True).agg(
-        pl.len().alias("cells"),
-        (pl.col("rel_error").median() * 100).alias("median_%"),
-        (pl.col("rel_error").mean() * 100).alias("mean_%"),
-        (pl.col("rel_error").max() * 100).alias("max_%"),
-        (pl.col("rel_error") == 0).sum().alias("at_optimum"),
-    )
+    summary = evaluation_summary(rows)
     where = "nearest grid point" if method == "nearest" else "prediction on the cell's quadratic surface"
     if output is not None:  # the rows to the file, the summary to stdout
         write_frame(rows, fmt, output)

@@ -63,8 +63,6 @@ def demo(
     ),
 ) -> None:
     """Generate a small synthetic sweep, ingest it and show what was found."""
-    import polars as pl
-
     from .. import synth
     from ..fit import fit_law
     from ..optima import optima as find_optima
@@ -84,12 +82,7 @@ def demo(
     runs_df = store.runs()
     final_df = store.final_losses()
     cells = find_optima(final_df, method="quadratic")
-    lr_true = pl.struct("N", "D").map_elements(
-        lambda c: float(synth.TRUTH.lr_opt(c["N"], c["D"])), return_dtype=pl.Float64
-    )
-    bs_true = pl.col("D").map_elements(lambda d: float(synth.TRUTH.bs_tokens_opt(d)), return_dtype=pl.Float64)
-    truth = cells.select("N", "D", lr_true=lr_true, bs_tokens_true=bs_true)
-    shown = cells.join(truth, on=["N", "D"]).select(
+    shown = synth.TRUTH.with_optima(cells).select(
         "N", "D", "runs", "near_optimal", "loss_min", "lr_grid", "lr_quad", "lr_true",
         "bs_tokens_grid", "bs_tokens_quad", "bs_tokens_true", "flags",
     )  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
@@ -65,17 +65,21 @@ def plot_law(
     law: str | None = LAWS_OPTION,
     method: str = LAW_METHOD_OPTION,
     by: str = BY_OPTION,
+    bootstrap: int | None = typer.Option(
+        None, "--bootstrap", help="Bootstrap draws of the fit [default: fit lr-bs's]."
+    ),
     input: Path | None = INPUT_OPTION,
     output: Path = FIGURE_OPTION,
 ) -> None:
-    """Optimal lr and batch against D per N: cell optima, the fitted law (with its bootstrap
-    band) and any published laws."""
+    """Optimal lr and batch against D per N: the samples the law is fitted to, the law fitted
+    as `fit lr-bs` fits it (with its bootstrap band) and any published laws."""
     from .. import plots
     from ..fit import fit_law
 
     final_df = final_frame(ctx, input)
     keys = cell_keys(by)
-    fitted = fit_law(final_df, cast("LawMethod", method), by=keys, bootstrap=500)
+    settings: dict[str, Any] = {} if bootstrap is None else {"bootstrap": bootstrap}
+    fitted = fit_law(final_df, cast("LawMethod", method), by=keys, **settings)
     plots.law(final_df, {"fitted": fitted, **laws_of(law)}, by=keys, path=output)
     typer.echo(f"wrote {output}")
 
