@@ -3,6 +3,7 @@ or after the verb; the same exit status for the same situation in every command.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -245,3 +246,28 @@ def test_what_the_cli_prints_is_computed_by_the_library():
     assert truth["bs_tokens_true"].to_list() == pytest.approx(
         [sl.synth.bs_tokens_opt(1e10), sl.synth.bs_tokens_opt(1e11)]
     )
+
+
+def test_predict_gives_a_fitted_laws_interval_and_a_usable_batch(db, tmp_path):
+    import polars as pl
+
+    runner = CliRunner()
+    law = tmp_path / "law.json"
+    r = runner.invoke(app, ["fit", "lr-bs", "--db", db, "--bootstrap", "50", "-o", str(law)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["predict", "7e9", "1.4e12", "--law", f"step-law,{law}", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    rows = {row["law"]: row for row in pl.read_csv(r.stdout.encode()).iter_rows(named=True)}
+    fitted, published = rows[next(k for k in rows if k != "step-law")], rows["step-law"]
+    assert fitted["lr_lo"] < fitted["lr"] < fitted["lr_hi"]
+    assert fitted["bs_tokens_lo"] < fitted["bs_tokens"] < fitted["bs_tokens_hi"]
+    assert published["lr_lo"] is None  # a published law without draws: no interval, none made up
+    for row in rows.values():  # the nearest power of two in ratio, and the same batch in tokens
+        assert row["bs_rounded"] in (2 ** math.floor(math.log2(row["bs"])), 2 ** math.ceil(math.log2(row["bs"])))
+        assert abs(math.log(row["bs_rounded"] / row["bs"])) <= math.log(2) / 2 + 1e-12
+        assert row["bs_tokens_rounded"] == row["bs_rounded"] * row["seq_len"]
+    r = runner.invoke(app, ["predict", "7e9", "1.4e12", "--law", str(law)])
+    assert r.exit_code == 0 and "lr_lo" in r.stdout and "bs_rounded" in r.stdout, r.output
+    r = runner.invoke(app, ["predict", "7e9", "1.4e12", "--round", "48", "--format", "json"])
+    assert r.exit_code == 0 and pl.read_json(r.stdout.encode())["bs_rounded"][0] % 48 == 0, r.output
+    assert runner.invoke(app, ["predict", "7e9", "1.4e12", "--round", "0"]).exit_code == 2

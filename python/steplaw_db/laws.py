@@ -57,6 +57,7 @@ __all__ = [
     "openai",
     "porian",
     "resolve",
+    "round_batch",
     "step_law",
 ]
 
@@ -103,6 +104,24 @@ def _interval_bounds(interval: float) -> tuple[float, float]:
     if not 0 < interval < 1:
         raise InvalidArgumentError(f"interval must be in (0, 1), got {interval}")
     return 50 * (1 - interval), 50 * (1 + interval)
+
+
+def round_batch(bs: ArrayLike, multiple: int | None = None) -> np.ndarray:
+    """A batch in sequences rounded to a size a run can use: the power of two nearest in log
+    space, at least 1 (``multiple=None``; near the optimum the loss depends on the batch's
+    ratio to it, so nearest in ratio), or the nearest positive multiple of ``multiple``
+    sequences (e.g. data-parallel ranks x micro-batch). NaN where ``bs`` is not a positive
+    number."""
+    b = np.asarray(bs, dtype=float)
+    ok = np.isfinite(b) & (b > 0)
+    safe = np.where(ok, b, 1.0)
+    if multiple is None:
+        out = np.maximum(np.exp2(np.round(np.log2(safe))), 1.0)
+    elif multiple >= 1:
+        out = np.maximum(np.round(safe / multiple), 1.0) * multiple
+    else:
+        raise InvalidArgumentError(f"a batch multiple must be at least 1 sequence, got {multiple}")
+    return np.where(ok, out, np.nan)
 
 
 _Saved = TypeVar("_Saved", bound="_SavedAsJson")

@@ -185,6 +185,26 @@ def fit_loss(
     _save(law, output, say)
 
 
+#: ``predict``'s numbers: the law's point, its bootstrap interval (laws with draws), the batch
+#: in tokens and in sequences, and that batch rounded to a usable size (``--round``).
+PREDICT_COLUMNS = (
+    "lr", "lr_lo", "lr_hi", "bs_tokens", "bs_tokens_lo", "bs_tokens_hi", "bs", "bs_rounded", "bs_tokens_rounded",
+)  # fmt: skip
+
+
+def _batch_multiple(text: str) -> int | None:
+    """``--round``: ``pow2`` (None) or a whole number of sequences the batch is a multiple of."""
+    if text.strip().lower() in ("pow2", "power-of-two", "2^k"):
+        return None
+    try:
+        multiple = int(text)
+    except ValueError:
+        multiple = 0
+    if multiple < 1:
+        fail(f"--round: expected pow2 or a whole number of sequences (e.g. 64), got '{text}'", EXIT_USAGE)
+    return multiple
+
+
 def _predict_table(
     chosen: list[Law],
     n: float,
@@ -192,27 +212,39 @@ def _predict_table(
     seq_len: int,
     compute: float | None,
     loss: float | None,
+    multiple: int | None,
     fmt: str | None,
     output: Path | None,
 ) -> None:
-    """``predict``'s table: one row a law (lr, batch in tokens and in sequences)."""
+    """``predict``'s table: one row a law (lr, batch in tokens and in sequences, each with its
+    bootstrap interval where the law has draws, and the batch rounded to a usable size)."""
     import polars as pl
+
+    from ..laws import DEFAULT_INTERVAL, round_batch
 
     rows: list[dict[str, Any]] = []
     for one in chosen:
-        row: dict[str, Any] = {"law": one.name, "lr": None, "bs_tokens": None, "bs": None, "note": ""}
+        row: dict[str, Any] = {"law": one.name, "note": ""}
         if "loss" in one.inputs and loss is None:
             row["note"] = "(needs --loss)"
         else:
-            got = one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len, interval=None)
-            row.update({k: got.row(0, named=True)[k] for k in ("lr", "bs_tokens", "bs")})
+            got = one.predict(N=n, D=d, C=compute, loss=loss, seq_len=seq_len).row(0, named=True)
+            row.update({k: got.get(k) for k in PREDICT_COLUMNS})
         rows.append(row)
-    schema = {"law": pl.String, "lr": pl.Float64, "bs_tokens": pl.Float64, "bs": pl.Float64, "note": pl.String}
+    schema = {"law": pl.String, **dict.fromkeys(PREDICT_COLUMNS, pl.Float64), "note": pl.String}
     table = pl.DataFrame(rows, schema=schema)
-    if not (table["note"].str.len_chars() > 0).any():
-        table = table.drop("note")
-    shown = table.columns
-    prose(fmt, output)(f"N = {n:.4g}, D = {d:.4g}, seq_len {seq_len}: lr, batch in tokens and in sequences")
+    rounded = pl.Series(round_batch(table["bs"].to_numpy(), multiple)).fill_nan(None)
+    table = table.with_columns(bs_rounded=rounded, bs_tokens_rounded=rounded * seq_len)
+    # the readable table leaves out what no law has: intervals (published laws), notes
+    shown = [c for c in table.columns if table[c].null_count() < table.height and c != "note"]
+    if (table["note"].str.len_chars() > 0).any():
+        shown.append("note")
+    to = "the nearest power of two" if multiple is None else f"the nearest multiple of {multiple}"
+    prose(fmt, output)(
+        f"N = {n:.4g}, D = {d:.4g}, seq_len {seq_len}: lr and batch (tokens, sequences), with the "
+        f"{DEFAULT_INTERVAL:.0%} bootstrap interval of laws fitted with draws (_lo, _hi); "
+        f"bs_rounded: the batch in sequences rounded to {to} (--round)"
+    )
     write_frame(table.with_columns(N=pl.lit(n), D=pl.lit(d), seq_len=pl.lit(seq_len)), fmt, output, shown)
 
 
@@ -228,15 +260,23 @@ def predict(
     ),
     loss: float | None = typer.Option(None, "--loss", help="Loss value for the laws that need one (openai, minicpm)."),
     compute: float | None = typer.Option(None, "--compute", help="Training FLOPs C for compute laws (default: 6 N D)."),
+    round_: str = typer.Option(
+        "pow2",
+        "--round",
+        help="Round the batch to a usable size: pow2 (nearest power of two in ratio) or a whole number of "
+        "sequences it must be a multiple of (e.g. data-parallel ranks x micro-batch).",
+    ),
     fmt: str | None = FORMAT_OPTION,
     output: Path | None = OUTPUT_OPTION,
 ) -> None:
-    """Predict the optimal peak learning rate and batch size for N parameters and D tokens."""
+    """Predict the optimal peak learning rate and batch size for N parameters and D tokens
+    (a fitted law saved by `fit lr-bs -o` gives its bootstrap interval too)."""
     from .. import laws as published
 
+    multiple = _batch_multiple(round_)
     chosen = published.resolve(law)
     if not (n > 0 and d > 0 and math.isfinite(n) and math.isfinite(d)):
         fail("N and D must be positive numbers", EXIT_USAGE)
     if len(chosen) == 1 and "loss" in chosen[0].inputs and loss is None:
         fail(f"law '{chosen[0].name}' needs a loss value: pass --loss", EXIT_USAGE)
-    _predict_table(chosen, n, d, seq_len, compute, loss, fmt, output)
+    _predict_table(chosen, n, d, seq_len, compute, loss, multiple, fmt, output)
