@@ -460,11 +460,27 @@ class Store:
     def points(self, run_ids: int | Sequence[int] | None = None, metric: str | None = "loss") -> pl.DataFrame:
         """Points of ``run_ids`` (all runs if None) for ``metric`` (all metrics if None),
         sorted by run and step."""
-        ids = None if run_ids is None else [run_ids] if isinstance(run_ids, int) else list(run_ids)
-        lf = self.scan_points(ids)
-        if metric is not None:
-            lf = lf.filter(pl.col("metric") == metric)
-        return lf.collect()
+        if run_ids is None:
+            lf = self.scan_points()
+            return lf.collect() if metric is None else lf.filter(pl.col("metric") == metric).collect()
+        # Given runs are read natively: only the row groups that hold them, and only their
+        # segments verified (scan_points verifies and scans every segment).
+        ids = [run_ids] if isinstance(run_ids, int) else [int(r) for r in run_ids]
+        c = self._native.points(ids, metric)
+        names = pl.DataFrame(
+            {"metric": c["metric_names"], "rows": c["metric_rows"]}, schema={"metric": pl.String, "rows": pl.Int64}
+        )
+        return pl.DataFrame(
+            {
+                "run_id": c["run_id"],
+                "metric": names.select(pl.col("metric").repeat_by("rows").explode())["metric"],
+                "step": c["step"],
+                "tokens": c["tokens"],
+                "value": c["value"],
+                "lr": c["lr"],
+            },
+            schema=POINTS_SCHEMA,
+        )
 
     def final_losses(
         self,
@@ -533,6 +549,14 @@ class Store:
         table = _read_runs(cols["runs_file"], tags=False)
         runs = table.select(_FINAL_CONFIG_COLUMNS).hstack(_tag_columns(table["tags"], taken=table.columns))
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
+
+    def forecast(self, **kwargs: Any) -> pl.DataFrame:
+        """Every run's final loss forecast from its curve so far, with an interval, its chance of
+        ending near its cell's optimum and a verdict (keep / stop / done):
+        :func:`steplaw_db.forecast.forecast` of this store; ``kwargs`` go there (docs/forecast.md)."""
+        from .forecast import forecast
+
+        return forecast(self, **kwargs)
 
     def cells(self, by: str | Sequence[str] = ("N", "D"), smooth: Smoothing = "robust", **kwargs: Any) -> pl.DataFrame:
         """The cells every analysis of this store uses: :func:`steplaw_db.optima.cells` of
