@@ -331,3 +331,43 @@ def test_multipowerlaw_directory_gives_one_run_per_schedule(tmp_path, loss_curve
     report = db.ingest(mpl)
     assert report.ok and report.added == 9, report.summary()
     assert set(db.runs()["name"]) == {f"csv_25/{p.stem}" for p in mpl.glob("*.csv")}
+
+
+def test_sidecar_config_keys_are_typed_columns_and_group_by(tmp_path):
+    """Every key of a sidecar config is kept (issue 14/15): a key that is no run field, such as
+    a MoE design's name, is a typed column of runs() and final_losses(), nested keys joined with
+    '.', and `optima --by N,D,moe_name` groups by it."""
+    lr_opt = {"e8k1": 1e-3, "e16k2": 4e-3}
+    for design, best in lr_opt.items():
+        for lr in (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2):
+            for bs in (64, 128, 256):
+                run = tmp_path / "runs" / f"{design}_lr{lr:g}_bs{bs}"
+                run.mkdir(parents=True)
+                final = 2.5 + 0.05 * math.log(lr / best) ** 2 + 0.02 * math.log(bs / 128) ** 2
+                (run / "m.csv").write_text(
+                    "step,loss\n" + "".join(f"{s},{final + (100 - s) / 50}\n" for s in (50, 100))
+                )
+                config = {
+                    "learning_rate": lr,
+                    "global_batch_size": bs,
+                    "N": 2e8,
+                    "train_tokens": 1e10,
+                    "moe_name": design,
+                    "model": {"router": {"aux_loss": 0.01, "jitter": False}, "num_layers": 12},
+                    "warmup": 100,
+                }
+                (run / "config.json").write_text(json.dumps(config))
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.added == 42, report.failed
+    runs, final = db.runs(), db.final_losses()
+    for frame in (runs, final):
+        assert frame.schema["moe_name"] == pl.String and set(frame["moe_name"]) == set(lr_opt)
+        assert frame.schema["model.router.aux_loss"] == pl.Float64 and (frame["model.router.aux_loss"] == 0.01).all()
+        assert frame.schema["model.router.jitter"] == pl.Boolean and frame.schema["warmup"] == pl.Int64
+        assert (frame["numl"] == 12).all()  # a run field at any depth is the field, not a tag
+    r = CliRunner().invoke(app, ["--db", str(db.path), "optima", "--by", "N,D,moe_name", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    table = pl.read_csv(r.stdout.encode()).sort("moe_name")
+    assert table["moe_name"].to_list() == ["e16k2", "e8k1"]
+    assert table["lr_opt"].to_list() == pytest.approx([4e-3, 1e-3], rel=0.05)

@@ -221,6 +221,9 @@ def test_wandb_finished_run_point_by_point(wandb_root: Path, wandb_store) -> Non
     run = run_by_name(db, "lr1e-3_bs32")
     assert run["status"] == "complete"
     assert (run["lr"], run["bs"]) == (1e-3, 32)
+    # a config key that is no run field is a column of its own; a nested field still the field
+    assert run["notes"] == "x" and run["numl"] == 2
+    assert not [c for c in db.runs().columns if c.startswith("_wandb")]
     pts = points_of(db, run["run_id"])
     assert pts["loss"] == {k: loss(k) for k in range(200)}
     assert pts["val_loss"] == {k: loss(k) + 0.1 for k in range(9, 200, 10)}
@@ -391,6 +394,7 @@ def test_mlflow_runs_point_by_point(mlflow_uri: tuple[str, Path], tmp_path: Path
     run = run_by_name(db, "lr1e-3_bs32")
     assert run["status"] == "diverged"  # a NaN loss at the end
     assert (run["lr"], run["bs"]) == (1e-3, 32)
+    assert run["optimizer"] == "adamw"  # a param that is no run field: a column of its own
     pts = points_of(db, run["run_id"])
     expected_loss = {k: loss(k) for k in range(100)} | {100: float("nan")}
     assert same(pts["loss"], expected_loss)
@@ -424,6 +428,7 @@ def test_wandb_run_folder_with_only_its_summary_and_config(tmp_path: Path) -> No
         "_wandb:\n  desc: null\n  value:\n    cli_version: 0.16.0\n    python_version: 3.10.12\n"
         "lr:\n  desc: null\n  value: 0.0003\nglobal_batch_size:\n  desc: null\n  value: 512\n"
         "model:\n  desc: null\n  value:\n    n_layer: 12\n"
+        "optimizer:\n  desc: null\n  value:\n    name: adamw\n    beta2: 0.95\n"
     )
     summary = {
         "_step": 4999,
@@ -444,6 +449,9 @@ def test_wandb_run_folder_with_only_its_summary_and_config(tmp_path: Path) -> No
     (run,) = db.runs().to_dicts()
     assert run["status"] == "summary-only" and run["name"] == "run-lr3e-4"
     assert (run["lr"], run["bs"]) == (3e-4, 512)
+    # every other config key is a typed column, nested keys joined with '.'; `_wandb` is W&B's
+    assert (run["numl"], run["optimizer.name"], run["optimizer.beta2"]) == (12, "adamw", 0.95)
+    assert not [c for c in db.runs().columns if c.startswith("_wandb")]
     assert points_of(db, run["run_id"]) == {"loss": {4999: 2.875}, "eval.loss": {4999: 2.95}, "lr": {4999: 3e-05}}
     assert run["final_loss"] == 2.875
 

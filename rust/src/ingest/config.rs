@@ -120,42 +120,77 @@ fn name_number(v: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A W&B config.yaml entry, `{desc: ..., value: ...}`, is its value.
+fn unwrap_wandb(v: &Value) -> &Value {
+    match v {
+        Value::Object(m) if m.contains_key("value") && m.keys().all(|k| k == "value" || k == "desc") => &m["value"],
+        _ => v,
+    }
+}
+
+/// A config value as text: numbers and strings as they are, booleans `true` / `false`, a list
+/// as its JSON; None for null and nested objects (whose keys are read one by one).
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) => Some(s.clone()),
-        // W&B's config.yaml wraps every value: `lr: {desc: null, value: 0.0003}`.
-        Value::Object(m) if m.contains_key("value") && m.keys().all(|k| k == "value" || k == "desc") => {
-            scalar_text(&m["value"])
-        }
-        _ => None,
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(_) => Some(v.to_string()),
+        Value::Null | Value::Object(_) => None,
     }
 }
 
-/// Known keys anywhere in a (possibly nested) config, shallowest first; the first value
-/// found for a field wins.
-fn collect_fields(root: &Value, path: &Path) -> Result<RunConfig> {
+/// A (possibly nested) config (a sidecar config.json / yaml, a W&B config) as a run's
+/// configuration. A run field's key (any alias) is looked for at every depth, shallowest first,
+/// and the first value found wins; every other key with a value is kept as a tag, its path
+/// joined with '.' (`optimizer.beta2`; a deeper repeat of a field's key too, so nothing is
+/// dropped). W&B's own `_wandb` entry (its versions and runtime) is no configuration. A value
+/// a field cannot hold is passed to `bad` with its key's path, and the rest still read.
+pub fn config_from_value(root: &Value, bad: impl FnMut(&str, Error)) -> RunConfig {
+    match unwrap_wandb(root) {
+        Value::Object(map) => config_from_map(map, bad),
+        _ => RunConfig::default(),
+    }
+}
+
+/// [`config_from_value`] of a config that is a map.
+pub fn config_from_map(root: &serde_json::Map<String, Value>, mut bad: impl FnMut(&str, Error)) -> RunConfig {
     let mut c = RunConfig::default();
     let mut seen = std::collections::HashSet::new();
-    let mut level = vec![root];
+    let mut level: Vec<(String, &serde_json::Map<String, Value>)> = vec![(String::new(), root)];
     while !level.is_empty() {
         let mut next = Vec::new();
-        for v in level {
-            let Value::Object(map) = v else { continue };
+        for (prefix, map) in level {
             for (k, v) in map {
+                if prefix.is_empty() && k == "_wandb" {
+                    continue;
+                }
+                let v = unwrap_wandb(v);
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match (canonical_field(k), scalar_text(v)) {
                     (Some(field), Some(text)) if seen.insert(field) => {
-                        c.set(field, &text, false)
-                            .map_err(|e| Error::parse(format!("{}: key '{k}'", path.display()), e.to_string()))?;
+                        if let Err(e) = c.set(field, &text, false) {
+                            bad(&path, e);
+                        }
                     }
-                    _ if v.is_object() => next.push(v),
-                    _ => {}
+                    (_, Some(text)) => {
+                        c.tags.insert(path, text);
+                    }
+                    (_, None) => {
+                        if let Value::Object(m) = v {
+                            next.push((path, m));
+                        }
+                    }
                 }
             }
         }
         level = next;
     }
-    Ok(c)
+    c
 }
 
 /// The first sidecar config file in the first of `dirs` that has one.
@@ -181,7 +216,14 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<(RunConfig, std::path::PathBuf)
             serde_saphyr::from_slice(&bytes)
                 .map_err(|e| Error::parse(path.display().to_string(), format!("invalid YAML: {e}")))?
         };
-        return Ok(Some((collect_fields(&value, &path)?, path)));
+        let mut first_bad = None;
+        let config = config_from_value(&value, |key, e| {
+            first_bad.get_or_insert_with(|| Error::parse(format!("{}: key '{key}'", path.display()), e.to_string()));
+        });
+        return match first_bad {
+            Some(e) => Err(e),
+            None => Ok(Some((config, path))),
+        };
     }
     Ok(None)
 }
@@ -261,6 +303,33 @@ mod tests {
             (c.h, c.ffnh, c.numl, c.numh),
             (Some(2048), Some(5504), Some(24), Some(16))
         );
+    }
+
+    #[test]
+    fn every_other_config_key_is_a_tag_nested_keys_joined_with_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "_wandb: {desc: null, value: {cli_version: 0.16.0}}\nlr: {desc: null, value: 0.0003}\n\
+                    moe_name: {desc: null, value: e8k1}\noptimizer: {desc: null, value: {name: adamw, beta2: 0.95, lr: 0.1}}\n\
+                    use_bias: {value: false}\nwindows: [1, 2]\nnothing: null\n";
+        std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+        let (c, _) = read_sidecar(dir.path()).unwrap().unwrap();
+        assert_eq!(c.lr, Some(3e-4));
+        let tags: Vec<(&str, &str)> = c.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            tags,
+            [
+                ("moe_name", "e8k1"),
+                ("optimizer.beta2", "0.95"),
+                ("optimizer.lr", "0.1"), // a deeper repeat of a field's key: kept, not the lr
+                ("optimizer.name", "adamw"),
+                ("use_bias", "false"),
+                ("windows", "[1,2]"),
+            ]
+        );
+        // a bad value of a field still names the file and the key's path
+        std::fs::write(dir.path().join("config.json"), r#"{"model": {"num_layers": "many"}}"#).unwrap();
+        let e = read_sidecar(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("model.num_layers"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::series::RunParse;
 use super::wandb_run::{problem, Tracked};
 use super::Format;
 use crate::error::{Error, Result};
-use crate::model::{canonical_field, status, RunConfig};
+use crate::model::{canonical_field, status};
 
 const META: &str = "meta.yaml";
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -251,40 +251,23 @@ pub fn read(src: &RunSource, path: &Path, out: &mut RunParse, fp: &mut Fingerpri
 /// Set a configuration field from a param. Loggers flatten nested hyperparameters
 /// (Lightning: `model/lr`, others `optim.lr`): a key this reader does not know is tried by its
 /// last part, which fills a field only while no param has set it (an exact key always wins).
+/// Every param that is not exactly a field's key is also kept as a tag under its own key (a
+/// typed column of the runs table), whatever order the params are read in.
 fn set_param(key: &str, value: &str, label: &str, out: &mut RunParse) {
-    let (key, exact) = match canonical_field(key) {
-        Some(_) => (key, true),
-        None => match key.rsplit_once(['/', '.']) {
-            Some((_, last)) if canonical_field(last).is_some() => (last, false),
-            _ => return,
-        },
+    let field_key = match canonical_field(key) {
+        Some(_) => Some(key),
+        None => {
+            out.config.tags.insert(key.to_string(), value.to_string());
+            match key.rsplit_once(['/', '.']) {
+                Some((_, last)) if canonical_field(last).is_some_and(|f| !out.config.is_set(f)) => Some(last),
+                _ => None,
+            }
+        }
     };
-    if !exact && canonical_field(key).is_some_and(|f| is_set(&out.config, f)) {
-        return;
-    }
-    if let Err(e) = out.config.set(key, value, false) {
-        problem(out, label, format!("param '{key}': {e}"));
-    }
-}
-
-fn is_set(c: &RunConfig, field: &str) -> bool {
-    match field {
-        "N" => c.n_params.is_some(),
-        "D" => c.tokens.is_some(),
-        "lr" => c.lr.is_some(),
-        "bs" => c.bs.is_some(),
-        "seq_len" => c.seq_len.is_some(),
-        "bs_tokens" => c.bs_tokens.is_some(),
-        "steps" => c.steps.is_some(),
-        "lr_min" => c.lr_min.is_some(),
-        "h" => c.h.is_some(),
-        "ffnh" => c.ffnh.is_some(),
-        "numh" => c.numh.is_some(),
-        "numl" => c.numl.is_some(),
-        "n_experts" => c.n_experts.is_some(),
-        "top_k" => c.top_k.is_some(),
-        "recipe" => c.recipe.is_some(),
-        _ => false,
+    if let Some(field_key) = field_key {
+        if let Err(e) = out.config.set(field_key, value, false) {
+            problem(out, label, format!("param '{key}': {e}"));
+        }
     }
 }
 
@@ -499,6 +482,12 @@ mod tests {
         assert_eq!((out.config.lr, out.config.bs), (Some(1e-3), Some(32)));
         // Flattened nested params by their last part; an exact key wins (`lr` over `model/lr`).
         assert_eq!(out.config.numl, Some(12));
+        // every other param is kept: a tag under its own key
+        let tags: Vec<(&str, &str)> = out.config.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            tags,
+            [("model/lr", "0.5"), ("model/n_layer", "12"), ("optimizer", "adamw")]
+        );
         assert_eq!(out.malformed, 0, "{:?}", out.messages);
     }
 

@@ -26,7 +26,7 @@ use super::series::{RunParse, MAX_MESSAGES};
 use super::tfevents::{Field, Proto};
 use super::Format;
 use crate::error::{Error, Result};
-use crate::model::{canonical_field, status, RunConfig};
+use crate::model::{status, RunConfig};
 
 /// What a tracker's reader tells the ingest beyond the points: the bytes it read and the
 /// tracker's verdict on the run (`complete` when it finished cleanly, `incomplete` when it
@@ -546,47 +546,12 @@ impl Reader {
         Some(())
     }
 
-    /// The configuration fields the run's config holds (at any depth, shallowest first).
+    /// The run's configuration: its fields at any depth (shallowest first) and every other key
+    /// as a tag (`model.dropout`), as [`super::config::config_from_map`] reads a config.
     fn run_config(&self, file: &str, out: &mut RunParse) -> RunConfig {
-        let mut c = RunConfig::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut level: Vec<&serde_json::Map<String, Value>> = vec![&self.config];
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            for map in level {
-                for (k, v) in map {
-                    if k == "_wandb" {
-                        continue;
-                    }
-                    let text = match v {
-                        Value::Number(n) => Some(n.to_string()),
-                        Value::String(s) => Some(s.clone()),
-                        // config.yaml's form, `{desc: ..., value: ...}`, inside a config.
-                        Value::Object(m) if m.contains_key("value") => match &m["value"] {
-                            Value::Number(n) => Some(n.to_string()),
-                            Value::String(s) => Some(s.clone()),
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    match (canonical_field(k), text) {
-                        (Some(field), Some(text)) if !seen.contains(field) => {
-                            seen.insert(field);
-                            if let Err(e) = c.set(field, &text, false) {
-                                problem(out, file, format!("config '{k}': {e}"));
-                            }
-                        }
-                        _ => {
-                            if let Value::Object(m) = v {
-                                next.push(m);
-                            }
-                        }
-                    }
-                }
-            }
-            level = next;
-        }
-        c
+        super::config::config_from_map(&self.config, |key, e| {
+            problem(out, file, format!("config '{key}': {e}"))
+        })
     }
 }
 
@@ -1013,6 +978,17 @@ pub(crate) mod tests {
         assert!(!out.series.contains_key("_runtime") && !out.series.contains_key("_step"));
         assert_eq!((out.config.lr, out.config.bs), (Some(1e-3), Some(32)));
         assert_eq!(out.malformed, 0, "{:?}", out.messages);
+        assert!(out.config.tags.is_empty(), "{:?}", out.config.tags); // `_wandb` is W&B's own
+                                                                      // every other key of the config is kept, nested keys joined with '.'
+        let mut w = Writer::new();
+        w.record(&run(
+            "moe",
+            &[("lr", "0.001"), ("moe", r#"{"name": "e8k1", "capacity": 1.25}"#)],
+        ));
+        w.record(&history(0, &[("loss", "3.0")]));
+        let (out, _) = read_bytes(&w.data);
+        let tags: Vec<(&str, &str)> = out.config.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(tags, [("moe.capacity", "1.25"), ("moe.name", "e8k1")]);
     }
 
     #[test]

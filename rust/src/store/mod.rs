@@ -25,7 +25,7 @@ pub use points::{visit_metric, SegmentLayout, SegmentWriter, Series, POINT_FIELD
 pub use remove::{RemoveReport, RemoveSelection};
 
 use crate::error::{Error, Result};
-use crate::model::{now_us, RunId, RunRecord};
+use crate::model::{now_us, FieldKind, FieldValue, RunId, RunRecord, CONFIG_FIELDS};
 use table::{Column, Field, Kind, TableWriter};
 
 const MANIFEST_DIR: &str = "_manifest";
@@ -497,27 +497,18 @@ impl Transaction {
     }
 }
 
-pub const RUN_FIELDS: &[Field] = &[
+/// The runs table's columns before the configuration's.
+const RUN_HEAD: &[Field] = &[
     table::field("run_id", Kind::Int64, false),
     table::field("name", Kind::Utf8, false),
     table::field("source", Kind::Utf8, false),
     table::field("format", Kind::Utf8, false),
     table::field("fingerprint", Kind::Utf8, false),
-    table::field("N", Kind::Int64, true),
-    table::field("D", Kind::Int64, true),
-    table::field("lr", Kind::Float64, true),
-    table::field("bs", Kind::Int64, true),
-    table::field("seq_len", Kind::Int64, true),
-    table::field("bs_tokens", Kind::Int64, true),
-    table::field("steps", Kind::Int64, true),
-    table::field("lr_min", Kind::Float64, true),
-    table::field("h", Kind::Int64, true),
-    table::field("ffnh", Kind::Int64, true),
-    table::field("numh", Kind::Int64, true),
-    table::field("numl", Kind::Int64, true),
-    table::field("n_experts", Kind::Int64, true),
-    table::field("top_k", Kind::Int64, true),
-    table::field("recipe", Kind::Utf8, true),
+];
+
+/// The runs table's columns after the configuration's (`tags`: the JSON object of the
+/// configuration keys that are no run field, typed columns in Python).
+const RUN_TAIL: &[Field] = &[
     table::field("tags", Kind::Utf8, false),
     table::field("n_points", Kind::Int64, false),
     table::field("final_step", Kind::Int64, true),
@@ -528,30 +519,56 @@ pub const RUN_FIELDS: &[Field] = &[
     table::field("ingested_at", Kind::Timestamp, false),
 ];
 
+fn config_kind(kind: FieldKind) -> Kind {
+    match kind {
+        FieldKind::Int => Kind::Int64,
+        FieldKind::Float => Kind::Float64,
+        FieldKind::Text => Kind::Utf8,
+    }
+}
+
+/// The runs table's columns: the run's identity, one nullable column per configuration field
+/// (`model::CONFIG_FIELDS`, declared once, in its order), then the tags and what ingest found.
+pub fn run_fields() -> Vec<Field> {
+    let config = CONFIG_FIELDS
+        .iter()
+        .map(|f| table::field(f.name, config_kind(f.kind), true));
+    RUN_HEAD
+        .iter()
+        .copied()
+        .chain(config)
+        .chain(RUN_TAIL.iter().copied())
+        .collect()
+}
+
 fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<table::FileSummary> {
-    let mut w = TableWriter::create(path, RUN_FIELDS, &[], None)?;
+    let mut w = TableWriter::create(path, &run_fields(), &[], None)?;
     let c = |f: fn(&RunRecord) -> Option<i64>| Column::opt_int64(runs.iter().map(f));
-    let columns = vec![
+    let mut columns = vec![
         Column::int64(runs.iter().map(|r| r.run_id).collect()),
         Column::utf8(runs.iter().map(|r| &r.name)),
         Column::utf8(runs.iter().map(|r| &r.source)),
         Column::utf8(runs.iter().map(|r| &r.format)),
         Column::utf8(runs.iter().map(|r| &r.fingerprint)),
-        c(|r| r.config.n_params),
-        c(|r| r.config.tokens),
-        Column::opt_float64(runs.iter().map(|r| r.config.lr)),
-        c(|r| r.config.bs),
-        c(|r| r.config.seq_len),
-        c(|r| r.config.bs_tokens),
-        c(|r| r.config.steps),
-        Column::opt_float64(runs.iter().map(|r| r.config.lr_min)),
-        c(|r| r.config.h),
-        c(|r| r.config.ffnh),
-        c(|r| r.config.numh),
-        c(|r| r.config.numl),
-        c(|r| r.config.n_experts),
-        c(|r| r.config.top_k),
-        Column::opt_utf8(runs.iter().map(|r| r.config.recipe.as_deref())),
+    ];
+    for f in CONFIG_FIELDS {
+        let values = runs.iter().map(|r| r.config.get(f.name));
+        columns.push(match f.kind {
+            FieldKind::Int => Column::opt_int64(values.map(|v| match v {
+                Some(FieldValue::Int(i)) => Some(i),
+                _ => None,
+            })),
+            FieldKind::Float => Column::opt_float64(values.map(|v| match v {
+                Some(FieldValue::Float(x)) => Some(x),
+                _ => None,
+            })),
+            FieldKind::Text => Column::opt_utf8(values.map(|v| match v {
+                Some(FieldValue::Text(t)) => Some(t),
+                _ => None,
+            })),
+        });
+    }
+    columns.extend([
         Column::utf8(
             runs.iter()
                 .map(|r| serde_json::to_string(&r.config.tags).unwrap_or_default()),
@@ -563,7 +580,7 @@ fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<table::FileSummar
         Column::utf8(runs.iter().map(|r| &r.status)),
         Column::int64(runs.iter().map(|r| r.n_malformed as i64).collect()),
         Column::int64(runs.iter().map(|r| r.ingested_at_us).collect()),
-    ];
+    ]);
     w.write_row_group(&columns)?;
     w.finish()
 }
