@@ -271,3 +271,60 @@ def test_predict_gives_a_fitted_laws_interval_and_a_usable_batch(db, tmp_path):
     r = runner.invoke(app, ["predict", "7e9", "1.4e12", "--round", "48", "--format", "json"])
     assert r.exit_code == 0 and pl.read_json(r.stdout.encode())["bs_rounded"][0] % 48 == 0, r.output
     assert runner.invoke(app, ["predict", "7e9", "1.4e12", "--round", "0"]).exit_code == 2
+
+
+# --- progress: on a terminal only ----------------------------------------------------------
+
+
+def _cli_streams(args: list[str], *, terminal: bool) -> tuple[str, str]:
+    """stdout and stderr of ``python -m steplaw_db.cli ARGS``, stderr a pseudo-terminal or a pipe."""
+    import os
+    from pathlib import Path
+
+    package_root = str(Path(sl.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "TERM": "xterm",
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "steplaw_db.cli", *args]
+    if not terminal:
+        out = subprocess.run(command, capture_output=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.decode(), out.stderr.decode()
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    stdout = proc.stdout.read() if proc.stdout else b""
+    assert proc.wait(timeout=300) == 0
+    return stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_and_never_in_a_pipe(db, store, tmp_path):
+    pytest.importorskip("pty")
+    # ingest's bar (Rust, indicatif) too: runs and MB/s on a terminal, nothing in a pipe
+    _, tty_err = _cli_streams(["--db", str(tmp_path / "t.db"), "ingest", str(store / "runs")], terminal=True)
+    assert "ingest [" in tty_err and "runs" in tty_err, tty_err
+    _, piped_err = _cli_streams(["--db", str(tmp_path / "p.db"), "ingest", str(store / "runs")], terminal=False)
+    assert "\x1b" not in piped_err and "\r" not in piped_err and "ingest [" not in piped_err, piped_err
+    args = ["--db", db, "stability", "--bootstrap", "20", "--smoothing", "robust", "--format", "csv"]
+    piped_out, piped_err = _cli_streams(args, terminal=False)
+    tty_out, tty_err = _cli_streams(args, terminal=True)
+    # on a terminal: the command's stage, and the library's count of law fits, on stderr only
+    assert "stability (20 draws a fit)" in tty_err and "law fits" in tty_err, tty_err
+    assert tty_out == piped_out and "law fits" not in tty_out
+    # in a pipe: no progress noise, no control characters; stderr holds warnings only
+    assert "\x1b" not in piped_err and "\r" not in piped_err and "law fits" not in piped_err, piped_err
+    assert all(line.startswith("warning: ") for line in piped_err.splitlines()), piped_err

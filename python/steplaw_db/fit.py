@@ -493,6 +493,9 @@ def fit_law(
         raise InvalidArgumentError(f"unknown edge treatment {edges!r} ({', '.join(EDGE_TREATMENTS)})")
     if edges == "censor" and method != "quadratic":
         raise InvalidArgumentError("edges='censor' needs method='quadratic' (one sample a cell)")
+    from .progress import advance
+
+    advance("law fits")  # a front end's count: stability and the report make dozens
     edge_counts_ = None
     if method == "steplaw":
         samples = near_optimal(

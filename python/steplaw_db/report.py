@@ -96,8 +96,11 @@ def _section(title: str, *parts: str) -> str:
 def _try(what: str, fn: Callable[[], T], notes: list[str]) -> T | None:
     """Run one part of the report; a part that cannot be made says why instead of failing
     the whole report (e.g. too few cells to fit a law)."""
+    from .progress import stage
+
     try:
-        return fn()
+        with stage(f"report: {what}"):
+            return fn()
     except InvalidArgumentError as e:
         notes.append(f"{what}: {e}")
         return None

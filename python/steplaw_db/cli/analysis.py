@@ -23,6 +23,7 @@ from ._app import (
     names,
     prose,
 )
+from ._progress import working
 from ._util import EXIT_USAGE, MACHINE_FORMATS, fail, final_frame, open_store, resolve_format, write_frame
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ def evaluate(
     from ..fit import evaluation_summary
 
     final_df = final_frame(ctx, input, seq_len=seq_len)
-    rows = evaluate_laws(law, final_df, by=cell_keys(by), seq_len=seq_len, method=cast("EvaluateMethod", method))
+    with working("evaluate"):
+        rows = evaluate_laws(law, final_df, by=cell_keys(by), seq_len=seq_len, method=cast("EvaluateMethod", method))
     summary = evaluation_summary(rows)
     where = "nearest grid point" if method == "nearest" else "prediction on the cell's quadratic surface"
     if output is not None:  # the rows to the file, the summary to stdout
@@ -186,13 +188,14 @@ def stability(
     if table is not None and table not in STABILITY_TABLES:
         fail(f"--table must be one of {', '.join(STABILITY_TABLES)}", EXIT_USAGE)
     frames = _stability_frames(ctx, input, smoothing)
-    report = run_stability(
-        frames,
-        by=by,
-        thresholds=floats(thresholds, "--thresholds"),
-        methods=cast("list[OptimumMethod]", names(method)),
-        bootstrap=bootstrap,
-    )
+    with working(f"stability ({bootstrap} draws a fit)"):
+        report = run_stability(
+            frames,
+            by=by,
+            thresholds=floats(thresholds, "--thresholds"),
+            methods=cast("list[OptimumMethod]", names(method)),
+            bootstrap=bootstrap,
+        )
     if table is None and fmt is None and output is None:
         typer.echo(report.summary())
     else:  # --format or -o without --table: the verdicts

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ._app import FORMAT_OPTION, TABLE_FILE_OPTION, fit_app
+from ._progress import working
 from ._util import EXIT_FAILED, EXIT_USAGE, MACHINE_FORMATS, db_path, fail, open_store, resolve_format, write_frame
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ def fit_curve(
         train.append(points)
     if not train:
         fail("give curves to fit on: CSV files and/or --run IDs", EXIT_USAGE)
-    # the form as typed: fit_curve_law checks it
-    law = fit_curve_law(train, cast("CurveForm", form), schedule=schedules, lam=lam, delta=delta)
+    with working(f"fit curve ({form}, {len(train)} curves)"):
+        # the form as typed: fit_curve_law checks it
+        law = fit_curve_law(train, cast("CurveForm", form), schedule=schedules, lam=lam, delta=delta)
     scored = law.evaluate(train, schedules).with_columns(role=pl.lit("fit"))
     if test:
         held = law.evaluate(list(test), schedules).with_columns(role=pl.lit("held out"))
@@ -107,5 +109,6 @@ def fit_curve(
         law.to_json(output)
         typer.echo(f"law written to {output}", err=machine)
     if plot is not None:
-        plot_curve_law(law, [*train, *(test or [])], plot, schedule=schedules)
+        with working(f"plotting {plot.name}"):
+            plot_curve_law(law, [*train, *(test or [])], plot, schedule=schedules)
         typer.echo(f"plot written to {plot}", err=machine)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, cast
 import typer
 
 from ._app import app
+from ._progress import working
 from ._util import EXIT_USAGE, fail, write_frame
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def demo(
     )  # fmt: skip
     typer.echo("\ncells (N, D): grid minimum, quadratic optimum and the true optimum of the synthetic law:")
     write_frame(shown, "table", None)
-    law = fit_law(final_df, "quadratic", bootstrap=1000)
-    paper = fit_law(final_df, "steplaw", bootstrap=1000)
+    with working("demo: fitting (1000 draws, twice)"):
+        law = fit_law(final_df, "quadratic", bootstrap=1000)
+        paper = fit_law(final_df, "steplaw", bootstrap=1000)
     typer.echo("\nfitted (each cell's quadratic vertex, weighted, 1000 bootstraps over cells: the default):")
     typer.echo(f"  {law.describe()}")
     typer.echo(f"  Step Law's procedure (near-optimal runs, OLS, --method steplaw): {paper.describe()}")
@@ -105,7 +107,8 @@ def demo(
         f"(95% {pred['bs_tokens_lo']:,.0f}-{pred['bs_tokens_hi']:,.0f}; true {true_bs:,.0f})"
     )
     html_path = root / "report.html"
-    write_report(html_path, final_df, runs=runs_df, title="steplaw-db demo: a synthetic sweep", bootstrap=300)
+    with working("demo: report"):
+        write_report(html_path, final_df, runs=runs_df, title="steplaw-db demo: a synthetic sweep", bootstrap=300)
     typer.echo(f"\nreport: {html_path}")
     typer.echo(f"store: {db_path} (version {store.version}, {len(runs_df)} runs, {report.points:,} points)")
     typer.echo(

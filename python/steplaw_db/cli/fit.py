@@ -25,6 +25,7 @@ from ._app import (
     names,
     prose,
 )
+from ._progress import working
 from ._util import EXIT_USAGE, fail, final_frame, write_frame
 
 if TYPE_CHECKING:
@@ -142,9 +143,11 @@ def fit_lr_bs(
     how = cast("LawMethod", method)
     say = prose(fmt, table)
     if per:
-        _fit_per_design(final, per, [k for k in keys if k not in per], how, options, output, fmt, table)
+        with working(f"fit lr-bs per {', '.join(per)} ({bootstrap} draws)"):
+            _fit_per_design(final, per, [k for k in keys if k not in per], how, options, output, fmt, table)
         return
-    law = fit_law(final, how, by=keys, **options)
+    with working(f"fit lr-bs ({bootstrap} draws)"):
+        law = fit_law(final, how, by=keys, **options)
     say(_fit_summary(law))
     say(law.describe())
     write_frame(law.to_polars().drop("name"), fmt, table)
@@ -173,7 +176,9 @@ def fit_loss(
         if input is not None
         else final_frame(ctx, None, seq_len=seq_len)
     )
-    law = fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta, by=cell_keys(by))
+    draws = f", {bootstrap} draws" if bootstrap else ""
+    with working(f"fit loss (L-BFGS, grid of starts{draws})"):
+        law = fit_loss_law(final, bootstrap=bootstrap, seed=seed, delta=delta, by=cell_keys(by))
     i = law.info
     say = prose(fmt, table)
     say(

@@ -19,6 +19,7 @@ from ._app import (
     names,
     plot_app,
 )
+from ._progress import working
 from ._util import EXIT_FAILED, EXIT_USAGE, fail, final_frame, open_store
 
 if TYPE_CHECKING:
@@ -79,8 +80,9 @@ def plot_law(
     final_df = final_frame(ctx, input)
     keys = cell_keys(by)
     settings: dict[str, Any] = {} if bootstrap is None else {"bootstrap": bootstrap}
-    fitted = fit_law(final_df, cast("LawMethod", method), by=keys, **settings)
-    plots.law(final_df, {"fitted": fitted, **laws_of(law)}, by=keys, path=output)
+    with working(f"plot law {output.name}"):
+        fitted = fit_law(final_df, cast("LawMethod", method), by=keys, **settings)
+        plots.law(final_df, {"fitted": fitted, **laws_of(law)}, by=keys, path=output)
     typer.echo(f"wrote {output}")
 
 
@@ -121,6 +123,7 @@ def plot_stability(
     from ..stability import stability as run_stability
 
     final_df = final_frame(ctx, input)
-    report = run_stability(final_df, by=by, bootstrap=300)
-    plots.stability(report, path=output)
+    with working(f"plot stability {output.name}"):
+        report = run_stability(final_df, by=by, bootstrap=300)
+        plots.stability(report, path=output)
     typer.echo(f"wrote {output}")

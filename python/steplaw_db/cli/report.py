@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 import typer
 
 from ._app import GROUP_OPTION, INPUT_OPTION, LAW_METHOD_OPTION, app, laws_of
+from ._progress import working
 from ._util import final_frame, open_store
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ def report(
 
     final_df = final_frame(ctx, input)
     runs_df = None if input is not None else open_store(ctx, create=False).runs()
-    write_report(
-        output, final_df, runs=runs_df, laws=laws_of(law), by=by, method=cast("LawMethod", method), title=title
-    )
+    with working(f"report {output.name}"):
+        write_report(
+            output, final_df, runs=runs_df, laws=laws_of(law), by=by, method=cast("LawMethod", method), title=title
+        )
     typer.echo(f"wrote {output}")
