@@ -179,3 +179,56 @@ def test_bad_arguments() -> None:
         fc.forecast(points, runs, at_fraction=1.5)
     with pytest.raises(sl.InvalidArgumentError, match="share"):
         fc.forecast(points, runs, share="everything")
+
+
+def _edge_final() -> tuple[pl.DataFrame, dict]:
+    """The synthetic final-loss table with one cell cut to its lr levels above the optimum:
+    that cell's minimum sits on the grid's smallest lr."""
+    from conftest import final_losses, synthetic_table
+
+    fin = final_losses(synthetic_table(noise=0.0))
+    first = fin.select("N", "D").unique(maintain_order=True).row(0, named=True)
+    mine = (pl.col("N") == first["N"]) & (pl.col("D") == first["D"])
+    lr_star = float(sl.synth.TRUTH.lr_opt(first["N"], first["D"]))
+    return fin.filter(~mine | (pl.col("lr") > lr_star * 1.05)), first
+
+
+def test_next_runs_proposes_one_step_beyond_an_edge() -> None:
+    fin, first = _edge_final()
+    out = fc.next_runs(fin)
+    edge = out.filter((pl.col("N") == first["N"]) & (pl.col("D") == first["D"]))
+    beyond = edge.filter(pl.col("reason").str.starts_with("lr-edge"))
+    assert beyond.height == 1
+    cell = fin.filter((pl.col("N") == first["N"]) & (pl.col("D") == first["D"]))
+    smallest = cell["lr"].min()
+    assert beyond["lr"][0] == pytest.approx(smallest / 2**0.5, rel=0.03)  # one half-octave step below
+    best = cell.sort("loss").row(0, named=True)
+    assert beyond["bs_tokens"][0] == pytest.approx(best["bs_tokens"])
+    # the cells whose optimum is inside the grid get no edge proposals
+    others = out.filter((pl.col("N") != first["N"]) | (pl.col("D") != first["D"]))
+    assert not others["reason"].str.contains("edge").any()
+
+
+def test_plan_grid_is_centred_on_the_law() -> None:
+    law = sl.laws.step_law()
+    grid = fc.plan_grid(7e9, 1.4e12, law)
+    pred = law.predict(7e9, 1.4e12).row(0, named=True)
+    centre = grid.filter((pl.col("lr_level") == 0) & (pl.col("bs_level") == 0)).row(0, named=True)
+    assert centre["lr"] == pytest.approx(pred["lr"]) and centre["bs_tokens"] == pytest.approx(pred["bs_tokens"])
+    assert centre["penalty"] == 0 and grid["penalty"].min() == 0
+    assert grid.height == 25 and sorted(set(grid["lr_level"])) == [-2, -1, 0, 1, 2]
+    # halving the lr costs about +0.3% in the GUIDE's landscape (two half-octave steps)
+    assert grid.filter((pl.col("lr_level") == -2) & (pl.col("bs_level") == 0))["penalty"][0] == pytest.approx(0.003)
+    # a law with bootstrap draws spans its interval and adds its uncertainty to the penalty
+    draws = pl.DataFrame(
+        {
+            "lr_intercept": np.random.default_rng(0).normal(0.586, 0.6, 200),
+            "lr_coefN": np.full(200, -0.713),
+            "lr_coefD": np.full(200, 0.307),
+            "bs_intercept": np.full(200, -0.5435),
+            "bs_coefD": np.full(200, 0.571),
+        }
+    )
+    wide = fc.plan_grid(7e9, 1.4e12, sl.laws.step_law(draws))
+    assert wide["lr_level"].max() > 2
+    assert (wide["expected_penalty"] > wide["penalty"]).all()

@@ -38,6 +38,7 @@ from .errors import InvalidArgumentError
 from .optima import DEFAULT_THRESHOLD, AnalysisWarning, assign_cells, warn
 
 if TYPE_CHECKING:
+    from .laws import Law
     from .store import Store
 
 __all__ = [
@@ -46,6 +47,10 @@ __all__ = [
     "FORECAST_COLUMNS",
     "backtest",
     "forecast",
+    "forecast_final",
+    "forecast_optima",
+    "next_runs",
+    "plan_grid",
     "synthetic_runs",
 ]
 
@@ -231,11 +236,14 @@ def _best_alphas(b: _Batch, group: np.ndarray) -> np.ndarray:
     share alpha; each its own group for none): the grid, then a golden-section search between
     the best grid point's neighbours, vectorised over groups. NaN where nothing is admissible."""
     G = int(group.max()) + 1
-    grid = np.empty((ALPHAS.size, G))
-    for k, a in enumerate(ALPHAS):
-        nll = _nll(b, _profile(b, np.full(group.size, a))[1])
-        grid[k] = np.bincount(group, weights=nll, minlength=G)
-    grid[~np.isfinite(grid)] = np.inf
+    per_run = np.stack([_nll(b, _profile(b, np.full(group.size, a))[1]) for a in ALPHAS])
+    # An alpha where one run's law is inadmissible (A <= 0) counts for that run as its worst
+    # admissible one, so that one run cannot veto its cell; a run admissible nowhere is left out.
+    finite = np.isfinite(per_run)
+    usable = finite.any(axis=0)
+    worst = np.where(usable, np.max(np.where(finite, per_run, -np.inf), axis=0), 0.0)
+    per_run = np.where(finite, per_run, worst[None, :])
+    grid = np.stack([np.bincount(group, weights=row, minlength=G) for row in per_run])
     best = np.argmin(grid, axis=0)
     ok = np.isfinite(grid[best, np.arange(G)])
     la = np.log(ALPHAS)
@@ -243,8 +251,7 @@ def _best_alphas(b: _Batch, group: np.ndarray) -> np.ndarray:
 
     def f(x: np.ndarray) -> np.ndarray:
         nll = _nll(b, _profile(b, np.exp(x[group]))[1])
-        out = np.bincount(group, weights=nll, minlength=G)
-        return np.where(np.isfinite(out), out, np.inf)
+        return np.bincount(group, weights=np.where(np.isfinite(nll), nll, worst), minlength=G)
 
     g = (math.sqrt(5) - 1) / 2
     x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
@@ -260,7 +267,7 @@ def _best_alphas(b: _Batch, group: np.ndarray) -> np.ndarray:
         f1, f2 = np.where(left, fx, f2), np.where(left, f1, fx)
     x = (lo + hi) / 2
     alpha = np.where(f(x) <= grid[best, np.arange(G)], np.exp(x), ALPHAS[best])
-    return np.where(ok, alpha, np.nan)[group]
+    return np.where(ok[group] & usable, alpha[group], np.nan)
 
 
 @dataclass
@@ -733,7 +740,15 @@ def fit_runs(items: Sequence[_Run], labels: Mapping[int, str], share: str) -> No
         g = group[part]
         _, g = np.unique(g, return_inverse=True)
         batch = _Batch.of([s for i in part if (s := fitted[i].series) is not None])
-        alphas[part] = found = _best_alphas(batch, g)
+        found = _best_alphas(batch, g)
+        # a run whose law is inadmissible at its cell's alpha (A <= 0) gets its own alpha
+        lost = np.isfinite(found) & ~np.isfinite(_profile(batch, np.where(np.isfinite(found), found, 1.0))[1])
+        if lost.any():
+            own = np.arange(part.size)
+            found = np.where(lost, _best_alphas(batch, own), found)
+            g = np.where(lost, g.max() + 1 + own, g)
+            _, g = np.unique(g, return_inverse=True)
+        alphas[part] = found
         var_la[part] = _var_log_alpha(batch, g, found)
     for r, alpha, v in zip(fitted, alphas, var_la, strict=True):
         assert r.series is not None
@@ -997,7 +1012,11 @@ def backtest(
             ok = np.isfinite(pred)
             rel = (pred[ok] - truth[ok]) / truth[ok]
             n_cells, right, near = _cell_pick_scores(cells, pred, truth, threshold)
-            cover = float(np.mean((lo_[ok] <= truth[ok]) & (truth[ok] <= hi_[ok]))) if method == "law" else None
+            cover = (
+                float(np.mean((lo_[ok] <= truth[ok]) & (truth[ok] <= hi_[ok])))
+                if method == "law" and ok.any()
+                else None
+            )
             rows.append(
                 {
                     "at_fraction": F, "method": method, "runs": int(ok.sum()),
@@ -1015,3 +1034,201 @@ def backtest(
             )
     table = pl.DataFrame(rows)
     return (table, pl.concat(per_run)) if detail else table
+
+
+# -- what to run next ---------------------------------------------------------------------------
+
+
+def forecast_final(frame: pl.DataFrame, runs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """A final-loss frame (as :func:`steplaw_db.optima.optima` reads) from a :func:`forecast`
+    frame: each run's ``loss`` its forecast final loss (finished runs: measured); runs without
+    a forecast are left out. ``runs`` (the runs table) adds ``bs_tokens`` / ``seq_len`` when the
+    forecast frame's ``bs`` needs them."""
+    df = frame.filter(pl.col("loss_forecast").is_not_null()).with_columns(loss=pl.col("loss_forecast"))
+    if runs is not None:
+        extra = [c for c in ("bs_tokens", "seq_len", "recipe", "status") if c in runs.columns and c not in df.columns]
+        df = df.join(runs.select("run_id", *extra), on="run_id", how="left")
+    if "bs_tokens" not in df.columns:
+        df = df.with_columns(bs_tokens=pl.col("bs") * 2048)
+    # a forecast is not a finished run: the optima's status filter must not drop it
+    return df.drop([c for c in ("status",) if c in df.columns])
+
+
+def forecast_optima(source: Source, runs: pl.DataFrame | None = None, **options: Any) -> pl.DataFrame:
+    """Each cell's expected optimum from forecasts: :func:`steplaw_db.optima.optima` of every
+    run's forecast final loss (measured where finished). ``options`` go to :func:`forecast`,
+    except ``by`` and ``method`` which go to both / to optima."""
+    from .optima import optima
+
+    method = options.pop("method", "quadratic")
+    frame = forecast(source, runs, **options)
+    runs_df = source.runs() if runs is None and not isinstance(source, pl.DataFrame) else runs
+    by = options.get("by", ("N", "D"))
+    return optima(forecast_final(frame, runs_df), by=by, method=method)
+
+
+def _exists(lr: float, bs: float, grid: set[tuple[float, float]]) -> bool:
+    return any(abs(lr / a - 1) < 0.02 and abs(bs / b - 1) < 0.02 for a, b in grid)
+
+
+def _proposals(c: Mapping[str, Any], wide: float) -> list[tuple[float, float, str]]:
+    """One optima row's proposed (lr, bs_tokens, reason): see :func:`next_runs`."""
+    flags = set(filter(None, str(c.get("flags") or "").split(",")))
+    lr0, bs0 = float(c["lr_grid"]), float(c["bs_tokens_grid"])
+    sl_, sb = c.get("lr_log_step") or math.log(2) / 2, c.get("bs_log_step") or math.log(2) / 2
+    out: list[tuple[float, float, str]] = []
+    lr_side = {"low": -1, "high": 1}.get(c.get("lr_edge") or "")
+    bs_side = {"low": -1, "high": 1}.get(c.get("bs_edge") or "")
+    if lr_side:
+        word = "smallest" if lr_side < 0 else "largest"
+        out.append(
+            (lr0 * math.exp(lr_side * sl_), bs0, f"lr-edge: the minimum is at the grid's {word} lr; one step beyond")
+        )
+    if bs_side:
+        word = "smallest" if bs_side < 0 else "largest"
+        out.append(
+            (lr0, bs0 * math.exp(bs_side * sb), f"bs-edge: the minimum is at the grid's {word} batch; one step beyond")
+        )
+    if lr_side and bs_side:
+        out.append(
+            (lr0 * math.exp(lr_side * sl_), bs0 * math.exp(bs_side * sb), "lr-edge and bs-edge: the corner beyond")
+        )
+    if flags & {"not-convex", "no-quadratic"}:
+        why = "not-convex" if "not-convex" in flags else "no-quadratic"
+        for dl, db in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            out.append(
+                (lr0 * math.exp(dl * sl_ / 2), bs0 * math.exp(db * sb / 2), f"{why}: half a grid step from the minimum")
+            )
+    lr_opt, bs_opt = float(c.get("lr_opt") or lr0), float(c.get("bs_tokens_opt") or bs0)
+    for name, width, step, lo, hi in (
+        ("lr", c.get("lr_log_width"), sl_, c.get("lr_quad_lo"), c.get("lr_quad_hi")),
+        ("bs", c.get("bs_log_width"), sb, c.get("bs_quad_lo"), c.get("bs_quad_hi")),
+    ):
+        if width is None or not width > wide * step or (name == "lr" and lr_side) or (name == "bs" and bs_side):
+            continue
+        for end in (lo, hi):
+            if end is None or not (0 < end < math.inf):
+                continue
+            pt = (float(end), bs_opt) if name == "lr" else (lr_opt, float(end))
+            out.append((*pt, f"{name} interval wide ({math.exp(width):.2g}x, {width / step:.1f} grid steps): its end"))
+    return out
+
+
+def next_runs(
+    final: pl.DataFrame,
+    by: str | Sequence[str] = ("N", "D"),
+    *,
+    wide: float = 2.0,
+    seq_len: int = 2048,
+) -> pl.DataFrame:
+    """The few (lr, batch) points per cell that would resolve its optimum, with the reason.
+
+    ``final``: a final-loss frame (``Store.final_losses()``, or :func:`forecast_final` of a
+    forecast for a sweep in progress). From :func:`steplaw_db.optima.optima` of it:
+
+    - minimum on the grid's edge (``lr-edge`` / ``bs-edge``): one grid step beyond that edge,
+      at the batch (lr) of the minimum, and at the corner when both are on an edge;
+    - quadratic flat or not convex (``not-convex``, ``no-quadratic``): half grid steps around
+      the minimum on both axes, where the curvature is measured best;
+    - vertex interval wide (its log width above ``wide`` grid steps): the interval's two ends
+      at the other axis' optimum, the points that shrink it most.
+
+    Points already in the cell's grid are not proposed. Columns: ``cell``, the keys, ``lr``,
+    ``bs_tokens``, ``bs`` (sequences of ``seq_len``), ``reason``.
+    """
+    from .optima import optima
+
+    keys = [by] if isinstance(by, str) else list(by)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)  # optima's own notes: the reasons say what matters here
+        table = optima(final, by=keys)
+    from .optima import assign_cells as _assign
+
+    grid_of: dict[str, set[tuple[float, float]]] = {}
+    a = _assign(final, keys)
+    for cell, lr, bs in a.frame.select("cell", "lr", "bs_tokens").iter_rows():
+        grid_of.setdefault(str(cell), set()).add((float(lr), float(bs)))
+    rows: list[dict[str, Any]] = []
+    for c in table.iter_rows(named=True):
+        out = _proposals(c, wide)
+        seen = grid_of.get(str(c["cell"]), set())
+        for lr, bs, why in out:
+            if _exists(lr, bs, seen):
+                continue
+            seen = seen | {(lr, bs)}
+            rows.append(
+                {
+                    "cell": c["cell"],
+                    **{k: c[k] for k in keys},
+                    "lr": lr,
+                    "bs_tokens": bs,
+                    "bs": bs / seq_len,
+                    "reason": why,
+                }
+            )
+    schema: dict[str, Any] = {"cell": pl.String, **{k: table.schema[k] for k in keys}}
+    schema.update(lr=pl.Float64, bs_tokens=pl.Float64, bs=pl.Float64, reason=pl.String)
+    return pl.DataFrame(rows, schema=schema)
+
+
+def plan_grid(
+    N: float,
+    D: float,
+    law: Law | None = None,
+    *,
+    step: float = math.sqrt(2),
+    min_levels: int = 5,
+    interval: float = 0.95,
+    seq_len: int = 2048,
+    curvature: tuple[float, float] | None = None,
+) -> pl.DataFrame:
+    """An lr x batch grid for a new cell (N, D): centred on ``law``'s prediction (default
+    Step Law; a fitted :class:`~steplaw_db.laws.HparamLaw` gives its bootstrap interval),
+    levels a factor ``step`` apart spanning the law's ``interval`` on each axis and at least
+    ``min_levels`` levels (odd, centred).
+
+    Each point's ``penalty`` is the loss above the optimum the landscape expects there if the
+    law is right, a (ln lr/lr*)^2 + b (ln B/B*)^2 relative, with ``curvature`` (a, b): by
+    default the GUIDE's landscape (halving the lr +0.3%, the batch +0.5%; ``synth``'s
+    constants); ``expected_penalty`` adds the law's own uncertainty (its interval read as a
+    normal in log space): a ((ln lr/lr*)^2 + sd_lr^2) + b (...). Columns ``lr``, ``bs_tokens``,
+    ``bs`` (sequences of ``seq_len``), ``lr_level``, ``bs_level`` (grid steps from the
+    prediction), ``penalty``, ``expected_penalty``.
+    """
+    from . import synth
+    from .laws import step_law
+
+    if not (N > 0 and D > 0):
+        raise InvalidArgumentError(f"N and D must be positive, got {N} and {D}")
+    if not step > 1:
+        raise InvalidArgumentError(f"step must be > 1, got {step}")
+    law = law if law is not None else step_law()
+    pred = law.predict(N, D, interval=interval, seq_len=seq_len).row(0, named=True)
+    a, b = curvature if curvature is not None else (synth.LANDSCAPE_A, synth.LANDSCAPE_B)
+    z = float(stats.norm.ppf(0.5 + interval / 2))
+    axes = {}
+    for name, centre_key in (("lr", "lr"), ("bs", "bs_tokens")):
+        centre = pred[centre_key]
+        if centre is None or not centre > 0:
+            raise InvalidArgumentError(f"the law gives no {name} at N={N:g}, D={D:g}")
+        lo, hi = pred.get(f"{centre_key}_lo"), pred.get(f"{centre_key}_hi")
+        half = max(math.log(hi / centre), math.log(centre / lo)) if lo and hi else 0.0
+        k = max(math.ceil(half / math.log(step) - 1e-9), (min_levels - 1) // 2)
+        axes[name] = (float(centre), np.arange(-k, k + 1), half / z if half else 0.0)
+    rows = []
+    (lr0, lr_k, lr_sd), (bs0, bs_k, bs_sd) = axes["lr"], axes["bs"]
+    for i in lr_k:
+        for j in bs_k:
+            u, v = i * math.log(step), j * math.log(step)
+            rows.append(
+                {
+                    "lr": lr0 * step**i, "bs_tokens": bs0 * step**j, "bs": bs0 * step**j / seq_len,
+                    "lr_level": int(i), "bs_level": int(j), "penalty": a * u * u + b * v * v,
+                    "expected_penalty": a * (u * u + lr_sd**2) + b * (v * v + bs_sd**2),
+                }
+            )  # fmt: skip
+    return (
+        pl.DataFrame(rows)
+        .with_columns(N=pl.lit(float(N)), D=pl.lit(float(D)))
+        .select("N", "D", "lr", "bs_tokens", "bs", "lr_level", "bs_level", "penalty", "expected_penalty")
+    )
