@@ -75,24 +75,27 @@ def test_a_flipped_byte_is_found_and_named_with_its_runs(store, at):
 
 def test_reading_a_damaged_segment_is_a_store_error_naming_it_never_other_values(store):
     seg = _largest_segment(store)
+    one = next(s for s in store.files()["segments"] if s["file"] == seg)["run_ids"][0]
     _flip(seg, 0.5)
-    # A fresh process has verified nothing yet: open the store anew in one.
-    code = (
-        "import sys, steplaw_db as sl\n"
-        "db = sl.open(sys.argv[1], create=False)\n"
-        "try:\n"
-        "    db.points()\n"
-        "except sl.StoreError as e:\n"
-        "    print('StoreError', e)\n"
-        "else:\n"
-        "    print('read')\n"
-    )
-    import subprocess
-    import sys
+    # A fresh process has verified nothing yet: open the store anew in one. All points (the
+    # scan), and one run of that segment (read natively, its row groups only).
+    for read in ("db.points()", f"db.points({one})"):
+        code = (
+            "import sys, steplaw_db as sl\n"
+            "db = sl.open(sys.argv[1], create=False)\n"
+            "try:\n"
+            f"    {read}\n"
+            "except sl.StoreError as e:\n"
+            "    print('StoreError', e)\n"
+            "else:\n"
+            "    print('read')\n"
+        )
+        import subprocess
+        import sys
 
-    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("StoreError"), out.stdout + out.stderr
-    assert seg.name in out.stdout
+        out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, check=True)
+        assert out.stdout.startswith("StoreError"), read + ": " + out.stdout + out.stderr
+        assert seg.name in out.stdout
 
 
 def test_a_damaged_newest_manifest_is_named_and_repair_rolls_back(store, tmp_path):

@@ -68,6 +68,16 @@ class _Snapshot(TypedDict):
     segments: list[_Segment]
 
 @type_check_only
+class _PointColumns(TypedDict):
+    run_id: list[int]
+    step: list[int]
+    tokens: list[int | None]
+    value: list[float]
+    lr: list[float | None]
+    metric_names: list[str]
+    metric_rows: list[int]
+
+@type_check_only
 class _FinalColumns(TypedDict):
     runs_file: Path | None
     run_id: list[int]
@@ -163,6 +173,7 @@ class Store:
         wait: float = 0.0,
     ) -> _IngestReport: ...
     def snapshot(self) -> _Snapshot: ...
+    def points(self, run_ids: Sequence[int], metric: str | None = None) -> _PointColumns: ...
     def check(self, deep: bool = False) -> _CheckReport: ...
     def remove(
         self,

@@ -460,11 +460,27 @@ class Store:
     def points(self, run_ids: int | Sequence[int] | None = None, metric: str | None = "loss") -> pl.DataFrame:
         """Points of ``run_ids`` (all runs if None) for ``metric`` (all metrics if None),
         sorted by run and step."""
-        ids = None if run_ids is None else [run_ids] if isinstance(run_ids, int) else list(run_ids)
-        lf = self.scan_points(ids)
-        if metric is not None:
-            lf = lf.filter(pl.col("metric") == metric)
-        return lf.collect()
+        if run_ids is None:
+            lf = self.scan_points()
+            return lf.collect() if metric is None else lf.filter(pl.col("metric") == metric).collect()
+        # Given runs are read natively: only the row groups that hold them, and only their
+        # segments verified (scan_points verifies and scans every segment).
+        ids = [run_ids] if isinstance(run_ids, int) else [int(r) for r in run_ids]
+        c = self._native.points(ids, metric)
+        names = pl.DataFrame(
+            {"metric": c["metric_names"], "rows": c["metric_rows"]}, schema={"metric": pl.String, "rows": pl.Int64}
+        )
+        return pl.DataFrame(
+            {
+                "run_id": c["run_id"],
+                "metric": names.select(pl.col("metric").repeat_by("rows").explode())["metric"],
+                "step": c["step"],
+                "tokens": c["tokens"],
+                "value": c["value"],
+                "lr": c["lr"],
+            },
+            schema=POINTS_SCHEMA,
+        )
 
     def final_losses(
         self,

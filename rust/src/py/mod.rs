@@ -71,6 +71,10 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+
+/// One series of a checkpoint table's run, as `import_summaries` takes it: (metric, steps,
+/// values, tokens seen; empty when the table has none).
+type CheckpointSeries = (String, Vec<i64>, Vec<f64>, Vec<i64>);
 #[pyclass(module = "steplaw_db._native", name = "Store", frozen)]
 struct PyStore {
     inner: store::Store,
@@ -141,7 +145,7 @@ impl PyStore {
     /// (field, text) pairs), `final_loss` and `smooth_loss` (None where unknown).
     #[pyo3(signature = (
         source, *, names, fields, final_loss, smooth_loss, name_template = None, set = Vec::new(), recipe = None,
-        seq_len = crate::model::DEFAULT_SEQ_LEN, wait = 0.0,
+        seq_len = crate::model::DEFAULT_SEQ_LEN, wait = 0.0, series = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn import_summaries<'py>(
@@ -157,9 +161,11 @@ impl PyStore {
         recipe: Option<String>,
         seq_len: i64,
         wait: f64,
+        series: Option<Vec<Vec<CheckpointSeries>>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let n = names.len();
-        if [fields.len(), final_loss.len(), smooth_loss.len()]
+        let mut series = series.unwrap_or_else(|| vec![Vec::new(); n]).into_iter();
+        if [fields.len(), final_loss.len(), smooth_loss.len(), series.len()]
             .iter()
             .any(|&k| k != n)
         {
@@ -177,6 +183,16 @@ impl PyStore {
                 fields,
                 final_loss,
                 smooth_loss,
+                // (metric, steps, values, tokens): a checkpoint table's points of this run
+                series: (series.next().unwrap_or_default().into_iter())
+                    .map(|(metric, steps, values, tokens)| store::Series {
+                        metric,
+                        steps,
+                        values,
+                        tokens,
+                        lr: Vec::new(),
+                    })
+                    .collect(),
             })
             .collect();
         let opts = SummaryOptions {
@@ -227,6 +243,33 @@ impl PyStore {
             segments.append(s)?;
         }
         d.set_item("segments", segments)?;
+        Ok(d)
+    }
+
+    /// The points of `run_ids` (of `metric` only, if given), reading only the row groups that
+    /// hold them: columns as lists (`tokens` and `lr` with None for null), the metric column as
+    /// `metric_names` and `metric_rows` (consecutive rows of each name).
+    #[pyo3(signature = (run_ids, metric = None))]
+    fn points<'py>(&self, py: Python<'py>, run_ids: Vec<i64>, metric: Option<String>) -> PyResult<Bound<'py, PyDict>> {
+        let store = self.inner.clone();
+        let p = py.detach(move || store.points(&run_ids, metric.as_deref()))?;
+        let d = PyDict::new(py);
+        d.set_item("run_id", &p.run_id)?;
+        d.set_item("step", &p.step)?;
+        d.set_item(
+            "tokens",
+            p.tokens.iter().map(|&t| (t >= 0).then_some(t)).collect::<Vec<_>>(),
+        )?;
+        d.set_item("value", &p.value)?;
+        d.set_item(
+            "lr",
+            p.lr.iter().map(|&x| x.is_finite().then_some(x)).collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "metric_names",
+            p.metric.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        )?;
+        d.set_item("metric_rows", p.metric.iter().map(|(_, k)| *k).collect::<Vec<_>>())?;
         Ok(d)
     }
 

@@ -231,6 +231,44 @@ pub fn read_latest(dir: &Path) -> Result<Manifest> {
     }
 }
 
+/// `read_latest`, shared: the newest manifest parsed once per process (manifests are immutable:
+/// written whole under a temporary name and linked into place), so a reader that opens the
+/// store again and again (one run's points at a time) does not parse it each time. The cache
+/// is keyed by the newest manifest's name, size, modification time and inode, so a new
+/// version, or one set aside by `repair`, is read afresh.
+pub fn read_latest_shared(dir: &Path) -> Result<std::sync::Arc<Manifest>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Key = (std::path::PathBuf, u64, Option<std::time::SystemTime>, u64);
+    type Cache = Mutex<Vec<(Key, Arc<Manifest>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let Some(&newest) = versions(dir)?.last() else {
+        return Ok(Arc::new(Manifest::empty()));
+    };
+    let path = dir.join(file_name(newest));
+    let key: Option<Key> = fs::metadata(&path).ok().map(|meta| {
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let ino = 0;
+        (path.clone(), meta.len(), meta.modified().ok(), ino)
+    });
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(key) = &key {
+        let cached = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = cached.iter().find(|(k, _)| k == key) {
+            return Ok(m.clone());
+        }
+    }
+    let m = Arc::new(read_latest(dir)?);
+    if let Some(key) = key.filter(|k| k.0 == dir.join(file_name(m.version))) {
+        let mut cached = cache.lock().unwrap_or_else(|e| e.into_inner());
+        // One store's newest version each (a few stores per process at most).
+        cached.retain(|(k, _)| k.0.parent() != key.0.parent());
+        cached.push((key, m.clone()));
+    }
+    Ok(m)
+}
+
 /// Publish `m` as version `m.version`: fails if that version exists (another writer won).
 pub fn write_new(dir: &Path, m: &Manifest) -> Result<()> {
     let name = file_name(m.version);

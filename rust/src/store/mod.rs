@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 pub use check::{AffectedRun, CheckReport, Damage, DamageKind, RepairReport};
 pub use manifest::{Manifest, SegmentEntry};
-pub use points::{visit_metric, SegmentLayout, SegmentWriter, Series, POINT_FIELDS, ROW_GROUP_ROWS, SEGMENT_ROWS};
+pub use points::{
+    read_runs, visit_metric, PointRows, SegmentLayout, SegmentWriter, Series, POINT_FIELDS, ROW_GROUP_ROWS,
+    SEGMENT_ROWS,
+};
 pub use remove::{RemoveReport, RemoveSelection};
 
 use crate::error::{Error, Result};
@@ -137,6 +140,12 @@ impl Store {
     /// The newest committed manifest (version 0, empty, for a new store).
     pub fn latest(&self) -> Result<Manifest> {
         manifest::read_latest(&self.root.join(MANIFEST_DIR))
+    }
+
+    /// `latest`, parsed once per process for each new version (for readers that open the
+    /// store again and again; writers read the manifest afresh under the lock).
+    pub fn latest_shared(&self) -> Result<std::sync::Arc<Manifest>> {
+        manifest::read_latest_shared(&self.root.join(MANIFEST_DIR))
     }
 
     /// Take the write lock, waiting up to `wait` for another writer to finish. Files a dead
@@ -350,6 +359,12 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The points of `run_ids` (of `metric` only, if given) in the newest version: only the
+    /// row groups that hold them are read (see `points::read_runs`).
+    pub fn points(&self, run_ids: &[RunId], metric: Option<&str>) -> Result<PointRows> {
+        read_runs(&self.root, self.latest_shared()?.as_ref(), run_ids, metric)
     }
 
     /// Verify the files a reader of `manifest` needs, its runs table and every segment a live

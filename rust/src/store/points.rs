@@ -902,3 +902,207 @@ impl BlockBuffer {
         }
     }
 }
+
+/// Points of some runs, column by column in the points table's order. Nulls as the readers of
+/// `GroupBatches` give them: a missing token count is -1, a missing lr NaN (the writer stores a
+/// token count below 0 and an lr that is not finite as null, so neither is ever a value).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PointRows {
+    pub run_id: Vec<RunId>,
+    /// The metric column as (name, rows) runs: rows are grouped by run and metric.
+    pub metric: Vec<(String, usize)>,
+    pub step: Vec<i64>,
+    pub tokens: Vec<i64>,
+    pub value: Vec<f64>,
+    pub lr: Vec<f64>,
+}
+
+impl PointRows {
+    pub fn len(&self) -> usize {
+        self.step.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.step.is_empty()
+    }
+}
+
+/// The points of `run_ids` (those of `metric` only, if given) in `manifest`'s version, in the
+/// order they lie in the store (segments in manifest order, rows in file order); ids the version
+/// does not hold, or whose run has no points, give nothing.
+///
+/// A run's rows are one contiguous block of the segment its record names, at the offset the
+/// manifest's per-run row counts (`run_rows`, in file order) give: only the row groups that
+/// overlap the block are read, and inside them the rows before it are skipped page by page, so
+/// reading one run costs about a row group whatever the store's size. Segments written before
+/// `run_rows` was kept are scanned, row groups pruned by their `run_id` statistics. Only the
+/// segments read are verified against their checksums (once per process).
+pub fn read_runs(
+    root: &Path,
+    manifest: &super::Manifest,
+    run_ids: &[RunId],
+    metric: Option<&str>,
+) -> Result<PointRows> {
+    let wanted: HashSet<RunId> = run_ids.iter().copied().collect();
+    let mut by_segment: HashMap<&str, Vec<RunId>> = HashMap::new();
+    for r in manifest.runs.iter().filter(|r| wanted.contains(&r.run_id)) {
+        if let Some(seg) = r.segment.as_deref() {
+            by_segment.entry(seg).or_default().push(r.run_id);
+        }
+    }
+    let mut out = PointRows::default();
+    for seg in &manifest.segments {
+        let Some(ids) = by_segment.get(seg.file.as_str()) else {
+            continue;
+        };
+        let file = super::check::open_segment(root, manifest, seg)?;
+        let read = |out: &mut PointRows| read_runs_of(&file, seg, ids, metric, out);
+        if seg.xxh3_128.is_some() {
+            read(&mut out).map_err(|e| damaged_rows(root, manifest, seg, e))?;
+        } else {
+            // A file without a checksum (an older store) may be damaged where it is decoded.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut out))) {
+                Ok(r) => r.map_err(|e| unreadable(root, manifest, seg, e))?,
+                Err(_) => {
+                    let e = Error::store(&file.path, "the Parquet decoder failed on it");
+                    return Err(unreadable(root, manifest, seg, e));
+                }
+            }
+        }
+        file.release_pages();
+    }
+    Ok(out)
+}
+
+/// A verified segment whose rows are not where its manifest entry says: damage (or a writer's
+/// bug), named with the file and its runs.
+fn damaged_rows(root: &Path, manifest: &super::Manifest, seg: &SegmentEntry, e: Error) -> Error {
+    match e {
+        Error::Store { message, .. } => super::check::damaged_error(root, manifest, &seg.file, &message),
+        e => e,
+    }
+}
+
+/// The rows of `ids` (live runs of `seg`) in `file`, appended to `out`.
+fn read_runs_of(
+    file: &table::ParquetFile,
+    seg: &SegmentEntry,
+    ids: &[RunId],
+    metric: Option<&str>,
+    out: &mut PointRows,
+) -> Result<()> {
+    let ids: HashSet<RunId> = ids.iter().copied().collect();
+    // Each wanted run's block of rows, from the manifest's per-run counts (file order).
+    let blocks: Option<Vec<(RunId, u64, u64)>> = seg.run_rows.as_ref().map(|rows| {
+        let mut start = 0;
+        let mut blocks = Vec::new();
+        for (&id, &n) in seg.run_ids.iter().zip(rows) {
+            if ids.contains(&id) {
+                blocks.push((id, start, start + n));
+            }
+            start += n;
+        }
+        blocks
+    });
+    let mut group_start = Vec::with_capacity(file.row_groups() + 1);
+    group_start.push(0u64);
+    for g in 0..file.row_groups() {
+        group_start.push(group_start[g] + file.group_rows(g));
+    }
+    let mut batch = empty_point_batch();
+    let Some(blocks) = blocks else {
+        // No per-run counts: every row group whose run_id range may hold a wanted run.
+        let (lo, hi) = (ids.iter().min().copied(), ids.iter().max().copied());
+        for g in 0..file.row_groups() {
+            if let Some((min, max)) = file.column_bounds(g, "run_id")? {
+                if let (Some(min), Some(max), Some(lo), Some(hi)) = (stat_i64(&min), stat_i64(&max), lo, hi) {
+                    if max < lo || min > hi {
+                        continue;
+                    }
+                }
+            }
+            let mut stream = table::GroupBatches::open_in(file, g, &POINT_NAMES)?;
+            while stream.next(STREAM_BATCH_ROWS, &mut batch)? > 0 {
+                append_rows(&batch, |id| ids.contains(&id), metric, None, out)?;
+            }
+        }
+        return Ok(());
+    };
+    for (id, start, end) in blocks {
+        let before = out.len();
+        for g in 0..file.row_groups() {
+            let (gs, ge) = (group_start[g], group_start[g + 1]);
+            if ge <= start || gs >= end {
+                continue;
+            }
+            let mut stream = table::GroupBatches::open_in(file, g, &POINT_NAMES)?;
+            let skip = start.saturating_sub(gs) as usize;
+            if stream.skip(skip)? != skip {
+                return Err(Error::store(&file.path, "a row group ends before its footer says"));
+            }
+            let mut left = (end.min(ge) - gs.max(start)) as usize;
+            while left > 0 {
+                let n = stream.next(left.min(STREAM_BATCH_ROWS), &mut batch)?;
+                if n == 0 {
+                    return Err(Error::store(&file.path, "a row group ends before its footer says"));
+                }
+                append_rows(&batch, |_| true, metric, Some(id), out)?;
+                left -= n;
+            }
+        }
+        if metric.is_none() && (out.len() - before) as u64 != end - start {
+            return Err(Error::store(
+                &file.path,
+                format!(
+                    "holds {} rows of run {id} where the manifest says {} (rows {start}..{end})",
+                    out.len() - before,
+                    end - start
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Append the rows of a decoded batch that `keep` (by run id) and `metric` select. With
+/// `expect`, every row must be that run's: the manifest said the rows are its.
+fn append_rows(
+    batch: &[Values],
+    keep: impl Fn(RunId) -> bool,
+    metric: Option<&str>,
+    expect: Option<RunId>,
+    out: &mut PointRows,
+) -> Result<()> {
+    let [Values::Int64(rid), Values::Utf8(names), Values::Int64(step), Values::Int64(tokens), Values::Float64(value), Values::Float64(lr)] =
+        batch
+    else {
+        return Err(Error::Internal("point batch with unexpected column types".into()));
+    };
+    let mut i = 0;
+    while i < rid.len() {
+        let mut j = i + 1;
+        while j < rid.len() && rid[j] == rid[i] && names[j] == names[i] {
+            j += 1;
+        }
+        if let Some(want) = expect.filter(|&w| w != rid[i]) {
+            return Err(Error::store(
+                "",
+                format!("holds rows of run {} where the manifest says run {want}'s are", rid[i]),
+            ));
+        }
+        let name = std::str::from_utf8(names[i].data()).map_err(|_| Error::store("", "a metric name is not UTF-8"))?;
+        if keep(rid[i]) && metric.is_none_or(|m| m == name) {
+            let n = j - i;
+            out.run_id.extend(std::iter::repeat_n(rid[i], n));
+            match out.metric.last_mut() {
+                Some((last, k)) if last == name => *k += n,
+                _ => out.metric.push((name.to_string(), n)),
+            }
+            out.step.extend_from_slice(&step[i..j]);
+            out.tokens.extend_from_slice(&tokens[i..j]);
+            out.value.extend_from_slice(&value[i..j]);
+            out.lr.extend_from_slice(&lr[i..j]);
+        }
+        i = j;
+    }
+    Ok(())
+}

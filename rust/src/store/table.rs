@@ -571,6 +571,11 @@ impl ParquetFile {
         self.reader.metadata().file_metadata().num_rows() as u64
     }
 
+    /// The rows of row group `group` (its footer's count).
+    pub fn group_rows(&self, group: usize) -> u64 {
+        self.reader.metadata().row_group(group).num_rows() as u64
+    }
+
     /// The min and max statistics of a column in one row group, as bytes (None when absent).
     pub fn column_bounds(&self, group: usize, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         if group >= self.row_groups() {
@@ -642,6 +647,29 @@ impl GroupBatches {
             def: Vec::new(),
             rows_left,
         })
+    }
+
+    /// Pass over the next `rows` rows without decoding what need not be (whole pages are
+    /// skipped by their headers' counts). Returns the rows skipped (fewer at the end).
+    pub fn skip(&mut self, rows: usize) -> Result<usize> {
+        let want = rows.min(self.rows_left);
+        if want == 0 {
+            return Ok(0);
+        }
+        for reader in self.readers.iter_mut() {
+            let got = match reader {
+                ColumnReader::Int64ColumnReader(r) => r.skip_records(want),
+                ColumnReader::DoubleColumnReader(r) => r.skip_records(want),
+                ColumnReader::ByteArrayColumnReader(r) => r.skip_records(want),
+                _ => return Err(Error::store(&self.path, "a column has an unexpected type")),
+            }
+            .at(&self.path)?;
+            if got != want {
+                return Err(Error::store(&self.path, "columns of a row group end at different rows"));
+            }
+        }
+        self.rows_left -= want;
+        Ok(want)
     }
 
     /// The next `max` rows (fewer at the end) into `out`, one buffer per column, each cleared

@@ -444,6 +444,7 @@ fn assert_holds(store: &Store, runs: &[(RunId, i64)], what: &str) {
         assert_eq!(got, expected, "{what}: {metric}");
     }
     let m = store.latest().unwrap();
+    assert_reads_runs(store, &m, &want, what);
     for seg in &m.segments {
         let runs_here = m
             .runs
@@ -451,6 +452,76 @@ fn assert_holds(store: &Store, runs: &[(RunId, i64)], what: &str) {
             .filter(|r| r.segment.as_deref() == Some(seg.file.as_str()))
             .count();
         assert!(runs_here > 0, "{what}: {} holds no live run", seg.file);
+    }
+}
+
+/// Each run's points read alone (`read_runs`: only its row groups, its rows skipped to), all of
+/// them and of one metric, equal what `run_series` wrote; so do two runs read together, and
+/// the same reads of a manifest without per-run row counts (a store written before them).
+fn assert_reads_runs(store: &Store, m: &Manifest, runs: &[(RunId, i64)], what: &str) {
+    let expect = |id: RunId, n: i64, metric: Option<&str>| {
+        let mut p = PointRows::default();
+        for s in run_series(id, n)
+            .iter()
+            .filter(|s| metric.is_none_or(|m| m == s.metric))
+        {
+            if s.is_empty() {
+                continue;
+            }
+            p.run_id.extend(std::iter::repeat_n(id, s.len()));
+            p.metric.push((s.metric.clone(), s.len()));
+            p.step.extend(&s.steps);
+            p.tokens.extend(&s.tokens);
+            p.value.extend(&s.values);
+            p.lr.extend(std::iter::repeat_n(f64::NAN, s.len()));
+        }
+        p
+    };
+    let same = |a: &PointRows, b: &PointRows| {
+        let lr_nan = |p: &PointRows| p.lr.iter().all(|x| x.is_nan());
+        (&a.run_id, &a.metric, &a.step, &a.tokens, &a.value) == (&b.run_id, &b.metric, &b.step, &b.tokens, &b.value)
+            && a.lr.len() == b.lr.len()
+            && lr_nan(a)
+            && lr_nan(b)
+    };
+    let mut old = m.clone();
+    for seg in &mut old.segments {
+        seg.run_rows = None;
+    }
+    for manifest in [m, &old] {
+        for &(id, n) in runs {
+            for metric in [None, Some("loss"), Some("val_loss")] {
+                let got = read_runs(store.root(), manifest, &[id], metric).unwrap();
+                assert!(
+                    same(&got, &expect(id, n, metric)),
+                    "{what}: run {id} {metric:?}: {got:?}"
+                );
+            }
+        }
+    }
+    if let [(a, na), (b, nb), ..] = runs {
+        let got = read_runs(store.root(), m, &[*b, *a, 12345], None).unwrap();
+        let (ea, eb) = (expect(*a, *na, None), expect(*b, *nb, None));
+        // In store order: the run in the earlier segment (or earlier in the file) first.
+        let first_a = got.run_id.first() == Some(a);
+        let (x, y) = if first_a { (ea, eb) } else { (eb, ea) };
+        let mut both = x.clone();
+        both.run_id.extend(&y.run_id);
+        both.metric.extend(y.metric.iter().cloned());
+        both.step.extend(&y.step);
+        both.tokens.extend(&y.tokens);
+        both.value.extend(&y.value);
+        both.lr.extend(&y.lr);
+        // Adjacent blocks of one metric read as one block of the metric column.
+        let mut merged: Vec<(String, usize)> = Vec::new();
+        for (name, k) in both.metric.drain(..) {
+            match merged.last_mut() {
+                Some((last, n)) if *last == name => *n += k,
+                _ => merged.push((name, k)),
+            }
+        }
+        both.metric = merged;
+        assert!(same(&got, &both), "{what}: runs {a} and {b} together");
     }
 }
 
