@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import numpy as np
 import polars as pl
 
+from ._html import law_html, loss_law_html
 from .errors import InvalidArgumentError
 from .fields import DEFAULT_SEQ_LEN
 
@@ -165,6 +166,7 @@ class Law:
     gives: tuple[str, ...] = ("lr", "bs_tokens")
     units: Mapping[str, str] = {"lr": "peak learning rate", "bs_tokens": "tokens per step (sequences x seq_len)"}
     notes: str = ""
+    _repr_html_ = law_html  # a notebook's view: the formula and the coefficients with intervals
 
     def _predict_arrays(self, x: Mapping[str, np.ndarray], interval: float | None) -> dict[str, np.ndarray]:
         """The law's predictions from the inputs given (every one of :attr:`inputs` among them)."""
@@ -522,6 +524,7 @@ class LossLaw(_SavedAsJson):
     name: str = "chinchilla"
 
     PARAMS = ("E", "A", "B", "alpha", "beta")
+    _repr_html_ = loss_law_html  # a notebook's view
 
     def __repr__(self) -> str:
         p = self.params

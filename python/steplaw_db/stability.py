@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._html import stability_html
 from ._typing import LawMethod, OptimumMethod, as_float
 from .errors import InvalidArgumentError
 from .optima import CELL_KEYS, DEFAULT_THRESHOLD, assign_cells, edge_notes, is_edge_bound, optima, warn
@@ -77,6 +78,7 @@ class StabilityReport:
     sensitivity: pl.DataFrame
     verdicts: pl.DataFrame
     draws: pl.DataFrame
+    _repr_html_ = stability_html  # a notebook's view
 
     def summary(self) -> str:
         with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4):

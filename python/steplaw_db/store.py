@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import polars as pl
 
 from . import _native
+from ._html import ingest_html, store_html
 from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
 from .errors import InvalidArgumentError, StoreError
 from .fields import CONFIG_COLUMNS, DEFAULT_SEQ_LEN, config_schema
@@ -47,6 +48,8 @@ def default_path() -> str:
 @dataclass
 class IngestReport:
     """What an ingest (or a table import) did."""
+
+    _repr_html_ = ingest_html  # a notebook's view
 
     runs_found: int
     added: int
@@ -212,6 +215,8 @@ class Store:
         # ``force``: create the store even in a non-empty directory that is not one (refused
         # otherwise, as is an empty path: it would make the current directory a store).
         self._native = _native.Store(os.fspath(path if path is not None else default_path()), create, force)
+
+    _repr_html_ = store_html  # a notebook's view: runs by status, the first runs
 
     def __repr__(self) -> str:
         return f"steplaw_db.Store({str(self.path)!r}, version={self.version})"
