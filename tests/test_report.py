@@ -213,7 +213,8 @@ def test_cli_report_plot_stability(tmp_path, final_csv):
     assert res.exit_code == 0, res.output
     text = (tmp_path / "r.html").read_text()
     assert len(text) > 100_000 and '<section id="predictions">' in text
-    assert "report -o" in _section(text, "reproduce")  # the command line
+    assert "steplaw-db report --output" in _section(text, "reproduce")  # the command line
+    assert "--bootstrap 50" in _section(text, "reproduce")
     res = runner.invoke(
         app,
         [

@@ -141,8 +141,11 @@ class _Builder:
         self.report.sections.append((anchor, title, "\n".join(p for p in parts if p)))
 
     def attempt(self, what: str, fn: Callable[[], T]) -> T | None:
+        from .progress import stage
+
         try:
-            return fn()
+            with stage(f"report: {what}"):
+                return fn()
         except InvalidArgumentError as e:
             self.report.notes.append(f"{what}: {' '.join(str(e).split())}")
             return None
