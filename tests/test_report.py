@@ -272,3 +272,19 @@ def test_notebook_views(final, tmp_path):
 def _write(path, final):
     final.drop("loss", "bs_tokens").write_csv(path)
     return path
+
+
+def test_pandas_extra_brings_what_to_pandas_needs():
+    """``pip install steplaw-db[pandas]`` installs pandas and pyarrow, both of which Polars'
+    ``to_pandas()`` needs (pandas alone fails: the extra used to be missing)."""
+    from pathlib import Path
+
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert {r.split(">")[0].split("=")[0] for r in extras["pandas"]} == {"pandas", "pyarrow"}
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    assert laws.step_law().to_polars().to_pandas().shape[0] == 5
