@@ -213,12 +213,14 @@ def test_plan_grid_is_centred_on_the_law() -> None:
     law = sl.laws.step_law()
     grid = fc.plan_grid(7e9, 1.4e12, law)
     pred = law.predict(7e9, 1.4e12).row(0, named=True)
-    centre = grid.filter((pl.col("lr_level") == 0) & (pl.col("bs_level") == 0)).row(0, named=True)
+    centre = grid.filter((pl.col("offset_lr_steps") == 0) & (pl.col("offset_bs_steps") == 0)).row(0, named=True)
     assert centre["lr"] == pytest.approx(pred["lr"]) and centre["bs_tokens"] == pytest.approx(pred["bs_tokens"])
-    assert centre["penalty"] == 0 and grid["penalty"].min() == 0
-    assert grid.height == 25 and sorted(set(grid["lr_level"])) == [-2, -1, 0, 1, 2]
+    assert centre["rel_penalty"] == 0 and grid["rel_penalty"].min() == 0
+    assert grid.height == 25 and sorted(set(grid["offset_lr_steps"])) == [-2, -1, 0, 1, 2]
     # halving the lr costs about +0.3% in the GUIDE's landscape (two half-octave steps)
-    assert grid.filter((pl.col("lr_level") == -2) & (pl.col("bs_level") == 0))["penalty"][0] == pytest.approx(0.003)
+    assert grid.filter((pl.col("offset_lr_steps") == -2) & (pl.col("offset_bs_steps") == 0))["rel_penalty"][
+        0
+    ] == pytest.approx(0.003)
     # a law with bootstrap draws spans its interval and adds its uncertainty to the penalty
     draws = pl.DataFrame(
         {
@@ -230,5 +232,34 @@ def test_plan_grid_is_centred_on_the_law() -> None:
         }
     )
     wide = fc.plan_grid(7e9, 1.4e12, sl.laws.step_law(draws))
-    assert wide["lr_level"].max() > 2
-    assert (wide["expected_penalty"] > wide["penalty"]).all()
+    assert wide["offset_lr_steps"].max() > 2
+    assert (wide["rel_penalty_expected"] > wide["rel_penalty"]).all()
+
+
+@pytest.mark.filterwarnings("ignore::steplaw_db.optima.AnalysisWarning")
+def test_command_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from steplaw_db.cli import app
+
+    sl.synth.write_sweep(tmp_path / "runs", points=60, n_lr=3, n_bs=3, cells=sl.synth.DEFAULT_CELLS[:2])
+    db = str(tmp_path / "db")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(tmp_path / "runs"), "--db", db]).exit_code == 0
+    r = runner.invoke(app, ["forecast", "--db", db, "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    table = pl.read_csv(r.stdout.encode())
+    assert table.height == 18 and set(table["verdict"]) <= {"done", "stop"}
+    assert list(table.columns[:3]) == ["run_id", "name", "cell"]
+    r = runner.invoke(app, ["forecast", "--db", db, "--at-fraction", "0.5", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    back = pl.read_csv(r.stdout.encode())
+    assert back["method"].to_list() == ["law", "current loss", "power law"]
+    r = runner.invoke(app, ["next-runs", "--db", db, "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert {"lr", "bs_tokens", "reason"} <= set(pl.read_csv(r.stdout.encode()).columns)
+    r = runner.invoke(app, ["plan-grid", "7e9", "1.4e12", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    grid = pl.read_csv(r.stdout.encode())
+    assert grid.height == 25
+    assert grid.filter(pl.col("rel_penalty") == 0)["lr"][0] == pytest.approx(9.347e-4, rel=1e-3)

@@ -391,9 +391,23 @@ def _candidates(row: Mapping[str, Any], T: int, peak: float, warmup: int) -> lis
     return out
 
 
-def _mismatch(sched: Schedule, step: np.ndarray, lr: np.ndarray) -> float:
-    """Largest gap between a schedule and the logged lr, relative to the schedule's peak."""
-    return float(np.max(np.abs(sched.lr(int(step[-1]) + 1)[step] - lr))) / sched.peak_lr
+#: Candidate shapes are compared with the logged lr on a copy of the schedule shrunk to at most
+#: this many steps (the shape, not the step-exact values, decides; the chosen one is built full).
+_SCORE_STEPS = 4096
+
+
+def _shape_error(sched: Schedule, step: np.ndarray, lr: np.ndarray) -> float:
+    """RMS gap between a schedule's shape and the logged lr, relative to its peak."""
+    k = max(1.0, sched.total_steps / _SCORE_STEPS)
+    small = Schedule(
+        sched.peak_lr,
+        max(2, round(sched.total_steps / k)),
+        min(round(sched.warmup_steps / k), max(1, round(sched.total_steps / k)) - 1),
+        sched.decay,
+        floor=sched.floor,
+    )
+    at = np.minimum(np.round(step / k).astype(np.int64), small.total_steps)
+    return float(np.sqrt(np.mean((small.lr(small.total_steps + 1)[at] - lr) ** 2))) / sched.peak_lr
 
 
 def _named_schedule(row: Mapping[str, Any], named: str, T: int, peak: float, warmup: int) -> Schedule | None:
@@ -443,8 +457,7 @@ def _resolve_schedule(
     after = step >= warmup
     if after.sum() < 3:
         return cands[1], "assumed", "cosine to lr_min (still warming up)"
-    now = int(step[-1]) + 1  # only the steps logged so far are compared
-    errs = [float(np.sqrt(np.mean((c.lr(now)[step[after]] - lr[after]) ** 2))) / peak for c in cands]
+    errs = [_shape_error(c, step[after], lr[after]) for c in cands]
     best = int(np.argmin(errs))
     decays = ["constant", "cosine", "linear"]
     if errs[best] > 0.02:
@@ -563,7 +576,7 @@ def _planned_lr(r: _Run, schedule: ScheduleSpec, assumptions: list[str]) -> np.n
     n = r.target + 1
     future = sched.lr(max(n, sched.total_steps))[:n]
     exact = src == "given" or (src == "config" and r.lr is None)
-    if r.lr is not None and not exact and _mismatch(sched, r.step, r.lr) > 1e-3:
+    if r.lr is not None and not exact and np.max(np.abs(future[r.step] - r.lr)) > 1e-3 * sched.peak_lr:
         # the logged lr is the truth for the past; the schedule only continues it
         past = _per_step_lr(r.step, r.lr)
         future = future.copy()
@@ -744,9 +757,11 @@ def fit_runs(items: Sequence[_Run], labels: Mapping[int, str], share: str) -> No
         # a run whose law is inadmissible at its cell's alpha (A <= 0) gets its own alpha
         lost = np.isfinite(found) & ~np.isfinite(_profile(batch, np.where(np.isfinite(found), found, 1.0))[1])
         if lost.any():
-            own = np.arange(part.size)
-            found = np.where(lost, _best_alphas(batch, own), found)
-            g = np.where(lost, g.max() + 1 + own, g)
+            idx = np.flatnonzero(lost)
+            alone = _Batch.of([s for i in part[idx] if (s := fitted[i].series) is not None])
+            found[idx] = _best_alphas(alone, np.arange(idx.size))
+            g = g.copy()
+            g[idx] = g.max() + 1 + np.arange(idx.size)
             _, g = np.unique(g, return_inverse=True)
         alphas[part] = found
         var_la[part] = _var_log_alpha(batch, g, found)
@@ -1104,12 +1119,17 @@ def _proposals(c: Mapping[str, Any], wide: float) -> list[tuple[float, float, st
         ("lr", c.get("lr_log_width"), sl_, c.get("lr_quad_lo"), c.get("lr_quad_hi")),
         ("bs", c.get("bs_log_width"), sb, c.get("bs_quad_lo"), c.get("bs_quad_hi")),
     ):
-        if width is None or not width > wide * step or (name == "lr" and lr_side) or (name == "bs" and bs_side):
+        edge = (name == "lr" and lr_side) or (name == "bs" and bs_side)
+        if width is None or not width > wide * step or edge or flags & {"not-convex", "no-quadratic"}:
             continue
+        centre = lr_opt if name == "lr" else bs_opt
         for end in (lo, hi):
             if end is None or not (0 < end < math.inf):
                 continue
-            pt = (float(end), bs_opt) if name == "lr" else (lr_opt, float(end))
+            # an end far off says where to look, not where to run: at most two grid steps out
+            off = max(-2 * step, min(2 * step, math.log(float(end) / centre)))
+            at = centre * math.exp(off)
+            pt = (at, bs_opt) if name == "lr" else (lr_opt, at)
             out.append((*pt, f"{name} interval wide ({math.exp(width):.2g}x, {width / step:.1f} grid steps): its end"))
     return out
 
@@ -1187,13 +1207,13 @@ def plan_grid(
     levels a factor ``step`` apart spanning the law's ``interval`` on each axis and at least
     ``min_levels`` levels (odd, centred).
 
-    Each point's ``penalty`` is the loss above the optimum the landscape expects there if the
+    Each point's ``rel_penalty`` is the loss above the optimum the landscape expects there if the
     law is right, a (ln lr/lr*)^2 + b (ln B/B*)^2 relative, with ``curvature`` (a, b): by
     default the GUIDE's landscape (halving the lr +0.3%, the batch +0.5%; ``synth``'s
-    constants); ``expected_penalty`` adds the law's own uncertainty (its interval read as a
+    constants); ``rel_penalty_expected`` adds the law's own uncertainty (its interval read as a
     normal in log space): a ((ln lr/lr*)^2 + sd_lr^2) + b (...). Columns ``lr``, ``bs_tokens``,
-    ``bs`` (sequences of ``seq_len``), ``lr_level``, ``bs_level`` (grid steps from the
-    prediction), ``penalty``, ``expected_penalty``.
+    ``bs`` (sequences of ``seq_len``), ``offset_lr_steps``, ``offset_bs_steps`` (grid steps from
+    the prediction), ``rel_penalty``, ``rel_penalty_expected``.
     """
     from . import synth
     from .laws import step_law
@@ -1223,12 +1243,22 @@ def plan_grid(
             rows.append(
                 {
                     "lr": lr0 * step**i, "bs_tokens": bs0 * step**j, "bs": bs0 * step**j / seq_len,
-                    "lr_level": int(i), "bs_level": int(j), "penalty": a * u * u + b * v * v,
-                    "expected_penalty": a * (u * u + lr_sd**2) + b * (v * v + bs_sd**2),
+                    "offset_lr_steps": int(i), "offset_bs_steps": int(j), "rel_penalty": a * u * u + b * v * v,
+                    "rel_penalty_expected": a * (u * u + lr_sd**2) + b * (v * v + bs_sd**2),
                 }
             )  # fmt: skip
     return (
         pl.DataFrame(rows)
         .with_columns(N=pl.lit(float(N)), D=pl.lit(float(D)))
-        .select("N", "D", "lr", "bs_tokens", "bs", "lr_level", "bs_level", "penalty", "expected_penalty")
+        .select(
+            "N",
+            "D",
+            "lr",
+            "bs_tokens",
+            "bs",
+            "offset_lr_steps",
+            "offset_bs_steps",
+            "rel_penalty",
+            "rel_penalty_expected",
+        )
     )

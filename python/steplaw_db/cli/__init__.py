@@ -35,5 +35,6 @@ from . import curve  # noqa: F401
 from . import plot  # noqa: F401
 from . import report  # noqa: F401
 from . import demo  # noqa: F401
+from . import forecast  # noqa: F401
 
 __all__ = ["app", "main"]
