@@ -128,7 +128,8 @@ def test_predict_command_prints_the_step_law_answer():
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12"])
     assert r.exit_code == 0, r.output
     line = next(line for line in r.output.splitlines() if line.startswith("step-law"))
-    assert line.split() == ["step-law", "9.35e-4", "5M", "tokens", "2,439.9", "seq"]  # the readable table
+    # the readable table: lr, batch in tokens and sequences, then rounded to a power of two
+    assert line.split() == ["step-law", "9.35e-4", "5M", "tokens", "2,439.9", "seq", "2,048", "seq", "4.19M", "tokens"]
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12", "--format", "csv"])
     assert r.exit_code == 0 and "step-law,0.000934684" in r.output and ",4996961." in r.output, r.output
 
