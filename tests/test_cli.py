@@ -328,3 +328,64 @@ def test_progress_shows_on_a_terminal_and_never_in_a_pipe(db, store, tmp_path):
     # in a pipe: no progress noise, no control characters; stderr holds warnings only
     assert "\x1b" not in piped_err and "\r" not in piped_err and "law fits" not in piped_err, piped_err
     assert all(line.startswith("warning: ") for line in piped_err.splitlines()), piped_err
+
+
+# --- warnings: one readable line each, grouped, on stderr -----------------------------------
+
+
+def test_warning_lines_are_one_line_each_grouped_and_say_whose():
+    import warnings
+
+    from steplaw_db.cli._util import warning_lines
+    from steplaw_db.optima import AnalysisWarning
+
+    here = "/x/python/steplaw_db/fit.py"
+    numpy_file = "/venv/lib/python3.11/site-packages/numpy/core/_methods.py"
+
+    def message(text, category=AnalysisWarning, filename=here):
+        return warnings.WarningMessage(text, category, filename, 1)
+
+    caught = [
+        message("lr: only 4 cells\n   for 3 coefficients"),
+        message("D: 4 cells merged"),
+        message("lr: 19 of 50 draws left out"),
+        message("D: 4 cells merged"),  # the same again: once
+        message("invalid value encountered in log", RuntimeWarning, numpy_file),
+        message("old API", DeprecationWarning, numpy_file),  # for developers, as Python's filters say
+    ]
+    assert warning_lines(caught) == [
+        "warning: lr: only 4 cells for 3 coefficients",
+        "warning: lr: 19 of 50 draws left out",
+        "warning: D: 4 cells merged",
+        "warning: invalid value encountered in log (numpy RuntimeWarning)",
+    ]
+
+
+def test_the_error_comes_after_the_warnings(db):
+    # 4 cells cannot fit a 5-parameter loss law; the cells' note is a warning before it
+    r = CliRunner().invoke(app, ["fit", "loss", "--db", db])
+    assert r.exit_code != 0, r.output
+    lines = r.stderr.splitlines()
+    assert lines[-1].startswith("error: ") and lines[0].startswith("warning: "), r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["final"],
+        ["optima"],
+        ["evaluate", "--law", "all"],
+        ["predict", "7e9", "1.4e12", "--law", "all"],
+        ["fit", "lr-bs", "--bootstrap", "50"],
+        ["stability", "--bootstrap", "20", "--smoothing", "robust"],
+        ["plot", "law", "--bootstrap", "50", "-o", "{tmp}/law.png"],
+    ],
+    ids=lambda c: "-".join(c[:2]),
+)
+def test_no_python_warning_lines_reach_the_terminal(db, command, tmp_path):
+    # a real process with Python's default warning filters: only our lines on stderr
+    args = ["--db", db, *(a.format(tmp=tmp_path) for a in command)]
+    _, stderr = _cli_streams(args, terminal=False)
+    for line in stderr.splitlines():
+        assert line.startswith("warning: ") and ".py:" not in line and "Warning:" not in line, stderr

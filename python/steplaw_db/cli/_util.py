@@ -47,49 +47,104 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 _NOTHING_MATCHES = ("no usable run", "no runs with", "no run with")
 
 
+class CommandFailed(Exception):
+    """What :func:`fail` raises: the message and exit status :func:`reports_errors` prints and
+    exits with, after the command's warnings."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
 def fail(message: str, code: int) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    """End the command: ``error: message`` on stderr (after its warnings), exit status ``code``."""
+    raise CommandFailed(message, code)
+
+
+def _failure(e: BaseException) -> tuple[str, int] | None:
+    """The message and exit status of an exception that ends a command; None for Typer's own
+    exits and usage errors, and for interrupts, which go on as they are."""
+    if isinstance(e, CommandFailed):
+        return e.message, e.code
+    if isinstance(e, (typer.Exit, typer.Abort, TyperException)) or not isinstance(e, Exception):
+        return None
+    if isinstance(e, InvalidArgumentError):
+        return str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE
+    if isinstance(e, InternalError):  # a bug, not the input: its own status so scripts can tell
+        return str(e), EXIT_INTERNAL
+    if isinstance(e, SteplawError):  # StoreLockedError included: the store is busy, exit 1
+        return str(e), EXIT_FAILED
+    return f"internal error: {type(e).__name__}: {e} (a bug: please report it)", EXIT_INTERNAL
 
 
 def reports_errors(command: Callable[P, T]) -> Callable[P, T]:
     """The one error handler of every command (``cli._app.App.command`` applies it): the
     library's errors become one line on stderr and an exit status (module docstring), any other
-    exception one line and exit 3 (a bug), never a traceback; every warning raised meanwhile
-    (cells merged or split, values assumed, fits barely determined) is printed on stderr once,
-    one line each (``warning: ...``), after the command's output."""
+    exception one line and exit 3 (a bug), never a traceback. Every warning raised meanwhile
+    (cells merged or split, values assumed, fits barely determined) is printed on stderr after
+    the command's output and before its error, one line each (:func:`echo_warnings`)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                return command(*args, **kwargs)
-            except (typer.Exit, typer.Abort, TyperException):  # exits, usage errors: Typer's own
-                raise
-            except InvalidArgumentError as e:
-                fail(str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE)
-            except InternalError as e:  # a bug, not the input: its own status so scripts can tell
-                fail(str(e), EXIT_INTERNAL)
-            except SteplawError as e:  # StoreLockedError included: the store is busy, exit 1
-                fail(str(e), EXIT_FAILED)
-            except Exception as e:  # a bug: say what, where to report, and exit 3
-                fail(f"internal error: {type(e).__name__}: {e} (a bug: please report it)", EXIT_INTERNAL)
-            finally:
+                result = command(*args, **kwargs)
+            except BaseException as e:
+                failure = _failure(e)
                 echo_warnings(caught)
+                if failure is None:
+                    raise
+                typer.echo(f"error: {failure[0]}", err=True)
+                raise typer.Exit(failure[1]) from None
+            echo_warnings(caught)
+            return result
 
     return wrapper
 
 
-def echo_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
-    """Print the user warnings among ``caught`` on stderr, one line each, each message once."""
+#: Warnings meant for the developers of the code that raised them, as Python's own default
+#: filters treat them: not shown.
+_DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def warning_lines(caught: Iterable[warnings.WarningMessage]) -> list[str]:
+    """The lines :func:`echo_warnings` prints: each message once, on one line, grouped by its
+    subject (the text before the first ``": "``, e.g. ``lr`` or a file name; subjects in the
+    order they first appear). A warning that is not the library's (numpy's RuntimeWarning, say)
+    names its category and package instead of a file path."""
+    groups: dict[str, list[str]] = {}
     seen: set[str] = set()
     for w in caught:
+        if issubclass(w.category, _DEVELOPER_WARNINGS):
+            continue
         text = " ".join(str(w.message).split())
-        if issubclass(w.category, UserWarning) and text not in seen:
-            seen.add(text)
-            typer.echo(f"warning: {text}", err=True)
+        ours = w.category.__module__.startswith("steplaw_db") or _package(w.filename) == "steplaw_db"
+        if not (ours and issubclass(w.category, UserWarning)):
+            text = f"{text} ({_package(w.filename)} {w.category.__name__})"
+        if text in seen:
+            continue
+        seen.add(text)
+        subject, sep, _ = text.partition(": ")
+        groups.setdefault(subject if sep else "", []).append(text)
+    return [f"warning: {text}" for group in groups.values() for text in group]
+
+
+def _package(filename: str) -> str:
+    """The top-level package of a source file (``numpy``, ``steplaw_db``), else the file's name."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return parts[parts.index(marker) + 1].removesuffix(".py")
+    if "steplaw_db" in parts:
+        return "steplaw_db"
+    return Path(filename).stem
+
+
+def echo_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Print :func:`warning_lines` on stderr."""
+    for line in warning_lines(caught):
+        typer.echo(line, err=True)
 
 
 def db_path(ctx: typer.Context) -> str:
