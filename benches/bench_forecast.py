@@ -2,9 +2,11 @@
 cores), as a ratio to reading the same points back from one Parquet file (the least any
 forecast from stored curves costs).
 
-The sweep: forecast.synthetic_runs, 20 cells x (10 lr x 5 batch) = 1,000 runs, each logged at
-every other step up to half of its planned steps (10,000 points a run so far), the future lr
-inferred from the logged lr, alpha shared per cell.
+The sweep: forecast.synthetic_runs, 20 cells x (10 lr x 5 batch) = 1,000 runs, each logged
+up to half of its planned steps (10,000-19,000 points a run so far; budgets of 2e10-4e10 tokens,
+planned lengths of 20k-150k steps), the future lr inferred from the logged lr, alpha shared per
+cell. The work per run grows with its planned steps (the annealing law's areas are sums over
+every step) more than with its points.
 
     python benches/bench_forecast.py [--cells 20] [--repeat 3]
 """
@@ -36,7 +38,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     Ns = [1.5e8, 3e8, 6e8, 1.2e9]
-    Ds = [4e10, 6e10, 8e10, 1e11, 1.2e11]
+    Ds = [2e10, 2.5e10, 3e10, 3.5e10, 4e10]
     cells = [(n, d) for n in Ns for d in Ds][: args.cells]
     t = time.perf_counter()
     # 20,000 logged points over the planned steps, half of them so far: 10,000 points a run

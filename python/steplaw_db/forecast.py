@@ -495,10 +495,10 @@ def _split_points(points: pl.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarra
     if points.is_empty():
         return {}
     loss_col = "value" if "value" in points.columns else "loss"
-    if "metric" in points.columns and points["metric"].n_unique() > 1:
+    if "metric" in points.columns and (points["metric"] != "loss").any():
         points = points.filter(pl.col("metric") == "loss")
     cols = ["run_id", "step", loss_col] + (["lr"] if "lr" in points.columns else [])
-    df = points.select(cols)
+    df = points.select(cols).rechunk()  # one buffer per column: to_numpy without copying chunk by chunk
     rid = df["run_id"].to_numpy()
     st = df["step"].to_numpy()
     if not (np.all(np.diff(rid) >= 0) and np.all((np.diff(st) > 0) | (np.diff(rid) != 0))):
@@ -936,7 +936,7 @@ def synthetic_runs(
                 )
                 truth.append({"run_id": rid, "cell": c, "true_final": final, "A": A, "C": C, "L0": L0, "alpha": alpha})
                 rid += 1
-    return pl.DataFrame(runs), pl.concat(pts), pl.DataFrame(truth)
+    return pl.DataFrame(runs), pl.concat(pts, rechunk=True), pl.DataFrame(truth)
 
 
 # -- backtests ------------------------------------------------------------------------------------
