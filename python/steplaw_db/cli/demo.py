@@ -41,16 +41,17 @@ def synth_cmd(
 
     if format not in synth.FORMATS:
         fail(f"unknown --format '{format}' ({', '.join(synth.FORMATS)})", EXIT_USAGE)
-    df = synth.write_sweep(
-        out,
-        fmt=cast("SynthFormat", format),
-        n_lr=n_lr,
-        n_bs=n_bs,
-        points=points,
-        noise=noise,
-        seed=seed,
-        workers=workers,
-    )
+    with working(f"synth: writing {out}"):
+        df = synth.write_sweep(
+            out,
+            fmt=cast("SynthFormat", format),
+            n_lr=n_lr,
+            n_bs=n_bs,
+            points=points,
+            noise=noise,
+            seed=seed,
+            workers=workers,
+        )
     typer.echo(
         f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; "
         f"truth in {out / 'truth.json'}"
@@ -73,7 +74,8 @@ def demo(
     root = directory if directory is not None else Path(tempfile.mkdtemp(prefix="steplaw-demo-"))
     sweep, db_path = root / "sweep", root / "steplaw.db"
     if not sweep.exists():
-        truth = synth.write_sweep(sweep, fmt="steplaw", cells=DEMO_CELLS)
+        with working("demo: writing a synthetic sweep"):
+            truth = synth.write_sweep(sweep, fmt="steplaw", cells=DEMO_CELLS)
         typer.echo(
             f"wrote a synthetic sweep of {len(truth)} runs ({len(DEMO_CELLS)} cells x 7 lr x 5 batch sizes) to {sweep}"
         )

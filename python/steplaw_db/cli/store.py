@@ -19,6 +19,7 @@ from ._app import (
     app,
     names,
 )
+from ._progress import working
 from ._util import db_path, open_store, write_frame
 
 if TYPE_CHECKING:
@@ -166,7 +167,8 @@ def compact(
 ) -> None:
     """Drop replaced runs' points, merge small segments, delete the files of versions not kept."""
     store = open_store(ctx, create=False)
-    r = store.compact(wait, keep=keep)
+    with working("compact"):
+        r = store.compact(wait, keep=keep)
     typer.echo(
         f"compacted to version {r['version']}: {r['segments_rewritten']} segment(s) rewritten, "
         f"{r['files_removed']} file(s) removed, {r['bytes_freed'] / 1e6:.1f} MB freed; "
@@ -187,7 +189,8 @@ def check(
     store = open_store(ctx, create=False)
     if repair:
         typer.echo(store.repair())
-    report = store.check(deep=deep)
+    with working("check --deep: decoding every segment" if deep else "check"):
+        report = store.check(deep=deep)
     typer.echo(str(report))
     if not report.ok:
         raise typer.Exit(1)
