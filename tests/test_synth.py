@@ -310,3 +310,58 @@ def test_seed_changes_noise_and_offsets_only(tmp_path):
             assert np.isnan(loss[-1])
         else:
             assert loss[-1] == pytest.approx(row["true_final_loss"], rel=1e-6)
+
+
+def _last_losses(root: Path, names) -> list[float]:
+    """The last logged loss of each named run of a jsonl sweep (nan read as nan)."""
+    out = []
+    for name in names:
+        lines = (root / name / "metrics.jsonl").read_text().splitlines()
+        out.append(float(json.loads(lines[-1].replace("NaN", "null"))["loss"] or math.nan))
+    return out
+
+
+def test_plateau_runs_end_near_the_unigram_entropy_not_nan(tmp_path):
+    df = synth.write_sweep(tmp_path, fmt="jsonl", cells=synth.DEFAULT_CELLS[:1], points=30, noise=0.0,
+                           plateau_lr_factor=1.5)  # fmt: skip
+    top = df.filter(pl.col("lr") >= 1.5 * pl.col("lr_opt"))
+    assert top.height == 10 and top["plateau"].all() and not top["diverged"].any()  # 2 top lrs x 5 batches
+    assert not df.filter(~pl.col("plateau"))["diverged"].any()  # above 2^1.25 every run is on the plateau
+    last = _last_losses(tmp_path, top["name"])
+    assert all(abs(v - synth.PLATEAU_LOSS) < 1e-3 * synth.PLATEAU_LOSS for v in last), last
+    truth = json.loads((tmp_path / "truth.json").read_text())["settings"]
+    assert truth["plateau_lr_factor"] == 1.5 and truth["plateau_runs"] == 10
+
+
+def test_a_few_runs_diverge_and_final_losses_carry_run_noise(tmp_path):
+    kw = {"fmt": "jsonl", "cells": synth.DEFAULT_CELLS[:2], "points": 30, "noise": 0.0, "diverge": False}
+    calm = synth.write_sweep(tmp_path / "calm", **kw)
+    noisy = synth.write_sweep(tmp_path / "noisy", diverge_runs=3, final_noise=0.003, **kw)
+    assert not calm["diverged"].any() and noisy["diverged"].sum() == 3
+    ok = noisy.filter(~pl.col("diverged"))
+    a = np.array(_last_losses(tmp_path / "calm", ok["name"]))
+    b = np.array(_last_losses(tmp_path / "noisy", ok["name"]))
+    rel = b / a - 1
+    assert 0.002 < rel.std() < 0.004 and abs(rel.mean()) < 0.001, rel.std()  # about 0.3%
+    assert all(math.isnan(v) for v in _last_losses(tmp_path / "noisy", noisy.filter("diverged")["name"]))
+    settings = json.loads((tmp_path / "noisy" / "truth.json").read_text())["settings"]
+    assert settings["diverge_runs"] == 3 and settings["final_noise"] == 0.003 and settings["n_diverged"] == 3
+
+
+def test_two_recipes_with_their_own_laws(tmp_path):
+    from dataclasses import replace
+
+    code = replace(synth.TRUTH, lr_exp_D=synth.TRUTH.lr_exp_D - 0.2)
+    cells = synth.DEFAULT_CELLS
+    df = synth.write_sweep(tmp_path, recipes={"web": synth.TRUTH, "code": code}, cells={"code": cells[:2]},
+                           points=10, n_lr=3, n_bs=3)  # fmt: skip
+    assert df.group_by("recipe").len().sort("recipe").rows() == [("code", 18), ("web", 36)]
+    for row in df.iter_rows(named=True):
+        law = synth.TRUTH if row["recipe"] == "web" else code
+        assert row["lr_opt"] == pytest.approx(float(law.lr_opt(row["N"], row["D"])), rel=1e-12)
+        assert row["name"].startswith(f"synth-{row['recipe']}_")
+        config = json.loads((tmp_path / row["recipe"] / row["name"] / "config.json").read_text())
+        assert config == {"recipe": row["recipe"]}
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["recipes"]["code"]["law"]["lr_exp_D"] == pytest.approx(synth.TRUTH.lr_exp_D - 0.2)
+    assert [len(truth["recipes"][r]["cells"]) for r in ("web", "code")] == [4, 2]

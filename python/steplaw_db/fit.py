@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -57,6 +57,7 @@ from ._typing import (
     PerCell,
     RegressionMethod,
     Resample,
+    as_float,
 )
 from .errors import InvalidArgumentError
 from .laws import VARIABLES, HparamLaw, Law, LossLaw, PowerLaw, _compute, resolve
@@ -66,6 +67,7 @@ from .optima import (
     DEFAULT_THRESHOLD,
     LEVEL_TOLERANCE,
     AnalysisWarning,
+    _edge_side,
     assign_cells,
     edge_counts,
     edge_notes,
@@ -82,6 +84,7 @@ EdgeTreatment: TypeAlias = Literal["keep", "drop", "censor"]
 
 __all__ = [
     "LawSpec", "compare_laws", "evaluate", "evaluation_summary", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs",
+    "leave_one_cell_out",
 ]  # fmt: skip
 
 #: Laws to evaluate: a law, a published law's name or a spec (``"step-law,deepseek"``,
@@ -184,12 +187,22 @@ def _vertex_samples(
                 stacklevel=4,
             )
             out = out.filter(pl.col("optimum") != "grid-fallback")
+            if out.is_empty():
+                raise InvalidArgumentError(
+                    f"no usable quadratic vertex in any of the {fallback.height} cells ({why}): the grids are too "
+                    "small or too noisy for the vertex method; --method steplaw fits the grid minima"
+                )
     if weights is None and "lr_quad_lo" in out.columns and (out["optimum"] == "vertex").all():
         floor = VERTEX_SD_FLOOR**2
 
         def weight(lo: str, hi: str, width: str) -> pl.Expr:
             # the interval's measured width (its ends may read 0 / inf: unbounded, optima)
-            w = pl.col(width) if width in out.columns else (pl.col(hi) / pl.col(lo)).log()
+            # (cast: a column of nulls only has dtype null, which polars' log refuses)
+            w = (
+                pl.col(width).cast(pl.Float64)
+                if width in out.columns
+                else (pl.col(hi).cast(pl.Float64) / pl.col(lo).cast(pl.Float64)).log()
+            )
             return 1.0 / ((w / 3.92).fill_null(GRID_SD) ** 2 + floor)
 
         out = out.with_columns(
@@ -537,25 +550,81 @@ def fit_law(
     else:
         if edges == "drop":
             samples = _drop_edges(samples, method, lr_on is not None, bs_on is not None)
-        law = fit_lr_bs(
-            samples,
-            lr_on,
-            bs_on,
-            regression,
-            bootstrap,
-            seed,
-            resample=resample or "rows",
-            weights={"lr": "_w_lr", "bs": "_w_bs"} if edges == "drop" else None,
-            center=center,
-            name=name,
-            edges=edge_counts_,
-        )
+
+        def fit(lr: Sequence[str] | None, bs: Sequence[str] | None) -> HparamLaw:
+            return fit_lr_bs(
+                samples,
+                lr,
+                bs,
+                regression,
+                bootstrap,
+                seed,
+                resample=resample or "rows",
+                weights={"lr": "_w_lr", "bs": "_w_bs"} if edges == "drop" else None,
+                center=center,
+                name=name,
+                edges=edge_counts_,
+            )
+
+        law = _fit_targets_apart(fit, lr_on, bs_on)
+        if law.info.get("not_fitted") and edge_counts_ is not None:
+            law.info["edges"] = edge_counts_  # both targets' counts, the unfitted one's too
     law.info.update(
         procedure=method,
         description=LAW_METHODS[method],
         threshold=threshold if method == "steplaw" else None,
         edge_treatment=edges,
     )
+    return law
+
+
+def _reissue(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Issue recorded warnings again (a fit's notes, kept back until it is known whether they
+    stand or the fit is redone target by target, which issues its own)."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _fit_targets_apart(
+    fit: Callable[[Sequence[str] | None, Sequence[str] | None], HparamLaw],
+    lr_on: Sequence[str] | None,
+    bs_on: Sequence[str] | None,
+) -> HparamLaw:
+    """Both targets' laws by ``fit(lr_on, bs_on)``; when that is refused and both were asked
+    for, each target alone, so that a law the cells do identify is not lost to the other's
+    failure (a sweep whose lr optima are measured and whose batch optima all sit on one edge).
+    What could not be fitted is warned one line a target and kept in ``info["not_fitted"]``
+    (``"lr"`` / ``"bs"`` -> its regressors ``on`` and the ``reason``), which
+    :meth:`~steplaw_db.laws.HparamLaw.to_polars` shows as rows; when neither target can be
+    fitted the error names both reasons."""
+    failure: InvalidArgumentError | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            law = fit(lr_on, bs_on)
+        except InvalidArgumentError as e:
+            failure = e
+    # issued outside the recording block (inside, each would be recorded again)
+    if failure is None:
+        _reissue(caught)
+        return law
+    if lr_on is None or bs_on is None:
+        _reissue(caught)
+        raise failure
+    got: dict[str, HparamLaw] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for key, on, args in (("lr", lr_on, (lr_on, None)), ("bs", bs_on, (None, bs_on))):
+        try:
+            got[key] = fit(*args)
+        except InvalidArgumentError as e:
+            failed[key] = {"on": list(on), "reason": str(e)}
+    if not got:
+        raise InvalidArgumentError("; ".join(f"no {k} law: {f['reason']}" for k, f in failed.items()))
+    notes = [f"no {k} law: {f['reason']}" for k, f in failed.items()]
+    warn(notes, stacklevel=5)
+    (law,) = got.values()
+    law.info["not_fitted"] = failed
+    law.info["warnings"] = [*law.info.get("warnings", []), *notes]
     return law
 
 
@@ -980,6 +1049,8 @@ def _evaluate_cell(
     cell_min = float(y[best])
     surface = quadratic_surface(cell, loss=loss) if method == "quadratic" else None
     rows: list[dict[str, object]] = []
+    # the cell's grid minimum on the grid's edge: the optimum, and a law's gap, are bounds there
+    edges = {f"{k}_edge": _edge_side(sorted(set(v.tolist())), float(v[best])) for k, v in (("lr", lr), ("bs", bs))}
     for label, one in laws:
         p = one.predict(N=[N], D=[D], loss=[cell_min], seq_len=seq_len, interval=None)
         lr_hat, bs_hat = p["lr"][0], p["bs_tokens"][0]
@@ -1009,6 +1080,7 @@ def _evaluate_cell(
                 "loss_min": cell_min,
                 "rel_error": (loss_at - cell_min) / cell_min,
                 "fixed": fixed,
+                **edges,
             }
         )
     return rows
@@ -1025,6 +1097,7 @@ def evaluate(
     level_tolerance: float = LEVEL_TOLERANCE,
     designs: Sequence[str] | None = None,
     on_design: DesignPolicy = "split",
+    loco: Sequence[LawMethod] = (),
 ) -> pl.DataFrame:
     """Relative loss error of laws on measured cells, as Step Law's Table 1 defines it.
 
@@ -1049,6 +1122,14 @@ def evaluate(
     (``steplaw_db.optima.quadratic_surface``) at the prediction itself, between grid points
     (NaN where a cell has no convex quadratic; far from the optimum the surface
     extrapolates). ``lr_at``/``bs_at`` still name the nearest run.
+
+    ``lr_edge`` / ``bs_edge``: ``low`` / ``high`` where the cell's grid minimum sits on the
+    grid's smallest / largest level (its optimum is a bound; a law's gap there is a bound too).
+
+    ``loco``: fitting methods (``"quadratic"``, ``"steplaw"``) whose law, fitted on the user's
+    own cells, is scored beside the published ones without having seen the cell: rows labelled
+    ``own (LOCO, <method>)`` by :func:`leave_one_cell_out` (within each recipe / design), with
+    ``rel_error_quadratic`` and ``reason`` columns.
     """
     if method not in ("nearest", "quadratic"):
         raise InvalidArgumentError(f"unknown evaluation method {method!r} (nearest, quadratic)")
@@ -1066,18 +1147,140 @@ def evaluate(
     rows = []
     for cell in measured.sort(keys, nulls_last=True).partition_by("cell", maintain_order=True):
         rows += _evaluate_cell(cell, laws, keys, method, loss, seq_len)
-    out = pl.DataFrame(rows, infer_schema_length=None)
-    return out.with_columns(pl.col("fixed").cast(pl.String))
+    out = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        pl.col("fixed").cast(pl.String), pl.col("lr_edge").cast(pl.String), pl.col("bs_edge").cast(pl.String)
+    )
+    for m in loco:
+        own = leave_one_cell_out(
+            final, m, by=by, loss=loss, seq_len=seq_len, level_tolerance=level_tolerance, designs=designs,
+            on_design=on_design, method_eval=method,
+        )  # fmt: skip
+        out = pl.concat([out, own.drop("group")], how="diagonal_relaxed")
+    return out
 
 
 def evaluation_summary(rows: pl.DataFrame) -> pl.DataFrame:
-    """:func:`evaluate`'s rows summarised one row a law (Step Law's Table 1): ``cells``, the
-    ``median_%``, ``mean_%`` and ``max_%`` of the relative error (in percent) and
-    ``at_optimum``, the cells where the law's point is the measured best run."""
-    return rows.group_by("law", maintain_order=True).agg(
-        pl.len().alias("cells"),
-        (pl.col("rel_error").median() * 100).alias("median_%"),
-        (pl.col("rel_error").mean() * 100).alias("mean_%"),
-        (pl.col("rel_error").max() * 100).alias("max_%"),
-        (pl.col("rel_error") == 0).sum().alias("at_optimum"),
+    """:func:`evaluate`'s rows summarised one row a law (Step Law's Table 1): ``cells`` (those
+    scored), the ``median_%``, ``mean_%`` and ``max_%`` of the relative error (in percent),
+    ``at_optimum``, the cells where the law's point is the measured best run, ``edge_cells``,
+    the scored cells whose grid minimum sits on the grid's edge (there the gap is a bound), and,
+    when a leave-one-cell-out law could not be fitted for some cells, ``not_fitted``."""
+    scored = pl.col("rel_error").is_not_null() & pl.col("rel_error").is_not_nan()
+    edge = (
+        (pl.col("lr_edge").is_not_null() | pl.col("bs_edge").is_not_null()) & scored
+        if {"lr_edge", "bs_edge"} <= set(rows.columns)
+        else pl.lit(False)
     )
+    aggs = [
+        scored.sum().cast(pl.Int64).alias("cells"),
+        (pl.col("rel_error").filter(scored).median() * 100).alias("median_%"),
+        (pl.col("rel_error").filter(scored).mean() * 100).alias("mean_%"),
+        (pl.col("rel_error").filter(scored).max() * 100).alias("max_%"),
+        (pl.col("rel_error") == 0).sum().cast(pl.Int64).alias("at_optimum"),
+        edge.sum().cast(pl.Int64).alias("edge_cells"),
+    ]
+    if "reason" in rows.columns and rows["reason"].is_not_null().any():
+        aggs.append(pl.col("reason").is_not_null().sum().cast(pl.Int64).alias("not_fitted"))
+    return rows.group_by("law", maintain_order=True).agg(aggs)
+
+
+#: The label of the user's own law in :func:`evaluate`'s rows, per fitting method.
+LOCO_LABEL = "own (LOCO, {method})"
+
+
+def leave_one_cell_out(
+    final: pl.DataFrame,
+    method: LawMethod = "quadratic",
+    *,
+    by: str | Sequence[str] = CELL_KEYS,
+    loss: str = "loss",
+    seq_len: int = DEFAULT_SEQ_LEN,
+    level_tolerance: float = LEVEL_TOLERANCE,
+    designs: Sequence[str] | None = None,
+    on_design: DesignPolicy = "split",
+    method_eval: EvaluateMethod = "nearest",
+    seed: int = 42,
+) -> pl.DataFrame:
+    """Would the user's own law have picked good hyperparameters for a cell it had not seen?
+
+    Within each group of cells (a recipe or design: the cell keys beyond N, D, C), for each cell:
+    the law fitted by ``method`` (:func:`fit_law`, no bootstrap) on the group's other cells, its
+    predicted (lr, batch) for the cell, and, as :func:`evaluate` scores a published law, the
+    loss of the measured run nearest to it in log space against the cell's minimum
+    (``rel_error``; the loss on the cell's quadratic surface with ``method_eval="quadratic"``).
+    ``rel_error_quadratic``: the loss interpolated on the cell's quadratic where it is
+    trustworthy (convex, its vertex inside the grid, the prediction inside the measured lr x
+    batch range), else null. A cell whose law cannot be fitted without it (its N is the group's
+    only other N, say) is a row with null numbers and the ``reason``. Rows are labelled
+    ``law = "own (LOCO, <method>)"`` and carry the ``group``.
+    """
+    final = with_bs_tokens(final, seq_len=None)
+    _require(final, ["N", "D", "lr", "bs_tokens", loss], "the final-loss frame")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)  # evaluate / the fits warn once, not per cell
+        a = assign_cells(final, by, level_tolerance=level_tolerance, designs=designs, on_design=on_design)
+    keys = list(a.keys)
+    group_keys = [k for k in keys if k not in VARIABLES]
+    measured = a.frame.filter(
+        pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0)
+    )
+    label = LOCO_LABEL.format(method=method)
+    rows: list[dict[str, object]] = []
+    parts = measured.partition_by(group_keys, maintain_order=True) if group_keys else [measured]
+    for part in parts:
+        group = ",".join(f"{k}={part[k][0]}" for k in group_keys) or "all"
+        for cell in part.sort(keys, nulls_last=True).partition_by("cell", maintain_order=True):
+            rest = a.frame.filter(pl.col("cell").is_in(part["cell"].unique()) & (pl.col("cell") != cell["cell"][0]))
+            rows.append(_loco_cell(cell, rest, label, group, keys, method, method_eval, loss, seq_len, seed))
+    schema_first = {"reason": pl.String, "rel_error_quadratic": pl.Float64, "lr_edge": pl.String, "bs_edge": pl.String}
+    out = pl.DataFrame(rows, infer_schema_length=None)
+    return out.with_columns(*[pl.col(c).cast(t) for c, t in schema_first.items()], pl.col("fixed").cast(pl.String))
+
+
+def _loco_cell(
+    cell: pl.DataFrame,
+    rest: pl.DataFrame,
+    label: str,
+    group: str,
+    keys: Sequence[str],
+    method: LawMethod,
+    method_eval: EvaluateMethod,
+    loss: str,
+    seq_len: int,
+    seed: int,
+) -> dict[str, object]:
+    """One cell's :func:`leave_one_cell_out` row."""
+    base: dict[str, object] = {"law": label, "group": group, "cell": cell["cell"][0], **{k: cell[k][0] for k in keys}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the group's notes are the full fit's, issued elsewhere
+            law = fit_law(rest.drop("cell"), method, by=keys, bootstrap=0, seed=seed, name=label)
+            [row] = _evaluate_cell(cell, [(label, law)], keys, method_eval, loss, seq_len)
+    except InvalidArgumentError as e:
+        return {**base, "reason": f"no law without this cell: {e}"}
+    row.update(group=group, reason=None, rel_error_quadratic=_trusted_quadratic(cell, row, loss))
+    return row
+
+
+def _trusted_quadratic(cell: pl.DataFrame, row: Mapping[str, Any], loss: str) -> float | None:
+    """The relative loss gap at a row's prediction on the cell's quadratic surface, where that
+    surface is trustworthy: convex, its vertex inside the measured grid, the prediction inside the
+    measured lr x batch range (else null: an extrapolation measures nothing)."""
+    lr_hat, bs_hat = row.get("lr_pred"), row.get("bs_pred")
+    if lr_hat is None or bs_hat is None or row.get("fixed"):
+        return None
+    lr, bs = cell["lr"].cast(pl.Float64), cell["bs_tokens"].cast(pl.Float64)
+    inside = as_float(lr.min()) <= float(lr_hat) <= as_float(lr.max())
+    inside = inside and as_float(bs.min()) <= float(bs_hat) <= as_float(bs.max())
+    if not inside:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = optima(cell, list(_cell_keys_of(cell)) or list(CELL_KEYS), bootstrap=0, designs=())
+    if table.height != 1 or table["optimum"][0] != "vertex":
+        return None
+    surface = quadratic_surface(cell, loss=loss)
+    if surface is None:
+        return None
+    gap = float(surface(float(lr_hat), float(bs_hat)))  # loss / the cell's minimum - 1, between grid points
+    return gap if math.isfinite(gap) else None

@@ -370,7 +370,9 @@ class HparamLaw(Law, _SavedAsJson):
         ``estimate`` (what the law uses), ``point`` (full-sample fit), ``mean``, ``sd``,
         ``lo``/``hi`` (bootstrap percentile interval), the target's ``r2``, and of a fitted law
         the target's ``cells`` and how many of them had their grid minimum on the grid's
-        smallest (``edge_low``) or largest (``edge_high``) level: optima that are bounds."""
+        smallest (``edge_low``) or largest (``edge_high``) level: optima that are bounds. A target
+        the fit could not identify (``info["not_fitted"]``) has its coefficients as rows without
+        numbers and a ``reason`` column saying why."""
         lo_q, hi_q = _interval_bounds(interval)
         rows = []
         edges = self.info.get("edges") or {}
@@ -398,12 +400,29 @@ class HparamLaw(Law, _SavedAsJson):
                         "edge_high": counts.get("high"),
                     }
                 )
+        # a target the fit could not identify: its coefficients as rows without numbers, and why
+        for key, failed in (self.info.get("not_fitted") or {}).items():
+            counts = edges.get(key) or {}
+            prefix = "lr" if key == "lr" else "bs"
+            for term in ("intercept", *failed.get("on", ())):
+                rows.append(
+                    {
+                        "target": "lr" if key == "lr" else "bs_tokens",
+                        "term": term,
+                        "name": f"{prefix}_intercept" if term == "intercept" else f"{prefix}_coef{term}",
+                        "cells": counts.get("cells"),
+                        "edge_low": counts.get("low"),
+                        "edge_high": counts.get("high"),
+                        "reason": failed.get("reason"),
+                    }
+                )
         schema = {
             "target": pl.String,
             "term": pl.String,
             "name": pl.String,
             **{k: pl.Float64 for k in ("estimate", "point", "mean", "sd", "lo", "hi", "r2")},
             **{k: pl.Int64 for k in ("cells", "edge_low", "edge_high")},
+            **({"reason": pl.String} if self.info.get("not_fitted") else {}),
         }
         return pl.DataFrame(rows, schema=schema)
 

@@ -57,17 +57,21 @@ class StabilityReport:
     """The stability benchmark's tables (all Polars DataFrames).
 
     - ``coefficients``: per group and coefficient, the reference fit's estimate, bootstrap SD
-      and 95% interval;
-    - ``differences``: per pair of groups and coefficient, the difference, its bootstrap SE,
-      whether the 95% intervals overlap, a bootstrap z-test p-value, and ``differ``;
+      and 95% interval; a coefficient the group's cells could not fit has no numbers and a
+      ``reason`` (too few cells, constant regressor, no quadratic, ...);
+    - ``differences``: the comparison of the groups (:func:`compare`'s table): per pair of
+      groups and coefficient, both estimates with their intervals, the difference with its
+      95% interval, a z-test p-value and the verdict ``stable`` / ``differs`` /
+      ``not identified`` with its ``reason``;
     - ``loco``: leave-one-cell-out: per group and cell, the law refitted without the cell,
       its prediction for the cell against the cell's own optimum (log ratios of lr and
       batch) and the loss penalty on the cell's landscape (nearest grid point);
     - ``sensitivity``: per analysis choice (threshold, smoothing, method) and coefficient,
       the estimate and SD;
-    - ``verdicts``: per group and coefficient, ``stable``/``unstable``/``not identified``
-      (most cells' optimum of that target on the grid's edge) with the figures it rests on
-      (``cells``, ``edge_cells``);
+    - ``verdicts``: per group and coefficient, ``stable`` / ``differs`` (an analysis choice
+      moves it) / ``not identified`` (most cells' optimum of that target on the grid's edge, too
+      few cells, a regressor that does not vary, no usable quadratic) with the figures it rests
+      on (``max_z``, ``cells``, ``edge_cells``) and a ``reason``;
     - ``draws``: the reference fit's bootstrap draws, one row per group and draw, one column
       per coefficient (the distributions behind the intervals).
     """
@@ -81,10 +85,10 @@ class StabilityReport:
     _repr_html_ = stability_html  # a notebook's view
 
     def summary(self) -> str:
-        with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4):
+        with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4, fmt_str_lengths=120):
             parts = [
                 "coefficients:", str(self.coefficients),
-                "group differences:", str(self.differences) if len(self.differences) else "(one group)",
+                "group comparison:", str(self.differences) if len(self.differences) else "(one group)",
                 "leave-one-cell-out (median over cells):", str(_loco_summary(self.loco)),
                 "verdicts:", str(self.verdicts),
             ]  # fmt: skip
@@ -120,8 +124,58 @@ def _fit(
         return fit_law(final, how, by=cells, threshold=threshold, bootstrap=bootstrap, seed=seed, resample="rows")
 
 
-def _coef_table(law: HparamLaw) -> pl.DataFrame:
-    return law.to_polars().select("name", "estimate", "sd", "lo", "hi")
+#: The coefficients of the default law (lr on N and D, batch on D): the rows of a group that
+#: could not be fitted at all.
+COEFFICIENTS = ("lr_intercept", "lr_coefN", "lr_coefD", "bs_intercept", "bs_coefD")
+
+_COEF_SCHEMA = {
+    "group": pl.String,
+    "name": pl.String,
+    "estimate": pl.Float64,
+    "sd": pl.Float64,
+    "lo": pl.Float64,
+    "hi": pl.Float64,
+    "cells": pl.Int64,
+    "reason": pl.String,
+}
+
+
+def reason_kind(message: str) -> str:
+    """What kind of failure a fit's refusal is, for the ``reason`` columns: ``too few cells``,
+    ``constant regressor`` (or collinear regressors), ``no quadratic``, ``edge-bound``, or
+    ``not fitted``, followed by the message itself."""
+    m = message.lower()
+    if "quadratic" in m and ("no cell" in m or "no usable" in m):
+        kind = "no quadratic"
+    elif "edge-bound" in m or "censored" in m:
+        kind = "edge-bound"
+    elif "same " in m or "spans only" in m or "collinear" in m or "do not vary" in m or "not identifiable" in m:
+        kind = "constant regressor"
+    elif "too few" in m or "only " in m or "no samples" in m or "no usable runs" in m or "at least" in m:
+        kind = "too few cells"
+    else:
+        kind = "not fitted"
+    return f"{kind}: {message}"
+
+
+def _coef_table(law: HparamLaw | None, group: str, cells: int | None, failure: str | None) -> pl.DataFrame:
+    """A group's coefficient rows: the law's, with the reason of any target it could not fit;
+    a group without a law has every coefficient without numbers and ``failure`` as reason."""
+    if law is None:
+        rows = [{"group": group, "name": n, "cells": cells, "reason": failure} for n in COEFFICIENTS]
+        return pl.DataFrame(rows, schema=_COEF_SCHEMA)
+    t = law.to_polars()
+    reason = pl.col("reason").map_elements(reason_kind, return_dtype=pl.String) if "reason" in t.columns else None
+    return t.select(
+        group=pl.lit(group),
+        name="name",
+        estimate="estimate",
+        sd="sd",
+        lo="lo",
+        hi="hi",
+        cells=pl.lit(cells, dtype=pl.Int64),
+        reason=reason if reason is not None else pl.lit(None, dtype=pl.String),
+    ).cast(_COEF_SCHEMA)  # type: ignore[arg-type]
 
 
 def _groups(final: pl.DataFrame, by: str | None) -> dict[str, pl.DataFrame]:
@@ -135,6 +189,172 @@ def _groups(final: pl.DataFrame, by: str | None) -> dict[str, pl.DataFrame]:
     return dict(sorted(out.items()))
 
 
+def _cell_count(df: pl.DataFrame, cells: Sequence[str]) -> int | None:
+    """How many cells a group's runs form (None when none can be formed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(assign_cells(df, cells).frame["cell"].n_unique())
+    except InvalidArgumentError:
+        return None
+
+
+@dataclass
+class _GroupFit:
+    """One group's reference fit: the law (None when nothing could be fitted, ``failure`` says
+    why), its cell count and edge counts."""
+
+    law: HparamLaw | None
+    cells: int | None
+    failure: str | None
+
+    @property
+    def edges(self) -> Mapping[str, Any]:
+        return (self.law.info.get("edges") or {}) if self.law is not None else {}
+
+
+def _fit_groups(
+    groups: Mapping[str, pl.DataFrame],
+    method: LawMethod,
+    threshold: float,
+    bootstrap: int,
+    seed: int,
+    cells: Sequence[str],
+    by: str | None,
+) -> dict[str, _GroupFit]:
+    """Every group's reference fit, as far as its cells allow: a group that cannot be fitted is
+    kept with the reason (warned, one line), never an exception."""
+    reference: OptimumMethod = "grid" if method == "steplaw" else "quadratic"
+    out = {}
+    for g, df in groups.items():
+        n_cells = _cell_count(df, cells)
+        try:
+            law = _fit(df, reference, threshold, bootstrap, seed, cells)
+        except InvalidArgumentError as e:
+            failure = reason_kind(str(e))
+            warn([f"{by}={g}: no law: {failure}" if by else f"no law: {failure}"])
+            out[g] = _GroupFit(None, n_cells, failure)
+            continue
+        prefix = "" if by is None else f"{by}={g}: "
+        warn([prefix + n for n in edge_notes(law.info.get("edges"))])
+        warn([f"{prefix}no {k} law: {reason_kind(f['reason'])}" for k, f in (law.info.get("not_fitted") or {}).items()])
+        out[g] = _GroupFit(law, n_cells, None)
+    return out
+
+
+def compare(
+    final: pl.DataFrame,
+    by: str = "recipe",
+    *,
+    method: LawMethod = "quadratic",
+    threshold: float = DEFAULT_THRESHOLD,
+    bootstrap: int = 1000,
+    seed: int = 42,
+    cells: Sequence[str] = CELL_KEYS,
+) -> pl.DataFrame:
+    """The law of each group of ``by`` (a data recipe, a MoE design) side by side: the table to
+    cite when asking whether two recipes have the same lr / batch law.
+
+    Each group's law is :func:`steplaw_db.fit.fit_law`'s (``method``, ``threshold``,
+    ``bootstrap`` resamples, ``seed``) on its cells (keyed by ``cells`` and ``by``, as
+    :func:`steplaw_db.optima.assign_cells` makes them). One row per pair of groups and
+    coefficient: ``group_a``, ``group_b``, ``name``; ``cells_a`` / ``cells_b``; ``estimate_a``,
+    ``lo_a``, ``hi_a`` and the same for b (95% bootstrap intervals); ``difference`` (a - b) with
+    ``se`` (the two bootstrap SDs combined: the groups' fits are independent) and its 95%
+    interval ``difference_lo`` / ``difference_hi``; ``p`` (two-sided z-test); ``verdict``:
+
+    - ``differs``: p < ALPHA and the two 95% intervals do not overlap (a strict test, about
+      p < 0.006, so that five coefficients a pair rarely give a false alarm);
+    - ``stable``: the groups' coefficients are not told apart;
+    - ``not identified``: a group could not fit that coefficient or most of its cells have
+      that target's optimum on the grid's edge (the law follows the grid); ``reason`` says
+      which group and why (too few cells, constant regressor, no quadratic, edge-bound).
+
+    A group whose law cannot be fitted is warned and its rows say why; one group gives an
+    empty table (with these columns). Also :attr:`StabilityReport.differences`.
+    """
+    if by not in final.columns:
+        raise InvalidArgumentError(f"no column '{by}' to compare by (columns: {final.columns})")
+    if method not in ("quadratic", "steplaw"):
+        raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
+    keyed = [*cells, *([by] if by not in cells else [])]
+    warn(assign_cells(final, keyed).notes)
+    fits = _fit_groups(_groups(final, by), method, threshold, bootstrap, seed, keyed, by)
+    coefficients = pl.concat([_coef_table(f.law, g, f.cells, f.failure) for g, f in fits.items()])
+    return _comparison(fits, coefficients)
+
+
+_COMPARISON_SCHEMA = {
+    "group_a": pl.String,
+    "group_b": pl.String,
+    "name": pl.String,
+    "cells_a": pl.Int64,
+    "cells_b": pl.Int64,
+    "estimate_a": pl.Float64,
+    "lo_a": pl.Float64,
+    "hi_a": pl.Float64,
+    "estimate_b": pl.Float64,
+    "lo_b": pl.Float64,
+    "hi_b": pl.Float64,
+    "difference": pl.Float64,
+    "se": pl.Float64,
+    "difference_lo": pl.Float64,
+    "difference_hi": pl.Float64,
+    "p": pl.Float64,
+    "verdict": pl.String,
+    "reason": pl.String,
+}
+
+
+def _unidentified(fit: _GroupFit, row: Mapping[str, Any], group: str) -> str | None:
+    """Why a group's coefficient is not identified (None when it is)."""
+    if row.get("reason"):
+        return f"{group}: {row['reason']}"
+    if row.get("estimate") is None:
+        return f"{group}: not fitted"
+    target = str(row["name"]).split("_", 1)[0]
+    counts = fit.edges.get(target) or {}
+    if is_edge_bound(counts):
+        [note] = edge_notes({target: counts})
+        return f"{group}: edge-bound: {note}"
+    return None
+
+
+def _comparison(fits: Mapping[str, _GroupFit], coefficients: pl.DataFrame) -> pl.DataFrame:
+    """:func:`compare`'s table from the groups' fits and their coefficient rows."""
+    rows: list[dict[str, Any]] = []
+    names = coefficients["name"].unique(maintain_order=True).to_list()
+    for ga, gb in itertools.combinations(fits, 2):
+        ta = {r["name"]: r for r in coefficients.filter(pl.col("group") == ga).iter_rows(named=True)}
+        tb = {r["name"]: r for r in coefficients.filter(pl.col("group") == gb).iter_rows(named=True)}
+        for n in names:
+            a, b = ta.get(n, {"name": n, "reason": "not fitted"}), tb.get(n, {"name": n, "reason": "not fitted"})
+            row: dict[str, Any] = {
+                "group_a": ga,
+                "group_b": gb,
+                "name": n,
+                "cells_a": fits[ga].cells,
+                "cells_b": fits[gb].cells,
+                **{f"{k}_a": a.get(k) for k in ("estimate", "lo", "hi")},
+                **{f"{k}_b": b.get(k) for k in ("estimate", "lo", "hi")},
+            }
+            why = [w for w in (_unidentified(fits[ga], a, ga), _unidentified(fits[gb], b, gb)) if w]
+            if a.get("estimate") is not None and b.get("estimate") is not None:
+                diff = a["estimate"] - b["estimate"]
+                se = math.hypot(a.get("sd") or 0.0, b.get("sd") or 0.0)
+                z = diff / se if se > 0 else (math.inf if diff else 0.0)
+                p = 1.0 - math.erf(abs(z) / math.sqrt(2.0))
+                row.update(difference=diff, se=se, difference_lo=diff - 1.96 * se, difference_hi=diff + 1.96 * se, p=p)
+                overlap = not (a["hi"] < b["lo"] or b["hi"] < a["lo"]) if None not in (a["hi"], b["lo"]) else True
+                differs = p < ALPHA and not overlap
+            else:
+                differs = False
+            row["verdict"] = "not identified" if why else "differs" if differs else "stable"
+            row["reason"] = "; ".join(why) if why else None
+            rows.append(row)
+    return pl.DataFrame(rows, schema=_COMPARISON_SCHEMA)
+
+
 def stability(
     final: pl.DataFrame | Mapping[str, pl.DataFrame],
     by: str | None = None,
@@ -146,7 +366,7 @@ def stability(
     loco: bool = True,
     seed: int = 42,
     cells: Sequence[str] = CELL_KEYS,
-    method: LawMethod = "steplaw",
+    method: LawMethod = "quadratic",
 ) -> StabilityReport:
     """Run the stability benchmark of the lr/batch law.
 
@@ -156,17 +376,19 @@ def stability(
     reference. ``by``: a column that splits the runs into groups (``recipe``, a MoE design, a
     shape tag) or None; the cells are keyed by ``cells`` (and ``by``), as
     :func:`steplaw_db.optima.assign_cells` makes them. The reference fit is ``method``'s
-    (:func:`steplaw_db.fit.fit_law`: ``"steplaw"``, near-optimal rows at ``threshold``, the
-    procedure whose stability the benchmark was built to question, or ``"quadratic"``, each
-    cell's vertex: its SDs are several times smaller, so the threshold variants of the
-    sensitivity table, which move the paper's law, read as unstable against it), with
-    ``bootstrap`` resamples; leave-one-cell-out refits it without each cell.
+    (:func:`steplaw_db.fit.fit_law`: ``"quadratic"``, each cell's vertex, the package's default
+    law, or ``"steplaw"``, near-optimal rows at ``threshold``), with ``bootstrap`` resamples;
+    leave-one-cell-out refits it without each cell.
 
-    A coefficient's verdict is ``stable`` when every analysis choice (thresholds, smoothing
-    modes, methods) moves it by less than ``STABLE_SDS`` bootstrap SDs of the reference fit,
-    else ``unstable``; ``not identified`` when most of the group's cells have that target's
-    grid minimum on the grid's edge (warned, one line per group and target, as every fit
-    does); the verdict table gives the range, the SD, the ratio and the edge counts.
+    A coefficient's verdict is ``differs`` when two analysis choices (thresholds, smoothing
+    modes, methods, the reference fit) put it ``STABLE_SDS`` or more apart in the larger of their
+    two bootstrap SDs (each gap judged by the noisier estimate's precision, so the near-optimal
+    procedure's scatter does not make the precise vertex law read as unstable; the verdict is
+    the same whichever method is the reference), else ``stable``; ``not identified`` when the group's cells
+    cannot fit it (too few cells, a constant regressor, no usable quadratic: ``reason``) or most
+    of them have that target's grid minimum on the grid's edge (warned, one line per group and
+    target, as every fit does). Groups are compared by :func:`compare`'s rule
+    (``differences``). A group that cannot be fitted is reported, never an exception.
     """
     frames = dict(final) if isinstance(final, Mapping) else {"reference": final}
     if not frames:
@@ -178,7 +400,8 @@ def stability(
         raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
     reference_name = next(iter(frames))
     cells = list(cells)
-    warn(assign_cells(frames[reference_name], [*cells, *([by] if by and by not in cells else [])]).notes)
+    keyed = [*cells, *([by] if by and by not in cells else [])]
+    warn(assign_cells(frames[reference_name], keyed).notes)
     groups = _groups(frames[reference_name], by)
     reference: OptimumMethod = "grid" if method == "steplaw" else "quadratic"
 
@@ -186,28 +409,34 @@ def stability(
     settings: list[tuple[OptimumMethod, float | None]] = [("grid", t) for t in thresholds if "grid" in methods]
     settings += [("quadratic", None)] if "quadratic" in methods else []
 
+    fits = _fit_groups(groups, method, threshold, bootstrap, seed, cells, by)
     coef_rows: list[pl.DataFrame] = []
     sens_rows: list[pl.DataFrame] = []
     loco_rows: list[dict[str, Any]] = []
-    laws: dict[str, HparamLaw] = {}
     for g, df in groups.items():
-        law = _fit(df, reference, threshold, bootstrap, seed, cells)
-        laws[g] = law
-        warn([n if by is None else f"{by}={g}: {n}" for n in edge_notes(law.info.get("edges"))])
-        coef_rows.append(_coef_table(law).with_columns(group=pl.lit(g)))
+        fit = fits[g]
+        coef_rows.append(_coef_table(fit.law, g, fit.cells, fit.failure))
+        if fit.law is None:
+            continue
         for smooth_name, frame in frames.items():
             gdf = frame if by is None else frame.filter(pl.col(by).cast(pl.String) == g)
             sens_rows += _sensitivity(gdf, g, smooth_name, settings, threshold, min(bootstrap, 200), seed, cells)
         if loco:
             loco_rows += _leave_one_cell_out(df, g, threshold, seed, cells, reference)
 
-    coefficients = pl.concat(coef_rows).select("group", "name", "estimate", "sd", "lo", "hi")
-    sensitivity = pl.concat(sens_rows).select("group", "smoothing", "method", "threshold", "name", "estimate", "sd")
-    differences = _differences(laws, coefficients)
+    coefficients = pl.concat(coef_rows)
+    sens_cols = ["group", "smoothing", "method", "threshold", "name", "estimate", "sd"]
+    sensitivity = (
+        pl.concat(sens_rows, how="diagonal_relaxed").select(sens_cols)
+        if sens_rows
+        else pl.DataFrame(schema={**{c: pl.String for c in sens_cols[:3]}, "threshold": pl.Float64, "name": pl.String,
+                                  "estimate": pl.Float64, "sd": pl.Float64})
+    )  # fmt: skip
+    differences = _comparison(fits, coefficients)
     loco_df = pl.DataFrame(loco_rows) if loco_rows else pl.DataFrame()
-    draws = pl.concat([law.samples.with_columns(group=pl.lit(g)) for g, law in laws.items()], how="diagonal_relaxed")
-    edges = {g: law.info.get("edges") or {} for g, law in laws.items()}
-    verdicts = _verdicts(coefficients, sensitivity, edges)
+    samples = [f.law.samples.with_columns(group=pl.lit(g)) for g, f in fits.items() if f.law is not None]
+    draws = pl.concat(samples, how="diagonal_relaxed") if samples else pl.DataFrame()
+    verdicts = _verdicts(coefficients, sensitivity, fits)
     return StabilityReport(coefficients, differences, loco_df, sensitivity, verdicts, draws)
 
 
@@ -228,10 +457,13 @@ def _sensitivity(
         try:
             fitted = _fit(final, method, t if t is not None else threshold, bootstrap, seed, cells)
         except InvalidArgumentError as e:
-            warnings.warn(f"stability: group {group}, {smoothing}/{method}/{t}: {e}", stacklevel=3)
+            warn([f"stability: group {group}, {smoothing}/{method}/{t}: {e}"])
             continue
         out.append(
-            _coef_table(fitted).with_columns(
+            fitted.to_polars()
+            .filter(pl.col("estimate").is_not_null())
+            .select("name", "estimate", "sd")
+            .with_columns(
                 group=pl.lit(group),
                 smoothing=pl.lit(smoothing),
                 method=pl.lit(method),
@@ -241,91 +473,90 @@ def _sensitivity(
     return out
 
 
-def _verdicts(
-    coefficients: pl.DataFrame, sensitivity: pl.DataFrame, edges: Mapping[str, Mapping[str, Any]]
-) -> pl.DataFrame:
-    """Per group and coefficient: the range of the estimates over the analysis choices in
-    reference-fit SDs, and ``stable`` when it is below ``STABLE_SDS``; ``not identified`` when
-    most of the group's cells have that target's optimum on the grid's edge (the coefficient
-    follows the grid, and every variant agrees because the edges do not move), whatever the
-    range. ``cells`` and ``edge_cells`` give the counts."""
+_VERDICT_SCHEMA = {
+    "group": pl.String,
+    "name": pl.String,
+    "estimate": pl.Float64,
+    "sd": pl.Float64,
+    "min": pl.Float64,
+    "max": pl.Float64,
+    "range_in_sds": pl.Float64,
+    "max_z": pl.Float64,
+    "cells": pl.Int64,
+    "edge_cells": pl.Int64,
+    "verdict": pl.String,
+    "reason": pl.String,
+}
+
+
+def _moved(a: tuple[float, float | None], b: tuple[float, float | None]) -> float:
+    """How far two analysis choices' estimates of a coefficient lie apart, in the larger of their
+    two bootstrap SDs. Both are fits to the same runs, so their errors are correlated and the SD of
+    the difference is near one fit's, not the two combined; the larger SD keeps a noisy procedure
+    (the near-optimal rows, SDs 3-7x the vertex fit's on synthetic sweeps) from reading as a move
+    of the precise one."""
+    scale = max(a[1] or 0.0, b[1] or 0.0)
+    gap = abs(a[0] - b[0])
+    return gap / scale if scale > 0 else (math.inf if gap > 0 else 0.0)
+
+
+def _verdicts(coefficients: pl.DataFrame, sensitivity: pl.DataFrame, fits: Mapping[str, _GroupFit]) -> pl.DataFrame:
+    """Per group and coefficient: the range of the estimates over the analysis choices
+    (``min``, ``max``, in reference-fit SDs ``range_in_sds``) and the largest gap between two
+    choices (the reference fit among them) in the larger of their SDs (``max_z``, :func:`_moved`);
+    ``differs`` when it reaches STABLE_SDS, else ``stable``; ``not identified``
+    when the coefficient could not be fitted (``reason``) or most of the group's cells have
+    that target's optimum on the grid's edge (every variant agrees because the edges do not
+    move), whatever the range. ``cells`` and ``edge_cells`` give the counts."""
     rows = []
     for row in coefficients.iter_rows(named=True):
-        counts = (edges.get(row["group"]) or {}).get(str(row["name"]).split("_", 1)[0]) or {}
+        fit = fits[row["group"]]
+        counts = fit.edges.get(str(row["name"]).split("_", 1)[0]) or {}
         s = sensitivity.filter((pl.col("group") == row["group"]) & (pl.col("name") == row["name"]))
         low = as_float(s["estimate"].min()) if len(s) else None
         high = as_float(s["estimate"].max()) if len(s) else None
-        spread = high - low if high is not None and low is not None else float("nan")
-        ratio = spread / row["sd"] if row["sd"] else float("inf")
+        est, sd = row["estimate"], row["sd"]
+        spread = high - low if high is not None and low is not None else None
+        ratio = (spread / sd if sd else math.inf) if spread is not None else None
+        max_z = None
+        if est is not None and len(s):
+            choices = [(est, sd), *zip(s["estimate"], s["sd"], strict=True)]
+            max_z = max(_moved(a, b) for a, b in itertools.combinations(choices, 2))
+        why = _unidentified(fit, row, row["group"])
+        verdict = "not identified" if why else "differs" if max_z is not None and max_z >= STABLE_SDS else "stable"
         rows.append(
             {
                 "group": row["group"],
                 "name": row["name"],
-                "estimate": row["estimate"],
-                "sd": row["sd"],
+                "estimate": est,
+                "sd": sd,
                 "min": low,
                 "max": high,
                 "range_in_sds": ratio,
-                "cells": counts.get("cells"),
+                "max_z": max_z,
+                "cells": counts.get("cells", row.get("cells")),
                 "edge_cells": counts.get("low", 0) + counts.get("high", 0) if counts else None,
-                "verdict": "not identified"
-                if is_edge_bound(counts)
-                else "stable"
-                if ratio < STABLE_SDS
-                else "unstable",
+                "verdict": verdict,
+                "reason": why.split(": ", 1)[1] if why else None,
             }
         )
-    return pl.DataFrame(rows)
-
-
-def _differences(laws: Mapping[str, HparamLaw], coefficients: pl.DataFrame) -> pl.DataFrame:
-    """Per pair of groups and coefficient: the difference and a two-sided z-test on the
-    bootstrap SDs (the groups' fits are independent). Groups "differ" when p < ALPHA and
-    their 95% intervals do not overlap (a stricter test, about p < 0.006, so that five
-    coefficients per pair rarely give a false alarm).
-
-    A permutation test (groups' cells reassigned at random) was tried and left out: when the
-    groups' laws do differ, halves that mix both laws' cells fit wildly steep or flat laws, so
-    the permuted differences dwarf the real one and the test has no power."""
-    rows: list[dict[str, Any]] = []
-    names = coefficients["name"].unique(maintain_order=True).to_list()
-    for ga, gb in itertools.combinations(laws, 2):
-        ca, cb = laws[ga].coefficients(), laws[gb].coefficients()
-        observed = {n: ca[n] - cb[n] for n in names}
-        ta = coefficients.filter(pl.col("group") == ga)
-        tb = coefficients.filter(pl.col("group") == gb)
-        for n in names:
-            a = ta.filter(pl.col("name") == n).row(0, named=True)
-            b = tb.filter(pl.col("name") == n).row(0, named=True)
-            se = math.hypot(a["sd"] or 0.0, b["sd"] or 0.0)
-            z = observed[n] / se if se > 0 else float("inf")
-            p_z = 1.0 - math.erf(abs(z) / math.sqrt(2.0))
-            overlap = not (a["hi"] < b["lo"] or b["hi"] < a["lo"])
-            rows.append(
-                {
-                    "group_a": ga,
-                    "group_b": gb,
-                    "name": n,
-                    "difference": observed[n],
-                    "se": se,
-                    "intervals_overlap": overlap,
-                    "p_bootstrap": p_z,
-                    "differ": (p_z < ALPHA) and not overlap,
-                }
-            )
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, schema=_VERDICT_SCHEMA)
 
 
 def _leave_one_cell_out(
     df: pl.DataFrame, group: str, threshold: float, seed: int, cells: Sequence[str], method: OptimumMethod
 ) -> list[dict[str, Any]]:
-    """Refit without each cell; predict its optimum; score the prediction on its landscape."""
+    """Refit without each cell; predict its optimum; score the prediction on its landscape.
+    A cell without which the law cannot be fitted (its N was unique, say) is left out."""
     from .fit import evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # issued once by stability()
         assigned = assign_cells(df, cells).frame
-        cell_table = optima(assigned, by=cells, threshold=threshold)
+        try:
+            cell_table = optima(assigned, by=cells, threshold=threshold)
+        except InvalidArgumentError:
+            return []
     keys = cell_table.columns[1 : cell_table.columns.index("runs")]
     rows = []
     for cell in cell_table.iter_rows(named=True):
@@ -333,13 +564,14 @@ def _leave_one_cell_out(
         held = assigned.filter(pl.col("cell") == cell["cell"])
         try:
             law = _fit(rest, method, threshold, 0, seed, cells)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scored = evaluate({"loco": law}, held, by=keys)
         except InvalidArgumentError:
             continue  # without this cell the law is not identifiable (e.g. its N was unique)
         pred = law.predict(N=cell["N"], D=cell["D"], interval=None)
-        lr_pred, bs_pred = pred["lr"].item(), pred["bs_tokens"].item()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scored = evaluate({"loco": law}, held, by=keys)
+        lr_pred = pred["lr"].item() if "lr" in pred.columns else None
+        bs_pred = pred["bs_tokens"].item() if "bs_tokens" in pred.columns else None
         rows.append(
             {
                 "group": group,
@@ -347,10 +579,10 @@ def _leave_one_cell_out(
                 **{c: cell[c] for c in keys},
                 "lr_pred": lr_pred,
                 "lr_opt": cell["lr_grid"],
-                "lr_log_error": math.log(lr_pred / cell["lr_grid"]),
+                "lr_log_error": math.log(lr_pred / cell["lr_grid"]) if lr_pred else None,
                 "bs_pred": bs_pred,
                 "bs_opt": cell["bs_tokens_grid"],
-                "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]),
+                "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]) if bs_pred else None,
                 "loss_penalty": float(scored["rel_error"][0]),
             }
         )

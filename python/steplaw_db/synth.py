@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +48,7 @@ __all__ = [
     "LR_COEF",
     "LR_EXP_D",
     "LR_EXP_N",
+    "PLATEAU_LOSS",
     "RUN_NAME_RE",
     "TRUTH",
     "GroundTruth",
@@ -92,6 +93,11 @@ DIVERGE_START = 0.7  # fraction of the steps where a diverging run's loss starts
 DIVERGE_LOSS = 7.5  # level the loss of a diverging run rises towards
 DIVERGE_NAN = 2  # a diverging run's last entries that read nan
 WARMUP_FRACTION = 0.01  # linear warm-up over the first 1 % of the steps, then cosine to lr_min
+#: A run at too high an lr that never leaves the early plateau (``plateau_lr_factor``) ends near
+#: the unigram entropy of the data: about 7.3 nats for a 50k-token BPE vocabulary on web text
+#: (the loss a model reaches that learns token frequencies and nothing else).
+PLATEAU_LOSS = 7.3
+PLATEAU_EXIT = 0.02  # fraction of the steps over which such a run falls from LOSS_INIT to its plateau
 
 FORMATS = ("steplaw", "megatron", "jsonl", "csv")
 
@@ -251,7 +257,10 @@ def _curves(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
     t = it.astype(np.float64)
     g = _decay(t, steps)
-    final = spec["true_final_loss"]
+    final = spec["true_final_loss"] * (1.0 + spec["run_offset"])
+    if spec["plateau"]:
+        # stuck at the unigram level after a short fall: finite to the end, never nan
+        g = np.exp(-t / max(1.0, PLATEAU_EXIT * steps))
     loss = final + (LOSS_INIT - final) * g
     gn = 0.15 + 1.5 * np.sqrt(g)
     if spec["diverged"]:
@@ -354,6 +363,7 @@ def _config(spec: dict) -> dict:
         "lr": spec["lr"],
         "min_lr": spec["lr_min"],
         "train_iters": spec["steps"],
+        **({"recipe": spec["recipe"]} if spec.get("recipe") else {}),
     }
 
 
@@ -416,9 +426,11 @@ def _write_run(spec: dict) -> int:
     else:  # write_sweep checked the format
         raise ValueError(fmt)
 
-    if fmt != "steplaw":
+    if fmt != "steplaw" or spec.get("recipe"):
+        # a Step Law log names its configuration in the run name; a recipe needs a sidecar
+        config = _config(spec) if fmt != "steplaw" else {"recipe": spec["recipe"]}
         with open(d / "config.json", "w") as f:
-            json.dump(_config(spec), f, indent=2)
+            json.dump(config, f, indent=2)
             f.write("\n")
     return n
 
@@ -432,18 +444,36 @@ def _centred(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.float64) - (n // 2)
 
 
-def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt, out, shift=(0.0, 0.0)):
+def _plan(
+    cells,
+    n_lr,
+    n_bs,
+    seq_len,
+    lr_min,
+    seed,
+    diverge,
+    noise,
+    points,
+    fmt,
+    out,
+    shift=(0.0, 0.0),
+    truth=TRUTH,
+    recipe=None,
+    index=0,
+    plateau_lr_factor=None,
+    final_noise=0.0,
+):
     runs, cell_rows = [], []
-    index = 0
+    prefix = "synth" if recipe is None else f"synth-{recipe}"
     for c, cell in enumerate(cells):
         if len(cell) != 5:
             raise ValueError(f"a cell is (h, ffnh, numh, numl, D), got {cell!r}")
         h, ffnh, numh, numl = (int(v) for v in cell[:4])
         D = float(cell[4])
         N = n_params(h, ffnh, numl)
-        lr_star = float(TRUTH.lr_opt(N, D))
-        b_star = float(TRUTH.bs_tokens_opt(D))
-        l_star = float(TRUTH.loss_opt(N, D))
+        lr_star = float(truth.lr_opt(N, D))
+        b_star = float(truth.bs_tokens_opt(D))
+        l_star = float(truth.loss_opt(N, D))
         # deterministic per-cell offset of the grid, in grid steps, so that the optimum
         # falls between grid points
         off_lr, off_bs = np.random.default_rng([seed, 0, c]).uniform(-0.5, 0.5, size=2) + np.asarray(shift)
@@ -455,6 +485,7 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
                 bss.append(b)
         cell_rows.append(
             {
+                **({"recipe": recipe} if recipe is not None else {}),
                 "cell": c,
                 "h": h,
                 "ffnh": ffnh,
@@ -476,7 +507,10 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
             for bs in bss:
                 steps = max(1, round(D / (bs * seq_len)))
                 bs_tokens = bs * seq_len
-                name = run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min)
+                name = run_name(h, ffnh, numh, numl, lr, bs, steps, lr_min, prefix)
+                plateau = plateau_lr_factor is not None and lr >= plateau_lr_factor * lr_star
+                # run-to-run noise of the final loss (seeds, data order): one offset a run
+                offset = final_noise * float(np.random.default_rng([seed, 2, index]).standard_normal())
                 runs.append(
                     {
                         "index": index,
@@ -493,8 +527,11 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
                         "seq_len": seq_len,
                         "bs_tokens": bs_tokens,
                         "steps": steps,
-                        "true_final_loss": float(TRUTH.landscape(N, D, lr, bs_tokens)),
-                        "diverged": bool(diverge and TRUTH.diverges(N, D, lr)),
+                        "true_final_loss": PLATEAU_LOSS if plateau else float(truth.landscape(N, D, lr, bs_tokens)),
+                        "diverged": bool(diverge and truth.diverges(N, D, lr)) and not plateau,
+                        "plateau": plateau,
+                        "run_offset": offset,
+                        "recipe": recipe,
                         "lr_opt": lr_star,
                         "bs_tokens_opt": b_star,
                         # throughput of 8 GPUs at 150 TFLOP/s each
@@ -504,7 +541,7 @@ def _plan(cells, n_lr, n_bs, seq_len, lr_min, seed, diverge, noise, points, fmt,
                         "noise": noise,
                         "points": points,
                         "fmt": fmt,
-                        "out": str(out),
+                        "out": str(out if recipe is None else Path(out) / recipe),
                     }
                 )
                 index += 1
@@ -521,11 +558,22 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
+def _diverge_some(runs: list[dict[str, Any]], n: int, seed: int) -> None:
+    """Mark ``n`` runs (picked by ``seed`` among those that neither diverge nor plateau) diverged."""
+    if not n:
+        return
+    others = [k for k, r in enumerate(runs) if not (r["diverged"] or r["plateau"])]
+    if n > len(others):
+        raise ValueError(f"diverge_runs={n} but only {len(others)} runs neither diverge nor plateau")
+    for k in np.random.default_rng([seed, 3]).choice(others, size=n, replace=False):
+        runs[int(k)]["diverged"] = True
+
+
 def write_sweep(
     out: str | os.PathLike[str],
     *,
     fmt: SynthFormat = "steplaw",
-    cells: Sequence[tuple[float, ...]] | None = None,
+    cells: Sequence[tuple[float, ...]] | Mapping[str, Sequence[tuple[float, ...]]] | None = None,
     n_lr: int = 7,
     n_bs: int = 5,
     points: int = 200,
@@ -537,40 +585,78 @@ def write_sweep(
     workers: int = 1,
     lr_shift: float = 0.0,
     bs_shift: float = 0.0,
+    plateau_lr_factor: float | None = None,
+    diverge_runs: int = 0,
+    final_noise: float = 0.0,
+    recipes: Mapping[str, GroundTruth] | None = None,
 ) -> pl.DataFrame:
     """Write a synthetic sweep to ``out`` (one directory per run + ``truth.json``).
 
     Returns one row per run: name, N, D, h, ffnh, numh, numl, lr, bs, seq_len, bs_tokens,
-    steps, true_final_loss (noise-free landscape value), diverged, lr_opt, bs_tokens_opt.
-    The output is byte-identical whatever ``workers`` is.
+    steps, true_final_loss (noise-free landscape value), diverged, lr_opt, bs_tokens_opt,
+    plateau (and recipe with ``recipes``). The output is byte-identical whatever ``workers`` is.
 
     ``lr_shift`` / ``bs_shift`` move every cell's grid by that many grid steps (factors sqrt 2)
     beyond its random offset: a grid of ``n_bs`` batches is centred on the optimum, so
     ``bs_shift > n_bs // 2 + 0.5`` puts the optimum below the smallest batch (an edge optimum,
     issue 19), a negative shift above the largest.
+
+    Shapes of real sweeps (issue 19):
+
+    - ``plateau_lr_factor``: runs at lr >= that factor times the optimum never leave the early
+      plateau: their loss falls from LOSS_INIT to PLATEAU_LOSS (about the unigram entropy) in
+      the first 2% of the steps and stays there, finite (not nan, not diverged); below
+      DIVERGE_LR_FACTOR they take precedence over divergence.
+    - ``diverge_runs``: that many runs besides (picked by ``seed`` among the others) diverge
+      whatever their lr, as a bad node or a loss spike does.
+    - ``final_noise``: run-to-run noise of the final loss (seeds, data order), a relative SD
+      (0.003: about 0.3%); each run's curve is shifted by its own offset, which the smoothing of
+      ``noise`` (per log entry) does not average away.
+    - ``recipes``: data recipes with their own laws, ``{"web": TRUTH, "code": GroundTruth(...)}``:
+      each recipe's runs go under ``out/<recipe>/`` (run names ``synth-<recipe>_...``, a
+      ``recipe`` key in each run's config.json, read by ``ingest``), on ``cells`` (or
+      ``cells[recipe]`` when a mapping); truth.json holds each recipe's law and cells.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if n_lr < 1 or n_bs < 1 or points < 1 or seq_len < 1:
         raise ValueError("n_lr, n_bs, points and seq_len must be >= 1")
-    cells = list(DEFAULT_CELLS if cells is None else cells)
+    if diverge_runs < 0 or final_noise < 0 or (plateau_lr_factor is not None and plateau_lr_factor <= 0):
+        raise ValueError("diverge_runs and final_noise must be >= 0, plateau_lr_factor > 0")
+    groups: dict[str | None, GroundTruth] = {None: TRUTH} if not recipes else {}
+    for name, law in (recipes or {}).items():
+        groups[name] = law
+    if isinstance(cells, Mapping) and not recipes:
+        raise ValueError("cells per recipe need recipes=")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = int(seed)
-    runs, cell_rows = _plan(
-        cells,
-        int(n_lr),
-        int(n_bs),
-        int(seq_len),
-        float(lr_min),
-        seed,
-        bool(diverge),
-        float(noise),
-        int(points),
-        fmt,
-        out,
-        (float(lr_shift), float(bs_shift)),
-    )
+    runs: list[dict[str, Any]] = []
+    cell_rows: list[dict[str, Any]] = []
+    for recipe, truth in groups.items():
+        these = cells.get(str(recipe), DEFAULT_CELLS) if isinstance(cells, Mapping) else cells
+        r, c = _plan(
+            list(DEFAULT_CELLS if these is None else these),
+            int(n_lr),
+            int(n_bs),
+            int(seq_len),
+            float(lr_min),
+            seed,
+            bool(diverge),
+            float(noise),
+            int(points),
+            fmt,
+            out,
+            (float(lr_shift), float(bs_shift)),
+            truth=truth,
+            recipe=recipe,
+            index=len(runs),
+            plateau_lr_factor=plateau_lr_factor,
+            final_noise=float(final_noise),
+        )
+        runs += r
+        cell_rows += c
+    _diverge_some(runs, int(diverge_runs), seed)
 
     workers = max(1, min(int(workers), len(runs)))
     if workers == 1:
@@ -580,16 +666,23 @@ def write_sweep(
         with _pool_context().Pool(workers) as pool:
             n_entries = pool.map(_write_run, runs, chunksize=chunk)
 
-    counts = [0] * len(cell_rows)
+    counts: dict[tuple[str | None, int], int] = {}
     for r in runs:
-        counts[r["cell"]] += 1
-    for row, k in zip(cell_rows, counts, strict=True):
-        row["n_runs"] = k
-    truth = {
+        counts[(r["recipe"], r["cell"])] = counts.get((r["recipe"], r["cell"]), 0) + 1
+    for row in cell_rows:
+        row["n_runs"] = counts.get((row.get("recipe"), row["cell"]), 0)
+    extra = {
+        **({"lr_shift": float(lr_shift), "bs_shift": float(bs_shift)} if lr_shift or bs_shift else {}),
+        **({"plateau_lr_factor": float(plateau_lr_factor), "plateau_loss": PLATEAU_LOSS} if plateau_lr_factor else {}),
+        **({"plateau_runs": sum(r["plateau"] for r in runs)} if plateau_lr_factor else {}),
+        **({"diverge_runs": int(diverge_runs)} if diverge_runs else {}),
+        **({"final_noise": float(final_noise)} if final_noise else {}),
+    }
+    truth_json: dict[str, Any] = {
         "description": "steplaw_db.synth ground truth: lr* = lr_coef N^lr_exp_N D^lr_exp_D, "
         "B* (tokens) = bs_coef D^bs_exp_D, L = Lopt (1 + a (ln lr/lr*)^2 + b (ln B/B*)^2), "
         "Lopt = E + A/N^alpha + B/D^beta",
-        "law": asdict(TRUTH),
+        "law": asdict(next(iter(groups.values()))),
         "settings": {
             "fmt": fmt,
             "n_lr": int(n_lr),
@@ -602,12 +695,18 @@ def write_sweep(
             "lr_min": float(lr_min),
             "n_runs": len(runs),
             "n_entries": int(sum(n_entries)),
-            **({"lr_shift": float(lr_shift), "bs_shift": float(bs_shift)} if lr_shift or bs_shift else {}),
+            "n_diverged": sum(r["diverged"] for r in runs),
+            **extra,
         },
         "cells": cell_rows,
     }
+    if recipes:
+        truth_json["recipes"] = {
+            str(name): {"law": asdict(t), "cells": [c for c in cell_rows if c.get("recipe") == name]}
+            for name, t in recipes.items()
+        }
     with open(out / "truth.json", "w") as f:
-        json.dump(truth, f, indent=2)
+        json.dump(truth_json, f, indent=2)
         f.write("\n")
 
     cols = [
@@ -627,6 +726,8 @@ def write_sweep(
         "diverged",
         "lr_opt",
         "bs_tokens_opt",
+        "plateau",
+        *(["recipe"] if recipes else []),
     ]
     schema = {
         "name": pl.Utf8,
@@ -645,5 +746,7 @@ def write_sweep(
         "diverged": pl.Boolean,
         "lr_opt": pl.Float64,
         "bs_tokens_opt": pl.Float64,
+        "plateau": pl.Boolean,
+        "recipe": pl.String,
     }
-    return pl.DataFrame({c: [r[c] for r in runs] for c in cols}, schema=schema)
+    return pl.DataFrame({c: [r[c] for r in runs] for c in cols}, schema={c: schema[c] for c in cols})
