@@ -183,6 +183,34 @@ def test_second_writer_gets_a_clear_error(tmp_path):
     assert db.ingest(tmp_path / "sweep", wait=5).added == 4
 
 
+def test_another_writer_commits_while_an_ingest_parses(tmp_path):
+    """An ingest parses and writes its segments without the store's lock: a second ingest (of
+    other runs) and a compaction commit meanwhile, and both ingests' runs land."""
+    _sweep(tmp_path / "a", n_lr=2, n_bs=2)
+    _sweep(tmp_path / "b", n_lr=3, n_bs=2, cells=[(1280, 9472, 10, 10, 2e10)])
+    db = sl.open(tmp_path / "db")
+    script = _write_ingest_script(tmp_path, tmp_path / "a", tmp_path / "db")
+    # The first ingest stops after parsing and writing its segments, before it commits.
+    env = dict(os.environ, STEPLAW_DB_PAUSE_AT="ingest-before-commit", STEPLAW_DB_PAUSE_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        paused = tmp_path / "ingest-before-commit.paused"
+        deadline = time.monotonic() + 60
+        while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert paused.exists(), "the first ingest never reached its commit"
+        r = db.ingest(tmp_path / "b", wait=0)  # no wait: the lock is free while the other parses
+        assert r.added == 6 and r.version == 1
+        assert db.compact(keep=1)["version"] == 2  # nor does compaction delete its segments
+    finally:
+        (tmp_path / "ingest-before-commit.go").touch()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "3"
+    assert db.runs().height == 10
+    db.verify()
+    assert db.points(metric=None).height == db.runs()["n_points"].sum()
+
+
 def test_replaced_runs_and_compact(tmp_path):
     _sweep(tmp_path / "sweep", fmt="csv", n_lr=2, n_bs=2, diverge=False)
     db = sl.open(tmp_path / "db")

@@ -818,7 +818,9 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     } = discover::discover(paths, opts.format)?;
 
     let tag = options_tag(opts, &overrides);
-    let mut tx = store.begin(opts.wait)?;
+    // Parse and write segments without the lock (a slow parse never blocks other writers);
+    // the lock is taken to commit, over whatever version is newest then (see Store::draft).
+    let mut tx = store.draft()?;
     let base_runs = tx.base.runs.clone();
     let ctx = Context {
         opts,
@@ -935,6 +937,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     // A full disk: the error names the store and the version it stays at.
     let segments = written.map_err(|e| tx.write_failed(e))?;
     report.failed.sort();
+    crate::store::pause_point("ingest-before-commit");
     if report.runs_found == 0 {
         let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         report.notes.push(format!(
@@ -983,6 +986,16 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
             let _ = std::fs::remove_file(store.root().join(&s.file));
         }
     } else {
+        // The runs this commit changes: what another writer must not have changed meanwhile.
+        let mut touched: std::collections::HashSet<RunId> = changed.keys().copied().collect();
+        touched.extend(removed.iter().copied());
+        touched.extend(moved.keys().copied());
+        touched.extend(
+            restat
+                .iter()
+                .filter(|(id, f)| ctx.existing.get(id).is_some_and(|r| &r.files != *f))
+                .map(|(id, _)| *id),
+        );
         let mut runs: Vec<RunRecord> = Vec::with_capacity(base_runs.len() + changed.len());
         for r in base_runs.iter().filter(|r| !removed.contains(&r.run_id)) {
             let id = moved.get(&r.run_id).copied().unwrap_or(r.run_id);
@@ -1001,7 +1014,7 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         added.sort_by(|a, b| a.source.cmp(&b.source));
         runs.extend(added);
         tx.add_segments(segments);
-        let m = tx.commit(runs)?;
+        let m = tx.commit(runs, &touched, opts.wait)?;
         report.version = m.version;
         report.committed = true;
     }

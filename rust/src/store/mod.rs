@@ -35,6 +35,11 @@ const MANIFEST_DIR: &str = "_manifest";
 const POINTS_DIR: &str = "points";
 const RUNS_DIR: &str = "runs";
 const LOCK_FILE: &str = "_lock";
+/// Writers that write segments before they take `_lock` (`Store::draft`: an ingest parses and
+/// writes without the lock) hold a shared lock on this file meanwhile; whoever deletes files no
+/// manifest names (temporary files, compaction's garbage) does so only under an exclusive lock
+/// on it, so never the files of a draft still to commit.
+const DRAFTS_FILE: &str = "_drafts";
 /// `repair` renames a damaged manifest `<DAMAGED_PREFIX><name>`: out of the versions, kept.
 const DAMAGED_PREFIX: &str = "damaged-";
 
@@ -322,6 +327,22 @@ impl Store {
             }
         }
         let kept_names: HashSet<String> = kept.iter().map(|(v, _)| manifest::file_name(*v)).collect();
+        // While a draft is being written (an ingest parsing without the lock), the files no
+        // manifest names may be its segments, to be committed: only the files of the versions
+        // not kept go then (their names are known); the rest goes at the next compaction.
+        let no_drafts = self.no_drafts();
+        let mut dropped: HashSet<PathBuf> = HashSet::new();
+        if no_drafts.is_none() {
+            for &v in &versions {
+                if kept.iter().any(|(k, _)| *k == v) {
+                    continue;
+                }
+                if let Ok(m) = manifest::read_version(&dir, v) {
+                    dropped.extend(m.segments.iter().map(|s| self.root.join(&s.file)));
+                    dropped.extend(m.runs_file.iter().map(|r| self.root.join(r)));
+                }
+            }
+        }
         let (mut files, mut bytes) = (0, 0);
         for sub in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
             let d = self.root.join(sub);
@@ -332,7 +353,7 @@ impl Store {
                     // Manifests set aside by `repair` stay for the user to look at.
                     kept_names.contains(&name) || name.starts_with(DAMAGED_PREFIX) || !p.is_file()
                 } else {
-                    named.contains(&p)
+                    named.contains(&p) || (no_drafts.is_none() && !dropped.contains(&p))
                 };
                 if !is_kept {
                     bytes += p.metadata().map(|m| m.len()).unwrap_or(0);
@@ -346,9 +367,27 @@ impl Store {
         Ok((files, bytes, versions_kept))
     }
 
+    /// The drafts lock (`DRAFTS_FILE`), exclusive, if no draft holds it now: while held, every
+    /// file that no manifest names is garbage (no writer is writing one to commit later).
+    fn no_drafts(&self) -> Option<File> {
+        let path = self.root.join(DRAFTS_FILE);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .ok()?;
+        f.try_lock().ok().map(|()| f)
+    }
+
     /// Remove files left under temporary names by writers that died (the caller holds the
-    /// lock, so no live writer has any).
+    /// lock; and no draft is being written, else nothing is removed: its files may be among
+    /// them, and the next writer removes them).
     fn remove_temporary_files(&self) {
+        let Some(_no_drafts) = self.no_drafts() else {
+            return;
+        };
         for sub in [POINTS_DIR, RUNS_DIR, MANIFEST_DIR] {
             let Ok(entries) = fs::read_dir(self.root.join(sub)) else {
                 continue;
@@ -381,6 +420,182 @@ impl Store {
             .filter(|s| live.contains(s.file.as_str()))
             .try_for_each(|seg| check::open_segment(&self.root, manifest, seg).map(|_| ()))
     }
+}
+
+/// Where a test may hold a writer (`STEPLAW_DB_PAUSE_AT=<name>`): it creates
+/// `$STEPLAW_DB_PAUSE_DIR/<name>.paused` and waits until `<name>.go` appears there, so a test can
+/// do something else meanwhile (another writer committing while an ingest is "parsing").
+pub(crate) fn pause_point(name: &str) {
+    if !std::env::var("STEPLAW_DB_PAUSE_AT").is_ok_and(|v| v == name) {
+        return;
+    }
+    let Ok(dir) = std::env::var("STEPLAW_DB_PAUSE_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = fs::write(dir.join(format!("{name}.paused")), b"");
+    let start = Instant::now();
+    while !dir.join(format!("{name}.go")).exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Store {
+    /// Begin a write whose segments are written without the lock: a slow parse never blocks
+    /// other writers. The draft reads the newest version as its base and holds a shared lock
+    /// on `_drafts` (so no writer deletes its files as garbage); `Draft::commit` takes the lock
+    /// and commits over whatever version is newest then, if the writers between touched none
+    /// of the draft's runs.
+    pub fn draft(&self) -> Result<Draft> {
+        let path = self.root.join(DRAFTS_FILE);
+        let drafts = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // Blocks only while a writer deletes garbage (a moment): the draft's files are then
+        // never among what it deletes.
+        drafts.lock_shared().map_err(|e| Error::io(&path, e))?;
+        let base = self.latest()?;
+        Ok(Draft {
+            store: self.clone(),
+            _drafts: drafts,
+            base,
+            new_segments: Vec::new(),
+        })
+    }
+}
+
+/// A write in the making without the lock (see `Store::draft`). Dropping it without committing
+/// leaves the store as it was (its segments are garbage for the next writer).
+pub struct Draft {
+    store: Store,
+    _drafts: File,
+    pub base: Manifest,
+    new_segments: Vec<SegmentEntry>,
+}
+
+impl Draft {
+    /// A writer of new segments; `writer` tells concurrent writers' file names apart (names
+    /// carry a per-process, per-moment suffix too, so drafts of several processes never clash).
+    pub fn segment_writer(&self, writer: usize) -> Result<SegmentWriter> {
+        SegmentWriter::new(
+            self.store.root.clone(),
+            POINTS_DIR,
+            self.base.version + 1,
+            writer,
+            self.store.layout,
+        )
+    }
+
+    pub fn add_segments(&mut self, entries: Vec<SegmentEntry>) {
+        self.new_segments.extend(entries);
+    }
+
+    /// See `Transaction::write_failed`.
+    pub fn write_failed(&self, e: Error) -> Error {
+        write_failed(&self.store.root, self.base.version, e)
+    }
+
+    /// Commit `runs`, the complete runs table the draft makes of its base, in which it changed,
+    /// added or removed the runs `touched` (and no other). Takes the lock (waiting up to
+    /// `wait`); if other writers committed since the base, the draft's changes are applied to
+    /// the newest version instead when none of them touched a run of `touched` (else nothing is
+    /// committed and the error says to run again).
+    pub fn commit(self, runs: Vec<RunRecord>, touched: &HashSet<RunId>, wait: Duration) -> Result<Manifest> {
+        let mut tx = self.store.begin(wait)?;
+        let runs = rebase(&self.store.root, &self.base, &tx.base, runs, touched)?;
+        tx.new_segments = self.new_segments;
+        let m = tx.commit(runs)?;
+        drop(self._drafts);
+        Ok(m)
+    }
+}
+
+/// `runs` (made from `base`, changing the runs `touched`) applied to `newest`: the same list
+/// when nothing was committed meanwhile; else `newest`'s runs with the touched ones replaced,
+/// removed or added, in its order (added runs last, in `runs`' order). An error when a writer
+/// since `base` changed, added or removed a touched run, or the store went back past `base`.
+fn rebase(
+    root: &Path,
+    base: &Manifest,
+    newest: &Manifest,
+    runs: Vec<RunRecord>,
+    touched: &HashSet<RunId>,
+) -> Result<Vec<RunRecord>> {
+    if newest.version == base.version {
+        return Ok(runs);
+    }
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    if newest.version < base.version {
+        return Err(Error::store(
+            root,
+            format!(
+                "the store went back from version {} to {} (repaired) while this write was prepared: nothing \
+                 committed, run it again",
+                base.version, newest.version
+            ),
+        ));
+    }
+    let record = |m: &Manifest, id: RunId| {
+        m.runs
+            .iter()
+            .find(|r| r.run_id == id)
+            .map(|r| serde_json::to_vec(r).unwrap_or_default())
+    };
+    let mut clashes: Vec<String> = Vec::new();
+    let (before, now): (HashMap<RunId, &RunRecord>, HashMap<RunId, &RunRecord>) = (
+        base.runs.iter().map(|r| (r.run_id, r)).collect(),
+        newest.runs.iter().map(|r| (r.run_id, r)).collect(),
+    );
+    for &id in touched {
+        let (a, b) = (before.get(&id), now.get(&id));
+        let same = match (a, b) {
+            (None, None) => true,
+            (Some(_), Some(_)) => record(base, id) == record(newest, id),
+            _ => false,
+        };
+        if !same {
+            let r = b.or(a).expect("one of them holds it");
+            clashes.push(format!("{} ({})", r.name, r.source));
+        }
+    }
+    if !clashes.is_empty() {
+        clashes.sort();
+        let n = clashes.len();
+        clashes.truncate(3);
+        return Err(Error::store(
+            root,
+            format!(
+                "{n} run(s) this write changes were changed by another writer meanwhile (version {} -> {}): {}{}; \
+                 nothing committed, run it again",
+                base.version,
+                newest.version,
+                clashes.join(", "),
+                if n > 3 { ", ..." } else { "" }
+            ),
+        ));
+    }
+    let mut mine: HashMap<RunId, RunRecord> = HashMap::new();
+    let mut added_order: Vec<RunId> = Vec::new();
+    for r in runs.into_iter().filter(|r| touched.contains(&r.run_id)) {
+        if !now.contains_key(&r.run_id) {
+            added_order.push(r.run_id);
+        }
+        mine.insert(r.run_id, r);
+    }
+    let mut out: Vec<RunRecord> = Vec::with_capacity(newest.runs.len() + added_order.len());
+    for r in &newest.runs {
+        if touched.contains(&r.run_id) {
+            out.extend(mine.remove(&r.run_id)); // replaced, or removed when the draft has none
+        } else {
+            out.push(r.clone());
+        }
+    }
+    out.extend(added_order.into_iter().filter_map(|id| mine.remove(&id)));
+    Ok(out)
 }
 
 /// Which versions `compact_with` keeps readable (their manifests and files), besides the one it

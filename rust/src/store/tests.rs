@@ -1358,3 +1358,97 @@ fn compacting_a_full_size_segment_streams_in_bounded_memory() {
     assert!(peak_mb < 256, "compact peaked at {peak_mb} MB");
     assert_holds(&store, &all, "after compact");
 }
+
+// ---- Section: writers parse and write without the lock (issue 13, 5 and 6) ----
+
+/// A draft's run `id` written (segment closed) but not committed: (draft, its record).
+fn draft_with(store: &Store, id: RunId, n: i64) -> (Draft, RunRecord, Vec<RunRecord>) {
+    let mut draft = store.draft().unwrap();
+    let mut writer = draft.segment_writer(0).unwrap();
+    let s = run_series(id, n);
+    let file = writer.add_run(id, &s).unwrap();
+    draft.add_segments(writer.finish().unwrap());
+    let mut runs: Vec<RunRecord> = draft.base.runs.iter().filter(|r| r.run_id != id).cloned().collect();
+    let rec = written_record(id, file, &s);
+    runs.push(rec.clone());
+    (draft, rec, runs)
+}
+
+#[test]
+fn another_writer_commits_while_a_draft_is_written_and_both_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 30), (2, 40)]).unwrap();
+    let (draft, _, runs) = draft_with(&store, 3, 50);
+    // The draft holds no lock: another writer commits (replacing run 2, adding run 4) and
+    // compacts, keeping only its own version, meanwhile.
+    commit_runs(&store, &[(2, 45), (4, 20)]).unwrap();
+    store.compact(Duration::ZERO).unwrap();
+    let m = draft.commit(runs, &HashSet::from([3]), Duration::ZERO).unwrap();
+    assert_eq!(m.version, 4);
+    assert_holds(&store, &[(1, 30), (2, 45), (3, 50), (4, 20)], "rebased draft");
+}
+
+#[test]
+fn a_draft_whose_runs_another_writer_changed_is_refused_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 30), (2, 40)]).unwrap();
+    for other in [&[(2, 41)][..], &[(2, 0)][..]] {
+        let (draft, _, runs) = draft_with(&store, 2, 50);
+        let before = if other[0].1 == 0 {
+            // The other writer removes run 2.
+            let mut tx = store.begin(Duration::ZERO).unwrap();
+            let runs: Vec<RunRecord> = tx.base.runs.iter().filter(|r| r.run_id != 2).cloned().collect();
+            tx.add_segments(vec![]);
+            tx.commit(runs).unwrap()
+        } else {
+            commit_runs(&store, other).unwrap()
+        };
+        let e = draft
+            .commit(runs, &HashSet::from([2]), Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("changed by another writer") && e.contains("run it again"),
+            "{e}"
+        );
+        assert!(e.contains("run2"), "names the run: {e}");
+        assert_eq!(store.latest().unwrap().version, before.version, "nothing committed");
+        store.verify().unwrap();
+        if other[0].1 == 0 {
+            commit_runs(&store, &[(2, 40)]).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_writer_never_deletes_the_files_of_a_draft_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 30)]).unwrap();
+    let mut draft = store.draft().unwrap();
+    let mut writer = draft.segment_writer(0).unwrap();
+    let s = run_series(5, 300); // several row groups: the segment is open, under its .tmp name
+    let file = writer.add_run(5, &s).unwrap();
+    // Others commit and compact (which remove temporary files and files no manifest names).
+    commit_runs(&store, &[(1, 31)]).unwrap();
+    store.compact(Duration::ZERO).unwrap();
+    draft.add_segments(writer.finish().unwrap());
+    let mut runs = draft.base.runs.clone();
+    runs.push(written_record(5, file, &s));
+    draft.commit(runs, &HashSet::from([5]), Duration::ZERO).unwrap();
+    assert_holds(&store, &[(1, 31), (5, 300)], "draft's files kept");
+    // With no draft left, the garbage of one that died goes at the next compaction.
+    {
+        let (_dead, _, _) = draft_with(&store, 6, 10);
+    }
+    store.compact(Duration::ZERO).unwrap();
+    let m = store.latest().unwrap();
+    let on_disk = fs::read_dir(dir.path().join(POINTS_DIR)).unwrap().count();
+    assert_eq!(
+        on_disk,
+        m.segments.len(),
+        "only the current version's segments are left"
+    );
+}
