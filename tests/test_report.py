@@ -184,6 +184,7 @@ def test_report_loads_in_a_headless_browser_with_every_section(tmp_path, final):
     assert shown and total and int(total.group(1)) >= 8 and shown.group(1) == total.group(1), body.group(0)
     assert "data-errors" not in re.search(r"<html[^>]*>", dom).group(0)
     assert _console_errors(log) == []
+    assert 'data-too-wide="0"' in body.group(0)  # no table wider than the page at 1200 px
     for anchor in (*SECTIONS, "predictions"):
         assert f'<section id="{anchor}">' in dom, anchor
         assert f'href="#{anchor}"' in dom, anchor  # in the table of contents
@@ -194,13 +195,14 @@ def test_the_browser_check_sees_a_script_error(tmp_path):
     """The console-error check can fail: a page with a throwing script is caught."""
     path = tmp_path / "bad.html"
     path.write_text(
-        build_report(pl.DataFrame({"N": [1.0], "D": [1.0], "lr": [1e-3], "bs_tokens": [1e6], "loss": [3.0]})).replace(
-            "</body>", "<script>undefinedFunction();</script></body>"
-        )
+        build_report(pl.DataFrame({"N": [1.0], "D": [1.0], "lr": [1e-3], "bs_tokens": [1e6], "loss": [3.0]}))
+        .replace("</body>", "<script>undefinedFunction();</script></body>")
+        .replace("</h1>", "</h1><table><tr><td>" + "a-very-long-unbreakable-cell " * 80 + "</td></tr></table>")
     )
     dom, log, _ = open_in_browser(path)
     assert "data-errors" in re.search(r"<html[^>]*>", dom).group(0)
     assert _console_errors(log)
+    assert 'data-too-wide="1"' in re.search(r"<body[^>]*>", dom).group(0)  # the width check sees it
 
 
 @pytest.mark.slow  # 5-20 s: the whole report

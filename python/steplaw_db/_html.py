@@ -21,7 +21,7 @@ CSS = """
 .sldb th, .sldb td { border: 1px solid #ddd; padding: 2px 5px; text-align: right; vertical-align: top;
   white-space: nowrap; }
 .sldb td.text { white-space: normal; }
-.sldb th { background: #f4f4f4; font-weight: 600; }
+.sldb th { background: #f4f4f4; font-weight: 600; white-space: normal; }
 .sldb td.text, .sldb th.text { text-align: left; }
 .sldb .flag { display: inline-block; background: #fde8d8; color: #8a3300; border-radius: 3px; padding: 0 3px;
   margin: 1px; font-size: .9em; white-space: nowrap; }

@@ -72,6 +72,12 @@ window.addEventListener('load', function () {
   document.body.setAttribute('data-figures', imgs.length);
   document.body.setAttribute('data-figures-shown', ok);
   document.body.setAttribute('data-loaded-ms', Math.round(performance.now()));
+  // tables wider than the page (a reader would have to scroll sideways)
+  var right = document.body.getBoundingClientRect().right + 1;
+  var wide = Array.prototype.slice.call(document.querySelectorAll('table')).filter(function (t) {
+    return t.getBoundingClientRect().right > right;
+  }).length;
+  document.body.setAttribute('data-too-wide', wide);
 });
 """
 
