@@ -263,3 +263,15 @@ def test_command_line(tmp_path) -> None:
     grid = pl.read_csv(r.stdout.encode())
     assert grid.height == 25
     assert grid.filter(pl.col("rel_penalty") == 0)["lr"][0] == pytest.approx(9.347e-4, rel=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore::steplaw_db.optima.AnalysisWarning")
+def test_forecast_optima_is_the_optima_of_the_ends() -> None:
+    runs, points, truth = fc.synthetic_runs(CELLS[:2], noise=0.0, progress=0.4)
+    expected = fc.forecast_optima(points, runs, by=["N", "D"])
+    ends = runs.drop("status").join(truth.select("run_id", loss="true_final"), on="run_id")
+    measured = sl.optima(ends, by=["N", "D"])
+    assert expected.height == measured.height == 2
+    assert expected["lr_grid"].to_list() == measured["lr_grid"].to_list()
+    assert expected["bs_tokens_grid"].to_list() == measured["bs_tokens_grid"].to_list()
+    np.testing.assert_allclose(expected["loss_min"].to_numpy(), measured["loss_min"].to_numpy(), rtol=1e-6)

@@ -1066,14 +1066,17 @@ def forecast_final(frame: pl.DataFrame, runs: pl.DataFrame | None = None) -> pl.
     frame: each run's ``loss`` its forecast final loss (finished runs: measured); runs without
     a forecast are left out. ``runs`` (the runs table) adds ``bs_tokens`` / ``seq_len`` when the
     forecast frame's ``bs`` needs them."""
-    df = frame.filter(pl.col("loss_forecast").is_not_null()).with_columns(loss=pl.col("loss_forecast"))
+    # the run's identity, configuration and loss only: the forecast's own columns (cell, verdict,
+    # schedule, ...) are not design columns for the cells
+    df = frame.filter(pl.col("loss_forecast").is_not_null()).select(
+        "run_id", "name", "N", "D", "lr", "bs", loss=pl.col("loss_forecast")
+    )
     if runs is not None:
-        extra = [c for c in ("bs_tokens", "seq_len", "recipe", "status") if c in runs.columns and c not in df.columns]
+        extra = [c for c in ("bs_tokens", "seq_len", "recipe") if c in runs.columns]
         df = df.join(runs.select("run_id", *extra), on="run_id", how="left")
     if "bs_tokens" not in df.columns:
         df = df.with_columns(bs_tokens=pl.col("bs") * 2048)
-    # a forecast is not a finished run: the optima's status filter must not drop it
-    return df.drop([c for c in ("status",) if c in df.columns])
+    return df
 
 
 def forecast_optima(source: Source, runs: pl.DataFrame | None = None, **options: Any) -> pl.DataFrame:
