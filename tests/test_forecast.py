@@ -275,3 +275,17 @@ def test_forecast_optima_is_the_optima_of_the_ends() -> None:
     assert expected["lr_grid"].to_list() == measured["lr_grid"].to_list()
     assert expected["bs_tokens_grid"].to_list() == measured["bs_tokens_grid"].to_list()
     np.testing.assert_allclose(expected["loss_min"].to_numpy(), measured["loss_min"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::steplaw_db.optima.AnalysisWarning")
+def test_summary_only_runs_are_done_at_their_imported_loss(tmp_path) -> None:
+    from conftest import synthetic_table
+
+    table = synthetic_table().head(20)
+    table.write_csv(tmp_path / "t.csv")
+    db = sl.open(tmp_path / "db")
+    db.import_table(tmp_path / "t.csv")
+    out = db.forecast()
+    assert out.height == 20 and set(out["verdict"]) == {"done"}
+    assert sorted(out["loss_forecast"].to_list()) == pytest.approx(sorted(table["smooth loss"].to_list()))
+    assert out["p_near_optimal"].is_between(0, 1).all()

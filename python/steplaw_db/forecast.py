@@ -585,6 +585,70 @@ def _planned_lr(r: _Run, schedule: ScheduleSpec, assumptions: list[str]) -> np.n
     return future
 
 
+@dataclass
+class _Context:
+    """What every run's preparation shares (see :func:`_prepare_runs`)."""
+
+    series: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    measured: dict[int, float]
+    at_fraction: float | None
+    steps: int | Mapping[str, int] | None
+    schedule: ScheduleSpec
+    lam: float
+    skip: float
+    max_bins: int
+    assumptions: list[str]
+
+
+def _prepare_one(row: dict[str, Any], c: _Context) -> _Run:
+    """One run's points cut, checked and turned into its fit inputs (or a reason)."""
+    r = _Run(row)
+    r.T, how = _planned_steps(row, c.steps)
+    got = c.series.get(row["run_id"])
+    if got is None or got[0].size == 0:
+        m = c.measured.get(row["run_id"])
+        if c.at_fraction is None and m is not None and math.isfinite(m):  # a summary-only run: its end is known
+            r.finished, r.measured, r.schedule = True, float(m), "-"
+            return r
+        r.reason = "no loss points"
+        return r
+    step, loss, lr = got
+    if r.T is None:
+        r.step, r.loss = step, loss
+        r.reason = how
+        return r
+    T = r.T
+    if c.at_fraction is not None:
+        cut = step <= c.at_fraction * T
+        step, loss, lr = step[cut], loss[cut], None if lr is None else lr[cut]
+        if step.size == 0:
+            r.reason = f"no points before {c.at_fraction:g} of the planned steps"
+            return r
+    ok = np.isfinite(loss) & (loss > 0)
+    status = str(row.get("status") or "")
+    r.finished = c.at_fraction is None and (status == "complete" or step[-1] >= (1 - END_TOLERANCE) * T)
+    if status == "diverged" or (not ok[-max(1, ok.size // 50) :].all()):
+        r.step, r.loss = step[ok], loss[ok]
+        r.reason = "diverged"
+        return r
+    step, loss, lr = step[ok], loss[ok], None if lr is None else lr[ok]
+    r.step, r.loss, r.lr = step, loss, lr
+    r.target = max(T, int(step[-1]))
+    if r.finished:
+        m = c.measured.get(row["run_id"])
+        r.measured = float(m) if m is not None and math.isfinite(m) else end_value(step, loss)
+        r.schedule = "-"
+        return r
+    future = _planned_lr(r, c.schedule, c.assumptions)
+    if future is None:
+        return r
+    # the per-step lr is dropped once its areas are taken: 1,000 runs of 1e5 steps would hold 0.8 GB
+    r.series = _series(step, loss, future, r.target, c.lam, c.skip, c.max_bins)
+    if r.series is None:
+        r.reason = "too few points past the warm-up to fit"
+    return r
+
+
 def _prepare_runs(
     runs: pl.DataFrame,
     points: pl.DataFrame,
@@ -606,48 +670,10 @@ def _prepare_runs(
         seq = pl.col("seq_len") if "seq_len" in runs.columns else pl.lit(2048)
         runs = runs.with_columns(bs_tokens=pl.col("bs") * seq)
 
+    c = _Context(series, measured, at_fraction, steps, schedule, lam, skip, max_bins, assumptions)
+
     def one(row: dict[str, Any]) -> _Run:
-        r = _Run(row)
-        r.T, how = _planned_steps(row, steps)
-        got = series.get(row["run_id"])
-        if got is None or got[0].size == 0:
-            r.reason = "no loss points"
-            return r
-        step, loss, lr = got
-        if r.T is None:
-            r.step, r.loss = step, loss
-            r.reason = how
-            return r
-        T = r.T
-        if at_fraction is not None:
-            cut = step <= at_fraction * T
-            step, loss, lr = step[cut], loss[cut], None if lr is None else lr[cut]
-            if step.size == 0:
-                r.reason = f"no points before {at_fraction:g} of the planned steps"
-                return r
-        ok = np.isfinite(loss) & (loss > 0)
-        status = str(row.get("status") or "")
-        r.finished = at_fraction is None and (status == "complete" or step[-1] >= (1 - END_TOLERANCE) * T)
-        if status == "diverged" or (not ok[-max(1, ok.size // 50) :].all()):
-            r.step, r.loss = step[ok], loss[ok]
-            r.reason = "diverged"
-            return r
-        step, loss, lr = step[ok], loss[ok], None if lr is None else lr[ok]
-        r.step, r.loss, r.lr = step, loss, lr
-        r.target = max(T, int(step[-1]))
-        if r.finished:
-            m = measured.get(row["run_id"])
-            r.measured = float(m) if m is not None and math.isfinite(m) else end_value(step, loss)
-            r.schedule = "-"
-            return r
-        future = _planned_lr(r, schedule, assumptions)
-        if future is None:
-            return r
-        # the per-step lr is dropped once its areas are taken: 1,000 runs of 1e5 steps would hold 0.8 GB
-        r.series = _series(step, loss, future, r.target, lam, skip, max_bins)
-        if r.series is None:
-            r.reason = "too few points past the warm-up to fit"
-        return r
+        return _prepare_one(row, c)
 
     rows = list(runs.iter_rows(named=True))
     if len(rows) < 64:
