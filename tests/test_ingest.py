@@ -371,3 +371,80 @@ def test_sidecar_config_keys_are_typed_columns_and_group_by(tmp_path):
     table = pl.read_csv(r.stdout.encode()).sort("moe_name")
     assert table["moe_name"].to_list() == ["e16k2", "e8k1"]
     assert table["lr_opt"].to_list() == pytest.approx([4e-3, 1e-3], rel=0.05)
+
+
+def checkpoint_table(stop_early: dict[tuple[float, float, int], int] | None = None) -> pl.DataFrame:
+    """A table shaped like published checkpoint tables: one row per checkpoint, the run's
+    configuration repeated on each, the planned total_steps beside the current_steps, the
+    tokens and FLOPs so far (FLOPs past an i64 for the larger models)."""
+    rows = []
+    for n in (1e8, 1e9, 1e10):
+        for lr in (1e-3, 2e-3, 4e-3, 8e-3):
+            for bs in (64, 128):
+                total = 20 * 100
+                last = (stop_early or {}).get((n, lr, bs), total)
+                for step in range(100, last + 1, 100):
+                    tokens = step * bs * 2048
+                    loss = 2.0 + 5.0 * (step / total) ** -0.3 * (n / 1e8) ** -0.1 + 0.1 * math.log(lr / 2e-3) ** 2
+                    rows.append(
+                        {
+                            "num_params": int(n), "lr": lr, "batch_size": bs, "total_steps": total,
+                            "current_steps": step, "tokens_seen": tokens, "flops": str(6 * int(n) * tokens),
+                            "loss": loss, "val_loss": loss + 0.05,
+                        }
+                    )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_a_checkpoint_table_is_runs_with_one_point_per_checkpoint(tmp_path):
+    early = {(1e9, 1e-3, 64): 1200, (1e10, 8e-3, 128): 700}
+    table = checkpoint_table(early)
+    assert table.height == 24 * 20 - 8 - 13
+    path = tmp_path / "ckpt.csv"
+    # FLOP counts as published: integers, some past an i64 (read as floats, not an error)
+    table.write_csv(path)
+    assert max(int(f) for f in table["flops"]) > 2**63
+    db = sl.open(tmp_path / "db")
+    report = db.import_table(path)
+    assert report.ok and report.added == 24, report.failed
+    assert report.notes[0].startswith("one row per checkpoint: 459 rows grouped into 24 runs by num_params, lr, ")
+    assert "flops" in report.notes[0] and "'current_steps'" in report.notes[0]
+    runs = db.runs()
+    assert runs.height == 24 and (runs["format"] == "checkpoints").all()
+    assert sorted(runs.filter(pl.col("status") == "incomplete")["n_points"].to_list()) == [14, 24]
+    assert (runs.filter(pl.col("status") != "incomplete")["status"] == "complete").all()
+    assert "flops" not in runs.columns and "tokens_seen" not in runs.columns  # per checkpoint, no config
+    assert (runs["steps"] == 2000).all() and (runs["D"] == 2000 * runs["bs"] * 2048).all()
+    # every checkpoint a point; final loss = the last checkpoint's
+    pts = db.points(metric=None)
+    assert pts.height == 2 * table.height
+    for r in runs.iter_rows(named=True):
+        key = (r["N"], r["lr"], r["bs"])
+        rows = table.filter(num_params=key[0], lr=key[1], batch_size=key[2]).sort("current_steps")
+        assert r["final_loss"] == rows["loss"][-1] and r["final_step"] == rows["current_steps"][-1]
+        mine = pts.filter(run_id=r["run_id"], metric="loss").sort("step")
+        assert mine["step"].to_list() == rows["current_steps"].to_list()
+        assert mine["tokens"].to_list() == rows["tokens_seen"].to_list()
+    # one final loss a run, the last checkpoint's: what a loss-law fit of this store uses
+    final = db.final_losses(smooth="none")
+    last = table.sort("current_steps").group_by("num_params", "lr", "batch_size").agg(pl.col("loss").last())
+    joined = final.join(last, left_on=["N", "lr", "bs"], right_on=["num_params", "lr", "batch_size"])
+    assert final.height == joined.height == 24 and (joined["raw_loss"] == joined["loss_right"]).all()
+    # importing again changes nothing; --one-row-per-run is the old behaviour
+    again = db.import_table(path)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 24)
+    flat = sl.open(tmp_path / "flat").import_table(path, one_row_per_run=True)
+    assert flat.added == table.height and not flat.notes
+    r = CliRunner().invoke(app, ["--db", str(tmp_path / "cli"), "import-table", str(path), "--one-row-per-run"])
+    assert r.exit_code == 0, r.output
+    assert sl.open(tmp_path / "cli").runs().height == table.height
+
+
+def test_checkpoint_table_without_steps_or_with_one_row_per_run_is_a_summary_table(tmp_path):
+    # one row per run (a step column, but no two rows share a configuration): summary rows
+    table = checkpoint_table().group_by("num_params", "lr", "batch_size").agg(pl.all().last())
+    table.write_csv(tmp_path / "last.csv")
+    db = sl.open(tmp_path / "db")
+    report = db.import_table(tmp_path / "last.csv")
+    assert report.added == 24 and not report.notes
+    assert (db.runs()["status"] == "summary-only").all()

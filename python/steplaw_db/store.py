@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import polars as pl
 
 from . import _native
+from ._checkpoints import checkpoint_grouping, checkpoint_runs, read_table
 from ._html import ingest_html, store_html
 from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
 from .errors import InvalidArgumentError, StoreError
@@ -309,6 +310,7 @@ class Store:
         recipe: str | None = None,
         seq_len: int = DEFAULT_SEQ_LEN,
         wait: float = 0.0,
+        one_row_per_run: bool = False,
     ) -> IngestReport:
         """Import a summary table (CSV or Parquet): one row per run with its final loss.
 
@@ -317,14 +319,17 @@ class Store:
         ``exp_name`` the run name); ``map`` renames columns (``{"column": "field"}`` or
         ``["column=field"]``). The public Step Law CSV reads correctly with no options.
         Imported runs have status ``summary-only`` and no curve.
+
+        A table with one row per checkpoint (a ``current_steps`` / ``step`` / ``tokens_seen``
+        column, rows that share a run's configuration) is grouped into runs with one point per
+        checkpoint (their final loss the last checkpoint's; a run that stops short of its
+        ``total_steps`` is ``incomplete``); the report's first note says how rows were grouped
+        (docs/formats.md). ``one_row_per_run`` imports one summary-only run per row instead.
         """
         path = Path(path)
         if not path.is_file():
             raise InvalidArgumentError(f"{path}: no such file")
-        if path.suffix.lower() == ".parquet":
-            df = pl.read_parquet(path)
-        else:
-            df = pl.read_csv(path, infer_schema_length=10000)
+        df = read_table(path)
         renames = dict(_pairs(map, "map"))
         missing = [c for c in renames if c not in df.columns]
         if missing:
@@ -342,6 +347,17 @@ class Store:
         loss_col = find(("final_loss", *_FINAL_LOSS_COLUMNS))
         smooth_col = find(("smooth_loss", *_SMOOTH_LOSS_COLUMNS))
         special = {name_col, loss_col, smooth_col}
+        grouping = None if one_row_per_run else checkpoint_grouping(df, roles, name_col, special)
+        if grouping is not None:
+            runs, configs, series = checkpoint_runs(df, grouping, roles, name_col, loss_col, smooth_col, _text)
+            report = self._native.import_summaries(
+                str(path.resolve()), names=runs, fields=configs, final_loss=[None] * len(runs),
+                smooth_loss=[None] * len(runs), name_template=name_template, set=_pairs(set, "set"),
+                recipe=recipe, seq_len=int(seq_len), wait=float(wait), series=series,
+            )  # fmt: skip
+            out = _report(report)
+            out.notes.insert(0, grouping.note(df.height))
+            return out
         names: list[str] = []
         fields: list[list[tuple[str, str]]] = []
         final_loss: list[float | None] = []

@@ -95,12 +95,17 @@ def import_table(
     set_: list[str] | None = SET_OPTION,
     recipe: str | None = RECIPE_OPTION,
     seq_len: int = SEQ_LEN_OPTION,
+    one_row_per_run: bool = typer.Option(
+        False, "--one-row-per-run", help="One summary-only run per row, even in a table of checkpoints."
+    ),
 ) -> None:
-    """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV."""
+    """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV; a table
+    with one row per checkpoint becomes runs with one point per checkpoint (docs/formats.md)."""
     store = open_store(ctx)
     report = store.import_table(
-        file, map=map_ or [], name_template=name_template, set=set_ or [], recipe=recipe, seq_len=seq_len
-    )
+        file, map=map_ or [], name_template=name_template, set=set_ or [], recipe=recipe, seq_len=seq_len,
+        one_row_per_run=one_row_per_run,
+    )  # fmt: skip
     typer.echo(report.summary(), err=True)
     raise typer.Exit(0 if report.ok else 1)
 

@@ -71,7 +71,6 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
-
 /// One series of a checkpoint table's run, as `import_summaries` takes it: (metric, steps,
 /// values, tokens seen; empty when the table has none).
 type CheckpointSeries = (String, Vec<i64>, Vec<f64>, Vec<i64>);
