@@ -251,7 +251,8 @@ def _summary(b: _Builder, final: pl.DataFrame, runs: pl.DataFrame | None, group:
     parts = []
     if runs is not None and len(runs):
         points = int(runs["n_points"].sum()) if "n_points" in runs.columns else 0
-        parts.append(f"<p>{len(runs):,} runs in the store, {points:,} loss points.</p>")
+        curves = f"{points:,} loss points" if points else "no loss curves (summary rows only)"
+        parts.append(f"<p>{len(runs):,} runs in the store, {curves}.</p>")
         parts.append(H.table(runs.group_by("status").len().sort("status").rename({"len": "runs"})))
     finite = (
         final.filter(pl.col("loss").is_not_null() & pl.col("loss").is_finite()) if "loss" in final.columns else final
