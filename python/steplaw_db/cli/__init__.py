@@ -18,6 +18,9 @@ How the package is laid out, and how to add a command group:
   ``App`` command runs under the one error handler (``_util.reports_errors``): call the library
   directly; its errors become one line on stderr and the exit status above, its warnings one
   line each.
+- Work that can take more than about a second runs inside ``with working("what"):``
+  (``_progress``): a spinner with the elapsed time and the library's stages
+  (``steplaw_db.progress``) on a terminal, nothing when stderr is not one.
 - Import polars, numpy, matplotlib and the library's analysis modules inside the command that
   needs them, never at the top of a module: ``steplaw-db --help`` and ``predict`` must start
   in at most 15x a bare ``python -c pass`` (``benches/bench_cli.py``)."""
