@@ -68,6 +68,8 @@ def test_one_bootstrap_setting_gives_one_set_of_exponents(final):
     for name, value in law.coefficients().items():
         assert coef.filter(pl.col("name") == name)["estimate"].item() == pytest.approx(value, abs=1e-12), name
     text = report.html()
+    table1 = report.objects["evaluation"]["law"].unique().to_list()
+    assert {"fitted", "step-law", "own (LOCO, quadratic)", "own (LOCO, steplaw)"} <= set(table1)
     shown = _html.fmt("estimate", law.coefficients()["lr_coefN"])
     assert shown in _section(text, "law") and shown in _section(text, "stability")
     assert "60</b> bootstrap resamples" in _section(text, "summary")

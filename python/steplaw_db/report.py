@@ -375,7 +375,7 @@ def _law(
     for label, law in fitted.items():
         part = final if group is None else final.filter(pl.col(group).cast(pl.String) == label.split("=", 1)[1])
         drawn = {"fitted": law, **({"truth": truth} if truth is not None else {}), **compare}
-        scored = b.attempt("evaluate", partial(evaluate, drawn, part, by=keys))
+        scored = b.attempt("evaluate", partial(evaluate, drawn, part, by=keys, loco=("quadratic", "steplaw")))
         if scored is not None:
             rows.append(scored.with_columns(design=pl.lit(label)))
     if rows:
@@ -397,7 +397,9 @@ def _law(
             "<h3>The laws compared on the measured cells (Step Law's Table 1)</h3>"
             '<p class="note">Relative loss error at each law\'s prediction (the nearest run in log space) against '
             "the cell's best loss: median and maximum over the cells. <i>fixed</i>: a law of one target is scored "
-            "at the cell's best value of the other.</p>"
+            "at the cell's best value of the other. <i>own (LOCO, method)</i>: your own law fitted by that method on "
+            "the other cells of its recipe / design and scored on the cell it did not see: would it have picked good "
+            "hyperparameters there? (<i>fitted</i> has seen every cell.)</p>"
         )
         parts.append(
             H.table(table1, headers={"median_rel_error": "median loss error", "max_rel_error": "max loss error"})
