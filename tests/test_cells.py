@@ -77,7 +77,8 @@ def test_every_command_sees_the_same_cells_on_an_ingested_sweep(ingested, tmp_pa
     r = runner.invoke(app, [*db, "optima", "--format", "csv", "-o", str(tmp_path / "optima.csv")])
     assert r.exit_code == 0 and pl.read_csv(tmp_path / "optima.csv").height == n, r.output
     r = runner.invoke(app, [*db, "evaluate", "--law", "step-law", "-o", str(tmp_path / "ev.csv")])
-    assert r.exit_code == 0 and pl.read_csv(tmp_path / "ev.csv").height == n, r.output
+    assert r.exit_code == 0 and pl.read_csv(tmp_path / "ev.csv").filter(pl.col("law") == "step-law").height == n
+    assert "own (LOCO, quadratic)" in r.output, r.output  # the user's own law, beside the published one
     r = runner.invoke(app, [*db, "near-optimal", "--format", "csv", "-o", str(tmp_path / "near.csv")])
     assert r.exit_code == 0 and pl.read_csv(tmp_path / "near.csv")["cell"].n_unique() == n, r.output
     for method in ("quadratic", "steplaw"):

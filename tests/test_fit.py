@@ -13,6 +13,8 @@ import math
 import os
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -27,6 +29,7 @@ from references import chinchilla_objective
 from steplaw_db import _native, synth
 from steplaw_db.cli import app
 from steplaw_db.errors import InvalidArgumentError
+from steplaw_db.fit import evaluation_summary
 from steplaw_db.optima import near_optimal
 
 #: Cells of each ``dataset`` (conftest).
@@ -483,7 +486,18 @@ def test_cli_fit_lr_bs_and_evaluate(steplaw_csv, tmp_path):
     law = sl.HparamLaw.load(out)
     assert law.coefficients()["lr_coefN"] == pytest.approx(-0.768, abs=0.015)
     r = runner.invoke(
-        app, ["evaluate", "--input", str(steplaw_csv), "--law", f"step-law,{out}", "-o", str(tmp_path / "ev.csv")]
+        app,
+        [
+            "evaluate",
+            "--input",
+            str(steplaw_csv),
+            "--law",
+            f"step-law,{out}",
+            "--loco",
+            "none",
+            "-o",
+            str(tmp_path / "ev.csv"),
+        ],
     )
     assert r.exit_code == 0, r.output
     rows = pl.read_csv(tmp_path / "ev.csv")
@@ -536,7 +550,18 @@ def test_cli_fit_and_evaluate_a_synthetic_table_from_the_file_and_from_the_store
     assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
     assert sl.HparamLaw.load(out).coefficients()["lr_coefN"] == pytest.approx(synth.LR_EXP_N, abs=0.05)
     r = runner.invoke(
-        app, ["evaluate", "--input", str(synthetic_csv), "--law", f"step-law,{out}", "-o", str(tmp_path / "ev.csv")]
+        app,
+        [
+            "evaluate",
+            "--input",
+            str(synthetic_csv),
+            "--law",
+            f"step-law,{out}",
+            "--loco",
+            "none",
+            "-o",
+            str(tmp_path / "ev.csv"),
+        ],
     )
     assert r.exit_code == 0, r.output
     rows = pl.read_csv(tmp_path / "ev.csv")
@@ -558,3 +583,60 @@ def test_cli_fit_and_evaluate_a_synthetic_table_from_the_file_and_from_the_store
     assert f"{near} near-optimal samples" in r.output and f"{SYNTH_CELLS} cells" in r.output
     r = runner.invoke(app, ["fit", "lr-bs", "--input", str(synthetic_csv), "--regression", "nope"])
     assert r.exit_code == 2 and "unknown regression method" in r.output
+
+
+def _loco_sweep(tmp_path: Path, **kw: object) -> pl.DataFrame:
+    shapes = ((960, 9368, 15, 7), (1280, 9472, 10, 10), (2048, 8192, 16, 16))
+    cells = [(*shape, d) for shape in shapes for d in (1e10, 3e10, 1e11)]
+    synth.write_sweep(tmp_path / "runs", cells=cells, points=10, diverge=False, **kw)  # type: ignore[arg-type]
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "runs")
+    return db.final_losses()
+
+
+def test_own_law_left_one_cell_out_beside_the_published_laws(tmp_path):
+    """evaluate(loco=...): the user's own law, fitted without each cell, scored on it. On a sweep
+    that follows its law exactly the vertex law's gap is tiny (the grid's half step); with 0.5%
+    noise on every log entry and 0.3% run-to-run noise it is several times larger."""
+    exact = _loco_sweep(tmp_path / "exact", noise=0.0)
+    noisy = _loco_sweep(tmp_path / "noisy", noise=0.005, final_noise=0.003)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sl.AnalysisWarning)
+        rows = {
+            name: sl.evaluate("step-law", f, loco=("quadratic", "steplaw"))
+            for name, f in (("exact", exact), ("noisy", noisy))
+        }
+    summary = {name: evaluation_summary(r) for name, r in rows.items()}
+    for name in rows:
+        labels = summary[name]["law"].to_list()
+        assert labels == ["step-law", "own (LOCO, quadratic)", "own (LOCO, steplaw)"], labels
+        assert (summary[name]["cells"] == 9).all()
+    own = rows["exact"].filter(pl.col("law") == "own (LOCO, quadratic)")
+    assert own["reason"].is_null().all() and own["fixed"].is_null().all() and own["rel_error"].max() < 6e-4, (
+        own
+    )  # at most the grid's half step
+    # where the cell's quadratic is trustworthy the interpolated gap is the exact law's: ~0
+    assert own["rel_error_quadratic"].is_not_null().all() and own["rel_error_quadratic"].abs().max() < 1e-4
+    # the law without each cell predicts its optimum (truth: Step Law's)
+    truth = synth.lr_opt(own["N"].to_numpy(), own["D"].to_numpy())
+    assert np.abs(np.log(own["lr_pred"].to_numpy() / truth)).max() < 0.02
+    gap = {n: s.filter(pl.col("law") == "own (LOCO, quadratic)")["median_%"][0] for n, s in summary.items()}
+    assert gap["noisy"] > 3 * gap["exact"], gap
+    assert "lr_edge" in own.columns and summary["exact"]["edge_cells"].to_list() == [0, 0, 0]
+
+
+def test_own_law_left_one_cell_out_says_when_it_cannot_be_fitted(tmp_path):
+    """Four cells: without one of them three are left for the lr law's three coefficients, which
+    the fit refuses: each row says so, and the published law is still scored."""
+    synth.write_sweep(tmp_path / "runs", points=10, diverge=False)
+    db = sl.open(tmp_path / "db")
+    db.ingest(tmp_path / "runs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sl.AnalysisWarning)
+        rows = sl.evaluate("step-law", db.final_losses(), loco=("quadratic",))
+    own = rows.filter(pl.col("law") == "own (LOCO, quadratic)")
+    assert own.height == 4 and own["reason"].is_not_null().all(), own
+    assert own["reason"].str.starts_with("no law without this cell: no lr law").all(), own
+    assert own["rel_error"].is_null().all()  # never scored at the held-out cell's own best lr
+    s = evaluation_summary(rows).filter(pl.col("law") == "own (LOCO, quadratic)").row(0, named=True)
+    assert s["cells"] == 0 and s["not_fitted"] == 4

@@ -1208,9 +1208,10 @@ def leave_one_cell_out(
     predicted (lr, batch) for the cell, and, as :func:`evaluate` scores a published law, the
     loss of the measured run nearest to it in log space against the cell's minimum
     (``rel_error``; the loss on the cell's quadratic surface with ``method_eval="quadratic"``).
-    ``rel_error_quadratic``: the loss interpolated on the cell's quadratic where it is
-    trustworthy (convex, its vertex inside the grid, the prediction inside the measured lr x
-    batch range), else null. A cell whose law cannot be fitted without it (its N is the group's
+    ``rel_error_quadratic``: the loss interpolated on the cell's quadratic at the prediction,
+    relative to the quadratic's own minimum (its vertex), where the quadratic is trustworthy
+    (convex, its vertex inside the grid, the prediction inside the measured lr x batch range),
+    else null. A cell whose law cannot be fitted without it (its N is the group's
     only other N, say) is a row with null numbers and the ``reason``. Rows are labelled
     ``law = "own (LOCO, <method>)"`` and carry the ``group``.
     """
@@ -1230,11 +1231,21 @@ def leave_one_cell_out(
     for part in parts:
         group = ",".join(f"{k}={part[k][0]}" for k in group_keys) or "all"
         for cell in part.sort(keys, nulls_last=True).partition_by("cell", maintain_order=True):
-            rest = a.frame.filter(pl.col("cell").is_in(part["cell"].unique()) & (pl.col("cell") != cell["cell"][0]))
+            others = [c for c in part["cell"].unique(maintain_order=True).to_list() if c != cell["cell"][0]]
+            rest = a.frame.filter(pl.col("cell").is_in(others))
             rows.append(_loco_cell(cell, rest, label, group, keys, method, method_eval, loss, seq_len, seed))
-    schema_first = {"reason": pl.String, "rel_error_quadratic": pl.Float64, "lr_edge": pl.String, "bs_edge": pl.String}
     out = pl.DataFrame(rows, infer_schema_length=None)
-    return out.with_columns(*[pl.col(c).cast(t) for c, t in schema_first.items()], pl.col("fixed").cast(pl.String))
+    # rows of cells that could not be fitted lack the numbers: every column, typed, whatever they hold
+    return out.with_columns(
+        [(pl.col(c) if c in out.columns else pl.lit(None)).cast(t).alias(c) for c, t in _LOCO_SCHEMA.items()]
+    )
+
+
+_LOCO_SCHEMA = {
+    **{c: pl.Float64 for c in ("lr_pred", "bs_pred", "lr_at", "bs_at", "loss_at", "loss_min", "rel_error")},
+    **{"fixed": pl.String, "lr_edge": pl.String, "bs_edge": pl.String},
+    **{"rel_error_quadratic": pl.Float64, "reason": pl.String},
+}
 
 
 def _loco_cell(
@@ -1251,10 +1262,15 @@ def _loco_cell(
 ) -> dict[str, object]:
     """One cell's :func:`leave_one_cell_out` row."""
     base: dict[str, object] = {"law": label, "group": group, "cell": cell["cell"][0], **{k: cell[k][0] for k in keys}}
+    if rest.is_empty():
+        return {**base, "reason": "no law without this cell: it is its group's only cell"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the group's notes are the full fit's, issued elsewhere
             law = fit_law(rest.drop("cell"), method, by=keys, bootstrap=0, seed=seed, name=label)
+            missing = law.info.get("not_fitted") or {}
+            if missing:  # half a law would be scored at the held-out cell's own best lr or batch: no test
+                raise InvalidArgumentError("; ".join(f"no {k} law: {f['reason']}" for k, f in missing.items()))
             [row] = _evaluate_cell(cell, [(label, law)], keys, method_eval, loss, seq_len)
     except InvalidArgumentError as e:
         return {**base, "reason": f"no law without this cell: {e}"}
@@ -1277,10 +1293,12 @@ def _trusted_quadratic(cell: pl.DataFrame, row: Mapping[str, Any], loss: str) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = optima(cell, list(_cell_keys_of(cell)) or list(CELL_KEYS), bootstrap=0, designs=())
-    if table.height != 1 or table["optimum"][0] != "vertex":
+    if table.height != 1 or table["optimum"][0] != "vertex" or table["rel_loss_quad"][0] is None:
         return None
     surface = quadratic_surface(cell, loss=loss)
     if surface is None:
         return None
-    gap = float(surface(float(lr_hat), float(bs_hat)))  # loss / the cell's minimum - 1, between grid points
+    # both relative to the cell's grid minimum: the gap above the quadratic's own minimum (its vertex)
+    at, vertex = float(surface(float(lr_hat), float(bs_hat))), float(table["rel_loss_quad"][0])
+    gap = (at - vertex) / (1.0 + vertex)
     return gap if math.isfinite(gap) else None

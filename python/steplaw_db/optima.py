@@ -394,6 +394,8 @@ def assign_cells(
         notes.append(f"the batch in tokens is bs x {DEFAULT_SEQ_LEN}: the frame gives no seq_len or bs_tokens")
     df = with_bs_tokens(final) if "bs" in final.columns else final
     _check_columns(df, keys)
+    if df.is_empty():
+        raise InvalidArgumentError("no runs to form cells from")
     grid = [c for c in ("lr", "bs_tokens") if c in df.columns]  # a loss table may have neither
     df = last_checkpoints(df.with_row_index("_row"), notes)
     numeric = [k for k in keys if df.schema[k].is_numeric()]

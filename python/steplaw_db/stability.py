@@ -99,7 +99,7 @@ class StabilityReport:
 
 
 def _loco_summary(loco: pl.DataFrame) -> pl.DataFrame:
-    if loco.is_empty():
+    if loco.is_empty() or "lr_log_error" not in loco.columns:
         return loco
     return loco.group_by("group", maintain_order=True).agg(
         pl.len().alias("cells"),
@@ -564,6 +564,8 @@ def _leave_one_cell_out(
         held = assigned.filter(pl.col("cell") == cell["cell"])
         try:
             law = _fit(rest, method, threshold, 0, seed, cells)
+            if law.info.get("not_fitted"):
+                continue  # half a law would be scored at the held-out cell's own best lr or batch
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 scored = evaluate({"loco": law}, held, by=keys)

@@ -29,7 +29,7 @@ from ._util import EXIT_USAGE, MACHINE_FORMATS, fail, final_frame, open_store, r
 if TYPE_CHECKING:
     import polars as pl
 
-    from .._typing import EvaluateMethod, OptimumMethod, RunStatus, Smoothing
+    from .._typing import EvaluateMethod, LawMethod, OptimumMethod, RunStatus, Smoothing
 
 FINAL_TABLE_COLUMNS = ["name", "status", "N", "D", "lr", "bs", "raw_loss", "loss", "step", "points_used", "origin"]
 OPTIMA_TABLE_COLUMNS = [
@@ -132,14 +132,28 @@ def evaluate(
         None, "-o", "--output", help="Write the per-cell rows to FILE (in --format, else by its extension)."
     ),
     fmt: str | None = FORMAT_OPTION,
+    loco: str = typer.Option(
+        "quadratic,steplaw",
+        "--loco",
+        help="Also score your own law, fitted leave-one-cell-out within each recipe/design by these methods "
+        "(none: off).",
+    ),
 ) -> None:
     """Relative loss error of each law on the measured cells (Step Law's Table 1)."""
     from ..fit import evaluate as evaluate_laws
     from ..fit import evaluation_summary
 
     final_df = final_frame(ctx, input, seq_len=seq_len)
+    own = [] if loco.strip().lower() in ("", "none", "-") else names(loco)
     with working("evaluate"):
-        rows = evaluate_laws(law, final_df, by=cell_keys(by), seq_len=seq_len, method=cast("EvaluateMethod", method))
+        rows = evaluate_laws(
+            law,
+            final_df,
+            by=cell_keys(by),
+            seq_len=seq_len,
+            method=cast("EvaluateMethod", method),
+            loco=cast("list[LawMethod]", own),
+        )
     summary = evaluation_summary(rows)
     where = "nearest grid point" if method == "nearest" else "prediction on the cell's quadratic surface"
     if output is not None:  # the rows to the file, the summary to stdout
