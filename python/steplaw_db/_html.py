@@ -35,6 +35,7 @@ _VERDICT_CLASS = {"stable": "ok", "unstable": "bad", "differs": "bad", "not iden
 
 
 def esc(v: Any) -> str:
+    """``v`` as text safe inside HTML."""
     return html.escape(str(v))
 
 

@@ -68,6 +68,7 @@ def style() -> Iterator[None]:
 
 
 def colour(i: int) -> str:
+    """The ``i``-th colour of the palette (cycling)."""
     return PALETTE[i % len(PALETTE)]
 
 
