@@ -98,12 +98,22 @@ def test_finished_runs_are_done_at_their_measured_loss() -> None:
 
 
 def test_p_near_optimal_and_verdicts() -> None:
-    runs, points, truth = fc.synthetic_runs(CELLS[:1], noise=0.001, progress=0.5)
+    # a wide grid (lr 8x either way): its corners end 3-5% above the best
+    runs, points, truth = fc.synthetic_runs(CELLS[:1], n_lr=13, n_bs=9, noise=0.001, progress=0.5)
     out = fc.forecast(points, runs).join(truth, on="run_id")
+    out = out.with_columns(rel=pl.col("true_final") / pl.col("true_final").min() - 1)
     best = out.sort("true_final").row(0, named=True)
     worst = out.sort("true_final").row(-1, named=True)
     assert best["p_near_optimal"] > 0.1 and best["verdict"] == "keep"
-    assert worst["p_near_optimal"] < 0.01 and worst["verdict"] == "stop"
+    assert worst["p_near_optimal"] < 0.01
+    # no run that really ends near-optimal is stopped; the stops are runs that end 1% off or more
+    near = out.filter(pl.col("rel") < 0.0025)
+    assert near.height >= 3 and set(near["verdict"]) == {"keep"}
+    stopped = out.filter(pl.col("verdict") == "stop")
+    assert stopped.height > 0 and stopped["rel"].min() > 0.01
+    # before JUDGE_AFTER of its steps no run is stopped
+    early = fc.forecast(*fc.synthetic_runs(CELLS[:1], n_lr=13, n_bs=9, noise=0.001, progress=0.25)[1::-1])
+    assert "stop" not in set(early["verdict"])
     assert out["p_near_optimal"].is_between(0, 1).all()
     # the chances of the cell's runs sum to at least one (some run is the best)
     assert out["p_near_optimal"].sum() >= 1.0
