@@ -860,3 +860,30 @@ def test_csv_and_jsonl_know_every_declared_series_name(tmp_path):
     pts = points_of(db, "r")
     assert pts["loss"] == pytest.approx({s: 3 - s / 10 for s in range(5)})
     assert pts["val_loss"] == pytest.approx({s: 3.2 - s / 10 for s in range(5)})
+
+
+@pytest.mark.parametrize(
+    ("ext", "body", "last", "kept"),
+    [
+        # a whole last line without its newline is kept (a final eval line was dropped before)
+        ("csv", "step,loss,val_loss\n1,3.10,3.20\n2,2.90,3.00\n", "3,2.80,2.95", True),
+        ("jsonl", '{"step": 1, "loss": 3.1}\n{"step": 2, "loss": 2.9}\n', '{"step": 3, "loss": 2.8}', True),
+        # a line truly cut short is dropped and counted: a shorter last value, a missing column,
+        # an unclosed object
+        ("csv", "step,loss,val_loss\n1,3.10,3.20\n2,2.90,3.00\n", "3,2.80,2.9", False),
+        ("csv", "step,loss,val_loss\n1,3.10,3.20\n2,2.90,3.00\n", "3,2.80", False),
+        ("jsonl", '{"step": 1, "loss": 3.1}\n{"step": 2, "loss": 2.9}\n', '{"step": 3, "loss": 2.8', False),
+    ],
+)
+def test_last_line_without_newline_is_kept_when_whole(tmp_path, ext, body, last, kept):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / f"metrics.{ext}").write_text(body + last)
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok, report.failed
+    steps = sorted(points_of(db, "r")["loss"])
+    assert steps == ([1, 2, 3] if kept else [1, 2])
+    assert report.malformed_lines == (0 if kept else 1), report.warnings
+    if not kept:
+        assert f"metrics.{ext}:{body.count(chr(10)) + 1}: " in report.warnings[0], report.warnings

@@ -231,7 +231,7 @@ pub fn parse_jsonl_metrics(data: &[u8], file: &str, prefix: &str, out: &mut RunP
 
 pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunParse) {
     // A last row without its newline may be cut short (a file still being written), and a
-    // cut number still parses: set it aside.
+    // cut number still parses: it is kept only when it is whole (see `whole_last_row`).
     let (body, tail) = match memchr::memrchr(b'\n', data) {
         Some(i) if i + 1 < data.len() => (&data[..=i], &data[i + 1..]),
         _ => (data, &data[data.len()..]),
@@ -252,33 +252,70 @@ pub fn parse_csv(data: &[u8], file: &str, sel: &MetricSelection, out: &mut RunPa
         out.malformed(file, 1, || format!("no step column (one of {})", STEP_KEYS.join(", ")));
         return;
     };
-    let mut rows: Vec<(i64, csv::ByteRecord)> = Vec::new();
-    for_each_record(&mut rdr, file, out, |record, line, out| {
+    // The step of a row that has every column, else None (counted).
+    let step_of = |record: &csv::ByteRecord, line: u64, out: &mut RunParse| -> Option<i64> {
         if record.len() != header.len() {
             let n = record.len();
             out.malformed(file, line, || {
                 format!("{n} fields where the header has {}", header.len())
             });
-            return;
+            return None;
         }
         let Some(step) = parse_f64(record[r.step].trim_ascii()).filter(|s| s.is_finite() && *s >= 0.0) else {
             out.malformed(file, line, || format!("column '{}': not a step number", names[r.step]));
-            return;
+            return None;
         };
-        rows.push((step as i64, record.clone()));
+        Some(step as i64)
+    };
+    let mut rows: Vec<(i64, csv::ByteRecord)> = Vec::new();
+    for_each_record(&mut rdr, file, out, |record, line, out| {
+        if let Some(step) = step_of(record, line, out) {
+            rows.push((step, record.clone()));
+        }
     });
+    if !tail.trim_ascii().is_empty() {
+        let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let mut tail_rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(tail);
+        let mut record = csv::ByteRecord::new();
+        let read = tail_rdr.read_byte_record(&mut record).unwrap_or(false);
+        if read && whole_last_row(&record, rows.last().map(|r| &r.1), header.len()) {
+            if let Some(step) = step_of(&record, line, out) {
+                rows.push((step, record));
+            }
+        } else {
+            out.malformed(file, line, || {
+                "truncated last line (no newline, and fewer fields or a shorter last value than the row \
+                 before: is the file still being written?)"
+                    .into()
+            });
+        }
+    }
     if in_step_order(&mut rows) {
         sorted_note(file, out);
     }
     for (step, record) in &rows {
         emit(&r, *step, &|i| parse_f64(record[i].trim_ascii()), out);
     }
-    if !tail.trim_ascii().is_empty() {
-        let line = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        out.malformed(file, line, || {
-            "truncated last line (is the file still being written?)".into()
-        });
-    }
+}
+
+/// Is a last row without its newline whole? It has every column, and its last value is
+/// written at least as long as the row before's (numbers printed alike have one width: a value
+/// cut short, `2.87` of `2.8765` or `1.0e-0` of `1.0e-04`, is shorter). A first row has no
+/// row before: every column is enough.
+fn whole_last_row(record: &csv::ByteRecord, before: Option<&csv::ByteRecord>, columns: usize) -> bool {
+    let Some(last) = record.iter().next_back() else {
+        return false;
+    };
+    record.len() == columns
+        && !last.trim_ascii().is_empty()
+        && before.is_none_or(|b| {
+            b.iter()
+                .next_back()
+                .is_some_and(|p| last.trim_ascii().len() >= p.trim_ascii().len())
+        })
 }
 
 /// Hand each CSV record and its line number to `row`; an unreadable row is counted as
@@ -373,9 +410,21 @@ mod tests {
     }
 
     #[test]
-    fn csv_unterminated_last_row_is_skipped() {
+    fn csv_unterminated_last_row_is_kept_when_whole_else_skipped() {
         let p = run(parse_csv, "step,loss\n1,3.0\n2,2.9");
+        assert_eq!((p.series[LOSS].series.steps.clone(), p.malformed), (vec![1, 2], 0));
+        for cut in [
+            "step,loss\n1,3.0\n2,2",
+            "step,loss\n1,3.0\n2",
+            "step,loss,lr\n1,3.0,1.0e-04\n2,2.9,1.0e-0",
+        ] {
+            let p = run(parse_csv, cut);
+            assert_eq!(p.series[LOSS].series.steps, vec![1], "{cut}");
+            assert_eq!(p.malformed, 1, "{cut}");
+            assert!(p.messages[0].contains("truncated last line"), "{:?}", p.messages);
+        }
+        // a single row without its newline: no row before to compare, every column is enough
+        let p = run(parse_csv, "step,loss\n1,3.0");
         assert_eq!(p.series[LOSS].series.steps, vec![1]);
-        assert_eq!(p.malformed, 1);
     }
 }
