@@ -123,7 +123,8 @@ def test_report_law_section_says_the_bs_law_is_bounded() -> None:
     from steplaw_db.report import build_report
 
     html = build_report(_sweep(bs_shift=1.8, noise=0.0001), laws=("step-law",), bootstrap=50)
-    law_section = html[html.index("<h2>Fitted law</h2>") : html.index("<h2>Laws compared")]
+    start = html.index("<h2>Learning-rate and batch-size law</h2>")
+    law_section = html[start : html.index("</section>", start)]
     assert "bs: 9 of 9 cells at the grid&#x27;s smallest batch: the bs law is bounded, not estimated" in law_section
     assert "not identified" in html
 
