@@ -90,7 +90,7 @@ def two_recipes(tmp_path_factory):
 
 
 @pytest.mark.slow  # 10-30 s: two recipes' fits, loss laws and the stability benchmark
-def test_recipes_section_shows_each_recipes_law_and_the_curves(two_recipes):
+def test_recipes_section_shows_each_recipes_law_and_the_curves(two_recipes, tmp_path):
     db = two_recipes
 
     def points(ids):
@@ -111,6 +111,13 @@ def test_recipes_section_shows_each_recipes_law_and_the_curves(two_recipes):
     groups = _section(text, "groups")
     assert "recipe=web [95%]" in groups and "recipe=code [95%]" in groups and "Differences" in groups
     assert "Cells of each" in groups
+    assert len(report.objects["cells"]) == 12  # 6 cells a recipe, N and D snapped to their levels
+    assert groups.count("<tr>") - groups.count("<thead><tr>") >= 12
+    path = tmp_path / "recipes.html"
+    report.write(path)
+    dom, log, _ = open_in_browser(path)
+    assert 'data-too-wide="0"' in re.search(r"<body[^>]*>", dom).group(0)  # the comparison fits the page
+    assert _console_errors(log) == []
 
 
 def test_report_explains_what_it_could_not_do(final):

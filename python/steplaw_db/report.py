@@ -277,6 +277,7 @@ def _cells(b: _Builder, final: pl.DataFrame, group: str | None) -> pl.DataFrame 
     cells = b.attempt("optima", lambda: optima(final, by=keys, method="quadratic"))
     if cells is None:
         return None
+    b.report.objects["cells"] = cells
     key_cols = cells.columns[1 : cells.columns.index("runs")]
     view = cells.with_columns(
         lr_vertex=pl.struct("lr_quad", "lr_quad_lo", "lr_quad_hi").map_elements(
@@ -656,15 +657,31 @@ def _groups_section(b: _Builder, final: pl.DataFrame, stab: Any, group: str) -> 
         "difference with its 95% interval and test, then the cells of each.</p>",
         H.table(wide) if wide is not None else "",
     ]
-    if len(stab.differences):
+    diff = stab.differences
+    if len(diff):
         parts.append("<h3>Differences</h3>")
-        parts.append(H.table(stab.differences))
-    cells = (
-        final.group_by(group, "N", "D").agg(pl.len().alias("runs"), pl.col("loss").min().alias("best_loss"))
-        .sort(group, "N", "D")
-    )  # fmt: skip
-    parts.append("<h3>Cells of each</h3>")
-    parts.append(H.table(cells, headers={"best_loss": "best loss"}))
+        if {"difference_lo", "difference_hi"} <= set(diff.columns):
+            diff = diff.with_columns(
+                pl.struct("difference", "difference_lo", "difference_hi")
+                .map_elements(
+                    lambda r: H.interval(r["difference"], r["difference_lo"], r["difference_hi"]),
+                    return_dtype=pl.String,
+                )
+                .alias("difference [95%]")
+            )
+        shown = ["group_a", "group_b", "name", "cells_a", "cells_b", "difference [95%]", "difference", "se", "p",
+                 "p_bootstrap", "verdict", "differ", "reason"]  # fmt: skip
+        if "difference [95%]" in diff.columns:
+            shown.remove("difference")
+        parts.append(H.table(diff, shown))
+    cells = b.report.objects.get("cells")
+    if cells is not None and group in cells.columns:
+        parts.append("<h3>Cells of each</h3>")
+        keep = [group, "N", "D", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "optimum", "flags"]
+        parts.append(
+            H.table(cells.sort(group, "N", "D"), keep, headers={"loss_min": "best loss", "lr_grid": "best lr",
+                                                                "bs_tokens_grid": "best batch (tokens)"})
+        )  # fmt: skip
     b.add("groups", title, *parts)
 
 
