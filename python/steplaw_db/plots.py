@@ -449,13 +449,13 @@ def curves(
                 if len(f) and f["loss"][0] is not None and math.isfinite(f["loss"][0]):
                     fx = xs[finite][-1]
                     ax.plot(fx, f["loss"][0], "o", color=colour, ms=5, mec="k", mew=0.5, zorder=5)
-        ys_cat = np.concatenate(y_all) if y_all else np.empty(0)
-        if ys_cat.size:
-            # the view from the first tenth of the curves on: the start's loss (near the vocabulary's
-            # entropy) would squash what differs between runs
-            lo = float(np.nanmin(ys_cat))
-            hi = float(np.nanpercentile(ys_cat, 99))
-            ax.set_ylim(lo / 1.02, hi * 1.02)
+        if y_all and any(v.size for v in y_all):
+            # the view from a tenth of the way through each run on: the first steps' loss (near the
+            # vocabulary's entropy) would squash what differs between the runs
+            lo = min(float(v.min()) for v in y_all if v.size)
+            hi = max(float(np.median(v[v.size // 10 : max(v.size // 10 + 1, v.size // 5)])) for v in y_all if v.size)
+            hi = max(hi, max(float(v[-1]) for v in y_all if v.size))  # a diverged run's end stays in view
+            ax.set_ylim(lo / 1.01, hi * 1.02)
         ax.set_yscale("log")
         st.loss_axis(ax, "y")
         from matplotlib.ticker import FuncFormatter

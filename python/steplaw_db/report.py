@@ -327,6 +327,15 @@ def _cells(b: _Builder, final: pl.DataFrame, group: str | None) -> pl.DataFrame 
     return cells
 
 
+def _cell_text(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """A cell as a reader writes it: ``N 215M, D 80B`` (and any design key)."""
+    parts = []
+    for k in keys:
+        v = row.get(k)
+        parts.append(f"{k} {H.si(float(v))}" if k in ("N", "D") and isinstance(v, (int, float)) else f"{k} {v}")
+    return ", ".join(parts)
+
+
 def _cell_anchor(row: Mapping[str, Any], keys: Sequence[str]) -> str:
     return "cell-" + "-".join(f"{k}{row[k]}" for k in keys).replace(" ", "_").replace(".", "_")
 
@@ -561,7 +570,10 @@ def _curves(b: _Builder, final: pl.DataFrame, cells: pl.DataFrame, points: Calla
         pts = b.attempt("curves", partial(points, ids))
         if pts is None or pts.is_empty():
             continue
-        names = {int(r["run_id"]): f"{r.get('name') or r['run_id']} ({r['cell']})" for r in part.iter_rows(named=True)}
+        names = {
+            int(r["run_id"]): f"{r.get('name') or r['run_id']} ({_cell_text(r, keys)})"
+            for r in part.iter_rows(named=True)
+        }
         fig = b.attempt("curves", partial(plots.curves, pts, final=part, names=names))
         if fig is not None:
             figs.append(_figure(fig, f"loss curves N={n}"))
