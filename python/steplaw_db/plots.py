@@ -479,7 +479,10 @@ def stability(
 ) -> Figure:
     """The stability benchmark: per coefficient, each group's bootstrap distribution (violin,
     with the 95% interval and the estimate; left), and the estimate under every analysis
-    choice of the sensitivity table with +-1 SD (right)."""
+    choice of the sensitivity table with +-1 SD, over a grey band of the reference fit's
+    estimate +- ``STABLE_SDS`` SDs (the verdict's threshold; right)."""
+    from .stability import STABLE_SDS
+
     with st.style():
         import matplotlib.pyplot as plt
 
@@ -522,11 +525,19 @@ def stability(
             ]
             ax = row[1]
             ys = np.arange(len(s))
+            # each group's reference estimate +- STABLE_SDS of its SDs: a choice outside the band moves it
+            groups = s["group"].to_list()
+            for g in c.iter_rows(named=True):
+                rows_g = [i for i, x in enumerate(groups) if x == g["group"]]
+                if rows_g and g["estimate"] is not None and g["sd"]:
+                    half = STABLE_SDS * g["sd"]
+                    ax.fill_betweenx([min(rows_g) - 0.4, max(rows_g) + 0.4], g["estimate"] - half,
+                                     g["estimate"] + half, color="0.85", lw=0, zorder=0)  # fmt: skip
             ax.errorbar(s["estimate"], ys, xerr=s["sd"].fill_null(0), fmt="s", capsize=2, color=st.PALETTE[4])
             ax.set_yticks(ys, labels, fontsize=7)
             ax.set_ylim(-0.6, max(len(s), 1) - 0.4)
             ax.set_ylabel("group · smoothing · optimum")
             ax.set_xlabel(f"{name} (exponent)" if "coef" in name else name)
-            ax.set_title(f"{name} across analysis choices (±1 SD)")
+            ax.set_title(f"{name} across analysis choices (±1 SD; grey: reference ± {STABLE_SDS:g} SD)")
         fig.tight_layout()
         return _save(fig, path)
