@@ -8,6 +8,7 @@ A sweep of points/points-per-run runs, one ``metrics.csv`` (step, loss) each, is
 and its peak RSS (getrusage):
   * ingest into a fresh store;
   * re-ingest, every run unchanged (and again with the sweep named ``./sweep``: must not commit);
+  * re-ingest with one run changed, and the bytes of the manifest and runs table it wrote;
   * open + final losses (robust) + optima;
   * one run's points (``Store.points(run_id)``): the first in a fresh process, and the median
     of three more runs' in the same process (``next_runs_s``);
@@ -112,7 +113,14 @@ def main() -> None:
             first = sorted(p for p in sweep.iterdir() if p.is_dir())[0] / "metrics.csv"
             text = first.read_text()
             first.write_text(text + f"{args.points_per_run + 1},2.5\n")
-            rows.append(step(db, sweep, "reingest") | {"what": "reingest, 1 run changed"})
+            changed = step(db, sweep, "reingest") | {"what": "reingest, 1 run changed"}
+            # The metadata that commit wrote: its manifest (a delta) and its runs table.
+            newest = max((db / "_manifest").glob("*.json"))
+            changed["manifest_bytes"] = newest.stat().st_size
+            changed["runs_table_bytes"] = (
+                max((db / "runs").glob("*.parquet"), key=lambda p: p.stat().st_mtime).stat().st_size
+            )
+            rows.append(changed)
             rows.append(step(db, sweep, "compact"))
             first.write_text(text)
         for r in rows:

@@ -696,6 +696,7 @@ impl Store {
                     _lock: lock,
                     base: current,
                     new_segments: Vec::new(),
+                    force_checkpoint: false,
                 };
                 report.version = tx.commit(runs)?.version;
                 report.runs_table_rewritten = true;
@@ -747,7 +748,7 @@ impl Store {
                 if manifest::checksum_matches(&b).is_none() {
                     report.unverified.push(path.clone());
                 }
-                manifest::parse(&path, &b)
+                manifest::parse_file(&path, &b)
             });
             if let Err(e) = parsed {
                 let newer = version > current.version;

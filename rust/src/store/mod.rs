@@ -164,6 +164,7 @@ impl Store {
             _lock: lock,
             base,
             new_segments: Vec::new(),
+            force_checkpoint: false,
         })
     }
 
@@ -227,6 +228,8 @@ impl Store {
             ));
         }
         let mut tx = self.begin(wait)?;
+        // The new version is read without the manifests before it: they can all go.
+        tx.force_checkpoint = true;
         let runs = tx.base.runs.clone();
         let live: HashMap<RunId, &str> = runs
             .iter()
@@ -326,7 +329,15 @@ impl Store {
                 named.extend(m.runs_file.iter().map(|r| self.root.join(r)));
             }
         }
-        let kept_names: HashSet<String> = kept.iter().map(|(v, _)| manifest::file_name(*v)).collect();
+        // A kept version is read through its chain: its checkpoint and the deltas after it.
+        let kept_names: HashSet<String> = kept
+            .iter()
+            .flat_map(|(v, m)| {
+                let from = m.as_ref().map_or(*v, |m| m.chain.checkpoint.min(*v));
+                versions.iter().filter(move |&&w| w >= from && w <= *v)
+            })
+            .map(|&v| manifest::file_name(v))
+            .collect();
         // While a draft is being written (an ingest parsing without the lock), the files no
         // manifest names may be its segments, to be committed: only the files of the versions
         // not kept go then (their names are known); the rest goes at the next compaction.
@@ -334,7 +345,7 @@ impl Store {
         let mut dropped: HashSet<PathBuf> = HashSet::new();
         if no_drafts.is_none() {
             for &v in &versions {
-                if kept.iter().any(|(k, _)| *k == v) {
+                if kept.iter().any(|(k, _)| *k == v) || kept_names.contains(&manifest::file_name(v)) {
                     continue;
                 }
                 if let Ok(m) = manifest::read_version(&dir, v) {
@@ -633,6 +644,8 @@ pub struct Transaction {
     _lock: File,
     pub base: Manifest,
     new_segments: Vec<SegmentEntry>,
+    /// Write the version's manifest whole (a checkpoint), not as a delta over the base.
+    force_checkpoint: bool,
 }
 
 impl Transaction {
@@ -710,7 +723,8 @@ impl Transaction {
         fsync_dir(&runs_dir)?;
         fsync_dir(&root.join(POINTS_DIR))?;
 
-        let manifest = Manifest {
+        let mut manifest = Manifest {
+            chain: Default::default(),
             xxh3_128: None,
             format: manifest::FORMAT.to_string(),
             version,
@@ -722,7 +736,9 @@ impl Transaction {
             runs,
         };
         crash_point("before-manifest");
-        manifest::write_new(&root.join(MANIFEST_DIR), &manifest)?;
+        let (_, chain) =
+            manifest::write_version(&root.join(MANIFEST_DIR), &self.base, &manifest, self.force_checkpoint)?;
+        manifest.chain = chain;
         Ok(manifest)
     }
 }

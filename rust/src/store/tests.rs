@@ -1106,14 +1106,18 @@ fn compaction_keeps_the_files_of_recent_versions() {
     let report = store.compact_with(Duration::ZERO, Keep::Versions(3)).unwrap();
     assert_eq!(report.versions_kept, [3, 4, 5]);
     assert!(!garbage.exists());
-    let manifests = manifest::versions(&store.root().join(MANIFEST_DIR)).unwrap();
-    assert_eq!(manifests, [3, 4, 5]);
+    // The kept versions' manifests, and those they are read through (their checkpoint and the
+    // deltas after it).
+    let mdir = store.root().join(MANIFEST_DIR);
+    let from = manifest::read_version(&mdir, 3).unwrap().chain.checkpoint;
+    assert_eq!(manifest::versions(&mdir).unwrap(), (from..=5).collect::<Vec<_>>());
     let copy = |_: RunId, s: Curve| s.values.len();
     assert_eq!(visit_metric(store.root(), &old, "loss", false, &copy).unwrap().len(), 5);
     // The default keeps every version that was the newest in the last minutes: all of them.
     commit_runs(&store, &[(9, 9)]).unwrap();
     let report = store.compact_with(Duration::ZERO, Keep::default()).unwrap();
-    assert_eq!(report.versions_kept, [3, 4, 5, 6, 7]);
+    // (and version 3's chain, still there: readable too)
+    assert_eq!(report.versions_kept, (from..=7).collect::<Vec<_>>());
     assert_eq!(visit_metric(store.root(), &old, "loss", false, &copy).unwrap().len(), 5);
     store.verify().unwrap();
     // Keeping for no time at all, or one version: only the new one is left.
@@ -1451,4 +1455,139 @@ fn a_writer_never_deletes_the_files_of_a_draft_being_written() {
         m.segments.len(),
         "only the current version's segments are left"
     );
+}
+
+// ---- Section: manifests as checkpoints and deltas (issue 13, 6) ----
+
+/// The bytes of the newest manifest file.
+fn newest_manifest_bytes(store: &Store) -> u64 {
+    let v = store.latest().unwrap().version;
+    fs::metadata(store.root().join(MANIFEST_DIR).join(manifest::file_name(v)))
+        .unwrap()
+        .len()
+}
+
+fn is_delta_file(store: &Store, v: u64) -> bool {
+    let b = fs::read(store.root().join(MANIFEST_DIR).join(manifest::file_name(v))).unwrap();
+    matches!(
+        manifest::parse_file(Path::new("x"), &b).unwrap(),
+        manifest::ManifestFile::Delta(_)
+    )
+}
+
+#[test]
+fn a_one_run_commit_writes_as_many_manifest_bytes_at_10_as_at_1000_runs() {
+    let mut sizes = Vec::new();
+    for n in [10i64, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path(), 1 << 20, 1 << 12);
+        let runs: Vec<(RunId, i64)> = (1..=n).map(|id| (id, 3)).collect();
+        commit_runs(&store, &runs).unwrap();
+        let checkpoint = newest_manifest_bytes(&store);
+        commit_runs(&store, &[(n / 2, 4)]).unwrap(); // one run replaced
+        let delta = newest_manifest_bytes(&store);
+        assert!(is_delta_file(&store, 2), "{n} runs: the one-run commit is a delta");
+        assert_holds(
+            &store,
+            &runs
+                .iter()
+                .map(|&(id, k)| (id, if id == n / 2 { 4 } else { k }))
+                .collect::<Vec<_>>(),
+            "delta",
+        );
+        sizes.push((n, checkpoint, delta));
+    }
+    let (small, large) = (sizes[0].2, sizes[1].2);
+    // The run ids and segment names differ in length a little; nothing grows with the store.
+    assert!(large < small + 64, "one-run delta: {sizes:?}");
+    assert!(sizes[1].1 > 100 * large, "the checkpoint holds every run: {sizes:?}");
+}
+
+#[test]
+fn a_store_reads_the_same_through_deltas_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 200, 32);
+    let mut want: std::collections::BTreeMap<RunId, i64> = Default::default();
+    let (mut deltas, mut checkpoints) = (0, 0);
+    for step in 0..90i64 {
+        // Adds, replacements, removals and compactions in a fixed pseudo-random mix.
+        let id = (step * 7919) % 23;
+        let m = match step % 9 {
+            4 => store
+                .compact_with(Duration::ZERO, Keep::Versions(3))
+                .map(|r| r.version)
+                .unwrap(),
+            6 if want.contains_key(&id) => {
+                let mut tx = store.begin(Duration::ZERO).unwrap();
+                let runs: Vec<RunRecord> = tx.base.runs.iter().filter(|r| r.run_id != id).cloned().collect();
+                tx.add_segments(vec![]);
+                want.remove(&id);
+                tx.commit(runs).unwrap().version
+            }
+            _ => {
+                let n = 5 + (step * 13) % 40;
+                let runs = [(id, n), ((id + 5) % 23, n + 1)];
+                for (i, k) in runs {
+                    want.insert(i, k);
+                }
+                commit_runs(&store, &runs).unwrap().version
+            }
+        };
+        // Read afresh from the files (not the writer's copy): the same state as committed.
+        let read = manifest::read_version(&store.root().join(MANIFEST_DIR), m).unwrap();
+        let fresh = store.latest().unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            serde_json::to_string(&fresh).unwrap()
+        );
+        if is_delta_file(&store, m) {
+            deltas += 1;
+        } else {
+            checkpoints += 1;
+        }
+        let runs: Vec<(RunId, i64)> = want.iter().map(|(&i, &k)| (i, k)).collect();
+        assert_holds(&store, &runs, &format!("step {step}"));
+    }
+    assert!(
+        deltas > 30 && checkpoints > 10,
+        "{deltas} deltas, {checkpoints} checkpoints"
+    );
+}
+
+#[test]
+fn a_damaged_delta_is_named_and_repair_rolls_back_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    let runs: Vec<(RunId, i64)> = (1..=16).map(|id| (id, 30)).collect();
+    commit_runs(&store, &runs).unwrap(); // v1, a checkpoint
+    commit_runs(&store, &[(1, 31)]).unwrap(); // v2
+    commit_runs(&store, &[(2, 32)]).unwrap(); // v3
+    commit_runs(&store, &[(3, 33)]).unwrap(); // v4
+    assert!((2..=4).all(|v| is_delta_file(&store, v)));
+    let v3 = store.root().join(MANIFEST_DIR).join(manifest::file_name(3));
+    let mut b = fs::read(&v3).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x20;
+    fs::write(&v3, &b).unwrap();
+    // Version 4 is read through version 3: readers and writers stop, naming the damaged file.
+    let e = store.latest().unwrap_err().to_string();
+    assert!(
+        e.contains(&manifest::file_name(3)) && e.contains("check --repair"),
+        "{e}"
+    );
+    let report = store.check(false).unwrap();
+    assert!(!report.is_ok());
+    assert!(report.damaged.iter().any(|d| d.file == v3), "{report}");
+    let repaired = store.repair(Duration::ZERO).unwrap();
+    assert_eq!(repaired.version, 2, "{repaired}");
+    assert_eq!(repaired.set_aside.len(), 2, "versions 4 and 3: {repaired}");
+    let with = |changes: &[(RunId, i64)]| -> Vec<(RunId, i64)> {
+        runs.iter()
+            .map(|&(id, n)| changes.iter().find(|c| c.0 == id).copied().unwrap_or((id, n)))
+            .collect()
+    };
+    assert_holds(&store, &with(&[(1, 31)]), "rolled back");
+    assert!(store.check(true).unwrap().is_ok());
+    commit_runs(&store, &[(2, 40)]).unwrap();
+    assert_holds(&store, &with(&[(1, 31), (2, 40)]), "committing again");
 }
