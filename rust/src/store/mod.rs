@@ -550,11 +550,14 @@ fn rebase(
             ),
         ));
     }
+    // A record as far as writers change it: `compact` only moves a run's points to another
+    // segment (its `segment`), which does not clash with a draft's change of that run.
     let record = |m: &Manifest, id: RunId| {
-        m.runs
-            .iter()
-            .find(|r| r.run_id == id)
-            .map(|r| serde_json::to_vec(r).unwrap_or_default())
+        m.runs.iter().find(|r| r.run_id == id).map(|r| {
+            let mut r = r.clone();
+            r.segment = None;
+            serde_json::to_vec(&r).unwrap_or_default()
+        })
     };
     let mut clashes: Vec<String> = Vec::new();
     let (before, now): (HashMap<RunId, &RunRecord>, HashMap<RunId, &RunRecord>) = (
@@ -591,9 +594,13 @@ fn rebase(
     }
     let mut mine: HashMap<RunId, RunRecord> = HashMap::new();
     let mut added_order: Vec<RunId> = Vec::new();
-    for r in runs.into_iter().filter(|r| touched.contains(&r.run_id)) {
-        if !now.contains_key(&r.run_id) {
-            added_order.push(r.run_id);
+    for mut r in runs.into_iter().filter(|r| touched.contains(&r.run_id)) {
+        match (before.get(&r.run_id), now.get(&r.run_id)) {
+            // Points the draft did not rewrite (a record whose files' stats changed) are where
+            // the newest version has them (compaction may have moved them).
+            (Some(b), Some(n)) if b.segment == r.segment => r.segment = n.segment.clone(),
+            (_, None) => added_order.push(r.run_id),
+            _ => {}
         }
         mine.insert(r.run_id, r);
     }

@@ -1591,3 +1591,22 @@ fn a_damaged_delta_is_named_and_repair_rolls_back_before_it() {
     commit_runs(&store, &[(2, 40)]).unwrap();
     assert_holds(&store, &with(&[(1, 31), (2, 40)]), "committing again");
 }
+
+#[test]
+fn a_draft_rebased_over_a_compaction_keeps_the_moved_points_of_runs_it_did_not_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    commit_runs(&store, &[(1, 30), (2, 40)]).unwrap();
+    commit_runs(&store, &[(3, 20)]).unwrap(); // two small segments: compaction merges them
+                                              // The draft changes run 1's record only (its files' stats), and replaces run 2.
+    let (draft, _, mut runs) = draft_with(&store, 2, 50);
+    for r in runs.iter_mut().filter(|r| r.run_id == 1) {
+        r.name = "renamed".into();
+    }
+    let report = store.compact(Duration::ZERO).unwrap(); // moves run 1's points, deletes the old files
+    assert!(report.segments_rewritten >= 2);
+    draft.commit(runs, &HashSet::from([1, 2]), Duration::ZERO).unwrap();
+    assert_holds(&store, &[(1, 30), (2, 50), (3, 20)], "rebased over a compaction");
+    let m = store.latest().unwrap();
+    assert_eq!(m.runs.iter().find(|r| r.run_id == 1).unwrap().name, "renamed");
+}
