@@ -448,3 +448,41 @@ def test_checkpoint_table_without_steps_or_with_one_row_per_run_is_a_summary_tab
     report = db.import_table(tmp_path / "last.csv")
     assert report.added == 24 and not report.notes
     assert (db.runs()["status"] == "summary-only").all()
+
+
+def megatron_line(it: int, total: int, loss: float) -> str:
+    return (
+        f" [2024-06-18 12:00:00] iteration {it:>8}/{total:>8} | consumed samples: {it * 512:>12} | "
+        f"learning rate: 1.000000E-04 | global batch size:   512 | lm loss: {loss:.6E} | loss scale: 1.0 |\n"
+    )
+
+
+def test_megatron_log_of_several_trials_is_one_run_per_trial_or_merged(tmp_path):
+    """A Megatron log whose iteration goes back to its first (the job ran the trial again
+    from scratch) holds several trials: one run each by default (`name#2`), every point kept;
+    `--restarts merge` keeps one run, the later trial replacing the earlier's points (counted).
+    A resume from a checkpoint (back, but not to the first step) stays one run."""
+    run = tmp_path / "runs" / "m"
+    run.mkdir(parents=True)
+    first = [megatron_line(i, 100, 5.0 - i / 100) for i in range(10, 60, 10)]
+    resumed = [megatron_line(i, 100, 4.0 - i / 100) for i in range(40, 110, 10)]  # from a checkpoint
+    second = [megatron_line(i, 100, 3.0 - i / 100) for i in range(10, 110, 10)]  # from scratch
+    (run / "train.log").write_text("".join(first + resumed + second))
+    db = sl.open(tmp_path / "db")
+    report = db.ingest(tmp_path / "runs")
+    assert report.ok and report.added == 2, report.failed
+    assert any("2 trials in one log" in n for n in report.notes), report.notes
+    runs = {r["name"]: r for r in db.runs().to_dicts()}
+    assert set(runs) == {"m", "m#2"}
+    one = db.points(runs["m"]["run_id"]).sort("step")
+    assert one["step"].to_list() == list(range(10, 110, 10))  # the resume replaced 40, 50
+    assert one["value"][-1] == pytest.approx(4.0 - 1.0)
+    two = db.points(runs["m#2"]["run_id"]).sort("step")
+    assert two["step"].to_list() == list(range(10, 110, 10))
+    assert two["value"].to_list() == pytest.approx([3.0 - i / 100 for i in range(10, 110, 10)])
+    assert report.replaced_points == 2
+    merged = sl.open(tmp_path / "merged")
+    report = merged.ingest(tmp_path / "runs", restarts="merge")
+    assert report.added == 1 and report.replaced_points == 2 + 10
+    (row,) = merged.runs().to_dicts()
+    assert row["final_loss"] == pytest.approx(2.0) and row["n_points"] == 10

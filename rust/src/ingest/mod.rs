@@ -408,6 +408,7 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     };
     // The 2nd, 3rd, ... trials of a log that holds several.
     let mut trials: Vec<RunParse> = Vec::new();
+    let mut split_megatron = false;
     let mut fingerprint = read::Fingerprint::default();
     let mut bytes = 0u64;
     let sel = &ctx.opts.metrics;
@@ -440,11 +441,15 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
         let pushed_before = parse.pushed();
         let malformed_before = parse.malformed;
         if matches!(format, Format::Steplaw | Format::Megatron) {
+            // A Megatron log of several trials (its iteration back to its first): one run each.
+            parse.split_trials = *format == Format::Megatron && ctx.split_trials;
+            split_megatron |= parse.split_trials;
             let mut parser = text::TextParser::new(sel, &mut parse);
             bytes += read::stream_lines(path, text_buf, &mut fingerprint, |lines, at_eof| {
                 parser.feed(lines, at_eof, &label, &mut parse)
             })?;
             parser.finish(&mut parse);
+            parse.split_trials = false;
         } else {
             let data = read::read_file(path)?;
             bytes += data.len() as u64;
@@ -537,6 +542,14 @@ fn parse_run(ctx: &Context, src: &RunSource, run_id: RunId, text_buf: &mut Vec<u
     if !ctx.opts.force && previous.is_some_and(|r| r.fingerprint == fingerprint) && trials.len() == trials_before.len()
     {
         return Ok(unchanged(files));
+    }
+    if split_megatron {
+        let label = src
+            .files
+            .first()
+            .map(|(p, _)| p.display().to_string())
+            .unwrap_or_default();
+        trials.extend(series::take_trials(&mut parse, &label));
     }
     let mut out = Vec::with_capacity(1 + trials.len());
     let n_trials = trials.len();

@@ -22,6 +22,11 @@ pub struct SeriesBuilder {
     pub restarts: u64,
     /// Points replaced by the restart rule (counted, never lost silently).
     pub replaced: u64,
+    /// Whether a step back to (or before) the series' first step begins another trial, kept
+    /// whole in `trials`, instead of replacing the points (`--restarts split`).
+    pub split: bool,
+    /// The earlier trials' series, in log order (`series` is the latest).
+    pub trials: Vec<Series>,
 }
 
 impl SeriesBuilder {
@@ -34,6 +39,15 @@ impl SeriesBuilder {
                 // a run) is no restart: it is kept once and nothing after it goes.
                 let known = s.steps.get(cut) == Some(&step) && s.values[cut].to_bits() == value.to_bits();
                 if known {
+                    return;
+                }
+                if cut == 0 && self.split {
+                    let metric = s.metric.clone();
+                    self.trials.push(std::mem::replace(s, Series::new(metric)));
+                    self.series.steps.push(step);
+                    self.series.values.push(value);
+                    push_padded(&mut self.series.lr, lr, 1, f64::NAN);
+                    push_padded(&mut self.series.tokens, tokens, 1, -1);
                     return;
                 }
                 self.replaced += (s.steps.len() - cut) as u64;
@@ -110,6 +124,50 @@ fn union(a: &Series, b: &Series) -> (Series, u64) {
     (out, conflicts)
 }
 
+/// The 2nd, 3rd, ... trials of a log whose step went back to its first (Megatron logs of
+/// several trials read with `split_trials`), each a run of its own; `parse` keeps the first.
+/// Each series' k-th trial goes to the k-th run, with the log's configuration. A note says so.
+pub fn take_trials(parse: &mut RunParse, file: &str) -> Vec<RunParse> {
+    let n = parse.series.values().map(|b| b.trials.len()).max().unwrap_or(0);
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut later: Vec<RunParse> = (0..n)
+        .map(|_| RunParse {
+            planned_steps: parse.planned_steps,
+            batch_size: parse.batch_size,
+            tokens_are_samples: parse.tokens_are_samples,
+            config: parse.config.clone(),
+            ..Default::default()
+        })
+        .collect();
+    for b in parse.series.values_mut() {
+        if b.trials.is_empty() {
+            continue;
+        }
+        let mut all: Vec<Series> = std::mem::take(&mut b.trials);
+        all.push(std::mem::take(&mut b.series));
+        let mut all = all.into_iter();
+        b.series = all.next().expect("one trial at least");
+        for (run, series) in later.iter_mut().zip(all) {
+            let metric = series.metric.clone();
+            run.series.insert(
+                metric,
+                SeriesBuilder {
+                    series,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    parse.notes.push(format!(
+        "{file}: {} trials in one log (the step went back to its first): one run each, the 2nd named '#2', ... \
+         (--restarts merge keeps one run, the later trial replacing the earlier's points)",
+        n + 1
+    ));
+    later
+}
+
 thread_local! {
     /// Emptied series of this thread's earlier runs. A run's points go into vectors that are
     /// already mapped: fresh multi-megabyte ones would cost a page fault per 4 KiB written.
@@ -160,6 +218,8 @@ pub struct RunParse {
     /// Facts about the run worth a line in the report (not bad lines): trials found,
     /// points that disagreed between copies of an export, ...
     pub notes: Vec<String>,
+    /// New series split trials (see `SeriesBuilder::split`); `take_trials` takes them apart.
+    pub split_trials: bool,
 }
 
 impl RunParse {
@@ -181,6 +241,7 @@ impl RunParse {
         self.series.remove(metric).unwrap_or_else(|| {
             let mut b = SeriesBuilder {
                 series: spare_series(metric),
+                split: self.split_trials,
                 ..Default::default()
             };
             let s = &mut b.series;
