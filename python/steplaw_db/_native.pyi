@@ -17,6 +17,7 @@ __all__ = [
     "LinearModel",
     "Store",
     "__version__",
+    "annealing_areas",
     "chinchilla_grid",
     "chinchilla_objective",
     "curve_fit",
@@ -27,6 +28,7 @@ __all__ = [
     "fit_linear",
     "metric_names",
     "run_fields",
+    "schedule_lr",
 ]
 
 __version__: str
@@ -358,3 +360,21 @@ def curve_fit(
     starts: Sequence[Sequence[float]] | None = None,
     max_iterations: int = 3000,
 ) -> _CurveFit: ...
+
+# -- the forecast's per-step work (rust/src/py/forecast.rs); used by steplaw_db.forecast ---------
+# S1, S2 of the per-step lr at the nondecreasing positions `at`: native float64 bytes in and out.
+def annealing_areas(lr: bytes, at: bytes, lam: float = 0.999) -> tuple[bytes, bytes]: ...
+
+# steplaw_db.curve.Schedule(...).lr(n) as native float64 bytes.
+def schedule_lr(
+    peak: float,
+    total_steps: int,
+    warmup_steps: int,
+    decay: str,
+    floor: float,
+    warmup_start: float,
+    decay_start: int | None,
+    decay_steps: int | None,
+    wsd_shape: str,
+    n: int,
+) -> bytes: ...

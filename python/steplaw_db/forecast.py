@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 from scipy import signal, stats
 
+from . import _native
 from .curve import Schedule, _per_step_lr
 from .errors import InvalidArgumentError
 from .optima import DEFAULT_THRESHOLD, AnalysisWarning, assign_cells, warn
@@ -147,24 +148,46 @@ def _bins(step: np.ndarray, loss: np.ndarray, max_bins: int) -> tuple[np.ndarray
     return st, lo, counts
 
 
+def areas_at(lr: np.ndarray | bytes, at: np.ndarray, lam: float = LAM) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`areas` read at the nondecreasing positions ``at`` (between steps: linear, as
+    ``np.interp``), in one pass over the per-step lr without the per-step arrays (Rust:
+    ``forecast::annealing_areas_at``, the same sums in the same order). ``lr`` may be given as
+    its float64 bytes, to convert a run's lr once for several calls."""
+    raw = lr if isinstance(lr, bytes) else np.ascontiguousarray(lr, dtype=float).tobytes()
+    s1, s2 = _native.annealing_areas(raw, np.ascontiguousarray(at, dtype=float).tobytes(), lam)
+    return np.frombuffer(s1), np.frombuffer(s2)
+
+
+def _schedule_lr(sched: Schedule, n: int) -> np.ndarray:
+    """``sched.lr(n)`` (read-only), built in Rust: numpy's dozen passes over 20k-120k steps a
+    run cost as much as the areas (same expressions; equal but for the last bit of cos / pow)."""
+    raw = _native.schedule_lr(
+        sched.peak_lr, sched.total_steps, sched.warmup_steps, sched.decay, sched.floor, sched.warmup_start,
+        sched.decay_start, sched.decay_steps, sched.wsd_shape, n,
+    )  # fmt: skip
+    return np.frombuffer(raw)
+
+
 def _series(
     step: np.ndarray, loss: np.ndarray, lr_full: np.ndarray, target: int, lam: float, skip: float, max_bins: int
 ) -> _Series | None:
-    s1, s2 = areas(lr_full, lam)
+    # the areas at the logged steps and the target first (which points the fit keeps), then at
+    # the bins' centres: two passes over the schedule, the per-step sums never held
+    raw = np.ascontiguousarray(lr_full, dtype=float).tobytes()
+    a1, a2 = areas_at(raw, np.append(step.astype(float), float(target)), lam)
+    s1_step, s1_end, s2_end = a1[:-1], float(a1[-1]), float(a2[-1])
     now = int(step[-1])
     peak_at = int(np.argmax(lr_full[: now + 1]))
-    keep = (step >= skip * now) & (step >= peak_at) & (s1[step] > 0)
+    keep = (step >= skip * now) & (step >= peak_at) & (s1_step > 0)
     if keep.sum() < 5:  # a short warm-up-only curve: fit what there is past the lr area's start
-        keep = s1[step] > 0
+        keep = s1_step > 0
     if keep.sum() < 4:
         return None
     st, y, w = _bins(step[keep], loss[keep], max_bins)
-    # bin centres between steps: interpolate the areas
-    grid = np.arange(s1.size, dtype=float)
-    b1, b2 = np.interp(st, grid, s1), np.interp(st, grid, s2)
+    b1, b2 = areas_at(raw, st, lam)  # bin centres between steps: interpolated
     first = int(step[keep][0])
     decayed = lr_full[now] < 0.97 * lr_full[first : now + 1].max()
-    return _Series(b1, b2, y, w, float(s1[target]), float(s2[target]), bool(decayed and np.ptp(b2) > 0))
+    return _Series(b1, b2, y, w, s1_end, s2_end, bool(decayed and np.ptp(b2) > 0))
 
 
 @dataclass
@@ -413,7 +436,7 @@ def _shape_error(sched: Schedule, step: np.ndarray, lr: np.ndarray) -> float:
         floor=sched.floor,
     )
     at = np.minimum(np.round(step / k).astype(np.int64), small.total_steps)
-    return float(np.sqrt(np.mean((small.lr(small.total_steps + 1)[at] - lr) ** 2))) / sched.peak_lr
+    return float(np.sqrt(np.mean((_schedule_lr(small, small.total_steps + 1)[at] - lr) ** 2))) / sched.peak_lr
 
 
 def _named_schedule(row: Mapping[str, Any], named: str, T: int, peak: float, warmup: int) -> Schedule | None:
@@ -579,7 +602,7 @@ def _planned_lr(r: _Run, schedule: ScheduleSpec, assumptions: list[str]) -> np.n
     if assumption:
         assumptions.append(assumption)
     n = r.target + 1
-    future = sched.lr(max(n, sched.total_steps))[:n]
+    future = _schedule_lr(sched, n)
     exact = src == "given" or (src == "config" and r.lr is None)
     if r.lr is not None and not exact and np.max(np.abs(future[r.step] - r.lr)) > 1e-3 * sched.peak_lr:
         # the logged lr is the truth for the past; the schedule only continues it

@@ -5,6 +5,7 @@ pub mod curve;
 pub mod error;
 pub mod finals;
 pub mod fit;
+pub mod forecast;
 pub mod ingest;
 pub mod model;
 pub mod numeric;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 mod curve;
 mod fit;
+mod forecast;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -475,5 +476,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     fit::register(m)?;
     curve::register(m)?;
+    forecast::register(m)?;
     Ok(())
 }
