@@ -321,7 +321,14 @@ def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path, colpr
     assert len(train) == 3 and len(evals) == 3
     expected = later_wins(train)
     expected.update(later_wins(evals, prefix="eval/pile_r_denoiser/"))
-    expected["val_loss"] = expected.pop("eval/pile_r_denoiser/loss")
+    # T5X's `loss` is summed over the batch: the per-token loss is the loss (the sum kept as
+    # loss_sum), the eval task's per-token loss the val loss (its sum keeps its tag)
+    expected["loss_sum"] = expected.pop("loss")
+    expected["loss"] = expected.pop("loss_per_nonpadding_target_token")
+    expected["val_loss"] = expected.pop("eval/pile_r_denoiser/loss_per_nonpadding_target_token")
+    assert not any(v > 10 for v in expected["loss"].values()), "a summed loss taken for the per-token one"
+    notes = " ".join(report.notes)
+    assert "'loss' is a sum over the batch" in notes and "loss_per_nonpadding_target_token" in notes
     # inference_eval/<task>-metrics.jsonl: every number of each row, at its step.
     for jsonl in sorted((run / "inference_eval").glob("*-metrics.jsonl")):
         task = jsonl.name.removesuffix("-metrics.jsonl")
@@ -339,6 +346,9 @@ def test_tensorboard_real_t5x_run_matches_an_independent_decoder(tmp_path, colpr
     assert sorted(got["loss"]) == list(range(10_000, 2_000_001, 10_000))
     row = db.runs().filter(pl.col("name") == "base")
     assert row["format"].item() == "tensorboard" and row["final_step"].item() == 2_000_000
+    # this run's per-token training loss goes negative: flagged, never a complete run
+    assert min(expected["loss"].values()) < 0
+    assert row["status"].item() == "diverged" and "goes negative" in notes
 
 
 # -- HF Trainer state ------------------------------------------------------------------------

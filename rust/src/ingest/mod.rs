@@ -650,6 +650,13 @@ fn finish_run(
     // rises) is complete or incomplete, never "diverged".
     let loss_like = loss.metric == LOSS || loss.metric == VAL_LOSS || loss.metric.contains("loss");
     let status = if loss_like {
+        if let Some(v) = loss.values.iter().find(|v| **v < 0.0) {
+            parse.notes.push(format!(
+                "{key}: its loss '{}' goes negative ({v}): no cross-entropy, the run is marked diverged \
+                 (left out of the analysis; --metric names another series)",
+                loss.metric
+            ));
+        }
         config::run_status(loss, config.steps)
     } else {
         config::completion_status(loss, config.steps)

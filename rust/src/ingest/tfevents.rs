@@ -27,6 +27,17 @@ pub const LOSS_TAGS: &[&str] = &[
     "epoch_loss",
     "cross_ent_loss",
 ];
+/// T5X's losses summed over the batch's tokens, and its per-token losses, best first: when both
+/// are logged the per-token one is the loss (`loss_per_nonpadding_target_token` is what T5X's
+/// own summaries call the loss per token).
+pub const SUMMED_LOSS_TAGS: &[&str] = &["loss", "cross_ent_loss"];
+pub const PER_TOKEN_LOSS_TAGS: &[&str] = &[
+    "loss_per_nonpadding_target_token",
+    "loss_per_all_target_tokens",
+    "cross_ent_loss_per_all_target_tokens",
+];
+/// Where a summed `loss` goes when the per-token loss takes its name.
+pub const SUMMED_LOSS: &str = "loss_sum";
 /// Tags of the validation loss (in the run's own files).
 pub const VAL_TAGS: &[&str] = &[
     "val_loss",
@@ -451,10 +462,28 @@ pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
             .find(|n| out.series.contains_key(**n))
             .map(|n| n.to_string())
     };
-    let loss_tag = match &sel.loss {
+    let mut loss_tag = match &sel.loss {
         Some(k) => out.series.contains_key(k.as_str()).then(|| k.clone()),
         None => present(LOSS_TAGS, out),
     };
+    // T5X's `loss` (and `cross_ent_loss`) is a sum over the batch's tokens: its per-token loss,
+    // when logged, is the loss; the sum stays, as `loss_sum` where it held the name `loss`.
+    if let (None, Some(summed)) = (&sel.loss, loss_tag.as_deref().filter(|t| SUMMED_LOSS_TAGS.contains(t))) {
+        if let Some(per_token) = present(PER_TOKEN_LOSS_TAGS, out) {
+            out.notes.push(format!(
+                "T5X: '{summed}' is a sum over the batch; the per-token '{per_token}' is read as the loss{}",
+                if summed == LOSS {
+                    " (the sum kept as 'loss_sum')"
+                } else {
+                    ""
+                }
+            ));
+            if summed == LOSS {
+                rename(out, Some(LOSS.to_string()), SUMMED_LOSS);
+            }
+            loss_tag = Some(per_token);
+        }
+    }
     rename(out, loss_tag, LOSS);
     let mut val_tag = present(VAL_TAGS, out);
     if val_tag.is_none() {
@@ -474,6 +503,15 @@ pub fn finish(out: &mut RunParse, sel: &MetricSelection) {
                 .iter()
                 .find_map(|l| eval_losses.iter().find(|k| is_eval_loss(k, l)))
                 .map(|k| k.to_string());
+            // T5X's eval `loss` is summed too: its task's per-token loss is the val loss.
+            if let Some((task, last)) = val_tag.as_deref().and_then(|t| t.rsplit_once('/')) {
+                if sel.loss.is_none() && SUMMED_LOSS_TAGS.contains(&last) {
+                    let per_token = PER_TOKEN_LOSS_TAGS.iter().map(|p| format!("{task}/{p}"));
+                    if let Some(p) = per_token.into_iter().find(|p| out.series.contains_key(p)) {
+                        val_tag = Some(p);
+                    }
+                }
+            }
         }
     }
     rename(out, val_tag, VAL_LOSS);
@@ -776,5 +814,32 @@ pub(crate) mod tests {
         finish(&mut p, &MetricSelection::default());
         assert!(!p.series.contains_key(VAL_LOSS));
         assert_eq!(p.series["eval/b/loss"].series.values, vec![3.625]);
+    }
+
+    #[test]
+    fn t5x_per_token_loss_is_preferred_to_the_summed_one() {
+        let mut out = RunParse::default();
+        for step in [10, 20] {
+            out.push("loss", step, 4.0e5, None, None);
+            out.push("loss_per_nonpadding_target_token", step, 2.5, None, None);
+            out.push("eval/pile/loss", step, 3.0e5, None, None);
+            out.push("eval/pile/loss_per_nonpadding_target_token", step, 2.7, None, None);
+        }
+        finish(&mut out, &MetricSelection::default());
+        assert_eq!(out.series[LOSS].series.values, vec![2.5, 2.5]);
+        assert_eq!(out.series[SUMMED_LOSS].series.values, vec![4.0e5, 4.0e5]);
+        assert_eq!(out.series[VAL_LOSS].series.values, vec![2.7, 2.7]);
+        assert!(out.series.contains_key("eval/pile/loss"));
+        assert!(out.notes[0].contains("sum over the batch"), "{:?}", out.notes);
+        // --metric loss keeps the sum as the loss
+        let mut out = RunParse::default();
+        out.push("loss", 10, 4.0e5, None, None);
+        out.push("loss_per_nonpadding_target_token", 10, 2.5, None, None);
+        let sel = MetricSelection {
+            loss: Some("loss".into()),
+            ..Default::default()
+        };
+        finish(&mut out, &sel);
+        assert_eq!(out.series[LOSS].series.values, vec![4.0e5]);
     }
 }
