@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._numbers import si, sig
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -42,23 +44,9 @@ def esc(v: Any) -> str:
 # ------------------------------------------------------------------------------ numbers
 
 
-def si(v: float, digits: int = 3) -> str:
-    """``214M``, ``100B``, ``1.5T``, ``512``."""
-    a = abs(v)
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if a >= div:
-            return f"{v / div:.{digits}g}{unit}"
-    return f"{v:.{digits}g}"
-
-
 def sci(v: float, digits: int = 3) -> str:
-    """``9.35e-4``: no padded exponent."""
-    if v == 0 or not math.isfinite(v):
-        return str(v)
-    if 1e-2 <= abs(v) < 1e4:
-        return f"{v:.{digits}g}"
-    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    """``9.35e-4``, but plain between 1e-2 and 1e4 (a table cell)."""
+    return sig(v, digits, plain=(1e-2, 1e4))
 
 
 def _kind(column: str) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._numbers import sci, si
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -73,26 +75,6 @@ def colour(i: int) -> str:
 
 
 # ------------------------------------------------------------------ numbers as people write them
-
-
-def si(v: float, digits: int = 3) -> str:
-    """``2M``, ``100B``, ``1.5T``, ``512``: counts (tokens, parameters) in SI-like units."""
-    if v is None or not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if a >= div:
-            return f"{v / div:.{digits}g}{unit}"
-    return f"{v:.{digits}g}"
-
-
-def sci(v: float, digits: int = 3) -> str:
-    """``1e-3``, ``3.2e-4``: a small quantity (a learning rate) without a padded exponent."""
-    if v is None or not math.isfinite(v) or v == 0:
-        return str(v)
-    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def loss(v: float) -> str:

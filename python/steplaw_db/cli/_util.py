@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from .. import _native
+from .._numbers import sci, si, sig
 from .._typing import Smoothing, WidthUnit
 from ..errors import InternalError, InvalidArgumentError, SteplawError
 
@@ -223,30 +224,6 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
     return fmt
 
 
-def _sig(v: float, digits: int = 3) -> str:
-    """``v`` to ``digits`` significant digits, exponent without padding: 9.35e-4, 0.25, 1.4e+21."""
-    if v == 0 or 1e-3 <= abs(v) < 1e5:
-        return f"{v:.{digits}g}"
-    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def _sci(v: float) -> str:
-    """``v`` in scientific notation, 3 significant digits, no padding: 9.35e-4, 1e-2."""
-    if v == 0:
-        return "0"
-    mantissa, exponent = f"{v:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def si(v: float) -> str:
-    """A count with an SI suffix, 3 significant digits: 214M, 1.4T, 7B, 950."""
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g}{suffix}"
-    return f"{v:.3g}"
-
-
 def readable(column: str, value: object) -> str:
     """One value of ``column`` as the table format shows it: units by the column's name."""
     if value is None:
@@ -267,24 +244,24 @@ def readable(column: str, value: object) -> str:
 def _readable_number(column: str, value: float) -> str:
     v, name = float(value), column.lower()
     if name.endswith("%"):  # already in percent
-        return f"{_sig(v)}%"
+        return f"{sig(v)}%"
     if name.startswith("rel_") or name == "threshold":
-        return f"{_sig(v * 100)}%"
+        return f"{sig(v * 100)}%"
     if column == "N" or column.startswith("N_") or name in ("params", "n_params"):
         return si(v)
     if column == "D" or column.startswith("D_") or "tokens" in name:
         return f"{si(v)} tokens"
     if column == "C" or column.startswith("C_"):
-        return f"{_sig(v)} FLOPs"
+        return f"{sig(v)} FLOPs"
     if name == "lr" or name.startswith("lr_") or name.endswith("_lr"):
-        return _sci(v)
+        return sci(v)
     if name == "bs" or (name.startswith("bs_") and "coef" not in name and "intercept" not in name):
         return f"{v:,.0f} seq" if v == int(v) else f"{v:,.1f} seq"
     if isinstance(value, int):
         return str(value)
     if "loss" in name or "objective" in name:
         return f"{v:.4f}"
-    return _sig(v, 4)
+    return sig(v, 4)
 
 
 def _cells(df: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
