@@ -67,10 +67,10 @@ from .optima import (
     DEFAULT_THRESHOLD,
     LEVEL_TOLERANCE,
     AnalysisWarning,
-    _edge_side,
     assign_cells,
     edge_counts,
     edge_notes,
+    edge_side,
     last_checkpoints,
     near_optimal,
     optima,
@@ -1050,7 +1050,7 @@ def _evaluate_cell(
     surface = quadratic_surface(cell, loss=loss) if method == "quadratic" else None
     rows: list[dict[str, object]] = []
     # the cell's grid minimum on the grid's edge: the optimum, and a law's gap, are bounds there
-    edges = {f"{k}_edge": _edge_side(sorted(set(v.tolist())), float(v[best])) for k, v in (("lr", lr), ("bs", bs))}
+    edges = {f"{k}_edge": edge_side(sorted(set(v.tolist())), float(v[best])) for k, v in (("lr", lr), ("bs", bs))}
     for label, one in laws:
         p = one.predict(N=[N], D=[D], loss=[cell_min], seq_len=seq_len, interval=None)
         lr_hat, bs_hat = p["lr"][0], p["bs_tokens"][0]

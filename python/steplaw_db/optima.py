@@ -615,7 +615,7 @@ def _log_step(levels: list[float]) -> float | None:
     return float(sorted(math.log(b / a) for a, b in itertools.pairwise(levels))[(len(levels) - 2) // 2])
 
 
-def _edge_side(levels: list[float], value: float) -> str | None:
+def edge_side(levels: list[float], value: float) -> str | None:
     """``low`` / ``high`` when ``value`` (a cell's grid minimum) is the grid's smallest / largest
     level: the optimum is a bound, not a measurement. None inside, or on a one-level grid."""
     if len(levels) < 2:
@@ -752,7 +752,7 @@ def optima(
             row[f"lr_lo_{tag}"], row[f"lr_hi_{tag}"] = float(lr[inside].min()), float(lr[inside].max())
             row[f"bs_lo_{tag}"], row[f"bs_hi_{tag}"] = float(bs[inside].min()), float(bs[inside].max())
         flags = []
-        row["lr_edge"], row["bs_edge"] = _edge_side(lr_levels, lr[best]), _edge_side(bs_levels, bs[best])
+        row["lr_edge"], row["bs_edge"] = edge_side(lr_levels, lr[best]), edge_side(bs_levels, bs[best])
         row["lr_log_step"], row["bs_log_step"] = _log_step(lr_levels), _log_step(bs_levels)
         if row["lr_edge"]:
             flags.append("lr-edge")
