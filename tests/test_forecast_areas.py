@@ -77,3 +77,7 @@ def test_schedule_lr_in_rust_equals_schedule_lr(sched: Schedule) -> None:
     # the warm-up and the flat parts are the same bits (no transcendental functions there)
     flat = (np.arange(n) < sched.warmup_steps) | (want == sched.peak_lr) | (want == sched.floor)
     np.testing.assert_array_equal(got[flat], want[flat])
+    # a range from a step on, and single steps, are the same values
+    np.testing.assert_array_equal(fc._schedule_lr(sched, n, start=777), got[777:])
+    steps = np.array([0, 1, sched.warmup_steps, 1234, sched.total_steps - 1, n - 1])
+    np.testing.assert_array_equal(fc._schedule_lr(sched, n, steps=steps), got[steps])

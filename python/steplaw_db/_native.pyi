@@ -365,7 +365,7 @@ def curve_fit(
 # S1, S2 of the per-step lr at the nondecreasing positions `at`: native float64 bytes in and out.
 def annealing_areas(lr: bytes, at: bytes, lam: float = 0.999) -> tuple[bytes, bytes]: ...
 
-# steplaw_db.curve.Schedule(...).lr(n) as native float64 bytes.
+# steplaw_db.curve.Schedule(...).lr(n)[start:] (or at `steps`, int64 bytes) as native float64 bytes.
 def schedule_lr(
     peak: float,
     total_steps: int,
@@ -377,4 +377,6 @@ def schedule_lr(
     decay_steps: int | None,
     wsd_shape: str,
     n: int,
+    start: int = 0,
+    steps: bytes | None = None,
 ) -> bytes: ...

@@ -158,12 +158,14 @@ def areas_at(lr: np.ndarray | bytes, at: np.ndarray, lam: float = LAM) -> tuple[
     return np.frombuffer(s1), np.frombuffer(s2)
 
 
-def _schedule_lr(sched: Schedule, n: int) -> np.ndarray:
-    """``sched.lr(n)`` (read-only), built in Rust: numpy's dozen passes over 20k-120k steps a
-    run cost as much as the areas (same expressions; equal but for the last bit of cos / pow)."""
+def _schedule_lr(sched: Schedule, n: int, start: int = 0, steps: np.ndarray | None = None) -> np.ndarray:
+    """``sched.lr(n)[start:]``, or its values at ``steps`` (read-only), built in Rust: numpy's
+    dozen passes over 20k-120k steps a run cost as much as the areas (same expressions; equal
+    but for the last bit of cos / pow)."""
+    at = None if steps is None else np.ascontiguousarray(steps, dtype=np.int64).tobytes()
     raw = _native.schedule_lr(
         sched.peak_lr, sched.total_steps, sched.warmup_steps, sched.decay, sched.floor, sched.warmup_start,
-        sched.decay_start, sched.decay_steps, sched.wsd_shape, n,
+        sched.decay_start, sched.decay_steps, sched.wsd_shape, n, start, at,
     )  # fmt: skip
     return np.frombuffer(raw)
 
@@ -602,14 +604,17 @@ def _planned_lr(r: _Run, schedule: ScheduleSpec, assumptions: list[str]) -> np.n
     if assumption:
         assumptions.append(assumption)
     n = r.target + 1
-    future = _schedule_lr(sched, n)
     exact = src == "given" or (src == "config" and r.lr is None)
-    if r.lr is not None and not exact and np.max(np.abs(future[r.step] - r.lr)) > 1e-3 * sched.peak_lr:
-        # the logged lr is the truth for the past; the schedule only continues it
+    if (
+        r.lr is not None
+        and not exact
+        and np.max(np.abs(_schedule_lr(sched, n, steps=r.step) - r.lr)) > 1e-3 * sched.peak_lr
+    ):
+        # the logged lr is the truth for the past; the schedule only continues it (and is not
+        # built for the past at all: half of a run's steps at 50%)
         past = _per_step_lr(r.step, r.lr)
-        future = future.copy()
-        future[: past.size] = past
-    return future
+        return np.concatenate([past, _schedule_lr(sched, n, start=past.size)])
+    return _schedule_lr(sched, n)
 
 
 @dataclass

@@ -109,54 +109,56 @@ pub struct Schedule {
 impl Schedule {
     /// The lr at steps 0 .. n - 1.
     pub fn lr(&self, n: usize) -> Vec<f64> {
+        self.lr_range(0, n)
+    }
+
+    /// The lr at steps start .. n - 1.
+    pub fn lr_range(&self, start: usize, n: usize) -> Vec<f64> {
+        (start.min(n)..n).map(|t| self.lr_at(t)).collect()
+    }
+
+    /// The lr at step t.
+    pub fn lr_at(&self, t: usize) -> f64 {
         let (w, t_end, peak, floor) = (self.warmup_steps, self.total_steps, self.peak, self.floor);
         let cosine = |f: f64| floor + 0.5 * (peak - floor) * (1.0 + (std::f64::consts::PI * f).cos());
-        // numpy.linspace(warmup_start, peak, W): i * step + start, the last exactly the peak
-        let delta = peak - self.warmup_start;
-        let div = w.saturating_sub(1) as f64;
-        let step = delta / div;
-        let ramp = |i: usize| {
-            if w == 1 {
+        if t < w {
+            // numpy.linspace(warmup_start, peak, W)[t]: t * step + start, the last exactly the peak
+            let delta = peak - self.warmup_start;
+            let div = (w - 1) as f64;
+            let step = delta / div;
+            return if w == 1 {
                 0.0 * delta + self.warmup_start
-            } else if i == w - 1 {
+            } else if t == w - 1 {
                 peak
             } else if step == 0.0 {
-                i as f64 / div * delta + self.warmup_start
+                t as f64 / div * delta + self.warmup_start
             } else {
-                i as f64 * step + self.warmup_start
-            }
-        };
-        let after = if self.decay == Decay::Constant { peak } else { floor };
-        (0..n)
-            .map(|t| {
-                if t < w {
-                    return ramp(t);
-                }
-                if t >= t_end {
-                    return after;
-                }
-                let f = (t - w) as f64 / (t_end - w) as f64;
-                match self.decay {
-                    Decay::Cosine => cosine(f),
-                    Decay::Linear => peak + (floor - peak) * f,
-                    Decay::Constant => peak,
-                    Decay::Wsd { start, length, shape } => {
-                        if t < start {
-                            peak
-                        } else if t < start + length {
-                            let g = (t - start) as f64 / length as f64;
-                            match shape {
-                                WsdShape::Linear => peak * (1.0 - g) + floor * g,
-                                WsdShape::Exponential => peak.powf(1.0 - g) * floor.powf(g),
-                                WsdShape::Cosine => cosine(g),
-                            }
-                        } else {
-                            floor
-                        }
+                t as f64 * step + self.warmup_start
+            };
+        }
+        if t >= t_end {
+            return if self.decay == Decay::Constant { peak } else { floor };
+        }
+        let f = (t - w) as f64 / (t_end - w) as f64;
+        match self.decay {
+            Decay::Cosine => cosine(f),
+            Decay::Linear => peak + (floor - peak) * f,
+            Decay::Constant => peak,
+            Decay::Wsd { start, length, shape } => {
+                if t < start {
+                    peak
+                } else if t < start + length {
+                    let g = (t - start) as f64 / length as f64;
+                    match shape {
+                        WsdShape::Linear => peak * (1.0 - g) + floor * g,
+                        WsdShape::Exponential => peak.powf(1.0 - g) * floor.powf(g),
+                        WsdShape::Cosine => cosine(g),
                     }
+                } else {
+                    floor
                 }
-            })
-            .collect()
+            }
+        }
     }
 }
 

@@ -42,10 +42,55 @@ fn annealing_areas<'py>(
     Ok((bytes_of(py, &s1), bytes_of(py, &s2)))
 }
 
-/// The lr of a `steplaw_db.curve.Schedule` (its fields; validated there) at steps 0 .. n - 1,
-/// as float64 bytes.
+/// A `steplaw_db.curve.Schedule` from its fields (validated there).
+#[allow(clippy::too_many_arguments)]
+fn schedule_of(
+    peak: f64,
+    total_steps: usize,
+    warmup_steps: usize,
+    decay: &str,
+    floor: f64,
+    warmup_start: f64,
+    decay_start: Option<usize>,
+    decay_steps: Option<usize>,
+    wsd_shape: &str,
+) -> Result<Schedule, Error> {
+    let decay = match decay {
+        "cosine" => Decay::Cosine,
+        "linear" => Decay::Linear,
+        "constant" => Decay::Constant,
+        "wsd" => {
+            let start = decay_start.ok_or_else(|| Error::Invalid("a wsd schedule needs decay_start".into()))?;
+            let shape = match wsd_shape {
+                "linear" => WsdShape::Linear,
+                "exponential" => WsdShape::Exponential,
+                "cosine" => WsdShape::Cosine,
+                other => return Err(Error::Invalid(format!("unknown wsd_shape '{other}'"))),
+            };
+            let length = decay_steps.unwrap_or(total_steps.saturating_sub(start));
+            Decay::Wsd { start, length, shape }
+        }
+        other => return Err(Error::Invalid(format!("unknown lr decay '{other}'"))),
+    };
+    if warmup_steps >= total_steps {
+        return Err(Error::Invalid(format!(
+            "need warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
+        )));
+    }
+    Ok(Schedule {
+        peak,
+        total_steps,
+        warmup_steps,
+        warmup_start,
+        floor,
+        decay,
+    })
+}
+
+/// The lr of a `steplaw_db.curve.Schedule` (its fields) at steps `start` .. n - 1, or, with
+/// `steps` (int64 bytes), at those steps; float64 bytes.
 #[pyfunction]
-#[pyo3(signature = (peak, total_steps, warmup_steps, decay, floor, warmup_start, decay_start, decay_steps, wsd_shape, n))]
+#[pyo3(signature = (peak, total_steps, warmup_steps, decay, floor, warmup_start, decay_start, decay_steps, wsd_shape, n, start = 0, steps = None))]
 #[allow(clippy::too_many_arguments)]
 fn schedule_lr<'py>(
     py: Python<'py>,
@@ -59,39 +104,32 @@ fn schedule_lr<'py>(
     decay_steps: Option<usize>,
     wsd_shape: &str,
     n: usize,
+    start: usize,
+    steps: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let decay = match decay {
-        "cosine" => Decay::Cosine,
-        "linear" => Decay::Linear,
-        "constant" => Decay::Constant,
-        "wsd" => {
-            let start = decay_start.ok_or_else(|| Error::Invalid("a wsd schedule needs decay_start".into()))?;
-            let shape = match wsd_shape {
-                "linear" => WsdShape::Linear,
-                "exponential" => WsdShape::Exponential,
-                "cosine" => WsdShape::Cosine,
-                other => return Err(Error::Invalid(format!("unknown wsd_shape '{other}'")).into()),
-            };
-            let length = decay_steps.unwrap_or(total_steps.saturating_sub(start));
-            Decay::Wsd { start, length, shape }
-        }
-        other => return Err(Error::Invalid(format!("unknown lr decay '{other}'")).into()),
-    };
-    if warmup_steps >= total_steps {
-        return Err(Error::Invalid(format!(
-            "need warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
-        ))
-        .into());
-    }
-    let sched = Schedule {
+    let sched = schedule_of(
         peak,
         total_steps,
         warmup_steps,
-        warmup_start,
-        floor,
         decay,
-    };
-    let lr = py.detach(|| sched.lr(n));
+        floor,
+        warmup_start,
+        decay_start,
+        decay_steps,
+        wsd_shape,
+    )?;
+    let lr = py.detach(|| match steps {
+        None => Ok(sched.lr_range(start, n)),
+        Some(raw) if raw.len().is_multiple_of(8) => Ok(raw
+            .chunks_exact(8)
+            .map(|c| i64::from_ne_bytes(c.try_into().expect("chunks of 8")))
+            .map(|t| sched.lr_at(t.max(0) as usize))
+            .collect()),
+        Some(raw) => Err(Error::Invalid(format!(
+            "schedule_lr: steps must be int64 bytes, got {} bytes",
+            raw.len()
+        ))),
+    })?;
     Ok(bytes_of(py, &lr))
 }
 
