@@ -390,3 +390,11 @@ def test_no_python_warning_lines_reach_the_terminal(db, command, tmp_path):
     _, stderr = _cli_streams(args, terminal=False)
     for line in stderr.splitlines():
         assert line.startswith("warning: ") and ".py:" not in line and "Warning:" not in line, stderr
+
+
+def test_stability_prints_readable_tables_not_polars_reprs(db):
+    # the default output is four titled tables drawn like every other command's table format
+    stdout, _ = _cli_streams(["--db", db, "stability", "--bootstrap", "20", "--smoothing", "robust"], terminal=False)
+    for title in ("coefficients:", "group comparison:", "leave-one-cell-out (median over cells):", "verdicts:"):
+        assert title in stdout
+    assert "shape: (" not in stdout and "╞" not in stdout, stdout

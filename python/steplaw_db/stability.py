@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +84,15 @@ class StabilityReport:
     draws: pl.DataFrame
     _repr_html_ = stability_html  # a notebook's view
 
-    def summary(self) -> str:
+    def summary(self, render: Callable[[pl.DataFrame], str] = str) -> str:
+        """The four tables under their titles; ``render`` draws each (the CLI's readable table)."""
+        loco = _loco_summary(self.loco)
         with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, float_precision=4, fmt_str_lengths=120):
             parts = [
-                "coefficients:", str(self.coefficients),
-                "group comparison:", str(self.differences) if len(self.differences) else "(one group)",
-                "leave-one-cell-out (median over cells):", str(_loco_summary(self.loco)),
-                "verdicts:", str(self.verdicts),
+                "coefficients:", render(self.coefficients),
+                "group comparison:", render(self.differences) if len(self.differences) else "(one group)",
+                "leave-one-cell-out (median over cells):", render(loco) if len(loco) else "(none: too few cells)",
+                "verdicts:", render(self.verdicts),
             ]  # fmt: skip
         return "\n".join(parts)
 

@@ -24,7 +24,16 @@ from ._app import (
     prose,
 )
 from ._progress import working
-from ._util import EXIT_USAGE, MACHINE_FORMATS, fail, final_frame, open_store, resolve_format, write_frame
+from ._util import (
+    EXIT_USAGE,
+    MACHINE_FORMATS,
+    fail,
+    final_frame,
+    open_store,
+    render_table,
+    resolve_format,
+    write_frame,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -211,7 +220,7 @@ def stability(
             bootstrap=bootstrap,
         )
     if table is None and fmt is None and output is None:
-        typer.echo(report.summary())
+        typer.echo(report.summary(render_table))
     else:  # --format or -o without --table: the verdicts
         df = getattr(report, table or "verdicts")
         write_frame(df, fmt, output, df.columns)
