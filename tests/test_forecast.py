@@ -214,6 +214,7 @@ def test_next_runs_proposes_one_step_beyond_an_edge() -> None:
     assert beyond["lr"][0] == pytest.approx(smallest / 2**0.5, rel=0.03)  # one half-octave step below
     best = cell.sort("loss").row(0, named=True)
     assert beyond["bs_tokens"][0] == pytest.approx(best["bs_tokens"])
+    assert out["bs"].dtype == pl.Int64  # whole sequences
     # the cells whose optimum is inside the grid get no edge proposals
     others = out.filter((pl.col("N") != first["N"]) | (pl.col("D") != first["D"]))
     assert not others["reason"].str.contains("edge").any()
@@ -224,8 +225,11 @@ def test_plan_grid_is_centred_on_the_law() -> None:
     grid = fc.plan_grid(7e9, 1.4e12, law)
     pred = law.predict(7e9, 1.4e12).row(0, named=True)
     centre = grid.filter((pl.col("offset_lr_steps") == 0) & (pl.col("offset_bs_steps") == 0)).row(0, named=True)
-    assert centre["lr"] == pytest.approx(pred["lr"]) and centre["bs_tokens"] == pytest.approx(pred["bs_tokens"])
-    assert centre["rel_penalty"] == 0 and grid["rel_penalty"].min() == 0
+    assert centre["lr"] == pytest.approx(pred["lr"])
+    # batches a run can use: whole sequences, the centre within half a sequence of the law's
+    assert grid["bs"].dtype == pl.Int64 and (grid["bs_tokens"] == grid["bs"] * 2048).all()
+    assert abs(centre["bs_tokens"] - pred["bs_tokens"]) <= 1024
+    assert centre["rel_penalty"] < 1e-6 and grid["rel_penalty"].min() == centre["rel_penalty"]
     assert grid.height == 25 and sorted(set(grid["offset_lr_steps"])) == [-2, -1, 0, 1, 2]
     # halving the lr costs about +0.3% in the GUIDE's landscape (two half-octave steps)
     assert grid.filter((pl.col("offset_lr_steps") == -2) & (pl.col("offset_bs_steps") == 0))["rel_penalty"][

@@ -38,7 +38,7 @@ from scipy import signal, stats
 from . import _native
 from .curve import Schedule, _per_step_lr
 from .errors import InvalidArgumentError
-from .optima import DEFAULT_THRESHOLD, AnalysisWarning, assign_cells, warn
+from .optima import DEFAULT_SEQ_LEN, DEFAULT_THRESHOLD, AnalysisWarning, assign_cells, warn
 
 if TYPE_CHECKING:
     from .laws import Law
@@ -1011,8 +1011,8 @@ def synthetic_runs(
                 name = f"c{c}_lr{lr:.4g}_bs{bs}"
                 runs.append(
                     {
-                        "run_id": rid, "name": name, "N": N, "D": D, "lr": lr, "bs": bs, "seq_len": 2048,
-                        "bs_tokens": bs * 2048, "steps": T, "lr_min": lr_min,
+                        "run_id": rid, "name": name, "N": N, "D": D, "lr": lr, "bs": bs, "seq_len": DEFAULT_SEQ_LEN,
+                        "bs_tokens": bs * DEFAULT_SEQ_LEN, "steps": T, "lr_min": lr_min,
                         "status": "complete" if step[-1] >= T else "incomplete",
                     }
                 )  # fmt: skip
@@ -1160,7 +1160,7 @@ def forecast_final(frame: pl.DataFrame, runs: pl.DataFrame | None = None) -> pl.
         extra = [c for c in ("bs_tokens", "seq_len", "recipe") if c in runs.columns]
         df = df.join(runs.select("run_id", *extra), on="run_id", how="left")
     if "bs_tokens" not in df.columns:
-        df = df.with_columns(bs_tokens=pl.col("bs") * 2048)
+        df = df.with_columns(bs_tokens=pl.col("bs") * DEFAULT_SEQ_LEN)
     return df
 
 
@@ -1234,7 +1234,7 @@ def next_runs(
     by: str | Sequence[str] = ("N", "D"),
     *,
     wide: float = 2.0,
-    seq_len: int = 2048,
+    seq_len: int = DEFAULT_SEQ_LEN,
 ) -> pl.DataFrame:
     """The few (lr, batch) points per cell that would resolve its optimum, with the reason.
 
@@ -1249,7 +1249,8 @@ def next_runs(
       at the other axis' optimum, the points that shrink it most.
 
     Points already in the cell's grid are not proposed. Columns: ``cell``, the keys, ``lr``,
-    ``bs_tokens``, ``bs`` (sequences of ``seq_len``), ``reason``.
+    ``bs_tokens``, ``bs`` (whole sequences of ``seq_len``; ``bs_tokens`` = ``bs`` x ``seq_len``),
+    ``reason``.
     """
     from .optima import optima
 
@@ -1271,19 +1272,25 @@ def next_runs(
             if _exists(lr, bs, seen):
                 continue
             seen = seen | {(lr, bs)}
+            seqs = _whole_sequences(bs, seq_len)
             rows.append(
                 {
                     "cell": c["cell"],
                     **{k: c[k] for k in keys},
                     "lr": lr,
-                    "bs_tokens": bs,
-                    "bs": bs / seq_len,
+                    "bs_tokens": seqs * seq_len,
+                    "bs": seqs,
                     "reason": why,
                 }
             )
     schema: dict[str, Any] = {"cell": pl.String, **{k: table.schema[k] for k in keys}}
-    schema.update(lr=pl.Float64, bs_tokens=pl.Float64, bs=pl.Float64, reason=pl.String)
+    schema.update(lr=pl.Float64, bs_tokens=pl.Int64, bs=pl.Int64, reason=pl.String)
     return pl.DataFrame(rows, schema=schema)
+
+
+def _whole_sequences(bs_tokens: float, seq_len: int) -> int:
+    """A proposed batch as a run can use it: the nearest whole number of sequences (at least 1)."""
+    return max(round(bs_tokens / seq_len), 1)
 
 
 def plan_grid(
@@ -1294,7 +1301,7 @@ def plan_grid(
     step: float = math.sqrt(2),
     min_levels: int = 5,
     interval: float = 0.95,
-    seq_len: int = 2048,
+    seq_len: int = DEFAULT_SEQ_LEN,
     curvature: tuple[float, float] | None = None,
 ) -> pl.DataFrame:
     """An lr x batch grid for a new cell (N, D): centred on ``law``'s prediction (default
@@ -1307,8 +1314,8 @@ def plan_grid(
     default the GUIDE's landscape (halving the lr +0.3%, the batch +0.5%; ``synth``'s
     constants); ``rel_penalty_expected`` adds the law's own uncertainty (its interval read as a
     normal in log space): a ((ln lr/lr*)^2 + sd_lr^2) + b (...). Columns ``lr``, ``bs_tokens``,
-    ``bs`` (sequences of ``seq_len``), ``offset_lr_steps``, ``offset_bs_steps`` (grid steps from
-    the prediction), ``rel_penalty``, ``rel_penalty_expected``.
+    ``bs`` (whole sequences of ``seq_len``: the penalty is at that batch), ``offset_lr_steps``,
+    ``offset_bs_steps`` (grid steps from the prediction), ``rel_penalty``, ``rel_penalty_expected``.
     """
     from . import synth
     from .laws import step_law
@@ -1334,10 +1341,11 @@ def plan_grid(
     (lr0, lr_k, lr_sd), (bs0, bs_k, bs_sd) = axes["lr"], axes["bs"]
     for i in lr_k:
         for j in bs_k:
-            u, v = i * math.log(step), j * math.log(step)
+            seqs = _whole_sequences(bs0 * step**j, seq_len)  # a batch a run can use
+            u, v = i * math.log(step), math.log(seqs * seq_len / bs0)
             rows.append(
                 {
-                    "lr": lr0 * step**i, "bs_tokens": bs0 * step**j, "bs": bs0 * step**j / seq_len,
+                    "lr": lr0 * step**i, "bs_tokens": seqs * seq_len, "bs": seqs,
                     "offset_lr_steps": int(i), "offset_bs_steps": int(j), "rel_penalty": a * u * u + b * v * v,
                     "rel_penalty_expected": a * (u * u + lr_sd**2) + b * (v * v + bs_sd**2),
                 }
