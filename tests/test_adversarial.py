@@ -154,3 +154,23 @@ def test_a_constant_regressor_loses_only_its_own_law(tmp_path: Path) -> None:
     assert v["lr_coefN"] == "not identified" and v["bs_coefD"] in ("stable", "differs")
     r = report.verdicts.filter(report.verdicts["name"] == "lr_coefN")["reason"][0]
     assert r.startswith("constant regressor"), r
+
+
+def test_a_design_that_cannot_be_fitted_is_a_row_with_its_reason(tmp_path: Path) -> None:
+    # the 2-cell recipe has too few cells for an lr law on N and D: fit lr-bs per recipe lists it
+    # below the fitted one, every coefficient without a number and with the reason
+    import polars as pl
+
+    db = tmp_path / "steplaw.db"
+    for path, recipe in _recipe_of_two_cells(tmp_path):
+        assert CliRunner().invoke(app, ["--db", str(db), "ingest", str(path), "--recipe", str(recipe)]).exit_code == 0
+    args = ["--db", str(db), "fit", "lr-bs", "--by", "N,D,recipe", "--bootstrap", "20", "--format", "csv"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    table = pl.read_csv(r.stdout.encode())
+    assert set(table["design"]) == {"recipe=web", "recipe=code"}
+    web, code = (table.filter(pl.col("design") == f"recipe={d}") for d in ("web", "code"))
+    assert web.filter(pl.col("name") == "bs_coefD")["estimate"].is_not_null().all()
+    assert web["name"].to_list() == code["name"].to_list()
+    assert code["estimate"].null_count() == code.height
+    assert code["reason"].str.contains("cells").all(), code

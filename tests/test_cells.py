@@ -225,7 +225,8 @@ def test_one_law_per_design_recovers_each_design(moe_store):
     for name, (_, g) in DESIGNS.items():
         assert laws[f"moe_name={name}"].coefficients()["lr_coefD"] == pytest.approx(g, abs=0.02), name
     side = compare_laws(laws)
-    assert [c for c in side.columns if c in laws] == list(laws) and side.height == 4
+    # one block of rows per design (lr on D: intercept and slope; batch the same), in order
+    assert side["design"].unique(maintain_order=True).to_list() == list(laws) and side.height == 4 * 4
     # one law across the designs says so
     with pytest.warns(AnalysisWarning, match=r"one law is fitted across 4 designs \(moe_name\)"):
         fit_law(final, lr_on=("D",), bootstrap=0)
@@ -233,7 +234,7 @@ def test_one_law_per_design_recovers_each_design(moe_store):
         app, ["--db", str(moe_store.path), "fit", "lr-bs", "--by", "N,D,moe_name", "--lr-on", "D", "--bootstrap", "50"]
     )
     assert r.exit_code == 0, r.output
-    assert "one law per design (moe_name): 4 laws" in r.output and "moe_name=e16k2" in r.output
+    assert "one law per design (moe_name): 4 fitted" in r.output and "moe_name=e16k2" in r.output
 
 
 def test_mixed_recipes_are_split_or_flagged(synthetic_dense):

@@ -83,8 +83,8 @@ from .optima import (
 EdgeTreatment: TypeAlias = Literal["keep", "drop", "censor"]
 
 __all__ = [
-    "LawSpec", "compare_laws", "evaluate", "evaluation_summary", "fit_law", "fit_laws", "fit_loss_law", "fit_lr_bs",
-    "leave_one_cell_out",
+    "DesignLaws", "LawSpec", "compare_laws", "evaluate", "evaluation_summary", "fit_law", "fit_laws", "fit_loss_law",
+    "fit_lr_bs", "leave_one_cell_out",
 ]  # fmt: skip
 
 #: Laws to evaluate: a law, a published law's name or a spec (``"step-law,deepseek"``,
@@ -801,6 +801,15 @@ def _cell_keys_of(frame: pl.DataFrame) -> list[str]:
     return [part.split("=", 1)[0] for part in str(first).split(",") if "=" in part]
 
 
+class DesignLaws(dict[str, HparamLaw]):
+    """:func:`fit_laws`' result: the law of each design that could be fitted, by label, and in
+    ``failed`` each design that could not, with the reason."""
+
+    def __init__(self, laws: Mapping[str, HparamLaw] | None = None, failed: Mapping[str, str] | None = None) -> None:
+        super().__init__(laws or {})
+        self.failed: dict[str, str] = dict(failed or {})
+
+
 def fit_laws(
     final: pl.DataFrame,
     per: str | Sequence[str],
@@ -808,44 +817,55 @@ def fit_laws(
     *,
     by: str | Sequence[str] = CELL_KEYS,
     **kwargs: Any,
-) -> dict[str, HparamLaw]:
+) -> DesignLaws:
     """One law per design: :func:`fit_law` on the runs of each value of the ``per`` columns
     (a MoE's ``moe_name``, ``recipe``, ...), keyed ``"moe_name=e8k1"``. A design that cannot be
-    fitted (too few cells, a regressor that does not vary) is left out with a warning naming
-    the reason. :func:`compare_laws` puts them side by side."""
+    fitted (too few cells, a regressor that does not vary) is kept in ``failed`` with the
+    reason, and warned. :func:`compare_laws` lists them all, the failed ones with their reason."""
     per = _keys(per)
     _require(final, per, "the final-loss frame")
     keys = [*_keys(by), *[k for k in per if k not in _keys(by)]]
-    laws: dict[str, HparamLaw] = {}
-    notes = []
+    laws = DesignLaws()
     for part in final.sort(per, nulls_last=True).partition_by(per, maintain_order=True):
         label = ",".join(f"{k}={part[k][0]}" for k in per)
         try:
             laws[label] = fit_law(part, method, by=keys, name=label, **kwargs)
         except InvalidArgumentError as e:
-            notes.append(f"{label}: no law: {e}")
-    warn(notes)
+            laws.failed[label] = str(e)
+    warn([f"{label}: no law: {why}" for label, why in laws.failed.items()])
     if not laws:
-        raise InvalidArgumentError(f"no design could be fitted: {'; '.join(notes)}")
+        raise InvalidArgumentError(f"no design could be fitted: {'; '.join(laws.failed.values())}")
     return laws
 
 
 def compare_laws(laws: Mapping[str, HparamLaw], interval: float = 0.95) -> pl.DataFrame:
-    """Laws side by side: one row per coefficient, per law its estimate, SD and interval
-    (``<label>``, ``<label>_sd``, ``<label>_lo``, ``<label>_hi``), and each law's cell count."""
-    out: pl.DataFrame | None = None
+    """Laws one below another, one row per design and coefficient: ``design``, ``name``,
+    ``estimate``, ``sd``, ``lo``, ``hi`` (the ``interval``), the target's ``cells`` and a ``reason``
+    where there is no number: a target the fit could not identify, or (from :func:`fit_laws`'
+    ``failed``) a design that could not be fitted at all, whose coefficients are listed without
+    numbers."""
+    tables = []
     for label, law in laws.items():
-        t = law.to_polars(interval).select(
-            "name",
-            pl.col("estimate").alias(label),
-            pl.col("sd").alias(f"{label}_sd"),
-            pl.col("lo").alias(f"{label}_lo"),
-            pl.col("hi").alias(f"{label}_hi"),
+        t = law.to_polars(interval)
+        tables.append(
+            t.select(
+                design=pl.lit(label),
+                name="name",
+                estimate="estimate",
+                sd="sd",
+                lo="lo",
+                hi="hi",
+                cells=pl.col("cells").cast(pl.Int64),
+                reason=pl.col("reason") if "reason" in t.columns else pl.lit(None, dtype=pl.String),
+            )
         )
-        out = t if out is None else out.join(t, on="name", how="full", coalesce=True, maintain_order="left")
-    if out is None:
+    if not tables:
         raise InvalidArgumentError("no laws to compare")
-    return out
+    out = pl.concat(tables, how="vertical_relaxed")
+    names = out["name"].unique(maintain_order=True).to_list()
+    failed = getattr(laws, "failed", {})
+    rows = [{"design": label, "name": n, "reason": why} for label, why in failed.items() for n in names]
+    return pl.concat([out, pl.DataFrame(rows, schema=out.schema)]) if rows else out
 
 
 # --------------------------------------------------------------------------- loss law

@@ -63,7 +63,8 @@ def _fit_per_design(
 
     laws = fit_laws(final, per, how, by=keys, **options)
     say = prose(fmt, table)
-    say(f"one law per design ({', '.join(per)}): {len(laws)} laws")
+    failed = f"; {len(laws.failed)} not fitted (their rows say why)" if laws.failed else ""
+    say(f"one law per design ({', '.join(per)}): {len(laws)} fitted{failed}")
     for label, one in laws.items():
         say(f"{label}: {_fit_summary(one)}")
         say(f"  {one.describe()}")
