@@ -276,7 +276,8 @@ def test_command_line(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     grid = pl.read_csv(r.stdout.encode())
     assert grid.height == 25
-    assert grid.filter(pl.col("rel_penalty") == 0)["lr"][0] == pytest.approx(9.347e-4, rel=1e-3)
+    centre = grid.filter((pl.col("offset_lr_steps") == 0) & (pl.col("offset_bs_steps") == 0))
+    assert centre["lr"][0] == pytest.approx(9.347e-4, rel=1e-3)
 
 
 @pytest.mark.filterwarnings("ignore::steplaw_db.optima.AnalysisWarning")
