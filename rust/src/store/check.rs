@@ -691,13 +691,7 @@ impl Store {
                 check_file(&self.root, rel, current.runs_size, current.runs_xxh3_128.as_deref())
             {
                 let runs = current.runs.clone();
-                let tx = super::Transaction {
-                    store: self.clone(),
-                    _lock: lock,
-                    base: current,
-                    new_segments: Vec::new(),
-                    force_checkpoint: false,
-                };
+                let tx = super::Transaction::new(self, lock, current);
                 report.version = tx.commit(runs)?.version;
                 report.runs_table_rewritten = true;
             }

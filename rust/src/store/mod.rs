@@ -159,13 +159,7 @@ impl Store {
         let lock = self.lock(wait)?;
         self.remove_temporary_files();
         let base = self.latest()?;
-        Ok(Transaction {
-            store: self.clone(),
-            _lock: lock,
-            base,
-            new_segments: Vec::new(),
-            force_checkpoint: false,
-        })
+        Ok(Transaction::new(self, lock, base))
     }
 
     /// The exclusive write lock (held while the returned file is open).
@@ -471,10 +465,8 @@ impl Store {
         drafts.lock_shared().map_err(|e| Error::io(&path, e))?;
         let base = self.latest()?;
         Ok(Draft {
-            store: self.clone(),
+            pending: Pending::new(self, base),
             _drafts: drafts,
-            base,
-            new_segments: Vec::new(),
         })
     }
 }
@@ -482,34 +474,24 @@ impl Store {
 /// A write in the making without the lock (see `Store::draft`). Dropping it without committing
 /// leaves the store as it was (its segments are garbage for the next writer).
 pub struct Draft {
-    store: Store,
+    pending: Pending,
     _drafts: File,
-    pub base: Manifest,
-    new_segments: Vec<SegmentEntry>,
+}
+
+impl std::ops::Deref for Draft {
+    type Target = Pending;
+    fn deref(&self) -> &Pending {
+        &self.pending
+    }
+}
+
+impl std::ops::DerefMut for Draft {
+    fn deref_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
 }
 
 impl Draft {
-    /// A writer of new segments; `writer` tells concurrent writers' file names apart (names
-    /// carry a per-process, per-moment suffix too, so drafts of several processes never clash).
-    pub fn segment_writer(&self, writer: usize) -> Result<SegmentWriter> {
-        SegmentWriter::new(
-            self.store.root.clone(),
-            POINTS_DIR,
-            self.base.version + 1,
-            writer,
-            self.store.layout,
-        )
-    }
-
-    pub fn add_segments(&mut self, entries: Vec<SegmentEntry>) {
-        self.new_segments.extend(entries);
-    }
-
-    /// See `Transaction::write_failed`.
-    pub fn write_failed(&self, e: Error) -> Error {
-        write_failed(&self.store.root, self.base.version, e)
-    }
-
     /// Commit `runs`, the complete runs table the draft makes of its base, in which it changed,
     /// added or removed the runs `touched` (and no other). Takes the lock (waiting up to
     /// `wait`); if other writers committed since the base, the draft's changes are applied to
@@ -518,7 +500,7 @@ impl Draft {
     pub fn commit(self, runs: Vec<RunRecord>, touched: &HashSet<RunId>, wait: Duration) -> Result<Manifest> {
         let mut tx = self.store.begin(wait)?;
         let runs = rebase(&self.store.root, &self.base, &tx.base, runs, touched)?;
-        tx.new_segments = self.new_segments;
+        tx.new_segments = self.pending.new_segments;
         let m = tx.commit(runs)?;
         drop(self._drafts);
         Ok(m)
@@ -644,23 +626,30 @@ pub struct CompactReport {
     pub versions_kept: Vec<u64>,
 }
 
-/// A write in progress: holds the lock until committed or dropped. Dropping it without
-/// committing leaves the store as it was (its files are garbage for `compact`).
-pub struct Transaction {
+/// What a write has made so far, with the lock (`Transaction`) or before taking it (`Draft`):
+/// the version it changes and the segments it wrote for the next one.
+pub struct Pending {
     store: Store,
-    _lock: File,
     pub base: Manifest,
     new_segments: Vec<SegmentEntry>,
-    /// Write the version's manifest whole (a checkpoint), not as a delta over the base.
-    force_checkpoint: bool,
 }
 
-impl Transaction {
+impl Pending {
+    fn new(store: &Store, base: Manifest) -> Pending {
+        Pending {
+            store: store.clone(),
+            base,
+            new_segments: Vec::new(),
+        }
+    }
+
+    /// The version the write makes (a draft's commit may land it later, rebased).
     pub fn version(&self) -> u64 {
         self.base.version + 1
     }
 
-    /// A writer of new segments; `writer` tells concurrent writers' file names apart.
+    /// A writer of new segments; `writer` tells concurrent writers' file names apart (names
+    /// carry a per-process, per-moment suffix too, so drafts of several processes never clash).
     pub fn segment_writer(&self, writer: usize) -> Result<SegmentWriter> {
         SegmentWriter::new(
             self.store.root.clone(),
@@ -683,6 +672,28 @@ impl Transaction {
     }
 }
 
+/// A write in progress: holds the lock until committed or dropped. Dropping it without
+/// committing leaves the store as it was (its files are garbage for `compact`).
+pub struct Transaction {
+    pending: Pending,
+    _lock: File,
+    /// Write the version's manifest whole (a checkpoint), not as a delta over the base.
+    force_checkpoint: bool,
+}
+
+impl std::ops::Deref for Transaction {
+    type Target = Pending;
+    fn deref(&self) -> &Pending {
+        &self.pending
+    }
+}
+
+impl std::ops::DerefMut for Transaction {
+    fn deref_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+}
+
 fn write_failed(root: &Path, base: u64, e: Error) -> Error {
     let is_write =
         matches!(&e, Error::Io { .. }) || matches!(&e, Error::Store { message, .. } if message.starts_with("parquet"));
@@ -697,6 +708,14 @@ fn write_failed(root: &Path, base: u64, e: Error) -> Error {
 }
 
 impl Transaction {
+    fn new(store: &Store, lock: File, base: Manifest) -> Transaction {
+        Transaction {
+            pending: Pending::new(store, base),
+            _lock: lock,
+            force_checkpoint: false,
+        }
+    }
+
     /// Commit `runs` as the complete runs table of the next version. Segments of the base
     /// version that no run refers to any more are dropped from the manifest.
     ///
