@@ -49,6 +49,7 @@ __all__ = [
     "LR_EXP_D",
     "LR_EXP_N",
     "PLATEAU_LOSS",
+    "RECIPE_NAME_RE",
     "RUN_NAME_RE",
     "TRUTH",
     "GroundTruth",
@@ -190,6 +191,11 @@ RUN_NAME_RE = re.compile(
     r"^(?P<prefix>.*?)_h(?P<h>\d+)_ffnh(?P<ffnh>\d+)_numh(?P<numh>\d+)_numl(?P<numl>\d+)"
     r"_lr(?P<lr>[0-9.eE+-]+)_bs(?P<bs>\d+)_ti(?P<steps>\d+)_mlr(?P<lr_min>[0-9.eE+-]+)$"
 )
+
+
+#: A recipe's name: it names a directory under the sweep's root and a part of each run's name,
+#: so a letter or digit first, then letters, digits, '.', '_' or '-' (no '/', no '..').
+RECIPE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def run_name(
@@ -615,7 +621,11 @@ def write_sweep(
     - ``recipes``: data recipes with their own laws, ``{"web": TRUTH, "code": GroundTruth(...)}``:
       each recipe's runs go under ``out/<recipe>/`` (run names ``synth-<recipe>_...``, a
       ``recipe`` key in each run's config.json, read by ``ingest``), on ``cells`` (or
-      ``cells[recipe]`` when a mapping); truth.json holds each recipe's law and cells.
+      ``cells[recipe]`` when a mapping); truth.json holds each recipe's law and cells. A
+      recipe's name matches RECIPE_NAME_RE (it names a directory).
+
+    Raises ValueError for arguments it cannot honour (an unknown format, a count below 1, more
+    ``diverge_runs`` than runs that neither diverge nor plateau, ...) before any run is written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -625,6 +635,8 @@ def write_sweep(
         raise ValueError("diverge_runs and final_noise must be >= 0, plateau_lr_factor > 0")
     groups: dict[str | None, GroundTruth] = {None: TRUTH} if not recipes else {}
     for name, law in (recipes or {}).items():
+        if not RECIPE_NAME_RE.match(str(name)):
+            raise ValueError(f"recipe name {name!r}: a letter or digit, then letters, digits, '.', '_' or '-'")
         groups[name] = law
     if isinstance(cells, Mapping) and not recipes:
         raise ValueError("cells per recipe need recipes=")

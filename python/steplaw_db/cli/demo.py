@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
-from ._app import app
+from ._app import app, names
 from ._progress import working
 from ._util import EXIT_USAGE, fail, write_frame
 
@@ -25,37 +27,126 @@ DEMO_CELLS = tuple(
 DEMO_PREDICT = (7e9, 1.4e12)
 
 
+#: write_sweep's parameters as the command line names them (its ValueErrors name the parameter).
+_SYNTH_FLAGS = {
+    "fmt": "--format",
+    "n_lr": "--n-lr",
+    "n_bs": "--n-bs",
+    "points": "--points",
+    "noise": "--noise",
+    "seed": "--seed",
+    "workers": "--workers",
+    "recipes": "--recipes",
+    "diverge_runs": "--diverge-runs",
+    "final_noise": "--final-noise",
+    "plateau_lr_factor": "--plateau-lr-factor",
+}
+
+
+def _recipe_names(text: str) -> list[str]:
+    """``--recipes``' names: distinct, each a directory name (synth.RECIPE_NAME_RE)."""
+    from .. import synth
+
+    given = names(text)
+    if not given:
+        fail(f"--recipes: expected comma-separated recipe names, got '{text}'", EXIT_USAGE)
+    bad = [r for r in given if not synth.RECIPE_NAME_RE.match(r)]
+    if bad:
+        fail(
+            f"--recipes: {', '.join(repr(r) for r in bad)}: a recipe name is a letter or digit, then letters, "
+            "digits, '.', '_' or '-' (it names a directory)",
+            EXIT_USAGE,
+        )
+    repeated = sorted({r for r in given if given.count(r) > 1})
+    if repeated:
+        fail(f"--recipes: {', '.join(repeated)} given twice", EXIT_USAGE)
+    return given
+
+
+def _check_number(flag: str, value: float, *, positive: bool = False) -> None:
+    """A finite number >= 0 (> 0 with ``positive``), else exit 2 naming ``flag``."""
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        fail(f"{flag} must be a finite number {'> 0' if positive else '>= 0'}, got {value}", EXIT_USAGE)
+
+
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Argument(..., help="Directory to write the sweep into."),
     format: str = typer.Option("steplaw", "--format", help="steplaw, megatron, jsonl or csv."),
-    n_lr: int = typer.Option(7, "--n-lr", help="Learning rates per cell."),
-    n_bs: int = typer.Option(5, "--n-bs", help="Batch sizes per cell."),
-    points: int = typer.Option(200, "--points", help="Log entries per run."),
-    noise: float = typer.Option(0.005, "--noise", help="Relative noise of each logged loss."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(1, "--workers", help="Processes writing runs."),
+    n_lr: int = typer.Option(7, "--n-lr", min=1, help="Learning rates per cell."),
+    n_bs: int = typer.Option(5, "--n-bs", min=1, help="Batch sizes per cell."),
+    points: int = typer.Option(200, "--points", min=1, help="Log entries per run."),
+    noise: float = typer.Option(0.005, "--noise", help="Relative noise of each logged loss (an SD: 0.005 = 0.5%)."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes writing runs."),
+    # Defaults of None: write_sweep's own (every shape off) apply; its signature is their one definition.
+    recipes: str | None = typer.Option(
+        None,
+        "--recipes",
+        help="Data recipes, comma-separated (e.g. web,code): each recipe's runs under OUT/<recipe>/ with a "
+        "'recipe' in their config.json, every recipe on the same cells and Step Law's law. Default: one "
+        "sweep, no recipe.",
+    ),
+    diverge_runs: int | None = typer.Option(
+        None,
+        "--diverge-runs",
+        min=0,
+        help="Number of runs that diverge whatever their lr (a bad node, a loss spike), picked by --seed among "
+        "the runs that neither diverge (the top learning rates) nor plateau. Default: none.",
+    ),
+    final_noise: float | None = typer.Option(
+        None,
+        "--final-noise",
+        help="Run-to-run noise of the final loss (seeds, data order): a relative SD, 0.003 = 0.3%; each run's "
+        "curve is shifted by its own draw. Default: none.",
+    ),
+    plateau_lr_factor: float | None = typer.Option(
+        None,
+        "--plateau-lr-factor",
+        help="Runs at a peak lr >= this multiple of their cell's optimal lr never leave the early plateau (their "
+        "loss stays near the unigram entropy, finite, not diverged). Default: none.",
+    ),
 ) -> None:
     """Write a synthetic sweep with a known ground truth (Step Law's law by default)."""
     from .. import synth
 
     if format not in synth.FORMATS:
         fail(f"unknown --format '{format}' ({', '.join(synth.FORMATS)})", EXIT_USAGE)
-    with working(f"synth: writing {out}"):
-        df = synth.write_sweep(
-            out,
-            fmt=cast("SynthFormat", format),
-            n_lr=n_lr,
-            n_bs=n_bs,
-            points=points,
-            noise=noise,
-            seed=seed,
-            workers=workers,
+    shapes: dict[str, Any] = {}
+    if recipes is not None:
+        shapes["recipes"] = dict.fromkeys(_recipe_names(recipes), synth.TRUTH)
+    if diverge_runs is not None:
+        shapes["diverge_runs"] = diverge_runs
+    if final_noise is not None:
+        _check_number("--final-noise", final_noise)
+        shapes["final_noise"] = final_noise
+    if plateau_lr_factor is not None:
+        _check_number("--plateau-lr-factor", plateau_lr_factor, positive=True)
+        shapes["plateau_lr_factor"] = plateau_lr_factor
+    _check_number("--noise", noise)
+    try:
+        with working(f"synth: writing {out}"):
+            df = synth.write_sweep(
+                out,
+                fmt=cast("SynthFormat", format),
+                n_lr=n_lr,
+                n_bs=n_bs,
+                points=points,
+                noise=noise,
+                seed=seed,
+                workers=workers,
+                **shapes,
+            )
+    except ValueError as e:  # write_sweep refuses arguments before it writes a run
+        fail(re.sub(r"\b\w+\b", lambda m: _SYNTH_FLAGS.get(m[0], m[0]), str(e)), EXIT_USAGE)
+    parts = [f"{df['diverged'].sum()} diverging"]
+    if plateau_lr_factor is not None:
+        parts.append(f"{df['plateau'].sum()} on the plateau")
+    if "recipe" in df.columns:
+        parts.append(
+            "recipes " + ", ".join(f"{r} {n}" for r, n in df.group_by("recipe", maintain_order=True).len().rows())
         )
-    typer.echo(
-        f"wrote {len(df)} runs ({df['diverged'].sum()} diverging) in {format} format to {out}; "
-        f"truth in {out / 'truth.json'}"
-    )
+    typer.echo(f"wrote {len(df)} runs ({'; '.join(parts)}) in {format} format to {out}; truth in {out / 'truth.json'}")
 
 
 @app.command()
