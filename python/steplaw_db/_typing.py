@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "DEFAULT_LAW_METHOD",
     "BudgetKind",
     "Center",
     "CurveForm",
@@ -55,6 +56,8 @@ DesignPolicy: TypeAlias = Literal["split", "error"]
 #: How the lr/batch law is fitted from a sweep: each cell's quadratic vertex (the default, which
 #: recovers known laws), or Step Law's procedure (near-optimal runs, OLS) exactly.
 LawMethod: TypeAlias = Literal["quadratic", "steplaw"]
+#: The package's default way to fit the lr/batch law (the stability benchmark's reference fit).
+DEFAULT_LAW_METHOD: LawMethod = "quadratic"
 #: Regression of the lr/batch laws: least squares or Huber's M-estimator.
 RegressionMethod: TypeAlias = Literal["ols", "huber"]
 #: The bootstrap's resampling unit.

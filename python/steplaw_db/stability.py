@@ -28,12 +28,12 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import polars as pl
 
 from ._html import stability_html
-from ._typing import LawMethod, OptimumMethod, as_float
+from ._typing import DEFAULT_LAW_METHOD, LawMethod, OptimumMethod, as_float
 from .errors import InvalidArgumentError
 from .optima import CELL_KEYS, DEFAULT_THRESHOLD, assign_cells, edge_notes, is_edge_bound, optima, warn
 
@@ -248,7 +248,7 @@ def compare(
     final: pl.DataFrame,
     by: str = "recipe",
     *,
-    method: LawMethod = "quadratic",
+    method: LawMethod = DEFAULT_LAW_METHOD,
     threshold: float = DEFAULT_THRESHOLD,
     bootstrap: int = 1000,
     seed: int = 42,
@@ -277,8 +277,8 @@ def compare(
     """
     if by not in final.columns:
         raise InvalidArgumentError(f"no column '{by}' to compare by (columns: {final.columns})")
-    if method not in ("quadratic", "steplaw"):
-        raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
+    if method not in get_args(LawMethod):
+        raise InvalidArgumentError(f"unknown method {method!r} ({', '.join(get_args(LawMethod))})")
     keyed = [*cells, *([by] if by not in cells else [])]
     warn(assign_cells(final, keyed).notes)
     fits = _fit_groups(_groups(final, by), method, threshold, bootstrap, seed, keyed, by)
@@ -368,7 +368,7 @@ def stability(
     loco: bool = True,
     seed: int = 42,
     cells: Sequence[str] = CELL_KEYS,
-    method: LawMethod = "quadratic",
+    method: LawMethod = DEFAULT_LAW_METHOD,
 ) -> StabilityReport:
     """Run the stability benchmark of the lr/batch law.
 
@@ -398,8 +398,8 @@ def stability(
     for m in methods:
         if m not in ("grid", "quadratic"):
             raise InvalidArgumentError(f"unknown optimum method {m!r} (grid, quadratic)")
-    if method not in ("quadratic", "steplaw"):
-        raise InvalidArgumentError(f"unknown method {method!r} (quadratic, steplaw)")
+    if method not in get_args(LawMethod):
+        raise InvalidArgumentError(f"unknown method {method!r} ({', '.join(get_args(LawMethod))})")
     reference_name = next(iter(frames))
     cells = list(cells)
     keyed = [*cells, *([by] if by and by not in cells else [])]

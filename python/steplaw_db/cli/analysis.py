@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 
+from .._typing import DEFAULT_LAW_METHOD, LawMethod
 from ._app import (
     BY_OPTION,
     FORMAT_OPTION,
@@ -38,7 +39,7 @@ from ._util import (
 if TYPE_CHECKING:
     import polars as pl
 
-    from .._typing import EvaluateMethod, LawMethod, OptimumMethod, RunStatus, Smoothing
+    from .._typing import EvaluateMethod, OptimumMethod, RunStatus, Smoothing
 
 FINAL_TABLE_COLUMNS = ["name", "status", "N", "D", "lr", "bs", "raw_loss", "loss", "step", "points_used", "origin"]
 OPTIMA_TABLE_COLUMNS = [
@@ -197,6 +198,12 @@ def stability(
     ),
     smoothing: str = typer.Option("robust,steplaw", "--smoothing", help="Smoothing modes to compare (store only)."),
     method: str = typer.Option("grid,quadratic", "--method", help="Optimum methods to compare: grid, quadratic."),
+    reference: str = typer.Option(
+        DEFAULT_LAW_METHOD,
+        "--reference",
+        help="The reference fit the analysis choices and groups are compared with (the coefficients table): "
+        "quadratic (each cell's vertex) or steplaw (Step Law's procedure: near-optimal runs, OLS).",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the reference fit."),
     input: Path | None = INPUT_OPTION,
     table: str | None = typer.Option(
@@ -210,6 +217,8 @@ def stability(
 
     if table is not None and table not in STABILITY_TABLES:
         fail(f"--table must be one of {', '.join(STABILITY_TABLES)}", EXIT_USAGE)
+    if reference not in get_args(LawMethod):
+        fail(f"--reference must be one of {', '.join(get_args(LawMethod))}, got '{reference}'", EXIT_USAGE)
     frames = _stability_frames(ctx, input, smoothing)
     with working(f"stability ({bootstrap} draws a fit)"):
         report = run_stability(
@@ -218,6 +227,7 @@ def stability(
             thresholds=floats(thresholds, "--thresholds"),
             methods=cast("list[OptimumMethod]", names(method)),
             bootstrap=bootstrap,
+            method=cast("LawMethod", reference),
         )
     if table is None and fmt is None and output is None:
         typer.echo(report.summary(render_table))
