@@ -81,7 +81,7 @@ class _PointColumns(TypedDict):
 
 @type_check_only
 class _FinalColumns(TypedDict):
-    runs_file: Path | None
+    runs_table: bytes
     run_id: list[int]
     raw_loss: list[float]
     loss: list[float]
@@ -176,6 +176,7 @@ class Store:
         series: Sequence[Sequence[tuple[str, Sequence[int], Sequence[float], Sequence[int]]]] | None = None,
     ) -> _IngestReport: ...
     def snapshot(self) -> _Snapshot: ...
+    def runs_table(self) -> bytes: ...
     def points(self, run_ids: Sequence[int], metric: str | None = None) -> _PointColumns: ...
     def check(self, deep: bool = False) -> _CheckReport: ...
     def remove(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +17,7 @@ from ._checkpoints import checkpoint_grouping, checkpoint_runs, read_table
 from ._html import ingest_html, store_html
 from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
 from .errors import InvalidArgumentError, StoreError
-from .fields import CONFIG_COLUMNS, DEFAULT_SEQ_LEN, config_schema
+from .fields import CONFIG_COLUMNS, DEFAULT_SEQ_LEN
 
 if TYPE_CHECKING:
     from ._native import _CheckReport, _CompactReport, _IngestReport, _Snapshot
@@ -446,12 +447,14 @@ class Store:
     def files(self) -> _Snapshot:
         """The files of the newest version (for other tools): the runs file, and the segments,
         each with its ``rows``, the ``run_ids`` written to it and its ``live_runs`` (None when
-        every run in it is current; else those that are)."""
+        every run in it is current; else those that are). The runs file is None when the
+        newest version was committed as a delta (the runs table is written with checkpoints
+        only, e.g. by every ``compact``): :meth:`runs` is always the newest table."""
         return self._native.snapshot()
 
     def runs(self) -> pl.DataFrame:
         """One row per run: identity, configuration, status and curve summary."""
-        return _read_runs(self._native.snapshot()["runs_file"])
+        return _read_runs(self._native.runs_table())
 
     def scan_points(self, run_ids: Sequence[int] | None = None) -> pl.LazyFrame:
         """All points of the newest version (or of ``run_ids``), lazily (columns: run_id,
@@ -561,13 +564,13 @@ class Store:
             at_value=float(at_value),
         )
         finals = pl.DataFrame(
-            {k: v for k, v in cols.items() if k != "runs_file"},
+            {k: v for k, v in cols.items() if k != "runs_table"},
             schema={
                 "run_id": pl.Int64, "raw_loss": pl.Float64, "loss": pl.Float64, "step": pl.Int64,
                 "points_used": pl.Int64, "origin": pl.String,
             },
         )  # fmt: skip
-        table = _read_runs(cols["runs_file"], tags=False)
+        table = _read_runs(cols["runs_table"], tags=False)
         runs = table.select(_FINAL_CONFIG_COLUMNS).hstack(_tag_columns(table["tags"], taken=table.columns))
         return runs.join(finals, on="run_id", how="inner").sort("N", "D", "lr", "bs", "name", nulls_last=True)
 
@@ -606,10 +609,10 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def _read_runs(runs_file: Path | None, tags: bool = True) -> pl.DataFrame:
-    """A version's runs table (empty, with its schema, before the first commit), with every key of
-    the ``tags`` JSON (configuration keys that are not run fields) as a typed column of its own."""
-    runs = pl.read_parquet(runs_file) if runs_file is not None else _empty_runs()
+def _read_runs(table: bytes, tags: bool = True) -> pl.DataFrame:
+    """A version's runs table (the native layer's Parquet bytes), with every key of the ``tags``
+    JSON (configuration keys that are not run fields) as a typed column of its own."""
+    runs = pl.read_parquet(io.BytesIO(table))
     return runs.hstack(_tag_columns(runs["tags"], taken=runs.columns)) if tags else runs
 
 
@@ -642,17 +645,6 @@ def _tag_columns(tags: pl.Series, taken: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame(
         [_typed(pl.Series(f"tag_{k}" if k in taken else k, [p.get(k) for p in parsed], dtype=pl.String)) for k in names]
     )
-
-
-def _empty_runs() -> pl.DataFrame:
-    i, f, s = pl.Int64, pl.Float64, pl.String
-    return pl.DataFrame(
-        schema={
-            "run_id": i, "name": s, "source": s, "format": s, "fingerprint": s, **config_schema(), "tags": s,
-            "n_points": i, "final_step": i, "final_loss": f, "smooth_loss": f, "status": s,
-            "n_malformed": i, "ingested_at": pl.Datetime("us", "UTC"),
-        }
-    )  # fmt: skip
 
 
 def open(path: PathLike | None = None, *, create: bool = True, force: bool = False) -> Store:

@@ -10,14 +10,14 @@ mod forecast;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::error::Error;
 use crate::finals::final_losses;
 use crate::ingest::summary::{import_summaries, SummaryOptions, SummaryRow};
 use crate::ingest::{ingest, Format, IngestOptions, IngestReport, MetricSelection, Restarts};
 use crate::smooth::{At, Smoothing, Width};
-use crate::store;
+use crate::store::{self, runs_table_bytes};
 
 /// Raise the `steplaw_db.errors` class that matches `e` (a pure-Python hierarchy, so its
 /// classes can also derive from OSError / ValueError): `?` carries core errors across the
@@ -220,7 +220,9 @@ impl PyStore {
         let d = PyDict::new(py);
         d.set_item("version", m.version)?;
         d.set_item("n_runs", m.runs.len())?;
-        d.set_item("runs_file", m.runs_file.as_ref().map(|f| root.join(f)))?;
+        // A version committed as a delta has no runs table file of its own: None (`runs_table`).
+        let runs_file = m.runs_file.as_ref().filter(|_| m.runs_table_current());
+        d.set_item("runs_file", runs_file.map(|f| root.join(f)))?;
         let segments = PyList::empty(py);
         for seg in &m.segments {
             let live: HashSet<i64> = m
@@ -244,6 +246,13 @@ impl PyStore {
         }
         d.set_item("segments", segments)?;
         Ok(d)
+    }
+
+    /// The newest version's runs table, as Parquet bytes built from its run records.
+    fn runs_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let store = self.inner.clone();
+        let bytes = py.detach(move || runs_table_bytes(&store.latest_shared()?.runs))?;
+        Ok(PyBytes::new(py, &bytes))
     }
 
     /// The points of `run_ids` (of `metric` only, if given), reading only the row groups that
@@ -298,16 +307,14 @@ impl PyStore {
             other => return Err(Error::Invalid(format!("unknown budget kind '{other}'")).into()),
         };
         let store = self.inner.clone();
-        let (rows, manifest) = py.detach(move || {
-            let manifest = store.latest()?;
-            final_losses(&store, &manifest, &metric, smoothing, at).map(|rows| (rows, manifest))
+        let (rows, runs_table) = py.detach(move || {
+            let manifest = store.latest_shared()?;
+            let rows = final_losses(&store, &manifest, &metric, smoothing, at)?;
+            Ok::<_, Error>((rows, runs_table_bytes(&manifest.runs)?))
         })?;
         let d = PyDict::new(py);
         // The runs table of the same version, so the caller joins what was read.
-        d.set_item(
-            "runs_file",
-            manifest.runs_file.as_ref().map(|f| self.inner.root().join(f)),
-        )?;
+        d.set_item("runs_table", PyBytes::new(py, &runs_table))?;
         d.set_item("run_id", rows.iter().map(|r| r.run_id).collect::<Vec<_>>())?;
         d.set_item("raw_loss", rows.iter().map(|r| r.raw_loss).collect::<Vec<_>>())?;
         d.set_item("loss", rows.iter().map(|r| r.loss).collect::<Vec<_>>())?;

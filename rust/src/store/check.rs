@@ -673,8 +673,8 @@ impl Store {
             .map(|r| (r.run_id, r.fingerprint.as_str()))
             .collect();
         let mut seen = HashSet::new();
-        for (v, _) in &report.set_aside {
-            match self.runs_of_version(*v) {
+        for (v, aside) in &report.set_aside {
+            match self.runs_of_version(*v).or_else(|| runs_in_damaged_manifest(aside)) {
                 Some(runs) => {
                     let lost = runs
                         .into_iter()
@@ -691,7 +691,9 @@ impl Store {
                 check_file(&self.root, rel, current.runs_size, current.runs_xxh3_128.as_deref())
             {
                 let runs = current.runs.clone();
-                let tx = super::Transaction::new(self, lock, current);
+                let mut tx = super::Transaction::new(self, lock, current);
+                // Only a checkpoint writes a runs table.
+                tx.force_checkpoint = true;
                 report.version = tx.commit(runs)?.version;
                 report.runs_table_rewritten = true;
             }
@@ -699,7 +701,7 @@ impl Store {
         Ok(report)
     }
 
-    /// The runs (id, name, source, fingerprint) of version `v`'s runs table, found by its name
+    /// The runs (id, name, source, fingerprint) of version `v`'s runs table (a checkpoint's), found by its name
     /// (`runs/runs-<v>-*.parquet`) when its manifest is unreadable; None if it cannot be read.
     fn runs_of_version(&self, v: u64) -> Option<Vec<(RunId, String, String, String)>> {
         let dir = self.root.join(super::RUNS_DIR);
@@ -722,7 +724,6 @@ impl Store {
         let runs = (0..ids.len()).map(|i| (ids[i], text(&name[i]), text(&source[i]), text(&fp[i])));
         Some(runs.collect())
     }
-
     /// Every manifest file: parses and matches its checksum. A damaged one that is not the
     /// version read is reported as such; `latest` already skipped it.
     fn check_manifests(&self, current: &Manifest, report: &mut CheckReport) -> Result<()> {
@@ -798,8 +799,23 @@ impl Store {
                 .damaged
                 .push(damage(DamageKind::Unreadable, "unexpected column types".into()));
         };
-        let want_ids: Vec<RunId> = manifest.runs.iter().map(|r| r.run_id).collect();
-        let want_points: Vec<i64> = manifest.runs.iter().map(|r| r.n_points as i64).collect();
+        // The table holds the runs of the version that wrote it (a delta version's is its
+        // checkpoint's).
+        let written;
+        let runs = if manifest.runs_table_current() {
+            &manifest.runs
+        } else {
+            let dir = self.root.join(MANIFEST_DIR);
+            match manifest::read_version(&dir, manifest.chain.runs_version) {
+                Ok(m) => {
+                    written = m;
+                    &written.runs
+                }
+                Err(e) => return report.damaged.push(damage(DamageKind::Unreadable, e.to_string())),
+            }
+        };
+        let want_ids: Vec<RunId> = runs.iter().map(|r| r.run_id).collect();
+        let want_points: Vec<i64> = runs.iter().map(|r| r.n_points as i64).collect();
         if *ids != want_ids || *points != want_points {
             report.damaged.push(damage(
                 DamageKind::Rows,
@@ -963,4 +979,21 @@ fn tally_segment(file: &ParquetFile) -> Result<std::result::Result<Tally, (Strin
         }
     }
     Ok(Ok(tally))
+}
+
+/// The runs a damaged manifest committed (a delta's runs added or changed, a checkpoint's every
+/// run), when the damage left it readable as JSON: what a roll-back past a version written as a
+/// delta, which has no runs table of its own, loses. None if it does not parse.
+fn runs_in_damaged_manifest(path: &Path) -> Option<Vec<(RunId, String, String, String)>> {
+    let bytes = std::fs::read(path).ok()?;
+    let records = match serde_json::from_slice::<manifest::Delta>(&bytes) {
+        Ok(d) if d.format == manifest::DELTA_FORMAT => d.runs_changed,
+        _ => serde_json::from_slice::<Manifest>(&bytes).ok()?.runs,
+    };
+    Some(
+        records
+            .into_iter()
+            .map(|r| (r.run_id, r.name, r.source, r.fingerprint))
+            .collect(),
+    )
 }

@@ -32,6 +32,10 @@ pub struct Chain {
     pub delta_bytes: u64,
     /// The checkpoint's bytes (0 when there is none: the next commit writes one).
     pub checkpoint_bytes: u64,
+    /// The version whose runs the manifest's runs table holds: the checkpoint's (deltas write
+    /// none), or a delta's written before deltas left the table out. The table is the
+    /// version's own only when this is the version.
+    pub runs_version: u64,
 }
 
 /// A delta manifest: what one commit changed over version `base`.
@@ -45,7 +49,10 @@ pub struct Delta {
     /// The version it changes (the one before it).
     pub base: u64,
     pub created_at_us: i64,
-    /// The runs table of this version (written whole by every commit).
+    /// The runs table: absent in the deltas written now (the table is written with each
+    /// checkpoint only, so a commit's bytes do not grow with the store); a delta written
+    /// before that has the whole table of its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_size: Option<u64>,
@@ -77,9 +84,9 @@ impl Delta {
             version: new.version,
             base: base.version,
             created_at_us: new.created_at_us,
-            runs_file: new.runs_file.clone(),
-            runs_size: new.runs_size,
-            runs_xxh3_128: new.runs_xxh3_128.clone(),
+            runs_file: None,
+            runs_size: None,
+            runs_xxh3_128: None,
             segments_added: new
                 .segments
                 .iter()
@@ -156,9 +163,12 @@ impl Delta {
         m.runs = runs;
         m.version = self.version;
         m.created_at_us = self.created_at_us;
-        m.runs_file = self.runs_file.clone();
-        m.runs_size = self.runs_size;
-        m.runs_xxh3_128 = self.runs_xxh3_128.clone();
+        if self.runs_file.is_some() {
+            m.runs_file = self.runs_file.clone();
+            m.runs_size = self.runs_size;
+            m.runs_xxh3_128 = self.runs_xxh3_128.clone();
+            m.chain.runs_version = self.version;
+        }
     }
 }
 
@@ -223,6 +233,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Whether `runs_file` is this version's own runs table (written by its checkpoint), not
+    /// the table of the checkpoint a delta version is read through.
+    pub fn runs_table_current(&self) -> bool {
+        self.runs_file.is_some() && self.chain.runs_version == self.version
+    }
+
     pub fn empty() -> Self {
         Manifest {
             chain: Chain::default(),
@@ -464,6 +480,7 @@ pub(super) fn read_version(dir: &Path, version: u64) -> Result<Manifest> {
         deltas: deltas.len() as u32,
         delta_bytes,
         checkpoint_bytes,
+        runs_version: m.version,
     };
     for d in deltas.iter().rev() {
         d.apply_to(&mut m);
@@ -542,8 +559,15 @@ pub fn read_latest_shared(dir: &Path) -> Result<std::sync::Arc<Manifest>> {
 /// Publish `m` as version `m.version`, as a delta over `base` (the version it was committed
 /// over) unless a checkpoint is due (`force_checkpoint`, no base manifest, a long chain, or
 /// deltas that would outweigh the checkpoint): fails if that version exists (another writer
-/// won). Returns the bytes written and the chain of the version.
-pub fn write_version(dir: &Path, base: &Manifest, m: &Manifest, force_checkpoint: bool) -> Result<(u64, Chain)> {
+/// won). A checkpoint comes with the whole runs table: `write_runs_table` writes it and names it
+/// in `m` first; a delta leaves `m` read through the base's table. Sets `m.chain`.
+pub fn write_version(
+    dir: &Path,
+    base: &Manifest,
+    m: &mut Manifest,
+    force_checkpoint: bool,
+    write_runs_table: impl FnOnce(&mut Manifest) -> Result<()>,
+) -> Result<()> {
     let encode =
         |r: serde_json::Result<Vec<u8>>| r.map_err(|e| Error::store(dir, format!("cannot encode manifest: {e}")));
     let chain = base.chain;
@@ -554,30 +578,34 @@ pub fn write_version(dir: &Path, base: &Manifest, m: &Manifest, force_checkpoint
         let body = with_checksum(&encode(serde_json::to_vec(&d))?);
         let bytes = body.len() as u64;
         if chain.delta_bytes + bytes <= chain.checkpoint_bytes {
+            super::crash_point("before-manifest");
             write_bytes(dir, m.version, &body)?;
-            let chain = Chain {
+            m.runs_file = base.runs_file.clone();
+            m.runs_size = base.runs_size;
+            m.runs_xxh3_128 = base.runs_xxh3_128.clone();
+            m.chain = Chain {
                 deltas: chain.deltas + 1,
                 delta_bytes: chain.delta_bytes + bytes,
                 ..chain
             };
-            return Ok((bytes, chain));
+            return Ok(());
         }
     }
+    write_runs_table(m)?;
     let body = with_checksum(&encode(serde_json::to_vec(&Manifest {
         xxh3_128: None,
         ..m.clone()
     }))?);
+    super::crash_point("before-manifest");
     write_bytes(dir, m.version, &body)?;
-    let bytes = body.len() as u64;
-    Ok((
-        bytes,
-        Chain {
-            checkpoint: m.version,
-            deltas: 0,
-            delta_bytes: 0,
-            checkpoint_bytes: bytes,
-        },
-    ))
+    m.chain = Chain {
+        checkpoint: m.version,
+        deltas: 0,
+        delta_bytes: 0,
+        checkpoint_bytes: body.len() as u64,
+        runs_version: m.version,
+    };
+    Ok(())
 }
 
 /// Publish a manifest file's bytes as `version`: fails if that version exists.

@@ -52,7 +52,7 @@ pub struct Store {
 
 /// Where a test may ask a commit to stop dead (`STEPLAW_DB_CRASH_AT`), to show that a kill
 /// at that moment leaves the store at its previous version.
-fn crash_point(name: &str) {
+pub(super) fn crash_point(name: &str) {
     if std::env::var("STEPLAW_DB_CRASH_AT").is_ok_and(|v| v == name) {
         eprintln!("steplaw-db: simulated crash at {name}");
         std::process::abort();
@@ -417,7 +417,9 @@ impl Store {
     /// damaged file is an `Error::Store` naming it, the runs it affects and how to recover them.
     pub fn verify_files(&self, manifest: &Manifest) -> Result<()> {
         use rayon::prelude::*;
-        check::verify_runs_table(&self.root, manifest)?;
+        if manifest.runs_table_current() {
+            check::verify_runs_table(&self.root, manifest)?;
+        }
         let live: HashSet<&str> = manifest.runs.iter().filter_map(|r| r.segment.as_deref()).collect();
         manifest
             .segments
@@ -741,30 +743,35 @@ impl Transaction {
             .collect();
         check::check_commit(&runs, &segments, &self.new_segments)?;
         crash_point("after-segments");
-        let runs_name = format!("runs-{version:08}-{}.parquet", unique_suffix());
-        let runs_dir = root.join(RUNS_DIR);
-        let tmp = runs_dir.join(format!(".tmp-{runs_name}"));
-        let runs_written = write_runs_table(&tmp, &runs)?;
-        fs::rename(&tmp, runs_dir.join(&runs_name)).map_err(|e| Error::io(&tmp, e))?;
-        fsync_dir(&runs_dir)?;
         fsync_dir(&root.join(POINTS_DIR))?;
-
         let mut manifest = Manifest {
             chain: Default::default(),
             xxh3_128: None,
             format: manifest::FORMAT.to_string(),
             version,
             created_at_us: now_us(),
-            runs_file: Some(format!("{RUNS_DIR}/{runs_name}")),
-            runs_size: Some(runs_written.size),
-            runs_xxh3_128: Some(manifest::hex128(runs_written.xxh3_128)),
+            runs_file: None,
+            runs_size: None,
+            runs_xxh3_128: None,
             segments,
             runs,
         };
-        crash_point("before-manifest");
-        let (_, chain) =
-            manifest::write_version(&root.join(MANIFEST_DIR), &self.base, &manifest, self.force_checkpoint)?;
-        manifest.chain = chain;
+        // The runs table is written with a checkpoint only: a delta's bytes grow with what
+        // its commit changed, not with the store (readers build the table from the records).
+        let write_runs = |m: &mut Manifest| {
+            let runs_name = format!("runs-{version:08}-{}.parquet", unique_suffix());
+            let runs_dir = root.join(RUNS_DIR);
+            let tmp = runs_dir.join(format!(".tmp-{runs_name}"));
+            let written = write_runs_table(&tmp, &m.runs)?;
+            fs::rename(&tmp, runs_dir.join(&runs_name)).map_err(|e| Error::io(&tmp, e))?;
+            fsync_dir(&runs_dir)?;
+            m.runs_file = Some(format!("{RUNS_DIR}/{runs_name}"));
+            m.runs_size = Some(written.size);
+            m.runs_xxh3_128 = Some(manifest::hex128(written.xxh3_128));
+            Ok(())
+        };
+        let dir = root.join(MANIFEST_DIR);
+        manifest::write_version(&dir, &self.base, &mut manifest, self.force_checkpoint, write_runs)?;
         Ok(manifest)
     }
 }
@@ -815,6 +822,19 @@ pub fn run_fields() -> Vec<Field> {
 
 fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<table::FileSummary> {
     let mut w = TableWriter::create(path, &run_fields(), &[], None)?;
+    w.write_row_group(&runs_columns(runs))?;
+    w.finish()
+}
+
+/// The runs table of `runs` as Parquet bytes in memory: what a reader of a version gets (a
+/// version committed as a delta has no table file of its own; its records are the truth).
+pub fn runs_table_bytes(runs: &[RunRecord]) -> Result<Vec<u8>> {
+    let mut w = TableWriter::in_memory(Path::new("the runs table"), &run_fields())?;
+    w.write_row_group(&runs_columns(runs))?;
+    w.finish_in_memory()
+}
+
+fn runs_columns(runs: &[RunRecord]) -> Vec<Column> {
     let c = |f: fn(&RunRecord) -> Option<i64>| Column::opt_int64(runs.iter().map(f));
     let mut columns = vec![
         Column::int64(runs.iter().map(|r| r.run_id).collect()),
@@ -853,8 +873,7 @@ fn write_runs_table(path: &Path, runs: &[RunRecord]) -> Result<table::FileSummar
         Column::int64(runs.iter().map(|r| r.n_malformed as i64).collect()),
         Column::int64(runs.iter().map(|r| r.ingested_at_us).collect()),
     ]);
-    w.write_row_group(&columns)?;
-    w.finish()
+    columns
 }
 
 #[cfg(test)]

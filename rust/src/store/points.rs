@@ -654,7 +654,6 @@ pub fn visit_metric<T: Send>(
     // Damaged data is an error naming the file and its runs, never different values: each
     // segment is mapped once, checked against its checksum on the very bytes then decoded (the
     // first time this process opens it), and its footer parsed once for all its row groups.
-    super::check::verify_runs_table(root, manifest)?;
     let files: Vec<(&SegmentEntry, table::ParquetFile)> = segments
         .par_iter()
         .map(|seg| Ok((*seg, super::check::open_segment(root, manifest, seg)?)))

@@ -273,6 +273,22 @@ impl TableWriter {
     /// that get min/max statistics per row group, the ones readers prune by (None: all). They
     /// cost a comparison per value.
     pub fn create(path: &Path, fields: &[Field], delta_columns: &[&str], statistics: Option<&[&str]>) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        Self::with_sink(Sink::File(file), path, fields, delta_columns, statistics)
+    }
+
+    /// A writer of a table held in memory (`finish_in_memory`); `name` names it in errors.
+    pub fn in_memory(name: &Path, fields: &[Field]) -> Result<Self> {
+        Self::with_sink(Sink::Memory(Vec::new()), name, fields, &[], None)
+    }
+
+    fn with_sink(
+        sink: Sink,
+        path: &Path,
+        fields: &[Field],
+        delta_columns: &[&str],
+        statistics: Option<&[&str]>,
+    ) -> Result<Self> {
         let schema = Arc::new(parse_message_type(&message_type(fields)).at(path)?);
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -303,9 +319,8 @@ impl TableWriter {
         for f in fields.iter().filter(|f| f.kind == Kind::Float64) {
             props = props.set_column_compression(ColumnPath::from(f.name), Compression::UNCOMPRESSED);
         }
-        let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let file = HashedFile {
-            file,
+            file: sink,
             hasher: Box::default(),
             len: 0,
         };
@@ -400,7 +415,10 @@ impl TableWriter {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let fd = self.writer.inner().file.as_raw_fd();
+            let Sink::File(file) = &self.writer.inner().file else {
+                return;
+            };
+            let fd = file.as_raw_fd();
             // SAFETY: `fd` is this writer's open file; SYNC_FILE_RANGE_WRITE only starts the
             // writeback of its dirty pages (offset 0, length 0: the whole file) and waits for none.
             unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
@@ -421,12 +439,22 @@ impl TableWriter {
     pub fn finish(self) -> Result<FileSummary> {
         let path = self.path.clone();
         let out = self.writer.into_inner().at(&path)?;
-        out.file.sync_all().map_err(|e| Error::io(&path, e))?;
+        if let Sink::File(file) = &out.file {
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
         Ok(FileSummary {
             rows: self.rows,
             size: out.len,
             xxh3_128: out.hasher.digest128(),
         })
+    }
+
+    /// Write the footer and return the table's bytes (a writer from `in_memory`).
+    pub fn finish_in_memory(self) -> Result<Vec<u8>> {
+        match self.writer.into_inner().at(&self.path)?.file {
+            Sink::Memory(bytes) => Ok(bytes),
+            Sink::File(_) => Err(Error::Internal("finish_in_memory of a table written to a file".into())),
+        }
     }
 }
 
@@ -439,9 +467,30 @@ pub struct FileSummary {
     pub xxh3_128: u128,
 }
 
+/// Where a table goes: a file, or memory (a table handed to a reader without touching disk).
+enum Sink {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Memory(v) => v.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
+
 /// A file that hashes (xxh3-128) and counts the bytes written through it.
 struct HashedFile {
-    file: File,
+    file: Sink,
     hasher: Box<xxhash_rust::xxh3::Xxh3Default>,
     len: u64,
 }
@@ -559,6 +608,27 @@ impl ParquetFile {
     /// memory holds a row group of the file, not all of it.
     pub fn release_pages(&self) {
         release_pages(&self.mapped, 0..self.mapped.len());
+    }
+
+    /// Let go of the pages of row group `group`'s column chunks only (see `release_pages`):
+    /// workers reading a file's groups in parallel each let go of theirs once read, so memory
+    /// holds the groups being read, not the file, and no worker drops a page another is
+    /// reading (groups' byte ranges are disjoint; a page shared with a neighbour stays).
+    pub fn release_group_pages(&self, group: usize) {
+        if group >= self.row_groups() {
+            return;
+        }
+        let ranges = self
+            .reader
+            .metadata()
+            .row_group(group)
+            .columns()
+            .iter()
+            .map(|c| c.byte_range());
+        let (start, end) = ranges.fold((u64::MAX, 0), |(s, e), (at, len)| (s.min(at), e.max(at + len)));
+        if start < end {
+            release_pages(&self.mapped, start as usize..end as usize);
+        }
     }
 
     /// How many row groups the file has (units of parallel reading).

@@ -832,6 +832,7 @@ fn every_flipped_byte_of_a_segment_is_detected_and_named() {
 fn every_flipped_byte_of_the_runs_table_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let (store, m) = damaged_store_fixture(dir.path());
+    let before = read_back(&store, "loss");
     let path = store.root().join(m.runs_file.as_ref().unwrap());
     let len = std::fs::metadata(&path).unwrap().len() as usize;
     for at in flip_positions(len) {
@@ -845,11 +846,11 @@ fn every_flipped_byte_of_the_runs_table_is_detected() {
                 "byte {at}"
             );
             assert!(d.recovery.contains("compact"), "{}", d.recovery);
-            let copy = |_: RunId, s: Curve| s.values.len();
-            match visit_metric(store.root(), &m, "loss", false, &copy) {
-                Err(Error::Store { path: p, .. }) => assert_eq!(p, path, "byte {at}"),
-                other => panic!("byte {at}: expected a store error, got {:?}", other.map(|v| v.len())),
-            }
+            // Readers build the table from the manifest's records: the damage changes nothing
+            // they read (`m` is a delta version: the table named is its checkpoint's).
+            assert!(!m.runs_table_current());
+            store.verify_files(&m).unwrap();
+            assert_eq!(read_back(&store, "loss"), before, "byte {at}");
         });
     }
     // The way back: a compaction writes a new runs table from the manifest.
@@ -862,6 +863,15 @@ fn every_flipped_byte_of_the_runs_table_is_detected() {
     store.compact(Duration::ZERO).unwrap();
     assert!(store.check(true).unwrap().is_ok());
     store.verify().unwrap();
+    // A version's own table (a checkpoint's), damaged, stops the readers of its files.
+    let m = store.latest().unwrap();
+    assert!(m.runs_table_current());
+    let path = store.root().join(m.runs_file.as_ref().unwrap());
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    with_flipped_byte(&path, len / 2, || match store.verify_files(&m) {
+        Err(Error::Store { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("expected a store error, got {other:?}"),
+    });
 }
 
 #[test]
@@ -892,12 +902,43 @@ fn a_flipped_byte_of_a_manifest_is_detected() {
     );
 }
 
+/// A commit written as a delta writes no runs table (its bytes do not grow with the store);
+/// a checkpoint writes the whole table, the very bytes readers get from the records.
+#[test]
+fn only_checkpoints_write_the_runs_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path(), 1000, 64);
+    let many: Vec<(RunId, i64)> = (1..=200).map(|i| (i, 10)).collect();
+    let first = commit_runs(&store, &many).unwrap();
+    assert!(first.runs_table_current());
+    let tables = || std::fs::read_dir(store.root().join(RUNS_DIR)).unwrap().count();
+    assert_eq!(tables(), 1);
+    for k in 0..5 {
+        let m = commit_runs(&store, &[(1000 + k, 10)]).unwrap();
+        assert_eq!(m.chain.deltas as i64, k + 1);
+        assert!(!m.runs_table_current());
+        assert_eq!(m.runs_file, first.runs_file, "read through the checkpoint's table");
+        assert_eq!(store.latest().unwrap().runs_file, first.runs_file);
+    }
+    assert_eq!(tables(), 1, "a delta commit wrote a runs table");
+    assert_eq!(store.latest().unwrap().runs.len(), 205);
+    store.verify().unwrap();
+    store.compact(Duration::ZERO).unwrap();
+    let m = store.latest().unwrap();
+    assert!(m.runs_table_current() && m.runs.len() == 205);
+    let written = std::fs::read(store.root().join(m.runs_file.as_ref().unwrap())).unwrap();
+    assert_eq!(written, runs_table_bytes(&m.runs).unwrap());
+}
+
 /// A store written before checksums (its manifest without them) opens, reads and checks; the
 /// check says its files were not verified.
 #[test]
 fn a_store_without_checksums_still_opens_reads_and_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, m) = damaged_store_fixture(dir.path());
+    let (store, _) = damaged_store_fixture(dir.path());
+    // Every manifest was a checkpoint then.
+    store.compact(Duration::ZERO).unwrap();
+    let m = store.latest().unwrap();
     let before = read_back(&store, "loss");
     // Rewrite the newest manifest as an older steplaw-db wrote it.
     let path = store.root().join(MANIFEST_DIR).join(manifest::file_name(m.version));
@@ -928,8 +969,9 @@ fn a_store_without_checksums_still_opens_reads_and_checks() {
     commit_runs(&store, &[(9, 12)]).unwrap();
     let report = store.check(false).unwrap();
     assert!(report.is_ok(), "{report}");
-    // Still unverified: the rewritten manifest (an older version now) and the old segments.
-    assert_eq!(report.unverified.len(), 1 + m.segments.len(), "{report}");
+    // Still unverified: the rewritten manifest (an older version now), its runs table (the one
+    // of the checkpoint the new delta version is read through) and the old segments.
+    assert_eq!(report.unverified.len(), 1 + 1 + m.segments.len(), "{report}");
 }
 
 /// A segment that is gone, or of another size, is named with its runs.
