@@ -113,13 +113,13 @@ def main() -> None:
             first = sorted(p for p in sweep.iterdir() if p.is_dir())[0] / "metrics.csv"
             text = first.read_text()
             first.write_text(text + f"{args.points_per_run + 1},2.5\n")
+            metadata = {p: p.stat().st_size for d in ("_manifest", "runs") for p in (db / d).iterdir()}
             changed = step(db, sweep, "reingest") | {"what": "reingest, 1 run changed"}
-            # The metadata that commit wrote: its manifest (a delta) and its runs table.
-            newest = max((db / "_manifest").glob("*.json"))
-            changed["manifest_bytes"] = newest.stat().st_size
-            changed["runs_table_bytes"] = (
-                max((db / "runs").glob("*.parquet"), key=lambda p: p.stat().st_mtime).stat().st_size
-            )
+            # The metadata that commit wrote: its manifest (a delta) and a runs table, if any
+            # (only checkpoints write one).
+            new = [p for d in ("_manifest", "runs") for p in (db / d).iterdir() if p not in metadata]
+            changed["manifest_bytes"] = sum(p.stat().st_size for p in new if p.parent.name == "_manifest")
+            changed["runs_table_bytes"] = sum(p.stat().st_size for p in new if p.parent.name == "runs")
             rows.append(changed)
             rows.append(step(db, sweep, "compact"))
             first.write_text(text)
