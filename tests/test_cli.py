@@ -185,10 +185,10 @@ def test_readable_values():
     assert readable("lr", 9.347e-4) == "9.35e-4"
     assert readable("lr_opt", 0.01) == "1e-2"
     assert readable("bs_tokens", 4_996_961.3) == "5M tokens"
-    assert readable("bs", 2439.92) == "2,439.9 seq"
+    assert readable("bs", 2439.92) == "2,440 seq"  # whole sequences (tests/test_numbers.py)
     assert readable("rel_error", 0.0025) == "0.25%"
     assert readable("median_%", 0.0669) == "0.0669%"
-    assert readable("loss", 2.3456789) == "2.3457"
+    assert readable("loss", 2.3456789) == "2.346"  # 4 significant digits, as the HTML report
     assert readable("loss", None) == "-"
     assert readable("flags", ["edge", "flat"]) == "edge, flat"
     assert latex_escape("bs_tokens 5%") == r"bs\_tokens 5\%"

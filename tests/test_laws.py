@@ -129,7 +129,7 @@ def test_predict_command_prints_the_step_law_answer():
     assert r.exit_code == 0, r.output
     line = next(line for line in r.output.splitlines() if line.startswith("step-law"))
     # the readable table: lr, batch in tokens and sequences, then rounded to a power of two
-    assert line.split() == ["step-law", "9.35e-4", "5M", "tokens", "2,439.9", "seq", "2,048", "seq", "4.19M", "tokens"]
+    assert line.split() == ["step-law", "9.35e-4", "5M", "tokens", "2,440", "seq", "2,048", "seq", "4.19M", "tokens"]
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12", "--format", "csv"])
     assert r.exit_code == 0 and "step-law,0.000934684" in r.output and ",4996961." in r.output, r.output
 
@@ -140,7 +140,7 @@ def test_predict_command_all_laws_and_errors(tmp_path):
     assert "openai" in r.output and "(needs --loss)" in r.output
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12", "--law", "all", "--loss", "2.0", "--seq-len", "4096"])
     assert "(needs --loss)" not in r.output
-    assert "1,220.0" in r.output  # 4,996,961 tokens / 4096
+    assert "1,220 seq" in r.output  # 4,996,961 tokens / 4096, in whole sequences
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12", "--law", "openai"])
     assert r.exit_code == 2 and "needs a loss value" in r.output
     r = CliRunner().invoke(app, ["predict", "7e9", "1.4e12", "--law", "nope"])

@@ -7,11 +7,10 @@ module level: the classes that call it are imported without polars' plotting or 
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._numbers import si, sig
+from ._numbers import number, si  # noqa: F401  (si: report.py's H.si)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -44,57 +43,15 @@ def esc(v: Any) -> str:
 # ------------------------------------------------------------------------------ numbers
 
 
-def sci(v: float, digits: int = 3) -> str:
-    """``9.35e-4``, but plain between 1e-2 and 1e4 (a table cell)."""
-    return sig(v, digits, plain=(1e-2, 1e4))
-
-
-def _kind(column: str) -> str:
-    c = column.lower()
-    if c in ("n", "n_params") or (c.startswith("n_") and c.endswith("params")):
-        return "count"
-    if c in ("d", "tokens") or "bs_tokens" in c or c.startswith("bs_quad") or c in ("bs_pred", "bs_opt", "bs_at"):
-        return "tokens"
-    if c.startswith("lr") and not c.startswith(("lr_coef", "lr_intercept", "lr_edge", "lr_unbounded", "lr_level")):
-        return "lr"
-    if "rel_error" in c or c.endswith("_%") or c in ("loss_penalty",) or c.endswith("penalty"):
-        return "percent" if not c.endswith("_%") else "percent_given"
-    if "loss" in c:
-        return "loss"
-    if c in ("p", "p_bootstrap", "p_value"):
-        return "p"
-    return "plain"
-
-
-def _fmt_float(kind: str, v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "∞" if v > 0 else "-∞"
-    formats = {
-        "count": si,
-        "tokens": si,
-        "lr": sci,
-        "loss": lambda x: f"{x:.4g}",
-        "percent": lambda x: f"{x * 100:.3g}%",
-        "percent_given": lambda x: f"{x:.3g}%",
-        "p": lambda x: f"{x:.2g}",
-    }
-    if kind in formats:
-        return formats[kind](v)
-    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else sci(v)
-
-
 def fmt(column: str, v: Any) -> str:
-    """One value of a table column, readable with its unit (the column name says which)."""
+    """One value of a table column, readable with its unit (the column name says which): a
+    number as every table shows it (:func:`steplaw_db._numbers.number`, the CLI's rule too)."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int):
-        return si(v) if _kind(column) in ("count", "tokens") and abs(v) >= 10_000 else f"{v:,}"
-    if isinstance(v, float):
-        return _fmt_float(_kind(column), v)
+    if isinstance(v, (int, float)):
+        return number(column, v)
     if isinstance(v, (list, tuple)):
         return ", ".join(fmt(column, x) for x in v)
     return esc(v)
@@ -154,14 +111,21 @@ def table(
 
 
 def interval(v: Any, lo: Any, hi: Any, kind: str = "plain") -> str:
-    """``3.3e-3 [2.9e-3, 3.8e-3]``: an estimate with its interval, one cell of a table."""
+    """``3.3e-3 [2.9e-3, 3.8e-3]``: an estimate with its interval, one cell of a table (the
+    unit, ``tokens``, once at the end: ``5M [4.1M, 6.2M] tokens``)."""
     column = {"lr": "lr", "tokens": "bs_tokens", "loss": "loss"}.get(kind, "x")
     if v is None:
         return ""
-    text = fmt(column, v)
+    text, unit = _unit_apart(fmt(column, v))
     if lo is not None and hi is not None:
-        text += f" [{fmt(column, lo)}, {fmt(column, hi)}]"
-    return text
+        text += f" [{_unit_apart(fmt(column, lo))[0]}, {_unit_apart(fmt(column, hi))[0]}]"
+    return f"{text} {unit}" if unit else text
+
+
+def _unit_apart(cell: str) -> tuple[str, str]:
+    """``("5M", "tokens")`` from ``5M tokens``; ``("9.35e-4", "")`` from a cell without a unit."""
+    number_text, _, unit = cell.partition(" ")
+    return number_text, unit
 
 
 def wrap(body: str) -> str:

@@ -5,6 +5,8 @@ Standard library only: the CLI imports this at start-up."""
 from __future__ import annotations
 
 import math
+from numbers import Integral
+from typing import Literal
 
 
 def si(v: float, digits: int = 3) -> str:
@@ -38,11 +40,118 @@ def sci(v: float, digits: int = 3) -> str:
 def sig(v: float, digits: int = 3, plain: tuple[float, float] = (1e-3, 1e5)) -> str:
     """``digits`` significant digits, plain inside ``plain`` (|v| in [lo, hi)), else :func:`sci`.
 
-    >>> sig(0.25), sig(9.35e-4), sig(1.4e21), sig(0.0)
-    ('0.25', '9.35e-4', '1.4e21', '0')
+    >>> sig(0.25), sig(9.35e-4), sig(1.4e21), sig(0.0), sig(12345.6, 4)
+    ('0.25', '9.35e-4', '1.4e21', '0', '12346')
     """
     if v is None or not math.isfinite(v):
         return str(v)
-    if v == 0 or plain[0] <= abs(v) < plain[1]:
+    if v == 0 or (plain[0] <= abs(v) < 10**digits and abs(v) < plain[1]):
         return f"{v:.{digits}g}"
+    if plain[0] <= abs(v) < plain[1]:  # more integer digits than ``digits``: ``12346``, not ``1.235e+04``
+        return f"{v:.0f}"
     return sci(v, digits)
+
+
+# --- table cells: one classification of a column by its name, for the CLI and the HTML tables ---
+
+#: What a column's numbers are, which decides how they read (see :func:`kind`).
+Kind = Literal[
+    "params", "tokens", "seq", "flops", "lr", "loss", "percent", "percent_given", "probability", "id", "plain"
+]  # fmt: skip
+
+#: Batch columns in tokens although their names start ``bs_`` (the project writes a batch in
+#: sequences as ``bs``, in tokens as ``bs_tokens``; these predate that rule).
+_BS_IN_TOKENS = frozenset({"bs_opt", "bs_pred", "bs_at", "bs_true", "bs_quad", "bs_quad_lo", "bs_quad_hi"})
+#: Batch columns in sequences.
+_BS_IN_SEQ = frozenset({"bs", "bs_lo", "bs_hi", "bs_rounded"})
+#: Identifiers and architecture sizes: digits as a config writes them (``2048``, not ``2,048``).
+_AS_WRITTEN = frozenset({"run_id", "seed", "h", "ffnh", "numl", "numh", "seq_len", "n_experts", "top_k"})
+#: Fractions a table shows in percent: relative errors and penalties, spreads (max / min - 1),
+#: shares, the near-optimal threshold, the backtest's ``bias`` (median signed relative error).
+_FRACTIONS = frozenset({"threshold", "coverage", "share", "bias"})
+#: Parts of a name that make an ``lr_`` / ``bs_`` / ``N_`` column something other than a
+#: learning rate or a size: fit coefficients, grid levels and offsets, log errors, step counts.
+_NOT_THE_QUANTITY = ("coef", "intercept", "level", "log_", "steps", "fraction", "edge")
+
+
+def kind(column: str) -> Kind:
+    """What the numbers of ``column`` are, by its name: the one rule every table (CLI table,
+    Markdown, LaTeX, HTML report, notebook view) formats by.
+
+    >>> [kind(c) for c in ("N", "D", "bs", "bs_tokens_opt", "lr_quad", "loss_min", "rel_error", "D_spread")]
+    ['params', 'tokens', 'seq', 'tokens', 'lr', 'loss', 'percent', 'percent']
+    >>> [kind(c) for c in ("lr_coefN", "bs_levels", "n_points", "median_%", "p_near_optimal", "run_id")]
+    ['plain', 'plain', 'plain', 'percent_given', 'probability', 'id']
+    """
+    c = column.lower()
+    if c.endswith("%"):
+        return "percent_given"
+    if (
+        c.startswith("rel_")
+        or "rel_error" in c
+        or "penalty" in c
+        or c.endswith(("_spread", "_share"))
+        or c in _FRACTIONS
+    ):
+        return "percent"
+    if c == "p" or c.startswith("p_"):
+        return "probability"
+    if c in _AS_WRITTEN or c.endswith("_id"):
+        return "id"
+    if any(part in c for part in _NOT_THE_QUANTITY) or "/" in c:
+        return "plain"
+    # N, D and C are case-sensitive: n_points is a count, not parameters
+    if column in ("N", "params") or column.startswith("N_") or c.endswith("_params") or c == "n_params":
+        return "params"
+    if column == "C" or column.startswith("C_") or c == "flops":
+        return "flops"
+    if column == "D" or column.startswith("D_") or "tokens" in c or c in _BS_IN_TOKENS:
+        return "tokens"
+    if c in _BS_IN_SEQ:
+        return "seq"
+    if c == "lr" or c.startswith("lr_") or c.endswith("_lr"):
+        return "lr"
+    if "loss" in c:
+        return "loss"
+    return "plain"
+
+
+def number(column: str, value: float) -> str:
+    """One number of ``column`` as a table cell shows it, with its unit where the column has
+    one: N ``214M``, D ``100B tokens``, bs ``2,440 seq`` (whole sequences), lr ``9.35e-4``,
+    a loss ``2.753`` (4 significant digits), a fraction ``0.25%``, a p-value ``0.031``, a
+    count ``1,911``, an id ``2048``, anything else 4 significant digits.
+
+    >>> number("N", 214e6), number("D", 1e11), number("bs", 2439.92), number("lr", 0.0127)
+    ('214M', '100B tokens', '2,440 seq', '1.27e-2')
+    >>> number("loss", 2.8), number("rel_error", 0.0025), number("steps", 167650), number("h", 2048)
+    ('2.800', '0.25%', '167,650', '2048')
+    """
+    v = float(value)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    k = kind(column)
+    if k == "params":
+        return si(v)
+    if k == "tokens":
+        return f"{si(v)} tokens"
+    if k == "flops":
+        return f"{sig(v)} FLOPs"
+    if k == "seq":
+        return f"{v:,.0f} seq"
+    if k == "lr":
+        return sci(v)
+    if k == "percent":
+        return f"{sig(v * 100)}%"
+    if k == "percent_given":
+        return f"{sig(v)}%"
+    if isinstance(value, Integral) or (k == "id" and v.is_integer()):  # numpy's integers too
+        return str(int(value)) if k == "id" else f"{int(value):,}"
+    if k == "loss" and (v == 0 or 1e-3 <= abs(v) < 1e4):
+        # trailing zeros kept, so a column of losses lines up: 2.800 above 2.753
+        return f"{v:#.4g}".rstrip(".")
+    if k == "probability":
+        return sig(v, 2)
+    return sig(v, 4)

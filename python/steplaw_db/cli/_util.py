@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from .. import _native
-from .._numbers import sci, si, sig
+from .._numbers import number
 from .._typing import Smoothing, WidthUnit
 from ..errors import InternalError, InvalidArgumentError, SteplawError
 
@@ -201,7 +201,7 @@ def final_frame(
 
 #: The ``--format`` values. csv, json and parquet carry every value at full precision; table,
 #: markdown and latex carry readable numbers with units (N ``214M``, D ``100B tokens``, lr
-#: ``9.35e-4``, batch ``2,440 seq``, percentages ``0.25%``).
+#: ``9.35e-4``, batch ``2,440 seq``, percentages ``0.25%``: :func:`steplaw_db._numbers.number`).
 FORMATS = ("table", "csv", "json", "markdown", "latex", "parquet")
 MACHINE_FORMATS = ("csv", "json", "parquet")
 FORMAT_HELP = "table, csv, json, markdown, latex or parquet [default: by -o's extension, else table]."
@@ -236,32 +236,7 @@ def readable(column: str, value: object) -> str:
         return ", ".join(f"{k}={readable(k, v)}" for k, v in value.items())
     if not isinstance(value, (int, float)):
         return str(value)
-    if value != value:
-        return "nan"
-    return _readable_number(column, value)
-
-
-def _readable_number(column: str, value: float) -> str:
-    v, name = float(value), column.lower()
-    if name.endswith("%"):  # already in percent
-        return f"{sig(v)}%"
-    if name.startswith("rel_") or name == "threshold":
-        return f"{sig(v * 100)}%"
-    if column == "N" or column.startswith("N_") or name in ("params", "n_params"):
-        return si(v)
-    if column == "D" or column.startswith("D_") or "tokens" in name:
-        return f"{si(v)} tokens"
-    if column == "C" or column.startswith("C_"):
-        return f"{sig(v)} FLOPs"
-    if name == "lr" or name.startswith("lr_") or name.endswith("_lr"):
-        return sci(v)
-    if name == "bs" or (name.startswith("bs_") and "coef" not in name and "intercept" not in name):
-        return f"{v:,.0f} seq" if v == int(v) else f"{v:,.1f} seq"
-    if isinstance(value, int):
-        return str(value)
-    if "loss" in name or "objective" in name:
-        return f"{v:.4f}"
-    return sig(v, 4)
+    return number(column, value)  # the one rule, shared with the HTML tables (_numbers.kind)
 
 
 def _cells(df: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
