@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._native import __version__
-from .errors import InternalError, InvalidArgumentError, ParseError, SteplawError, StoreError, StoreLockedError
+from .errors import (
+    InsufficientDataError,
+    InternalError,
+    InvalidArgumentError,
+    ParseError,
+    SteplawError,
+    StoreError,
+    StoreLockedError,
+)
 
 if TYPE_CHECKING:
     from . import fields, fit, laws, plots, synth
@@ -106,6 +114,7 @@ __all__ = [
     "CurveLaw",
     "HparamLaw",
     "IngestReport",
+    "InsufficientDataError",
     "InternalError",
     "InvalidArgumentError",
     "LossLaw",

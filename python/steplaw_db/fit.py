@@ -42,7 +42,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import polars as pl
@@ -59,7 +59,7 @@ from ._typing import (
     Resample,
     as_float,
 )
-from .errors import InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError, core_data_errors
 from .laws import VARIABLES, HparamLaw, Law, LossLaw, PowerLaw, _compute, resolve
 from .optima import (
     CELL_KEYS,
@@ -100,6 +100,20 @@ def _require(df: pl.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InvalidArgumentError(f"{what} has no column(s) {missing} (columns: {df.columns})")
+
+
+def _check_fit_options(method: str, bootstrap: int, center: str, resample: str | None) -> None:
+    """Refuse a bad option of a power-law fit before any data is looked at: a wrong option is the
+    caller's error (exit 2) whatever the data, and a sweep too thin to fit must not hide it."""
+    for what, value, allowed in (
+        ("regression method", method, get_args(RegressionMethod)),
+        ("bootstrap resampling", resample, get_args(Resample)),
+        ("center", center, get_args(Center)),
+    ):
+        if value is not None and value not in allowed:
+            raise InvalidArgumentError(f"unknown {what} {value!r} ({', '.join(allowed)})")
+    if bootstrap < 0:
+        raise InvalidArgumentError(f"bootstrap must be >= 0, got {bootstrap}")
 
 
 def _regressor_column(df: pl.DataFrame, var: str) -> np.ndarray:
@@ -179,6 +193,11 @@ def _vertex_samples(
         fallback = out.filter(pl.col("optimum") == "grid-fallback")
         if fallback.height:
             why = ", ".join(sorted({f for flags in fallback["flags"] for f in str(flags).split(",")} & _UNUSABLE))
+            if fallback.height == out.height:  # the error says it; a warning too would say it twice
+                raise InsufficientDataError(
+                    f"no usable quadratic vertex in any of the {fallback.height} cells ({why}): the grids are too "
+                    "small or too noisy for the vertex method; --method steplaw fits the grid minima"
+                )
             warn(
                 [
                     f"{fallback.height} of {out.height} cells have no usable quadratic vertex ({why}): left out of the "
@@ -187,11 +206,6 @@ def _vertex_samples(
                 stacklevel=4,
             )
             out = out.filter(pl.col("optimum") != "grid-fallback")
-            if out.is_empty():
-                raise InvalidArgumentError(
-                    f"no usable quadratic vertex in any of the {fallback.height} cells ({why}): the grids are too "
-                    "small or too noisy for the vertex method; --method steplaw fits the grid minima"
-                )
     if weights is None and "lr_quad_lo" in out.columns and (out["optimum"] == "vertex").all():
         floor = VERTEX_SD_FLOOR**2
 
@@ -265,7 +279,7 @@ def _check_designs(inputs: Sequence[_Inputs], cells: list[int]) -> list[str]:
         spread = x.max(axis=0) - x.min(axis=0)
         for var, sp in zip(on, spread, strict=True):
             if 0 < sp < MIN_LOG_SPREAD:
-                raise InvalidArgumentError(
+                raise InsufficientDataError(
                     f"{target}: {var} spans only {math.expm1(sp):.2%} over the {len(x)} cells (log spread {sp:.3g} < "
                     f"{MIN_LOG_SPREAD}): the exponent of {var} is not identifiable (cells of nearly one {var}, such "
                     f"as designs of one size: fit them apart with by=..., or drop {var} from the regressors)"
@@ -274,7 +288,7 @@ def _check_designs(inputs: Sequence[_Inputs], cells: list[int]) -> list[str]:
             continue
         cond = float(np.linalg.cond(np.corrcoef(x.T)))
         if cond > MAX_CONDITION:
-            raise InvalidArgumentError(
+            raise InsufficientDataError(
                 f"{target}: the regressors {', '.join(on)} are nearly collinear over the cells (condition number "
                 f"{cond:.3g} > {MAX_CONDITION:g}): their exponents are not separately identifiable"
             )
@@ -361,19 +375,16 @@ def fit_lr_bs(
       frame. Edge-bound cells are warned (one line per target) and counted in
       ``info["edges"]`` and :meth:`~steplaw_db.laws.HparamLaw.to_polars`.
 
-    An ill-posed design raises :class:`InvalidArgumentError`: a regressor constant over the
-    samples (e.g. one N only), too few cells for the coefficients, collinear regressors,
-    non-positive values.
+    An ill-posed design raises :class:`~steplaw_db.errors.InsufficientDataError`: a regressor
+    constant over the samples (e.g. one N only), too few cells for the coefficients, collinear
+    regressors, non-positive values; a bad option :class:`InvalidArgumentError`.
     """
     lr_on, bs_on = _check_on(lr_on, "lr_on"), _check_on(bs_on, "bs_on")
     if lr_on is None and bs_on is None:
         raise InvalidArgumentError("nothing to fit: lr_on and bs_on are both None")
-    if bootstrap < 0:
-        raise InvalidArgumentError(f"bootstrap must be >= 0, got {bootstrap}")
-    if center not in ("mean", "point"):
-        raise InvalidArgumentError(f"center must be 'mean' or 'point', got {center!r}")
+    _check_fit_options(method, bootstrap, center, resample)
     if len(samples) == 0:
-        raise InvalidArgumentError("no samples to fit")
+        raise InsufficientDataError("no samples to fit")
     if edges is None and "lr_edge" in samples.columns and "bs_edge" in samples.columns:
         edges = edge_counts(samples)
     if edges is not None:
@@ -410,7 +421,8 @@ def fit_lr_bs(
     ]
     cells = samples.select(pl.struct(keys).hash(seed=0)).to_series().to_list()
     notes = _check_designs(inputs, cells)
-    out = _native.fit_linear(models, cells, method, float(huber_t), int(bootstrap), resample, int(seed))
+    with core_data_errors():
+        out = _native.fit_linear(models, cells, method, float(huber_t), int(bootstrap), resample, int(seed))
 
     n_cells = len(set(cells))
     if out["failed"]:
@@ -506,6 +518,9 @@ def fit_law(
         raise InvalidArgumentError(f"unknown edge treatment {edges!r} ({', '.join(EDGE_TREATMENTS)})")
     if edges == "censor" and method != "quadratic":
         raise InvalidArgumentError("edges='censor' needs method='quadratic' (one sample a cell)")
+    if edges == "drop" and method == "steplaw":
+        raise InvalidArgumentError("edges='drop' needs method='quadratic' (one sample a cell)")
+    _check_fit_options(regression, bootstrap, center, resample)
     from .progress import advance
 
     advance("law fits")  # a front end's count: stability and the report make dozens
@@ -612,20 +627,37 @@ def _fit_targets_apart(
         _reissue(caught)
         raise failure
     got: dict[str, HparamLaw] = {}
-    failed: dict[str, dict[str, Any]] = {}
-    for key, on, args in (("lr", lr_on, (lr_on, None)), ("bs", bs_on, (None, bs_on))):
-        try:
-            got[key] = fit(*args)
-        except InvalidArgumentError as e:
-            failed[key] = {"on": list(on), "reason": str(e)}
+    errors: dict[str, InvalidArgumentError] = {}
+    with warnings.catch_warnings(record=True) as apart:
+        warnings.simplefilter("always")
+        for key, args in (("lr", (lr_on, None)), ("bs", (None, bs_on))):
+            try:
+                got[key] = fit(*args)
+            except InvalidArgumentError as e:
+                errors[key] = e
+    # both refits read the same samples and say the same of them (cells left out): once each
+    _reissue(list({(w.category, str(w.message)): w for w in apart}.values()))
     if not got:
-        raise InvalidArgumentError("; ".join(f"no {k} law: {f['reason']}" for k, f in failed.items()))
+        raise _failed_targets(errors)
+    failed = {k: {"on": list(lr_on if k == "lr" else bs_on), "reason": str(e)} for k, e in errors.items()}
     notes = [f"no {k} law: {f['reason']}" for k, f in failed.items()]
     warn(notes, stacklevel=5)
     (law,) = got.values()
     law.info["not_fitted"] = failed
     law.info["warnings"] = [*law.info.get("warnings", []), *notes]
     return law
+
+
+def _failed_targets(errors: Mapping[str, InvalidArgumentError]) -> InvalidArgumentError:
+    """The error of a fit none of whose targets (``"lr"``, ``"bs"``) could be fitted: each reason
+    once (``no lr or bs law: ...`` when both failed for one), an :class:`InsufficientDataError`
+    when every reason is the data's, else an :class:`InvalidArgumentError` (an option was bad)."""
+    targets: dict[str, list[str]] = {}
+    for key, e in errors.items():
+        targets.setdefault(str(e), []).append(key)
+    message = "; ".join(f"no {' or '.join(keys)} law: {reason}" for reason, keys in targets.items())
+    data = all(isinstance(e, InsufficientDataError) for e in errors.values())
+    return InsufficientDataError(message) if data else InvalidArgumentError(message)
 
 
 #: What a fit does with a cell whose optimum sits on the grid's edge (:func:`fit_law`'s ``edges``).
@@ -719,7 +751,7 @@ def _censored_part(
             rows.append((r, math.log(value), 0, sd))
     measured = sum(1 for row in rows if row[2] == 0)
     if measured < len(on) + 1:
-        raise InvalidArgumentError(
+        raise InsufficientDataError(
             f"{target}: only {measured} cells with a measured optimum for {len(on) + 1} coefficients: "
             "with the edge-bound cells censored the law is not identified"
         )
@@ -728,7 +760,7 @@ def _censored_part(
     side = np.asarray([row[2] for row in rows], dtype=float)
     if np.linalg.matrix_rank(x[side == 0]) < x.shape[1]:
         # bounds alone do not fix a slope: one-sided, they let it grow without limit
-        raise InvalidArgumentError(
+        raise InsufficientDataError(
             f"{target}: the {measured} cells with a measured optimum do not vary in {', '.join(on)}: with the "
             "edge-bound cells censored the law is not identified"
         )
@@ -768,16 +800,17 @@ def _fit_censored(
     warn(notes, stacklevel=4)
     parts: dict[str, PowerLaw] = {}
     censored: dict[str, int] = {}
-    failed = []
+    errors: dict[str, InvalidArgumentError] = {}
     for key, target, on in (("lr", "lr", lr_on), ("bs", "bs_tokens", bs_on)):
         if on is None:
             continue
         try:
             parts[target], censored[key] = _censored_part(samples, target, tuple(on), bootstrap, seed, center)
         except InvalidArgumentError as e:
-            failed.append(f"no {key} law: {e}")
+            errors[key] = e
     if not parts:
-        raise InvalidArgumentError("; ".join(failed))
+        raise _failed_targets(errors)
+    failed = [f"no {key} law: {e}" for key, e in errors.items()]
     warn(failed, stacklevel=4)
     notes += failed
     info = {
@@ -826,15 +859,20 @@ def fit_laws(
     _require(final, per, "the final-loss frame")
     keys = [*_keys(by), *[k for k in per if k not in _keys(by)]]
     laws = DesignLaws()
+    errors: list[InvalidArgumentError] = []
     for part in final.sort(per, nulls_last=True).partition_by(per, maintain_order=True):
         label = ",".join(f"{k}={part[k][0]}" for k in per)
         try:
             laws[label] = fit_law(part, method, by=keys, name=label, **kwargs)
         except InvalidArgumentError as e:
             laws.failed[label] = str(e)
+            errors.append(e)
     warn([f"{label}: no law: {why}" for label, why in laws.failed.items()])
     if not laws:
-        raise InvalidArgumentError(f"no design could be fitted: {'; '.join(laws.failed.values())}")
+        message = f"no design could be fitted: {'; '.join(laws.failed.values())}"
+        if all(isinstance(e, InsufficientDataError) for e in errors):
+            raise InsufficientDataError(message)
+        raise InvalidArgumentError(message)
     return laws
 
 
@@ -919,7 +957,7 @@ def _check_loss_design(n: Sequence[float], d: Sequence[float]) -> list[str]:
             continue  # the core refuses these with its own message
         spread = float(logs.max() - logs.min())
         if 0 < spread < MIN_LOG_SPREAD:
-            raise InvalidArgumentError(
+            raise InsufficientDataError(
                 f"{name} spans only {math.expm1(spread):.2%} over the {len(logs)} points (log spread {spread:.3g} < "
                 f"{MIN_LOG_SPREAD}): the {name} term of the loss law is not identifiable (cells of nearly one {name}, "
                 "such as designs of one size: fit each with a by= that keeps its cells apart, over several sizes)"
@@ -936,7 +974,7 @@ def _check_loss_params(p: Mapping[str, float], loss_min: float) -> list[str]:
     """Refuse a fit whose parameters are no scaling law; warn on parameters at a bound."""
     shown = ", ".join(f"{k} = {v:.4g}" for k, v in p.items())
     if not all(math.isfinite(v) for v in p.values()) or max(p["alpha"], p["beta"]) > MAX_LOSS_EXPONENT:
-        raise InvalidArgumentError(
+        raise InsufficientDataError(
             f"the loss law is not identified by these points: {shown} (an exponent above {MAX_LOSS_EXPONENT:g} or an "
             "infinite coefficient fits noise, not a scaling law); add cells over a wider range of N and D"
         )
@@ -991,21 +1029,24 @@ def fit_loss_law(
     _require(df, ["N", "D", loss], "the loss frame")
     if per_cell not in ("min", None):
         raise InvalidArgumentError(f"per_cell must be 'min' or None, got {per_cell!r}")
+    if not delta > 0:  # the core says so too, but only after the cells: a bad option comes first
+        raise InvalidArgumentError(f"the Huber delta must be positive, got {delta}")
     data = _loss_points(df, loss, per_cell, by, level_tolerance, designs, on_design)
     n = data["N"].cast(pl.Float64).to_list()
     d = data["D"].cast(pl.Float64).to_list()
     y = data[loss].cast(pl.Float64).to_list()
     notes = _check_loss_design(n, d)
-    out = _native.fit_chinchilla(
-        n,
-        d,
-        y,
-        float(delta),
-        None if starts is None else [list(map(float, s)) for s in starts],
-        int(bootstrap),
-        int(seed),
-        int(bootstrap_starts),
-    )
+    with core_data_errors():  # too few points, too few distinct N or D: exit 1, not a bad option
+        out = _native.fit_chinchilla(
+            n,
+            d,
+            y,
+            float(delta),
+            None if starts is None else [list(map(float, s)) for s in starts],
+            int(bootstrap),
+            int(seed),
+            int(bootstrap_starts),
+        )
     if out["failed"]:
         notes.append(f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out")
     params = _chinchilla_params(out["params"])
@@ -1162,7 +1203,7 @@ def evaluate(
         pl.col(loss).is_not_null() & pl.col(loss).is_finite() & (pl.col("lr") > 0) & (pl.col("bs_tokens") > 0)
     )
     if len(measured) == 0:
-        raise InvalidArgumentError("no run with a finite loss to evaluate against")
+        raise InsufficientDataError("no run with a finite loss to evaluate against")
     laws = _labelled_laws(law)
     rows = []
     for cell in measured.sort(keys, nulls_last=True).partition_by("cell", maintain_order=True):

@@ -23,7 +23,7 @@ import polars as pl
 
 from . import _native, fields
 from ._typing import DesignPolicy, OptimumMethod, RunStatus, as_float
-from .errors import InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -395,7 +395,7 @@ def assign_cells(
     df = with_bs_tokens(final) if "bs" in final.columns else final
     _check_columns(df, keys)
     if df.is_empty():
-        raise InvalidArgumentError("no runs to form cells from")
+        raise InsufficientDataError("no runs to form cells from")
     grid = [c for c in ("lr", "bs_tokens") if c in df.columns]  # a loss table may have neither
     df = last_checkpoints(df.with_row_index("_row"), notes)
     numeric = [k for k in keys if df.schema[k].is_numeric()]
@@ -545,7 +545,7 @@ def find_cell(
             f"{rows[i]['cell']} ({math.expm1(d):.0%} away)" if math.isfinite(d) else str(rows[i]["cell"])
             for d, _, i in scored[:5]
         )
-        raise InvalidArgumentError(
+        raise InsufficientDataError(
             f"no runs in a cell within {math.expm1(tolerance):.0%} of {asked} (log tolerance {tolerance:g}); "
             f"nearest cells: {listed}"
         )
@@ -725,7 +725,7 @@ def optima(
         raise InvalidArgumentError(f"fit_window must be > 0, got {fit_window}")
     df, keys = _prepare(final, by, loss, include, level_tolerance, designs, on_design)
     if df.is_empty():
-        raise InvalidArgumentError("no usable runs (finite loss, lr > 0, batch > 0, not diverged) to find optima in")
+        raise InsufficientDataError("no usable runs (finite loss, lr > 0, batch > 0, not diverged) to find optima in")
     groups = df.group_by(["cell", *keys], maintain_order=True).agg(pl.all()).sort(keys, nulls_last=True)
     rows = []
     fit_inputs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -935,7 +935,7 @@ def landscape(
     )
     df, _ = _prepare(rows, keys, loss, include, level_tolerance, designs=(), on_design=on_design)
     if df.is_empty():
-        raise InvalidArgumentError(f"no runs with a finite loss in cell {rows['cell'][0]}")
+        raise InsufficientDataError(f"no runs with a finite loss in cell {rows['cell'][0]}")
     df = df.with_columns(
         lr_level=pl.col("lr").rank("dense").cast(pl.Int64) - 1,
         bs_level=pl.col("bs_tokens").rank("dense").cast(pl.Int64) - 1,

@@ -4,7 +4,8 @@ with an exit status, never a traceback:
 
 - 0: everything succeeded;
 - 1: the command was well formed but the data could not satisfy it: some runs failed, the store
-  is locked, damaged or missing, no run (or no usable run) matches;
+  is locked, damaged or missing, no run (or no usable run) matches, too few cells or points to
+  fit (the library's :class:`~steplaw_db.errors.InsufficientDataError`);
 - 2: usage: an unknown option or value, a malformed number, a file named on the command line
   that does not exist;
 - 3: an internal error (a bug: please report it).
@@ -28,7 +29,7 @@ from typer.exceptions import TyperException
 from .. import _native
 from .._numbers import number
 from .._typing import Smoothing, WidthUnit
-from ..errors import InternalError, InvalidArgumentError, SteplawError
+from ..errors import InternalError, InvalidArgumentError, SteplawError, is_insufficient_data
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,11 +43,6 @@ DEFAULT_SEQ_LEN: int = _native.DEFAULT_SEQ_LEN
 
 #: Exit statuses, the same for the same situation in every command.
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
-
-#: The library's argument errors that mean "nothing in the data matches" (exit 1), not a bad
-#: command line (exit 2).
-_NOTHING_MATCHES = ("no usable run", "no runs with", "no run with")
-
 
 class CommandFailed(Exception):
     """What :func:`fail` raises: the message and exit status :func:`reports_errors` prints and
@@ -69,8 +65,8 @@ def _failure(e: BaseException) -> tuple[str, int] | None:
         return e.message, e.code
     if isinstance(e, (typer.Exit, typer.Abort, TyperException)) or not isinstance(e, Exception):
         return None
-    if isinstance(e, InvalidArgumentError):
-        return str(e), EXIT_FAILED if str(e).startswith(_NOTHING_MATCHES) else EXIT_USAGE
+    if isinstance(e, InvalidArgumentError):  # the data too thin (exit 1), else what was typed (2)
+        return str(e), EXIT_FAILED if is_insufficient_data(e) else EXIT_USAGE
     if isinstance(e, InternalError):  # a bug, not the input: its own status so scripts can tell
         return str(e), EXIT_INTERNAL
     if isinstance(e, SteplawError):  # StoreLockedError included: the store is busy, exit 1
@@ -193,7 +189,8 @@ def final_frame(
     if final.is_empty() and at is None and store.runs().height:
         have = store.scan_points().group_by("metric").agg(pl.col("run_id").n_unique()).sort("metric").collect()
         listed = ", ".join(f"{m} ({n} runs)" for m, n in have.iter_rows()) or "none"
-        fail(f"no run has a final value of metric '{metric}'; metrics in the store: {listed} (--metric NAME)", 2)
+        # any name is a valid --metric; no run logged this one: nothing matches (EXIT_FAILED)
+        fail(f"no run has a final value of metric '{metric}'; metrics in the store: {listed} (--metric NAME)", 1)
     return final
 
 

@@ -42,6 +42,8 @@ def _designs(final: pl.DataFrame, keys: list[str]) -> list[str]:
     from ..optima import assign_cells
 
     extra = [k for k in keys if k not in ("N", "D", "C")]
+    if final.is_empty():  # no cells to split: the fit refuses the data, after its options
+        return extra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         split = assign_cells(final, keys).split

@@ -1,0 +1,148 @@
+"""The exit status of every command when the data cannot satisfy it (cli/__init__.py): a well
+formed command on a store with too few cells, points or usable runs exits 1, not 2 (a usage
+error) or 3 (a bug); what the user typed wrong still exits 2. And each warning once: a fit that
+is redone target by target says what it left out once, not once per target."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import steplaw_db as sl
+from steplaw_db import synth
+from steplaw_db.cli import app
+from steplaw_db.errors import InsufficientDataError, InvalidArgumentError
+from steplaw_db.store import Store
+
+CELLS = synth.DEFAULT_CELLS  # 2 shapes x 2 budgets
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Small stores, each short of something: no runs; one cell; four cells (a 5-parameter
+    loss law needs 6); grids of 2 lr x 1 batch (no quadratic vertex anywhere); runs of 3
+    points (a curve law needs more)."""
+    root = tmp_path_factory.mktemp("exits")
+    plans = {
+        "one_cell": {"cells": CELLS[:1]},  # a 7 x 5 grid around the optimum
+        "four": {"cells": CELLS},
+        "thin": {"cells": CELLS, "n_lr": 2, "n_bs": 1},
+        "short": {"cells": CELLS[:1], "n_lr": 1, "n_bs": 1, "points": 3},
+    }
+    paths = {"empty": str(root / "empty.db")}
+    Store(paths["empty"], create=True)
+    for name, plan in plans.items():
+        synth.write_sweep(root / name, points=plan.pop("points", 8), diverge=False, **plan)
+        paths[name] = str(root / f"{name}.db")
+        Store(paths[name], create=True).ingest(str(root / name))
+    paths["run"] = str(Store(paths["short"]).runs()["run_id"][0])
+    return paths
+
+
+NO_RUNS = "no runs to form cells from"
+
+# (store, command, what the error says): the data cannot satisfy the command, exit 1
+DATA_CASES = [
+    ("empty", ["cells"], NO_RUNS),
+    ("empty", ["optima"], NO_RUNS),
+    ("empty", ["near-optimal"], NO_RUNS),
+    ("empty", ["evaluate", "--law", "step-law"], NO_RUNS),
+    ("empty", ["stability", "--bootstrap", "5"], NO_RUNS),
+    ("empty", ["fit", "lr-bs", "--bootstrap", "0"], NO_RUNS),
+    ("empty", ["fit", "loss"], NO_RUNS),
+    ("empty", ["plot", "stability", "-o", "{tmp}/s.png"], NO_RUNS),
+    ("one_cell", ["fit", "lr-bs", "--bootstrap", "0"], "too few cells"),
+    ("one_cell", ["fit", "lr-bs", "--method", "steplaw", "--bootstrap", "0"], "too few cells"),
+    ("one_cell", ["plot", "law", "--bootstrap", "0", "-o", "{tmp}/law.png"], "too few cells"),
+    ("one_cell", ["plot", "landscape", "--cell", "N=7e9,D=1e12", "-o", "{tmp}/l.png"], "no runs in a cell within"),
+    ("four", ["fit", "loss"], "too few points for the Chinchilla law"),
+    ("thin", ["fit", "lr-bs", "--bootstrap", "0"], "no usable quadratic vertex"),
+    ("short", ["fit", "curve", "--run", "{run}"], "too few points to fit"),
+    ("four", ["final", "--metric", "val_loss"], "no run has a final value of metric 'val_loss'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("store", "command", "says"), DATA_CASES, ids=lambda v: "-".join(v) if isinstance(v, list) else v
+)
+def test_data_that_cannot_satisfy_the_command_exits_1(stores, store, command, says, tmp_path):
+    args = [a.format(tmp=tmp_path, run=stores["run"]) for a in command]
+    r = CliRunner().invoke(app, ["--db", stores[store], *args])
+    assert (r.exit_code, "Traceback" in r.output) == (1, False), r.output
+    assert r.stderr.splitlines()[-1].startswith("error: ") and says in r.stderr, r.stderr
+
+
+# what the user typed wrong stays a usage error, on any store: these pass today and must go on
+USAGE_CASES = [
+    ("one_cell", ["fit", "lr-bs", "--bootstrap", "-1"]),  # refused before the data is looked at
+    ("one_cell", ["fit", "lr-bs", "--regression", "nope"]),
+    ("four", ["fit", "lr-bs", "--edges", "nope"]),
+    ("four", ["optima", "--method", "nope"]),
+    ("four", ["evaluate", "--law", "nope"]),
+    ("empty", ["optima", "--input", "{tmp}/missing.csv"]),
+    ("empty", ["fit", "loss", "--delta", "-1"]),
+    ("empty", ["fit", "lr-bs", "--edges", "drop", "--method", "steplaw"]),
+]
+
+
+@pytest.mark.parametrize(("store", "command"), USAGE_CASES, ids=lambda v: "-".join(v) if isinstance(v, list) else v)
+def test_what_the_user_typed_wrong_stays_exit_2(stores, store, command, tmp_path):
+    r = CliRunner().invoke(app, ["--db", stores[store], *(a.format(tmp=tmp_path) for a in command)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+
+
+def test_the_library_raises_the_data_class(stores):
+    # the class says which it is; it is still an InvalidArgumentError for code that caught that
+    final = sl.open(stores["four"]).final_losses()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InsufficientDataError, match="too few points"):
+            sl.fit.fit_loss_law(final)
+        with pytest.raises(InsufficientDataError, match="no usable quadratic vertex"):
+            sl.fit_law(sl.open(stores["thin"]).final_losses(), bootstrap=0)
+        with pytest.raises(InvalidArgumentError) as e:
+            sl.fit_law(final, bootstrap=-1)
+    assert not isinstance(e.value, InsufficientDataError)
+
+
+# --- each warning once ----------------------------------------------------------------------
+
+
+def test_no_usable_vertex_is_said_once_when_no_cell_has_one(stores):
+    # every cell's grid is 2 x 1: the joint fit and each target's refit all fail for that one
+    # reason; it was a warning and twice in the error (once per target): one line now
+    r = CliRunner().invoke(app, ["--db", stores["thin"], "fit", "lr-bs", "--bootstrap", "0"])
+    assert r.exit_code != 0
+    assert r.stderr.count("usable quadratic vertex") == 1, r.stderr
+
+
+def _frame_with_two_saddles() -> pl.DataFrame:
+    """Six cells of one D (no batch law: D does not vary), each a 5 x 3 grid around its optimum;
+    two of them curve down along lr (no usable vertex)."""
+    rows = []
+    for i, n in enumerate([1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9]):
+        curvature = -0.02 if i in (1, 4) else 0.02
+        for j in range(-2, 3):
+            for k in range(-1, 2):
+                jitter = 0.0002 * ((7 * j + 3 * k + i) % 5)
+                rows.append(
+                    {"N": n, "D": 1e10, "lr": 3e-3 * (n / 1e8) ** -0.5 * math.sqrt(2) ** j,
+                     "bs_tokens": 5e5 * 2.0**k, "loss": 3 + curvature * j * j + 0.01 * k * k + jitter}
+                )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_a_fit_redone_target_by_target_warns_each_thing_once():
+    # the joint fit fails (the batch law: one D), the lr law is refitted alone and the batch
+    # law alone: each refit left out the two saddle cells, which was warned once per refit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        law = sl.fit_law(_frame_with_two_saddles(), bootstrap=0, lr_on=("N",), bs_on=("D",))
+    assert law.lr is not None and law.bs is None
+    texts = [str(w.message) for w in caught]
+    assert sum("2 of 6 cells have no usable quadratic vertex" in t for t in texts) == 1, texts
+    assert len(texts) == len(set(texts)), texts
