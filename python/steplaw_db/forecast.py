@@ -37,7 +37,7 @@ from scipy import signal, stats
 
 from . import _native
 from .curve import Schedule, _per_step_lr
-from .errors import InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError
 from .optima import DEFAULT_SEQ_LEN, DEFAULT_THRESHOLD, AnalysisWarning, assign_cells, warn
 
 if TYPE_CHECKING:
@@ -1094,7 +1094,7 @@ def backtest(
         real[row["run_id"]] = float(measured.get(row["run_id"], end_value(got[0], got[1])))
         keep_ids.append(row["run_id"])
     if not keep_ids:
-        raise InvalidArgumentError("no finished runs with a planned length and a finite curve to backtest")
+        raise InsufficientDataError("no finished runs with a planned length and a finite curve to backtest")
     done = runs_df.filter(pl.col("run_id").is_in(keep_ids))
     pts = points.filter(pl.col("run_id").is_in(keep_ids))
     labels = _cell_labels(done, keys)

@@ -23,7 +23,7 @@ import polars as pl
 
 from . import _native, fields
 from ._typing import DesignPolicy, OptimumMethod, RunStatus, as_float
-from .errors import InsufficientDataError, InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError, ParseError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +84,27 @@ def in_cell(cell: Mapping[str, object], tolerance: float = LEVEL_TOLERANCE) -> p
 
 #: The columns a final-loss table must have for the lr / batch analyses.
 FINAL_TABLE_COLUMNS = ("N", "D", "lr", "bs_tokens", "loss")
+#: The columns of a final-loss table that hold numbers (where it has them).
+_NUMERIC_TABLE_COLUMNS = ("N", "D", "lr", "bs", "bs_tokens", "seq_len", "steps", "loss", "raw_loss")
+
+
+def _numbers(df: pl.DataFrame, path: str, first_line: int | None) -> pl.DataFrame:
+    """``df`` with its numeric columns as numbers: a CSV reader reads a column as text when one
+    value is not a number (``n/a``), or when the table has a header only; the first such value
+    is an error naming its line (``first_line``: the line of row 0; None: a row number), an
+    empty cell is a missing value."""
+    for c in _NUMERIC_TABLE_COLUMNS:
+        if c not in df.columns or df[c].dtype != pl.String:
+            continue
+        text = df[c].str.strip_chars()
+        value = text.cast(pl.Float64, strict=False)
+        bad = (value.is_null() & text.is_not_null() & (text != "")).arg_true()
+        if len(bad):
+            i = int(bad[0])
+            where = f"{path}:{first_line + i}" if first_line is not None else f"{path}: row {i + 1}"
+            raise ParseError(f"{where}: column {c}: {df[c][i]!r} is not a number ({len(bad)} such row(s))")
+        df = df.with_columns(value.alias(c))
+    return df
 
 
 def read_final_table(
@@ -99,23 +120,26 @@ def read_final_table(
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"{path}: no such file")
     suffix = os.path.splitext(path)[1].lower()
+    first_line = None  # parquet: rows are numbered, not lines
     if suffix == ".parquet":
         df = pl.read_parquet(path)
     elif suffix in (".csv", ".tsv", ".txt"):
         df = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+        first_line = 2  # line 1 is the header
     else:
         raise InvalidArgumentError(f"{path}: expected a .csv, .tsv or .parquet final-loss table")
     if "smooth loss" in df.columns:
         df = df.rename({"loss": "raw_loss"} if "loss" in df.columns else {}).rename({"smooth loss": "loss"})
     if "exp_name" in df.columns and "name" not in df.columns:
         df = df.rename({"exp_name": "name"})
+    df = _numbers(df, path, first_line)
     if "bs" in df.columns and "bs_tokens" not in df.columns:
         if "seq_len" not in df.columns:
             warn([f"{os.path.basename(path)}: the batch in tokens is bs x {seq_len} (no seq_len column; --seq-len)"])
         df = with_bs_tokens(df, seq_len)
     missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise InvalidArgumentError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
+    if missing:  # the file's content, not the command line: a table this is not (exit 1)
+        raise ParseError(f"{path}: the final-loss table lacks {missing} (columns: {df.columns})")
     return df
 
 
