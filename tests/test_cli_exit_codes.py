@@ -179,3 +179,21 @@ def test_a_vertex_outside_its_own_bootstrap_interval_is_drawn(tmp_path):
         fig.savefig(tmp_path / "v.png")
     finally:
         plt.close(fig)
+
+
+def test_a_fit_per_design_says_the_cells_once_and_names_the_design_of_each_note(tmp_path):
+    # each design's fit said the sweep's cell notes again for its own cells ("D: 2 cells ...",
+    # "D: 4 cells ...": one fact, twice), and its own notes without saying whose they were
+    synth.write_sweep(tmp_path / "runs", points=8, diverge=False, recipes={"web": synth.TRUTH, "code": synth.TRUTH},
+                      cells={"web": CELLS, "code": CELLS[:2]})  # fmt: skip
+    db = str(tmp_path / "two.db")
+    Store(db, create=True).ingest(str(tmp_path / "runs"))
+    r = CliRunner().invoke(app, ["--db", db, "fit", "lr-bs", "--by", "N,D,recipe", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert [line for line in lines if line.startswith("warning: D: ")] == [
+        next(line for line in lines if line.startswith("warning: D: 6 cell(s) hold runs whose D differ"))
+    ], r.stderr
+    assert any(line.startswith("warning: recipe=code: no law: ") for line in lines), r.stderr
+    rest = [line for line in lines if not line.startswith(("warning: D: ", "warning: recipe="))]
+    assert rest == [], r.stderr

@@ -858,15 +858,29 @@ def fit_laws(
     per = _keys(per)
     _require(final, per, "the final-loss frame")
     keys = [*_keys(by), *[k for k in per if k not in _keys(by)]]
+    cell_options = {k: kwargs[k] for k in ("level_tolerance", "designs", "on_design") if k in kwargs}
+    # the sweep's cells (merged levels, splits, rows left out) are said once, for the whole
+    # sweep: each design's fit says its share again, one fact in as many lines as designs
+    warn(assign_cells(final, keys, **cell_options).notes)
     laws = DesignLaws()
     errors: list[InvalidArgumentError] = []
     for part in final.sort(per, nulls_last=True).partition_by(per, maintain_order=True):
         label = ",".join(f"{k}={part[k][0]}" for k in per)
-        try:
-            laws[label] = fit_law(part, method, by=keys, name=label, **kwargs)
-        except InvalidArgumentError as e:
-            laws.failed[label] = str(e)
-            errors.append(e)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                laws[label] = fit_law(part, method, by=keys, name=label, **kwargs)
+            except InvalidArgumentError as e:
+                laws.failed[label] = str(e)
+                errors.append(e)
+        said = set(assign_cells(part, keys, **cell_options).notes)
+        # the design's own notes (edges, barely determined, a target not fitted) name the design
+        for w in caught:
+            if str(w.message) in said:
+                continue
+            if issubclass(w.category, AnalysisWarning):
+                w.message = AnalysisWarning(f"{label}: {w.message}")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     warn([f"{label}: no law: {why}" for label, why in laws.failed.items()])
     if not laws:
         message = f"no design could be fitted: {'; '.join(laws.failed.values())}"
