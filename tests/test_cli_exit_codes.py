@@ -197,3 +197,9 @@ def test_a_fit_per_design_says_the_cells_once_and_names_the_design_of_each_note(
     assert any(line.startswith("warning: recipe=code: no law: ") for line in lines), r.stderr
     rest = [line for line in lines if not line.startswith(("warning: D: ", "warning: recipe="))]
     assert rest == [], r.stderr
+
+
+def test_fit_lr_bs_by_a_design_alone_says_what_to_type(stores):
+    # --by recipe (for N,D,recipe) exited 2 with "the samples has no column(s) ['N', 'D']"
+    r = CliRunner().invoke(app, ["--db", stores["four"], "fit", "lr-bs", "--by", "recipe", "--bootstrap", "0"])
+    assert r.exit_code == 2 and "--by N,D,recipe" in r.stderr, r.output

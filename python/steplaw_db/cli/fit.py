@@ -130,8 +130,11 @@ def fit_lr_bs(
     """Fit lr = c N^a D^b and bs_tokens = d D^g to the sweep's cells."""
     from ..fit import fit_law
 
-    final = final_frame(ctx, input, seq_len=seq_len)
     keys = cell_keys(by)
+    if missing := [k for k in ("N", "D") if k not in keys]:  # the regressors key the cells; designs come after
+        fail(f"--by {by}: a law's cells are keyed by N and D; for one law per design: --by "
+             f"{','.join([*missing, *keys])}", EXIT_USAGE)  # fmt: skip
+    final = final_frame(ctx, input, seq_len=seq_len)
     per = _designs(final, keys)
     options: dict[str, Any] = {
         "threshold": threshold,
