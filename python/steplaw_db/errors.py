@@ -54,6 +54,7 @@ class InternalError(SteplawError, RuntimeError):
 _CORE_DATA_MESSAGES = (
     "too few cells to fit",  # fit/linear.rs
     "every sample has the same",
+    "the regressors",  # "... are collinear over the samples"
     "the design is singular",  # fit/bootstrap.rs
     "a sample has a missing, zero, negative or infinite value",
     "too few points for the Chinchilla law",  # fit/chinchilla.rs
