@@ -156,27 +156,35 @@ def test_sigkill_at_random_moments_never_corrupts(tmp_path):
             assert (merged["len"] == merged["n_points"]).all()
 
 
-def test_second_writer_gets_a_clear_error(tmp_path):
-    _sweep(tmp_path / "sweep", n_lr=2, n_bs=2)
+def _hold_lock(tmp_path: Path, db: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the store's write lock for ``seconds`` (once it printed 'locked')."""
     holder = tmp_path / "hold.py"
     holder.write_text(
         textwrap.dedent(
             f"""
             import fcntl, sys, time
-            f = open({str(tmp_path / "db" / "_lock")!r}, "a+")
+            f = open({str(db / "_lock")!r}, "a+")
             fcntl.flock(f, fcntl.LOCK_EX)
             print("locked", flush=True)
-            time.sleep(30)
+            time.sleep({seconds})
             """
         )
     )
-    db = sl.open(tmp_path / "db")
     proc = subprocess.Popen([sys.executable, str(holder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_gets_a_clear_error(tmp_path):
+    _sweep(tmp_path / "sweep", n_lr=2, n_bs=2)
+    db = sl.open(tmp_path / "db")
+    proc = _hold_lock(tmp_path, tmp_path / "db", 30)
     try:
-        assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(sl.StoreLockedError, match="locked by another writer"):
             db.ingest(tmp_path / "sweep")
         assert db.version == 0
+        # Refused before parsing: no segment was written to be thrown away.
+        assert not list((tmp_path / "db" / "points").iterdir())
     finally:
         proc.kill()
         proc.wait()
@@ -209,6 +217,32 @@ def test_another_writer_commits_while_an_ingest_parses(tmp_path):
     assert db.runs().height == 10
     db.verify()
     assert db.points(metric=None).height == db.runs()["n_points"].sum()
+
+
+def test_an_ingest_waits_at_commit_for_a_writer_that_came_while_it_parsed(tmp_path):
+    """`wait=0` refuses a store locked when the ingest begins, but a parse is not thrown away
+    because another writer took the lock meanwhile: the commit waits for it."""
+    _sweep(tmp_path / "a", n_lr=2, n_bs=2)
+    sl.open(tmp_path / "db")
+    script = tmp_path / "ingest0.py"
+    db, sweep = str(tmp_path / "db"), str(tmp_path / "a")
+    script.write_text(f"import steplaw_db as sl\nprint(sl.open({db!r}).ingest({sweep!r}, wait=0).version)\n")
+    env = dict(os.environ, STEPLAW_DB_PAUSE_AT="ingest-before-commit", STEPLAW_DB_PAUSE_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    paused = tmp_path / "ingest-before-commit.paused"
+    deadline = time.monotonic() + 60
+    while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert paused.exists(), "the ingest never reached its commit"
+    holder = _hold_lock(tmp_path, tmp_path / "db", 1.5)
+    (tmp_path / "ingest-before-commit.go").touch()
+    out, err = proc.communicate(timeout=60)
+    holder.wait()
+    assert proc.returncode == 0, err
+    assert out.strip() == "1"
+    assert sl.open(tmp_path / "db").runs().height == 4
 
 
 def test_replaced_runs_and_compact(tmp_path):

@@ -281,6 +281,11 @@ class Store:
         Unchanged runs are skipped; changed ones replaced (``force`` re-reads everything).
         A run whose files cannot be read fails alone and is listed in the report; with
         ``strict`` nothing is committed if any run fails.
+
+        ``wait``: seconds to wait for another writer's lock before parsing
+        (:class:`~steplaw_db.errors.StoreLockedError` after that, nothing parsed). The parse
+        runs without the lock; the commit waits for a writer that took it meanwhile (up to 10
+        minutes), so the parse is not thrown away.
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]

@@ -133,7 +133,12 @@ SEQ_LEN_OPTION: Any = typer.Option(
 THRESHOLD_OPTION: Any = typer.Option(
     0.0025, "--threshold", help="Near-optimal: within this fraction of the cell minimum."
 )
-WAIT_OPTION: Any = typer.Option(0.0, "--wait", help="Seconds to wait for another writer's lock.")
+WAIT_OPTION: Any = typer.Option(
+    0.0,
+    "--wait",
+    help="Seconds to wait for another writer's lock (an ingest: before it parses; its commit waits for a writer that "
+    "came meanwhile).",
+)
 NAME_TEMPLATE_OPTION: Any = typer.Option(
     None, "--name-template", help="How run names encode the config, e.g. '{*}_lr{lr}_bs{bs}'. Default: Step Law names."
 )

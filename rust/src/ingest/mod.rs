@@ -840,6 +840,8 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
     let tag = options_tag(opts, &overrides);
     // Parse and write segments without the lock (a slow parse never blocks other writers);
     // the lock is taken to commit, over whatever version is newest then (see Store::draft).
+    // A store locked now past `wait` is refused before the parse, not after it.
+    store.wait_for_lock(opts.wait)?;
     let mut tx = store.draft()?;
     let base_runs = tx.base.runs.clone();
     let ctx = Context {

@@ -162,6 +162,13 @@ impl Store {
         Ok(Transaction::new(self, lock, base))
     }
 
+    /// Fail now, as `begin` would, when another writer holds the lock past `wait`: a writer
+    /// that works without the lock (an ingest parsing) checks first, so that a store that is
+    /// busy is refused before the work, not after it.
+    pub fn wait_for_lock(&self, wait: Duration) -> Result<()> {
+        self.lock(wait).map(drop)
+    }
+
     /// The exclusive write lock (held while the returned file is open).
     fn lock(&self, wait: Duration) -> Result<File> {
         let lock_path = self.root.join(LOCK_FILE);
@@ -473,6 +480,9 @@ impl Store {
     }
 }
 
+/// How long a draft's commit waits at least for the lock (see `Draft::commit`).
+pub const DRAFT_COMMIT_WAIT: Duration = Duration::from_secs(600);
+
 /// A write in the making without the lock (see `Store::draft`). Dropping it without committing
 /// leaves the store as it was (its segments are garbage for the next writer).
 pub struct Draft {
@@ -495,12 +505,15 @@ impl std::ops::DerefMut for Draft {
 
 impl Draft {
     /// Commit `runs`, the complete runs table the draft makes of its base, in which it changed,
-    /// added or removed the runs `touched` (and no other). Takes the lock (waiting up to
-    /// `wait`); if other writers committed since the base, the draft's changes are applied to
+    /// added or removed the runs `touched` (and no other). Takes the lock, waiting up to `wait`
+    /// but at least `DRAFT_COMMIT_WAIT` (a writer that took it while the draft was written
+    /// holds it for a commit or a compaction: throwing the draft away would cost more than
+    /// waiting; whether the store was busy at the start is `Store::wait_for_lock`'s to say).
+    /// If other writers committed since the base, the draft's changes are applied to
     /// the newest version instead when none of them touched a run of `touched` (else nothing is
     /// committed and the error says to run again).
     pub fn commit(self, runs: Vec<RunRecord>, touched: &HashSet<RunId>, wait: Duration) -> Result<Manifest> {
-        let mut tx = self.store.begin(wait)?;
+        let mut tx = self.store.begin(wait.max(DRAFT_COMMIT_WAIT))?;
         let runs = rebase(&self.store.root, &self.base, &tx.base, runs, touched)?;
         tx.new_segments = self.pending.new_segments;
         let m = tx.commit(runs)?;
