@@ -1036,6 +1036,12 @@ pub fn ingest(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Result<
         added.sort_by(|a, b| a.source.cmp(&b.source));
         runs.extend(added);
         tx.add_segments(segments);
+        if opts.progress {
+            if let Err(Error::Locked { holder, .. }) = store.wait_for_lock(Duration::ZERO) {
+                let most = crate::store::DRAFT_COMMIT_WAIT.as_secs();
+                eprintln!("steplaw-db: waiting for another writer ({holder}) to release the lock, to commit (at most {most} s)");
+            }
+        }
         let m = tx.commit(runs, &touched, opts.wait)?;
         report.version = m.version;
         report.committed = true;
