@@ -663,53 +663,223 @@ pub fn visit_metric<T: Send>(
         .enumerate()
         .flat_map(|(i, (_, file))| (0..file.row_groups()).map(move |g| (i, g)))
         .collect();
-    let parts: Vec<GroupResult<T>> = units
+    // Runs split by a row-group boundary are joined as soon as the groups on both sides are
+    // read (not after all of them): memory holds the split runs of the groups being read.
+    let joiner = std::sync::Mutex::new(Joiner::new(units.len()));
+    let parts: Vec<UnitRead<T>> = units
         .par_iter()
-        .map(|&(i, g)| {
+        .enumerate()
+        .map(|(u, &(i, g))| {
             let (seg, file) = &files[i];
             let ids = &live[seg.file.as_str()];
-            if seg.xxh3_128.is_some() {
-                return visit_group(file, g, metric, ids, with_tokens, visit);
-            }
-            // A file without a checksum (an older store) may be damaged where it is decoded:
-            // a failure there (or the decoder's panic) names the file and its runs.
-            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let result = if seg.xxh3_128.is_some() {
                 visit_group(file, g, metric, ids, with_tokens, visit)
-            }));
-            match read {
-                Ok(r) => r.map_err(|e| unreadable(root, manifest, seg, e)),
-                Err(_) => Err(unreadable(
-                    root,
-                    manifest,
-                    seg,
-                    Error::store(&file.path, "the Parquet decoder failed on it"),
-                )),
-            }
+            } else {
+                // A file without a checksum (an older store) may be damaged where it is decoded:
+                // a failure there (or the decoder's panic) names the file and its runs.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    visit_group(file, g, metric, ids, with_tokens, visit)
+                }));
+                match read {
+                    Ok(r) => r.map_err(|e| unreadable(root, manifest, seg, e)),
+                    Err(_) => Err(unreadable(
+                        root,
+                        manifest,
+                        seg,
+                        Error::store(&file.path, "the Parquet decoder failed on it"),
+                    )),
+                }
+            };
+            // Every segment is mapped at once: without letting each group's pages go once read,
+            // memory would end up holding all the store's points (8x an ingest's at 1e8 points).
+            file.release_group_pages(g);
+            let result = result?;
+            let whole = joiner
+                .lock()
+                .map_err(|_| Error::Internal("a reader panicked".into()))?
+                .add(u, result.edges);
+            let joined = whole
+                .into_iter()
+                .map(|p| {
+                    let value = visit(p.run_id, curve(&p.series.steps, &p.series.values, &p.series.tokens));
+                    (p.order, p.run_id, value)
+                })
+                .collect();
+            Ok((result.done, joined))
         })
         .collect::<Result<_>>()?;
-    // Blocks at the edges of row groups, in file order: a run split by a boundary is the last
-    // edge block of one group and the first of the next.
+    let joiner = joiner
+        .into_inner()
+        .map_err(|_| Error::Internal("a reader panicked".into()))?;
+    if !joiner.parts.is_empty() {
+        return Err(Error::Internal(format!(
+            "{} split run(s) left unjoined after every row group was read",
+            joiner.parts.len()
+        )));
+    }
+    // Runs read whole in a group, in file order, then the joined ones, in the file order of
+    // their first part (the order the runs come in is the same whichever worker read what).
     let mut out = Vec::new();
-    let mut edges: Vec<(RunId, Series)> = Vec::new();
-    for part in parts {
-        out.extend(part.done);
-        for (id, s) in part.edges {
-            match edges.last_mut() {
-                Some((last, prev)) if *last == id && prev.steps.last() < s.steps.first() => {
-                    prev.steps.extend(s.steps);
-                    prev.values.extend(s.values);
-                    prev.tokens.extend(s.tokens);
-                }
-                _ => edges.push((id, s)),
-            }
+    let mut joined = Vec::new();
+    for (done, j) in parts {
+        out.extend(done);
+        joined.extend(j);
+    }
+    joined.sort_unstable_by_key(|j| j.0);
+    out.extend(joined.into_iter().map(|(_, id, value)| (id, value)));
+    Ok(out)
+}
+
+/// A joined run's visit: (position of its first part, run, value).
+type JoinedRun<T> = ((usize, usize), RunId, T);
+/// What reading a row group gives: the runs whole in it, and those joined once it was read.
+type UnitRead<T> = (Vec<(RunId, T)>, Vec<JoinedRun<T>>);
+
+/// A wanted block at an edge of its row group, which may go on in the group before
+/// (`open_left`: it starts at the group's first row) or after (`open_right`: it ends at its
+/// last row).
+struct Edge {
+    run_id: RunId,
+    series: Series,
+    open_left: bool,
+    open_right: bool,
+}
+
+/// Edge blocks joined so far: `first..=last` are the units (row groups in file order) they
+/// span; a side still open waits for the neighbouring unit to be read.
+struct Part {
+    run_id: RunId,
+    series: Series,
+    first: usize,
+    last: usize,
+    open_left: bool,
+    open_right: bool,
+    /// (unit, index among its edges) of the first block: where the run comes in the output.
+    order: (usize, usize),
+}
+
+/// Joins the blocks of runs split across row groups, whichever order the groups are read in:
+/// a block that may go on is kept until the neighbouring group is read, then joined with the
+/// block there (the same run, steps going on) or closed.
+struct Joiner {
+    read: Vec<bool>,
+    next_key: usize,
+    parts: HashMap<usize, Part>,
+    /// Keys of the parts open on the right, by their last unit.
+    by_end: HashMap<usize, usize>,
+    /// Keys of the parts open on the left, by their first unit.
+    by_start: HashMap<usize, usize>,
+}
+
+impl Joiner {
+    fn new(units: usize) -> Joiner {
+        Joiner {
+            read: vec![false; units],
+            next_key: 0,
+            parts: HashMap::new(),
+            by_end: HashMap::new(),
+            by_start: HashMap::new(),
         }
     }
-    out.extend(
-        edges
-            .iter()
-            .map(|(id, s)| (*id, visit(*id, curve(&s.steps, &s.values, &s.tokens)))),
-    );
-    Ok(out)
+
+    /// Take in the edge blocks of unit `u` (just read); returns the runs now whole.
+    fn add(&mut self, u: usize, edges: Vec<Edge>) -> Vec<Part> {
+        self.read[u] = true;
+        let mut whole = Vec::new();
+        for (k, e) in edges.into_iter().enumerate() {
+            let mut p = Part {
+                run_id: e.run_id,
+                series: e.series,
+                first: u,
+                last: u,
+                open_left: e.open_left,
+                open_right: e.open_right,
+                order: (u, k),
+            };
+            if p.open_left && (u == 0 || self.read[u - 1]) {
+                p.open_left = false;
+                if let Some(mut prev) = u.checked_sub(1).and_then(|v| self.take(self.by_end.get(&v).copied())) {
+                    if joins(&prev, &p) {
+                        append(&mut prev.series, p.series);
+                        (prev.last, prev.open_right) = (p.last, p.open_right);
+                        p = prev;
+                    } else {
+                        prev.open_right = false;
+                        self.settle(prev, &mut whole);
+                    }
+                }
+            }
+            if p.open_right && (u + 1 == self.read.len() || self.read[u + 1]) {
+                p.open_right = false;
+                if let Some(mut next) = self.take(self.by_start.get(&(u + 1)).copied()) {
+                    if joins(&p, &next) {
+                        append(&mut p.series, next.series);
+                        (p.last, p.open_right) = (next.last, next.open_right);
+                    } else {
+                        next.open_left = false;
+                        self.settle(next, &mut whole);
+                    }
+                }
+            }
+            self.settle(p, &mut whole);
+        }
+        // Blocks of the neighbours that waited for this unit and do not go on in it.
+        let waiting = [
+            u.checked_sub(1).and_then(|v| self.by_end.get(&v).copied()),
+            self.by_start.get(&(u + 1)).copied(),
+        ];
+        for key in waiting {
+            if let Some(mut p) = self.take(key) {
+                if p.last + 1 == u {
+                    p.open_right = false;
+                } else {
+                    p.open_left = false;
+                }
+                self.settle(p, &mut whole);
+            }
+        }
+        whole
+    }
+
+    /// Remove the part `key` (if any) from the waiting ones.
+    fn take(&mut self, key: Option<usize>) -> Option<Part> {
+        let p = self.parts.remove(&key?)?;
+        if p.open_left {
+            self.by_start.remove(&p.first);
+        }
+        if p.open_right {
+            self.by_end.remove(&p.last);
+        }
+        Some(p)
+    }
+
+    /// A part closed on both sides is whole; one still open waits.
+    fn settle(&mut self, p: Part, whole: &mut Vec<Part>) {
+        if !p.open_left && !p.open_right {
+            whole.push(p);
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        if p.open_left {
+            self.by_start.insert(p.first, key);
+        }
+        if p.open_right {
+            self.by_end.insert(p.last, key);
+        }
+        self.parts.insert(key, p);
+    }
+}
+
+/// Whether `next` goes on from `prev`: the same run, its steps after `prev`'s.
+fn joins(prev: &Part, next: &Part) -> bool {
+    prev.run_id == next.run_id && prev.series.steps.last() < next.series.steps.first()
+}
+
+fn append(to: &mut Series, more: Series) {
+    to.steps.extend(more.steps);
+    to.values.extend(more.values);
+    to.tokens.extend(more.tokens);
 }
 
 /// A segment that could not be read: an `Error::Store` naming it and its runs.
@@ -734,7 +904,7 @@ fn unreadable(root: &Path, manifest: &super::Manifest, seg: &SegmentEntry, e: Er
 /// What one row group gives: visited runs, and the blocks at its edges still to be joined.
 struct GroupResult<T> {
     done: Vec<(RunId, T)>,
-    edges: Vec<(RunId, Series)>,
+    edges: Vec<Edge>,
 }
 
 /// A borrowed curve; token counts that are all missing read back as absent, as written.
@@ -891,9 +1061,15 @@ impl BlockBuffer {
         let Some(run_id) = self.run_id.take().filter(|_| self.is_wanted) else {
             return;
         };
-        let s = &self.series;
+        let s = &mut self.series;
         if self.first_row == 0 || at_group_end {
-            result.edges.push((run_id, s.clone()));
+            // Taken, not copied: `start` gives the buffer a new series.
+            result.edges.push(Edge {
+                run_id,
+                series: std::mem::take(s),
+                open_left: self.first_row == 0,
+                open_right: at_group_end,
+            });
         } else {
             result
                 .done
