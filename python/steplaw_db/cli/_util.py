@@ -44,6 +44,7 @@ DEFAULT_SEQ_LEN: int = _native.DEFAULT_SEQ_LEN
 #: Exit statuses, the same for the same situation in every command.
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
+
 class CommandFailed(Exception):
     """What :func:`fail` raises: the message and exit status :func:`reports_errors` prints and
     exits with, after the command's warnings."""
