@@ -365,3 +365,121 @@ def test_two_recipes_with_their_own_laws(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert truth["recipes"]["code"]["law"]["lr_exp_D"] == pytest.approx(synth.TRUTH.lr_exp_D - 0.2)
     assert [len(truth["recipes"][r]["cells"]) for r in ("web", "code")] == [4, 2]
+
+
+# --------------------------------------------------------------------------------------------
+# Every GroundTruth field takes effect (a field the generator ignored would be a silent lie:
+# truth.json would record a law the runs do not follow).
+# --------------------------------------------------------------------------------------------
+
+
+def _custom(tmp_path: Path, truth, **kw):
+    """A noise-free one-cell csv sweep under ``truth`` whose top learning rates diverge: (df, root of its runs)."""
+    kw = {"fmt": "csv", "cells": SMALL, "n_lr": 11, "n_bs": 1, "points": 100, "noise": 0.0, **kw}
+    df = synth.write_sweep(tmp_path, recipes={"r": truth}, **kw)
+    assert df["diverged"].any() and not df["diverged"].all()
+    return df, tmp_path / "r"
+
+
+def test_loss_init_is_the_loss_at_the_first_step(tmp_path):
+    # one run logged at every step: its first entry (step 1) is within 0.5% of loss_init
+    kw = {"fmt": "csv", "cells": SMALL, "n_lr": 1, "n_bs": 1, "points": 10**6, "noise": 0.0}
+    for k, loss_init in enumerate((synth.LOSS_INIT, 20.0)):
+        truth = synth.GroundTruth(loss_init=loss_init)
+        df = synth.write_sweep(tmp_path / str(k), recipes={"r": truth}, **kw)
+        its, loss, _ = read_run(tmp_path / str(k) / "r" / df["name"][0], "csv")
+        assert its[0] == 1 and loss[0] == pytest.approx(loss_init, rel=5e-3)
+        assert loss[-1] == pytest.approx(df["true_final_loss"][0], rel=1e-6)  # the end does not move
+
+
+@pytest.mark.parametrize("diverge_start", [0.3, 0.9])
+def test_diverge_start_is_where_diverged_runs_leave_their_curve(tmp_path, diverge_start):
+    # the same runs with diverge=False and True: equal up to diverge_start * steps, above after
+    truth = synth.GroundTruth(diverge_start=diverge_start)
+    kw = {"fmt": "csv", "cells": SMALL, "n_lr": 11, "n_bs": 1, "points": 100, "noise": 0.0, "recipes": {"r": truth}}
+    synth.write_sweep(tmp_path / "calm", diverge=False, **kw)
+    div = synth.write_sweep(tmp_path / "div", **kw)
+    assert div["diverged"].any()
+    for row in div.filter("diverged").iter_rows(named=True):
+        its, calm, _ = read_run(tmp_path / "calm" / "r" / row["name"], "csv")
+        _, loss, _ = read_run(tmp_path / "div" / "r" / row["name"], "csv")
+        ok = ~np.isnan(loss)
+        before = its[ok] <= diverge_start * row["steps"]
+        assert before.any() and (~before).any()
+        np.testing.assert_array_equal(loss[ok][before], calm[ok][before])
+        assert np.all(loss[ok][~before] > calm[ok][~before])
+
+
+@pytest.mark.parametrize("diverge_loss", [4.0, 15.0])
+def test_diverged_runs_rise_to_diverge_loss(tmp_path, diverge_loss):
+    df, custom = _custom(tmp_path, synth.GroundTruth(diverge_loss=diverge_loss))
+    for row in df.filter("diverged").iter_rows(named=True):
+        _, loss, _ = read_run(custom / row["name"], "csv")
+        last = loss[~np.isnan(loss)][-1]  # 0.28 of the steps past the start of the rise: within 0.4 %
+        assert last == pytest.approx(diverge_loss, rel=5e-3)
+
+
+@pytest.mark.parametrize("diverge_nan", [0, 1, 5])
+def test_diverged_runs_end_in_diverge_nan_nans(tmp_path, diverge_nan):
+    for fmt in ("csv", "megatron"):  # megatron: its 'number of nan iterations' follows (read_run checks)
+        df, custom = _custom(tmp_path / fmt, synth.GroundTruth(diverge_nan=diverge_nan), fmt=fmt)
+        for row in df.iter_rows(named=True):
+            _, loss, _ = read_run(custom / row["name"], fmt)
+            k = diverge_nan if row["diverged"] else 0
+            assert np.isnan(loss).sum() == k and not np.isnan(loss[: len(loss) - k]).any()
+
+
+@pytest.mark.parametrize("warmup_fraction", [0.05, 0.2])
+def test_lr_warmup_ends_at_warmup_fraction(tmp_path, warmup_fraction):
+    df, custom = _custom(tmp_path, synth.GroundTruth(warmup_fraction=warmup_fraction))
+    for row in df.iter_rows(named=True):
+        its, _, lr = read_run(custom / row["name"], "csv")
+        warm = max(1, round(warmup_fraction * row["steps"]))
+        rising = its < warm
+        assert rising.sum() == pytest.approx(100 * warmup_fraction, abs=2)
+        np.testing.assert_allclose(lr[rising], row["lr"] * its[rising] / warm, rtol=1e-6)  # linear from 0
+        assert np.all(np.diff(lr[~rising]) <= 0) and lr[~rising][0] > 0.999 * row["lr"]  # then cosine down
+
+
+def _run_files(root: Path) -> dict:
+    """The runs' files of a sweep (not truth.json, which records the law whether or not it was used)."""
+    return {k: v for k, v in _tree(root).items() if not k.endswith("truth.json")}
+
+
+# a change of each field big enough to show in a small sweep (diverge_lr_factor: a grid step is sqrt 2)
+_CHANGED = {"diverge_lr_factor": 2.0, "diverge_nan": 3}
+
+
+@pytest.mark.parametrize("field", [f.name for f in __import__("dataclasses").fields(synth.GroundTruth)])
+def test_changing_any_ground_truth_field_changes_the_runs(tmp_path, field):
+    from dataclasses import replace
+
+    value = getattr(synth.TRUTH, field)
+    changed = replace(synth.TRUTH, **{field: _CHANGED.get(field, value * 1.2)})
+    kw = {"fmt": "megatron", "cells": SMALL, "n_lr": 11, "n_bs": 3, "points": 30}
+    a = synth.write_sweep(tmp_path / "a", recipes={"r": synth.TRUTH}, **kw)
+    b = synth.write_sweep(tmp_path / "b", recipes={"r": changed}, **kw)
+    assert _run_files(tmp_path / "a") != _run_files(tmp_path / "b") or not a.equals(b)
+    if field not in ("lr_coef", "lr_exp_N", "lr_exp_D", "bs_coef", "bs_exp_D"):  # these move the grid itself
+        assert a["name"].equals(b["name"])
+        assert _run_files(tmp_path / "a") != _run_files(tmp_path / "b"), f"{field} changes no run's log"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("loss_init", math.nan),
+        ("loss_init", 0.0),
+        ("diverge_start", -0.1),
+        ("diverge_start", 1.5),
+        ("diverge_loss", math.inf),
+        ("diverge_nan", -1),
+        ("diverge_nan", 1.5),
+        ("warmup_fraction", -0.01),
+        ("warmup_fraction", 1.0),
+        ("diverge_lr_factor", 0.0),
+    ],
+)
+def test_a_ground_truth_the_generator_cannot_honour_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        synth.GroundTruth(**{field: value})

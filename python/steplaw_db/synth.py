@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -98,7 +98,7 @@ WARMUP_FRACTION = 0.01  # linear warm-up over the first 1 % of the steps, then c
 #: the unigram entropy of the data: about 7.3 nats for a 50k-token BPE vocabulary on web text
 #: (the loss a model reaches that learns token frequencies and nothing else).
 PLATEAU_LOSS = 7.3
-PLATEAU_EXIT = 0.02  # fraction of the steps over which such a run falls from LOSS_INIT to its plateau
+PLATEAU_EXIT = 0.02  # fraction of the steps over which such a run falls from loss_init to its plateau
 
 FORMATS = ("steplaw", "megatron", "jsonl", "csv")
 
@@ -110,7 +110,10 @@ DEFAULT_CELLS = tuple((*shape, d) for shape in DEFAULT_SHAPES for d in DEFAULT_D
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """The laws the synthetic sweep is generated from (all module constants in one place)."""
+    """The laws the synthetic sweep is generated from: the optimum, the landscape and the shape
+    of the curves. The module constants are only these fields' defaults; the generator reads
+    every field from the GroundTruth it is given (a recipe's own, or TRUTH), so truth.json,
+    which records the fields, is what the runs follow."""
 
     lr_coef: float = LR_COEF
     lr_exp_N: float = LR_EXP_N
@@ -130,6 +133,30 @@ class GroundTruth:
     diverge_loss: float = DIVERGE_LOSS
     diverge_nan: int = DIVERGE_NAN
     warmup_fraction: float = WARMUP_FRACTION
+
+    def __post_init__(self) -> None:
+        # a value the generator cannot honour would give curves that silently differ from the
+        # recorded law (a negative nan count writes none, a warm-up past the end never ends)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"GroundTruth.{f.name} must be a number, got {v!r}")
+            if math.isnan(v) or (math.isinf(v) and f.name != "diverge_lr_factor"):
+                raise ValueError(f"GroundTruth.{f.name} must be finite, got {v!r}")
+        checks = {
+            "loss_init": (self.loss_init > 0, "> 0"),
+            "diverge_loss": (self.diverge_loss > 0, "> 0"),
+            "diverge_lr_factor": (self.diverge_lr_factor > 0, "> 0 (inf: no run diverges)"),
+            "diverge_start": (0.0 <= self.diverge_start <= 1.0, "a fraction of the steps in [0, 1]"),
+            "warmup_fraction": (0.0 <= self.warmup_fraction < 1.0, "a fraction of the steps in [0, 1)"),
+            "diverge_nan": (
+                float(self.diverge_nan).is_integer() and self.diverge_nan >= 0,
+                "a whole number of log entries >= 0",
+            ),
+        }
+        for name, (ok, what) in checks.items():
+            if not ok:
+                raise ValueError(f"GroundTruth.{name} must be {what}, got {getattr(self, name)!r}")
 
     def lr_opt(self, N, D):
         """Optimal peak learning rate (Step Law)."""
@@ -232,9 +259,10 @@ def _iterations(steps: int, points: int) -> np.ndarray:
     return it
 
 
-def _lr_schedule(t: np.ndarray, steps: int, lr: float, lr_min: float) -> np.ndarray:
-    """Linear warm-up over the first 1 % of the steps, then cosine decay from lr to lr_min."""
-    warm = max(1, round(WARMUP_FRACTION * steps))
+def _lr_schedule(t: np.ndarray, steps: int, lr: float, lr_min: float, warmup_fraction: float) -> np.ndarray:
+    """Linear warm-up over the first ``warmup_fraction`` of the steps (at least one step), then
+    cosine decay from lr to lr_min."""
+    warm = max(1, round(warmup_fraction * steps))
     t = t.astype(np.float64)
     span = max(1, steps - warm)
     prog = np.clip((t - warm) / span, 0.0, 1.0)
@@ -252,7 +280,10 @@ def _decay(t: np.ndarray, steps: int) -> np.ndarray:
 
 def _curves(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-entry arrays of one run: iterations, lr, loss (noisy, nan at a divergence's end),
-    grad norm and time per iteration. Deterministic in (seed, run index)."""
+    grad norm and time per iteration. Deterministic in (seed, run index). The curve's shape
+    comes from the run's GroundTruth, which ``_plan`` put in ``spec["truth"]`` (as a dict:
+    the pool's workers get plain data)."""
+    truth = spec["truth"]
     steps = spec["steps"]
     it = _iterations(steps, spec["points"])
     n = it.size
@@ -267,20 +298,20 @@ def _curves(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     if spec["plateau"]:
         # stuck at the unigram level after a short fall: finite to the end, never nan
         g = np.exp(-t / max(1.0, PLATEAU_EXIT * steps))
-    loss = final + (LOSS_INIT - final) * g
+    loss = final + (truth["loss_init"] - final) * g
     gn = 0.15 + 1.5 * np.sqrt(g)
     if spec["diverged"]:
-        t_div = DIVERGE_START * steps
+        t_div = truth["diverge_start"] * steps
         rise = np.where(t >= t_div, 1.0 - np.exp(-(t - t_div) / (0.05 * steps)), 0.0)
-        loss = loss + (DIVERGE_LOSS - loss) * rise
+        loss = loss + (truth["diverge_loss"] - loss) * rise
         gn = gn * (1.0 + 20.0 * rise)
     loss = loss * (1.0 + spec["noise"] * eps_loss)
     gn = np.abs(gn * (1.0 + 0.05 * eps_gn))
     if spec["diverged"]:
-        k = min(DIVERGE_NAN, n)
+        k = min(int(truth["diverge_nan"]), n)
         loss[n - k :] = np.nan
         gn[n - k :] = np.nan
-    lr = _lr_schedule(it, steps, spec["lr"], spec["lr_min"])
+    lr = _lr_schedule(it, steps, spec["lr"], spec["lr_min"], truth["warmup_fraction"])
     ms = spec["ms_per_iter"] * (1.0 + 0.02 * eps_ms)
     return it, lr, loss, gn, ms
 
@@ -471,6 +502,7 @@ def _plan(
 ):
     runs, cell_rows = [], []
     prefix = "synth" if recipe is None else f"synth-{recipe}"
+    curve_truth = asdict(truth)
     for c, cell in enumerate(cells):
         if len(cell) != 5:
             raise ValueError(f"a cell is (h, ffnh, numh, numl, D), got {cell!r}")
@@ -540,6 +572,7 @@ def _plan(
                         "recipe": recipe,
                         "lr_opt": lr_star,
                         "bs_tokens_opt": b_star,
+                        "truth": curve_truth,
                         # throughput of 8 GPUs at 150 TFLOP/s each
                         "ms_per_iter": max(10.0, 6.0 * N * bs_tokens / 1.2e15 * 1e3),
                         "lr_min": lr_min,
@@ -610,9 +643,9 @@ def write_sweep(
     Shapes of real sweeps (issue 19):
 
     - ``plateau_lr_factor``: runs at lr >= that factor times the optimum never leave the early
-      plateau: their loss falls from LOSS_INIT to PLATEAU_LOSS (about the unigram entropy) in
+      plateau: their loss falls from the law's loss_init to PLATEAU_LOSS (about the unigram entropy) in
       the first 2% of the steps and stays there, finite (not nan, not diverged); below
-      DIVERGE_LR_FACTOR they take precedence over divergence.
+      the law's diverge_lr_factor they take precedence over divergence.
     - ``diverge_runs``: that many runs besides (picked by ``seed`` among the others) diverge
       whatever their lr, as a bad node or a loss spike does.
     - ``final_noise``: run-to-run noise of the final loss (seeds, data order), a relative SD
