@@ -261,3 +261,37 @@ def test_cli_final_and_optima(swept, tmp_path):
     assert res.exit_code == 0 and "loss_min" in res.output
     res = runner.invoke(app, ["--db", str(db.path), "optima", "--method", "nope"])
     assert res.exit_code == 2
+
+
+def _snap_reference(values: np.ndarray, tolerance: float) -> np.ndarray:
+    """snap_levels as first written, one group at a time: sorted distinct values, a new level at
+    each relative gap above the tolerance, each level's most frequent value (smallest on ties)."""
+    levels, counts = np.unique(values, return_counts=True)
+    group = np.concatenate([[0], np.cumsum(np.abs(np.diff(levels)) > tolerance * np.abs(levels[:-1]))])
+    rep = np.empty_like(levels)
+    for g in range(group[-1] + 1):
+        members = np.flatnonzero(group == g)
+        rep[members] = levels[members[np.argmax(counts[members])]]
+    return rep[np.searchsorted(levels, values)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_snapping_all_groups_at_once_equals_snapping_each_group(seed):
+    from steplaw_db.optima import _snap
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    base = rng.choice([1e-3, 2e-3, 4e-3, 8e-3], n) * (1 + rng.choice([0, 1e-6, 3e-6, 2e-3], n))
+    df = pl.DataFrame(
+        {
+            "g1": rng.choice(["a", "b", None], n).tolist(),
+            "g2": rng.choice([1, 2, 3], n),
+            "lr": base,
+            "D": rng.choice([10**10, 10**10 + 20_000, 2 * 10**10], n),
+        }
+    )
+    got = _snap(df, ["g1", "g2"], ["lr", "D"], 1e-5)
+    for (_, _), part in df.with_row_index().group_by("g1", "g2"):
+        idx = part["index"].to_numpy()
+        for c in ("lr", "D"):
+            assert (got[c].to_numpy()[idx] == _snap_reference(part[c].to_numpy(), 1e-5)).all()
