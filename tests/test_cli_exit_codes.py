@@ -45,6 +45,10 @@ def stores(tmp_path_factory):
     (root / "header.csv").write_text(header)
     (root / "nan.csv").write_text(header + "1e8,1e10,1e-3,128,3.0\n1e8,1e10,1e-3,n/a,2.9\n")
     (root / "other.csv").write_text("step,value\n1,2.0\n")
+    # loss curves (fit curve FILE): no step or loss column; a header only; a loss that is not positive
+    (root / "iters.csv").write_text("iteration,lr,train\n1,1e-3,3.0\n2,1e-3,2.9\n")
+    (root / "curve_header.csv").write_text("step,lr,loss\n")
+    (root / "curve_zero.csv").write_text("step,lr,loss\n1,1e-3,3.0\n2,1e-3,0.0\n")
     paths["tables"] = str(root)
     return paths
 
@@ -74,6 +78,16 @@ DATA_CASES = [
     ("empty", ["fit", "loss", "--input", "{tables}/header.csv"], NO_RUNS),
     ("empty", ["optima", "--input", "{tables}/nan.csv"], "nan.csv:3: column bs: 'n/a' is not a number"),
     ("empty", ["fit", "lr-bs", "--input", "{tables}/other.csv"], "the final-loss table lacks"),
+    # a curve file's content (exit 2 before: a usage error); the error names the file
+    ("empty", ["fit", "curve", "{tables}/iters.csv"], "iters.csv: no column(s) ['step', 'loss (or value)']"),
+    ("empty", ["fit", "curve", "{tables}/curve_header.csv"], "curve_header.csv: no points"),
+    ("empty", ["fit", "curve", "{tables}/curve_zero.csv"], "curve_zero.csv: 1 loss values are not finite"),
+    # a --by column that no run has a value of (recipe is not set in these sweeps): was exit 0
+    # with a group "None" whose every sensitivity fit found "no runs to form cells from"
+    ("four", ["stability", "--by", "recipe", "--bootstrap", "5"], "column 'recipe' is empty for all 140 runs"),
+    ("four", ["optima", "--by", "N,D,recipe"], "column 'recipe' is empty for all 140 runs"),
+    ("four", ["cells", "--by", "N,D,recipe"], "column 'recipe' is empty for all 140 runs"),
+    ("four", ["fit", "lr-bs", "--by", "N,D,recipe", "--bootstrap", "0"], "column 'recipe' is empty for all 140"),
 ]
 
 
@@ -85,6 +99,54 @@ def test_data_that_cannot_satisfy_the_command_exits_1(stores, store, command, sa
     r = CliRunner().invoke(app, ["--db", stores[store], *args])
     assert (r.exit_code, "Traceback" in r.output) == (1, False), r.output
     assert r.stderr.splitlines()[-1].startswith("error: ") and says in r.stderr, r.stderr
+
+
+# import-table of a table that yields no run: exit 1 saying why, as ingest of a directory with no
+# run does (these exited 0 with "nothing to commit" or committed runs with no loss and no
+# configuration; an empty file exited 3)
+IMPORT_CASES = [
+    ("header.csv", "N,D,lr,bs,loss\n", "header.csv: no rows to import (a header only: N, D, lr, bs, loss)"),
+    ("blank.csv", "", "blank.csv: no rows to import (an empty file)"),
+    ("noloss.csv", "N,D,lr,bs\n1e8,1e10,1e-3,128\n", "noloss.csv: no loss column"),
+    ("other.csv", "foo,bar\n1,2\n3,4\n", "other.csv: no loss column"),
+    # a checkpoint table (a step column, rows that share a run's configuration) without a loss
+    ("ckpt.csv", "name,step,lr\na,1,1e-3\na,2,1e-3\nb,1,2e-3\nb,2,2e-3\n", "ckpt.csv: no loss column"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "says"), IMPORT_CASES, ids=[c[0] for c in IMPORT_CASES])
+def test_import_table_of_a_table_with_no_run_exits_1(tmp_path, name, text, says):
+    (tmp_path / name).write_text(text)
+    db = tmp_path / "s.db"
+    r = CliRunner().invoke(app, ["--db", str(db), "import-table", str(tmp_path / name)])
+    assert (r.exit_code, "Traceback" in r.output) == (1, False), r.output
+    assert r.stderr.splitlines()[-1].startswith("error: ") and says in r.stderr, r.stderr
+    assert not db.exists()  # nothing committed, and no empty store left behind (as ingest)
+
+
+def test_import_table_with_some_bad_rows_still_imports_the_others(tmp_path):
+    # per-row handling is unchanged: the good rows are committed, the bad one listed, exit 1
+    (tmp_path / "t.csv").write_text("name,loss,numl\nok,2.5,4\nbroken,2.4,four\n")
+    db = str(tmp_path / "s.db")
+    r = CliRunner().invoke(app, ["--db", db, "import-table", str(tmp_path / "t.csv")])
+    assert r.exit_code == 1 and "t.csv:3" in r.stderr and "committed store version 1" in r.stderr, r.output
+    assert Store(db).runs()["name"].to_list() == ["ok"]
+
+
+def test_a_by_column_some_runs_lack_leaves_them_out_saying_so_once(tmp_path):
+    # 140 runs with a recipe and 35 without: the 35 are no group "None" (whose sensitivity fits
+    # each warned "no runs to form cells from") but left out, said once
+    synth.write_sweep(tmp_path / "web", points=8, diverge=False, cells=CELLS)
+    synth.write_sweep(tmp_path / "none", points=8, diverge=False, cells=CELLS[:1], seed=1)
+    db = str(tmp_path / "s.db")
+    Store(db, create=True).ingest(str(tmp_path / "web"), recipe="web")
+    Store(db).ingest(str(tmp_path / "none"))
+    for command in (["stability", "--by", "recipe", "--bootstrap", "5"], ["optima", "--by", "N,D,recipe"]):
+        r = CliRunner().invoke(app, ["--db", db, *command])
+        assert r.exit_code == 0, r.output
+        said = [line for line in r.stderr.splitlines() if "no recipe" in line]
+        assert said == ["warning: 35 run(s) have no recipe: they belong to no cell and are left out"], r.stderr
+        assert "None" not in r.output and "no runs to form cells from" not in r.stderr, r.output
 
 
 # what the user typed wrong stays a usage error, on any store: these pass today and must go on
@@ -216,3 +278,19 @@ def test_the_core_refusals_read_as_data_are_the_cores_messages():
     text = "\n".join(p.read_text() for p in rust.rglob("*.rs") if p.name != "tests.rs")
     # a message starts a string literal, or follows the target it names ("{name}: too few cells")
     assert [m for m in _CORE_DATA_MESSAGES if f'"{m}' not in text and f": {m}" not in text] == []
+
+
+def test_the_report_states_a_failed_fit_once(tmp_path):
+    # the law's fit failing was a note ("fit: ...", "fit recipe=code: ...") and then stability's
+    # warning of the same fit ("warning: [recipe=code: ]no law: too few cells: ..."): once now
+    from steplaw_db.report import build
+
+    synth.write_sweep(tmp_path / "runs", points=8, diverge=False, recipes={"web": synth.TRUTH, "code": synth.TRUTH},
+                      cells={"web": CELLS, "code": CELLS[:1]})  # fmt: skip
+    db = Store(str(tmp_path / "s.db"), create=True)
+    db.ingest(str(tmp_path / "runs"))
+    final = db.final_losses()
+    for frame, where in ((final.filter(pl.col("recipe") == "code"), "fit: "), (final, "fit recipe=code: ")):
+        notes = build(frame, bootstrap=5).notes
+        said = [n for n in notes if "too few cells to fit 3 coefficients" in n]
+        assert len(said) == 1 and said[0].startswith(where), notes

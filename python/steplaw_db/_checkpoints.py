@@ -38,12 +38,16 @@ _FLOAT = r"^[+-]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|nan|infinit
 def read_table(path: Path) -> pl.DataFrame:
     """A CSV or Parquet table, each column typed by all its values: Int64 when every value is
     an integer that fits, else Float64 when every value is a number (an integer too big for an
-    i64, a FLOP count, is a float), else text. Parquet integers wider than i64 become floats."""
+    i64, a FLOP count, is a float), else text. Parquet integers wider than i64 become floats.
+    An empty CSV file is a table of no columns and no rows (the caller says what it lacks)."""
     if path.suffix.lower() == ".parquet":
         df = pl.read_parquet(path)
         wide = [c for c, t in df.schema.items() if t in (pl.Int128, pl.UInt64) or isinstance(t, pl.Decimal)]
         return df.with_columns(pl.col(wide).cast(pl.Float64)) if wide else df
-    df = pl.read_csv(path, infer_schema=False)
+    try:
+        df = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError:  # not even a header
+        return pl.DataFrame()
     out = []
     for name in df.columns:
         col = df[name].str.strip_chars()

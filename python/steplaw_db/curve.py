@@ -54,7 +54,7 @@ import polars as pl
 
 from . import _native
 from ._typing import CurveForm, Decay, WsdShape
-from .errors import InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -277,22 +277,27 @@ def _frame_curves(df: pl.DataFrame, label: str) -> list[tuple[str, pl.DataFrame]
     return [(label, df)]
 
 
-def _curve_of(label: str, df: pl.DataFrame, schedule: Schedule | None) -> CurveData:
+def _curve_of(label: str, df: pl.DataFrame, schedule: Schedule | None, where: str | None = None) -> CurveData:
+    """One curve's points checked and ready; ``where`` names it in errors (a file's path). What
+    its points hold (no points, a loss that is not positive, a negative lr) is a data error
+    (:class:`InsufficientDataError`: the command line exits 1); a log without the lr needs a
+    schedule passed (an argument: :class:`InvalidArgumentError`)."""
+    where = where or label
     loss_col = "value" if "value" in df.columns else "loss" if "loss" in df.columns else None
     if "step" not in df.columns or loss_col is None:
-        raise InvalidArgumentError(f"{label}: need columns 'step' and 'value' (or 'loss'), got {df.columns}")
+        raise InvalidArgumentError(f"{where}: need columns 'step' and 'value' (or 'loss'), got {df.columns}")
     # A restarted run may log a step twice: keep the last value logged.
     df = df.unique("step", keep="last", maintain_order=True).sort("step")
     step = df["step"].cast(pl.Int64).to_numpy()
     loss = df[loss_col].cast(pl.Float64).to_numpy()
     if step.size == 0:
-        raise InvalidArgumentError(f"{label}: no points")
+        raise InsufficientDataError(f"{where}: no points")
     if step[0] < 0:
-        raise InvalidArgumentError(f"{label}: negative step {step[0]}")
+        raise InsufficientDataError(f"{where}: negative step {step[0]}")
     bad = ~np.isfinite(loss) | (loss <= 0)
     if bad.any():
-        raise InvalidArgumentError(
-            f"{label}: {int(bad.sum())} loss values are not finite and positive (first at step {step[bad][0]}); "
+        raise InsufficientDataError(
+            f"{where}: {int(bad.sum())} loss values are not finite and positive (first at step {step[bad][0]}); "
             "drop them (or the diverged run) before fitting"
         )
     if schedule is not None:
@@ -300,16 +305,17 @@ def _curve_of(label: str, df: pl.DataFrame, schedule: Schedule | None) -> CurveD
         source = "schedule"
     else:
         if "lr" not in df.columns or df["lr"].null_count() == df.height:
-            raise InvalidArgumentError(f"{label}: the log has no learning rate: pass schedule=Schedule(...) for it")
+            # the remedy is an argument (a schedule): a usage error, unlike what the points hold
+            raise InvalidArgumentError(f"{where}: the log has no learning rate: pass schedule=Schedule(...) for it")
         logged = df["lr"].cast(pl.Float64).to_numpy()
         ok = np.isfinite(logged)
         if not ok.all():
             raise InvalidArgumentError(
-                f"{label}: the lr is missing or not finite at {int((~ok).sum())} points "
+                f"{where}: the lr is missing or not finite at {int((~ok).sum())} points "
                 f"(first at step {step[~ok][0]}): pass schedule=Schedule(...) for it"
             )
         if (logged < 0).any():
-            raise InvalidArgumentError(f"{label}: negative learning rate in the log")
+            raise InsufficientDataError(f"{where}: negative learning rate in the log")
         lr = _per_step_lr(step, logged)
         source = "interpolated"
     # The laws are undefined before any learning-rate area (S1 = 0): drop such points.
@@ -343,10 +349,10 @@ def load_curves(points: Points, schedule: Schedules = None) -> list[CurveData]:
     items: list[Any] = (
         list(points) if isinstance(points, Sequence) and not isinstance(points, (str, bytes)) else [points]
     )
-    frames: list[tuple[str, pl.DataFrame]] = []
+    frames: list[tuple[str, pl.DataFrame, str]] = []  # label, points, where (a file's path) for errors
     for k, item in enumerate(items):
         if isinstance(item, pl.DataFrame):
-            frames.extend(_frame_curves(item, f"curve {k}"))
+            frames.extend((label, part, label) for label, part in _frame_curves(item, f"curve {k}"))
         elif isinstance(item, (str, Path)):
             path = Path(item)
             if not path.is_file():
@@ -354,14 +360,21 @@ def load_curves(points: Points, schedule: Schedules = None) -> list[CurveData]:
             try:
                 df = pl.read_csv(path, infer_schema_length=10000)
             except pl.exceptions.PolarsError as e:
-                raise InvalidArgumentError(f"{path}: cannot read as CSV: {e}") from None
-            frames.extend(_frame_curves(df, path.stem))
+                raise InsufficientDataError(f"{path}: cannot read as CSV: {e}") from None
+            # the file's content, not the call, lacks them: a data error that names the file
+            missing = [c for c in ("step",) if c not in df.columns]
+            missing += [] if "loss" in df.columns or "value" in df.columns else ["loss (or value)"]
+            if missing:
+                raise InsufficientDataError(f"{path}: no column(s) {missing} for a loss curve (columns: {df.columns})")
+            for label, part in _frame_curves(df, path.stem):  # errors name the file (and the run in it)
+                frames.append((label, part, str(path) if label == path.stem else f"{path}, {label}"))
         else:
             raise InvalidArgumentError(f"points must be DataFrames or CSV paths, got {type(item).__name__}")
     if not frames:
         raise InvalidArgumentError("no curves given")
     return [
-        _curve_of(label, df, _schedule_for(schedule, i, label, len(frames))) for i, (label, df) in enumerate(frames)
+        _curve_of(label, df, _schedule_for(schedule, i, label, len(frames)), where)
+        for i, (label, df, where) in enumerate(frames)
     ]
 
 

@@ -437,6 +437,14 @@ def assign_cells(
     grid = [c for c in ("lr", "bs_tokens") if c in df.columns]  # a loss table may have neither
     df = last_checkpoints(df.with_row_index("_row"), notes)
     numeric = [k for k in keys if df.schema[k].is_numeric()]
+    for k in keys:  # a key no run has a value of (a --by recipe on runs without one) places nothing
+        if df[k].null_count() == df.height:
+            raise InsufficientDataError(f"column '{k}' is empty for all {df.height} runs: no value to group them by")
+    text = [k for k in keys if k not in numeric]  # a run without a text key's value is in no cell (no "None" one)
+    unnamed = df.height - df.drop_nulls(text).height if text else 0
+    if unnamed:
+        notes.append(f"{unnamed} run(s) have no {' or '.join(text)}: they belong to no cell and are left out")
+        df = df.drop_nulls(text)
     placeable = pl.all_horizontal([pl.col(k).is_not_null() & (pl.col(k) > 0) for k in numeric] or [pl.lit(True)])
     dropped = df.height - df.filter(placeable).height
     if dropped:

@@ -142,6 +142,10 @@ class _Builder:
 
     def __init__(self, report: Report) -> None:
         self.report = report
+        #: The messages of the parts that failed (each a note already): a warning that says one
+        #: again (stability's "no law: <kind>: <message>" for the fit noted as "fit: <message>")
+        #: is not listed a second time.
+        self.failures: list[str] = []
 
     def add(self, anchor: str, title: str, *parts: str) -> None:
         self.report.sections.append((anchor, title, "\n".join(p for p in parts if p)))
@@ -153,7 +157,9 @@ class _Builder:
             with stage(f"report: {what}"):
                 return fn()
         except InvalidArgumentError as e:
-            self.report.notes.append(f"{what}: {' '.join(str(e).split())}")
+            message = " ".join(str(e).split())
+            self.failures.append(message)
+            self.report.notes.append(f"{what}: {message}")
             return None
 
 
@@ -231,7 +237,8 @@ def build(
     seen = set(report.notes)
     for w in caught:
         text = " ".join(str(w.message).split())
-        if issubclass(w.category, UserWarning) and text not in seen:
+        said = any(text.endswith(f": {failure}") for failure in b.failures)  # the failure noted above
+        if issubclass(w.category, UserWarning) and text not in seen and not said:
             seen.add(text)
             report.notes.append(f"warning: {text}")
     b.add(

@@ -186,7 +186,8 @@ def _groups(final: pl.DataFrame, by: str | None) -> dict[str, pl.DataFrame]:
     if by not in final.columns:
         raise InvalidArgumentError(f"no column '{by}' to group by (columns: {final.columns})")
     out = {}
-    for (value,), g in final.group_by(by, maintain_order=True):
+    # runs without a value of ``by`` are in no group (assign_cells says how many, once)
+    for (value,), g in final.drop_nulls(by).group_by(by, maintain_order=True):
         out[str(value)] = g
     return dict(sorted(out.items()))
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import polars as pl
 
 from . import _native
-from ._checkpoints import checkpoint_grouping, checkpoint_runs, read_table
+from ._checkpoints import VAL_COLUMNS, checkpoint_grouping, checkpoint_runs, read_table
 from ._html import ingest_html, store_html
 from ._typing import BudgetKind, IngestFormat, Restarts, Smoothing, WidthUnit
-from .errors import InvalidArgumentError, StoreError
+from .errors import InsufficientDataError, InvalidArgumentError, ParseError, StoreError
 from .fields import CONFIG_COLUMNS, DEFAULT_SEQ_LEN
 
 if TYPE_CHECKING:
@@ -190,6 +190,22 @@ def _report(d: _IngestReport, strict: bool = False) -> IngestReport:
     )
 
 
+def _require_a_loss(
+    path: Path, df: pl.DataFrame, roles: Mapping[str, str], loss: str | None, smooth: str | None, checkpoints: bool
+) -> None:
+    """Refuse a table none of whose columns holds a loss: its runs would have no final loss and
+    no curve, nothing any analysis can use (a one-row-per-run table needs a final or smoothed
+    loss; a checkpoint table a loss or validation-loss column, its points)."""
+    val = [c for c, r in roles.items() if r in VAL_COLUMNS]
+    if (loss or val) if checkpoints else (loss or smooth):
+        return
+    kind, other = ("a checkpoint table", VAL_COLUMNS[:3]) if checkpoints else ("a table", _SMOOTH_LOSS_COLUMNS[:3])
+    raise ParseError(
+        f"{path}: no loss column: {kind} needs one of {', '.join([*_FINAL_LOSS_COLUMNS, *other])}, ... "
+        f"(--map COLUMN=final_loss names one); its columns: {', '.join(df.columns)}"
+    )
+
+
 def _pairs(values: Mapping[str, Any] | Iterable[str] | None, what: str) -> list[tuple[str, str]]:
     """``{"k": v}`` or ``["k=v", ...]`` -> ``[("k", "v"), ...]``."""
     if values is None:
@@ -331,11 +347,18 @@ class Store:
         checkpoint (their final loss the last checkpoint's; a run that stops short of its
         ``total_steps`` is ``incomplete``); the report's first note says how rows were grouped
         (docs/formats.md). ``one_row_per_run`` imports one summary-only run per row instead.
+
+        A table that yields no run is refused, nothing committed: no rows
+        (:class:`~steplaw_db.errors.InsufficientDataError`), or no column that holds a loss
+        (:class:`~steplaw_db.errors.ParseError`, naming the columns it looked for).
         """
         path = Path(path)
         if not path.is_file():
             raise InvalidArgumentError(f"{path}: no such file")
         df = read_table(path)
+        if df.height == 0:  # as ingest finding no run, but said by an error: the table is the one source
+            what = f"a header only: {', '.join(df.columns)}" if df.columns else "an empty file"
+            raise InsufficientDataError(f"{path}: no rows to import ({what})")
         renames = dict(_pairs(map, "map"))
         missing = [c for c in renames if c not in df.columns]
         if missing:
@@ -354,6 +377,7 @@ class Store:
         smooth_col = find(("smooth_loss", *_SMOOTH_LOSS_COLUMNS))
         special = {name_col, loss_col, smooth_col}
         grouping = None if one_row_per_run else checkpoint_grouping(df, roles, name_col, special)
+        _require_a_loss(path, df, roles, loss_col, smooth_col, grouping is not None)
         if grouping is not None:
             runs, configs, series = checkpoint_runs(df, grouping, roles, name_col, loss_col, smooth_col, _text)
             report = self._native.import_summaries(

@@ -101,11 +101,18 @@ def import_table(
 ) -> None:
     """Import per-run summary rows (final loss, no curve), e.g. the public Step Law CSV; a table
     with one row per checkpoint becomes runs with one point per checkpoint (docs/formats.md)."""
+    db = db_path(ctx)
+    created = bool(db) and not Path(db).exists()
     store = open_store(ctx)
-    report = store.import_table(
-        file, map=map_ or [], name_template=name_template, set=set_ or [], recipe=recipe, seq_len=seq_len,
-        one_row_per_run=one_row_per_run,
-    )  # fmt: skip
+    try:
+        report = store.import_table(
+            file, map=map_ or [], name_template=name_template, set=set_ or [], recipe=recipe, seq_len=seq_len,
+            one_row_per_run=one_row_per_run,
+        )  # fmt: skip
+    finally:
+        # A table refused (no rows, no loss column) leaves no empty store behind, as ingest.
+        if created and store.version == 0:
+            shutil.rmtree(db, ignore_errors=True)
     typer.echo(report.summary(), err=True)
     raise typer.Exit(0 if report.ok else 1)
 
