@@ -85,7 +85,10 @@ def fit(final: pl.DataFrame, method: str, seed: int) -> sl.HparamLaw:
             return sl.fit_lr_bs(table, bootstrap=1000, seed=seed, weights={})
         if method == "quadratic-with-fallback":  # cells without a usable vertex at their grid minimum
             table = table.with_columns(optimum=pl.lit("vertex"))
-            sd = {c: ((pl.col(f"{c}_quad_hi") / pl.col(f"{c}_quad_lo")).log() / 3.92) for c in ("lr", "bs")}
+            sd = {
+                c: ((pl.col(f"{q}_hi") / pl.col(f"{q}_lo")).log() / 3.92)
+                for c, q in (("lr", "lr_quad"), ("bs", "bs_tokens_quad"))
+            }
             grid = pl.col("lr_opt") != pl.col("lr_quad")
             table = table.with_columns(
                 w_lr=1 / (pl.when(grid).then(0.1).otherwise(sd["lr"]).fill_null(0.1) ** 2 + 0.05**2),

@@ -233,8 +233,8 @@ def test_a_vertex_outside_its_own_bootstrap_interval_is_drawn(tmp_path):
     from steplaw_db.plots import _vertex
 
     q = {"convex": True, "lr_unbounded": None, "bs_unbounded": None, "flags": "", "lr_quad": 3.759e-3,
-         "lr_quad_lo": 2.885e-3, "lr_quad_hi": 3.7e-3, "bs_tokens_quad": 4.31e5, "bs_quad_lo": 4.25e5,
-         "bs_quad_hi": 4.51e5}  # fmt: skip
+         "lr_quad_lo": 2.885e-3, "lr_quad_hi": 3.7e-3, "bs_tokens_quad": 4.31e5, "bs_tokens_quad_lo": 4.25e5,
+         "bs_tokens_quad_hi": 4.51e5}  # fmt: skip
     fig, ax = plt.subplots()
     try:
         assert _vertex(ax, q) == []

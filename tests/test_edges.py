@@ -46,7 +46,7 @@ def test_vertex_far_outside_the_grid_is_unbounded_not_a_number() -> None:
     assert row["bs_edge"] == "low" and "bs-edge" in row["flags"]
     assert row["bs_tokens_quad"] is None and "bs-vertex-below" in row["flags"]
     assert row["bs_unbounded"] in ("below", "both")
-    assert row["bs_quad_lo"] == 0.0  # no 2e-14: unbounded below
+    assert row["bs_tokens_quad_lo"] == 0.0  # no 2e-14: unbounded below
     assert row["optimum"] == "grid-fallback" and row["bs_tokens_opt"] == pytest.approx(final["bs_tokens"].min())
     # the lr optimum is inside the grid: a number, bounded
     assert row["lr_edge"] is None and row["lr_unbounded"] is None
@@ -59,7 +59,7 @@ def test_interior_optimum_is_bounded() -> None:
     row = sl.optima(final).row(0, named=True)
     assert row["lr_unbounded"] is None and row["bs_unbounded"] is None
     assert row["lr_edge"] is None and row["bs_edge"] is None
-    assert row["bs_quad_hi"] < math.inf and row["bs_quad_lo"] > 0
+    assert row["bs_tokens_quad_hi"] < math.inf and row["bs_tokens_quad_lo"] > 0
 
 
 def _fit_warnings(final: pl.DataFrame, method: str = "quadratic") -> tuple[sl.HparamLaw, list[str]]:
@@ -198,10 +198,14 @@ def test_synth_grid_shift_puts_every_batch_optimum_below_the_grid(tmp_path) -> N
     # a vertex is within a grid step of the grid or null, never a number far below it
     assert (cells["bs_tokens_quad"].drop_nulls() > 0.5 * cells["bs_tokens_grid"].min()).all()
     for row in cells.iter_rows(named=True):  # the interval reaches far below the grid: unbounded there
-        assert row["bs_quad_lo"] is None or row["bs_quad_lo"] == 0.0 or row["bs_quad_lo"] > 0.5 * row["bs_tokens_grid"]
-        if row["bs_quad_lo"] == 0.0 or row["bs_tokens_quad"] is None:
+        assert (
+            row["bs_tokens_quad_lo"] is None
+            or row["bs_tokens_quad_lo"] == 0.0
+            or row["bs_tokens_quad_lo"] > 0.5 * row["bs_tokens_grid"]
+        )
+        if row["bs_tokens_quad_lo"] == 0.0 or row["bs_tokens_quad"] is None:
             assert row["bs_unbounded"] in ("below", "above", "both")
-        if row["bs_quad_lo"] == 0.0 and row["bs_quad_hi"] == math.inf:
+        if row["bs_tokens_quad_lo"] == 0.0 and row["bs_tokens_quad_hi"] == math.inf:
             assert row["bs_unbounded"] == "both"
     _, notes = _fit_warnings(final, "steplaw")
     assert "bs: 4 of 4 cells at the grid's smallest batch: the bs law is bounded, not estimated" in notes

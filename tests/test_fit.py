@@ -346,7 +346,8 @@ def test_evaluate_finds_the_nearest_grid_point_in_log_space():
         sl.fit.PowerLaw("bs_tokens", ("D",), np.array([math.log(3.9e5), 0.0])),
     )
     row = sl.evaluate({"mine": law}, final).row(0, named=True)
-    assert (row["law"], row["lr_at"], row["bs_at"], row["loss_at"], row["loss_min"]) == ("mine", 2e-3, 4e5, 4.2, 3.0)
+    got = (row["law"], row["lr_at"], row["bs_tokens_at"], row["loss_at"], row["loss_min"])
+    assert got == ("mine", 2e-3, 4e5, 4.2, 3.0)
     assert row["rel_error"] == pytest.approx(1.2 / 3.0)
     with pytest.raises(InvalidArgumentError, match="unknown evaluation method"):
         sl.evaluate(law, final, method="cubic")

@@ -1,7 +1,7 @@
 """One rule for a table's numbers: the CLI's table formats (``readable``) and the HTML tables
 (``_html.fmt``) show the same column's number the same way (``_numbers.kind`` / ``number``).
 They used to classify columns each their own way and disagreed on about 40 of the columns the
-commands print (a loss 2.8225 against 2.823, bs_opt in "seq" against tokens, a lr 1.27e-2 against
+commands print (a loss 2.8225 against 2.823, an optimal batch in "seq" against tokens, a lr 1.27e-2 against
 0.0127, relative losses 0.227% against 0.002273, D_spread "2.04e-05 tokens" against 2.04e-05)."""
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ CASES = [
     ("N", 214_000_000, "214M"),
     ("N", 214_663_680.0, "215M"),
     ("n_params", 7e9, "7B"),
-    # tokens: SI suffixes and the unit, whatever the batch column is called
+    # tokens: SI suffixes and the unit (a batch in tokens says ``tokens`` in its name)
     ("D", 1e11, "100B tokens"),
     ("D", 79_999_897_600, "80B tokens"),
     ("bs_tokens", 4_996_961.3, "5M tokens"),
     ("bs_tokens", 407_552, "408k tokens"),
     ("bs_tokens_grid", 663_552.0, "664k tokens"),
-    ("bs_opt", 274_432.0, "274k tokens"),
-    ("bs_pred", 441_832.63, "442k tokens"),
-    ("bs_at", 940_032.0, "940k tokens"),
-    ("bs_quad_lo", 1.2e6, "1.2M tokens"),
+    ("bs_tokens_opt", 274_432.0, "274k tokens"),
+    ("bs_tokens_pred", 441_832.63, "442k tokens"),
+    ("bs_tokens_at", 940_032.0, "940k tokens"),
+    ("bs_tokens_quad_lo", 1.2e6, "1.2M tokens"),
+    # optima's plateau: the band tag (within +0.25%) is not the column's unit
+    ("bs_tokens_lo_0.25%", 196_608.0, "197k tokens"),
+    ("lr_hi_1%", 1e-3, "1e-3"),
     # a batch in sequences: whole sequences
     ("bs", 2439.92, "2,440 seq"),
     ("bs", 233, "233 seq"),
@@ -106,7 +109,7 @@ def test_a_frame_reads_the_same_in_the_cli_table_and_the_html_table():
             "lr": [0.01269],
             "bs": [233],
             "bs_tokens": [477_184],
-            "bs_opt": [274_432.0],
+            "bs_tokens_opt": [274_432.0],
             "loss": [2.8],
             "rel_loss": [0.002272886],
             "steps": [167_650],
@@ -130,3 +133,37 @@ def test_kind_reads_n_d_c_case_sensitively():
         "params", "tokens", "flops", "plain", "plain", "plain"
     ]  # fmt: skip
     assert number("n_points", 12_000) == "12,000"
+
+
+def test_every_batch_column_the_analyses_return_says_its_unit(synthetic_dense):
+    """A batch in tokens is named ``bs_tokens*`` and so read as tokens by its name alone (there
+    is no list of exceptions): every numeric ``bs*`` column of optima, evaluate and the
+    leave-one-cell-out table whose values are batch-sized in tokens (the synthetic sweep's
+    batches are 1e5-1e7 tokens, 1e2-1e3 sequences) must read as tokens, and every column that
+    reads as tokens must hold such values. A ``bs_pred`` in tokens would read as a plain number."""
+    import warnings
+
+    from steplaw_db.fit import evaluate
+    from steplaw_db.optima import optima
+    from steplaw_db.stability import stability
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frames = {
+            "optima": optima(synthetic_dense, method="quadratic", bootstrap=20),
+            "evaluate": evaluate("step-law", synthetic_dense, method="quadratic", loco=("quadratic",)),
+            "loco": stability(synthetic_dense, bootstrap=20, thresholds=(0.0025,), methods=("grid",)).loco,
+        }
+    seen = set()
+    for name, df in frames.items():
+        for c in df.columns:
+            if not c.startswith("bs") or not df.schema[c].is_numeric():
+                continue
+            v = df[c].cast(pl.Float64)
+            v = v.filter(v.is_finite() & (v != 0))  # an unbounded interval end reads 0 / inf
+            if v.is_empty():
+                continue
+            seen.add(c)
+            in_tokens = v.abs().min() > 2e4
+            assert (kind(c) == "tokens") == in_tokens, (name, c, kind(c), v.min(), v.max())
+    assert {"bs_tokens_opt", "bs_tokens_quad_lo", "bs_tokens_pred", "bs_tokens_at"} <= seen

@@ -187,7 +187,7 @@ def test_quadratic_vertex_recovers_true_optimum():
     assert cell["lr_quad"] == pytest.approx(lr_star, rel=0.02)
     assert cell["bs_tokens_quad"] == pytest.approx(bs_star, rel=0.02)
     assert cell["lr_quad_lo"] < lr_star < cell["lr_quad_hi"]
-    assert cell["bs_quad_lo"] < bs_star < cell["bs_quad_hi"]
+    assert cell["bs_tokens_quad_lo"] < bs_star < cell["bs_tokens_quad_hi"]
 
 
 def test_quadratic_on_ingested_synthetic_sweep(swept):

@@ -59,10 +59,8 @@ Kind = Literal[
     "params", "tokens", "seq", "flops", "lr", "loss", "percent", "percent_given", "probability", "id", "plain"
 ]  # fmt: skip
 
-#: Batch columns in tokens although their names start ``bs_`` (the project writes a batch in
-#: sequences as ``bs``, in tokens as ``bs_tokens``; these predate that rule).
-_BS_IN_TOKENS = frozenset({"bs_opt", "bs_pred", "bs_at", "bs_true", "bs_quad", "bs_quad_lo", "bs_quad_hi"})
-#: Batch columns in sequences.
+#: Batch columns in sequences (a batch in tokens says so in its name, ``bs_tokens_*``, and is
+#: read as tokens by that).
 _BS_IN_SEQ = frozenset({"bs", "bs_lo", "bs_hi", "bs_rounded"})
 #: Identifiers and architecture sizes: digits as a config writes them (``2048``, not ``2,048``).
 _AS_WRITTEN = frozenset({"run_id", "seed", "h", "ffnh", "numl", "numh", "seq_len", "n_experts", "top_k"})
@@ -83,6 +81,10 @@ def kind(column: str) -> Kind:
     >>> [kind(c) for c in ("lr_coefN", "bs_levels", "n_points", "median_%", "p_near_optimal", "run_id")]
     ['plain', 'plain', 'plain', 'percent_given', 'probability', 'id']
     """
+    # a trailing band is not the unit: optima's plateau lr_lo_0.25% is a learning rate, not a percent
+    head, _, band = column.rpartition("_")
+    if head and band.endswith("%") and band[:-1].replace(".", "", 1).isdigit():
+        return kind(head)
     c = column.lower()
     if c.endswith("%"):
         return "percent_given"
@@ -105,7 +107,7 @@ def kind(column: str) -> Kind:
         return "params"
     if column == "C" or column.startswith("C_") or c == "flops":
         return "flops"
-    if column == "D" or column.startswith("D_") or "tokens" in c or c in _BS_IN_TOKENS:
+    if column == "D" or column.startswith("D_") or "tokens" in c:
         return "tokens"
     if c in _BS_IN_SEQ:
         return "seq"

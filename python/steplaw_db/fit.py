@@ -221,7 +221,7 @@ def _vertex_samples(
 
         out = out.with_columns(
             _w_lr=weight("lr_quad_lo", "lr_quad_hi", "lr_log_width"),
-            _w_bs=weight("bs_quad_lo", "bs_quad_hi", "bs_log_width"),
+            _w_bs=weight("bs_tokens_quad_lo", "bs_tokens_quad_hi", "bs_log_width"),
         )
         weights = {"lr": "_w_lr", "bs": "_w_bs"}
     return out, weights
@@ -1148,9 +1148,9 @@ def _evaluate_cell(
                 "cell": cell["cell"][0],
                 **{k: cell[k][0] for k in keys},
                 "lr_pred": lr_hat,
-                "bs_pred": bs_hat,
+                "bs_tokens_pred": bs_hat,
                 "lr_at": float(lr[at][0]),
-                "bs_at": float(bs[at][0]),
+                "bs_tokens_at": float(bs[at][0]),
                 "loss_at": loss_at,
                 "loss_min": cell_min,
                 "rel_error": (loss_at - cell_min) / cell_min,
@@ -1189,14 +1189,14 @@ def evaluate(
     ``seq_len``), ``loss``, N and D. Cells are :func:`~steplaw_db.optima.assign_cells`'s
     (``by``, ``designs``, ``on_design`` as there: the same cells as ``optima``); a cell's N and
     D are its levels. Returns one row per (law, cell): ``law``, ``cell``, the cell keys,
-    ``lr_pred``, ``bs_pred``, ``lr_at``, ``bs_at`` (the nearest run),
+    ``lr_pred``, ``bs_tokens_pred``, ``lr_at``, ``bs_tokens_at`` (the nearest run),
     ``loss_at``, ``loss_min``, ``rel_error``, ``fixed``. Summarise with
     ``.group_by("law").agg(pl.col("rel_error").median())``.
 
     ``method="quadratic"``: the loss on each cell's fitted quadratic surface in (ln lr, ln bs)
     (``steplaw_db.optima.quadratic_surface``) at the prediction itself, between grid points
     (NaN where a cell has no convex quadratic; far from the optimum the surface
-    extrapolates). ``lr_at``/``bs_at`` still name the nearest run.
+    extrapolates). ``lr_at``/``bs_tokens_at`` still name the nearest run.
 
     ``lr_edge`` / ``bs_edge``: ``low`` / ``high`` where the cell's grid minimum sits on the
     grid's smallest / largest level (its optimum is a bound; a law's gap there is a bound too).
@@ -1317,7 +1317,10 @@ def leave_one_cell_out(
 
 
 _LOCO_SCHEMA = {
-    **{c: pl.Float64 for c in ("lr_pred", "bs_pred", "lr_at", "bs_at", "loss_at", "loss_min", "rel_error")},
+    **{
+        c: pl.Float64
+        for c in ("lr_pred", "bs_tokens_pred", "lr_at", "bs_tokens_at", "loss_at", "loss_min", "rel_error")
+    },
     **{"fixed": pl.String, "lr_edge": pl.String, "bs_edge": pl.String},
     **{"rel_error_quadratic": pl.Float64, "reason": pl.String},
 }
@@ -1357,7 +1360,7 @@ def _trusted_quadratic(cell: pl.DataFrame, row: Mapping[str, Any], loss: str) ->
     """The relative loss gap at a row's prediction on the cell's quadratic surface, where that
     surface is trustworthy: convex, its vertex inside the measured grid, the prediction inside the
     measured lr x batch range (else null: an extrapolation measures nothing)."""
-    lr_hat, bs_hat = row.get("lr_pred"), row.get("bs_pred")
+    lr_hat, bs_hat = row.get("lr_pred"), row.get("bs_tokens_pred")
     if lr_hat is None or bs_hat is None or row.get("fixed"):
         return None
     lr, bs = cell["lr"].cast(pl.Float64), cell["bs_tokens"].cast(pl.Float64)

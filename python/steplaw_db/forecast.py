@@ -1212,7 +1212,7 @@ def _proposals(c: Mapping[str, Any], wide: float) -> list[tuple[float, float, st
     lr_opt, bs_opt = float(c.get("lr_opt") or lr0), float(c.get("bs_tokens_opt") or bs0)
     for name, width, step, lo, hi in (
         ("lr", c.get("lr_log_width"), sl_, c.get("lr_quad_lo"), c.get("lr_quad_hi")),
-        ("bs", c.get("bs_log_width"), sb, c.get("bs_quad_lo"), c.get("bs_quad_hi")),
+        ("bs", c.get("bs_log_width"), sb, c.get("bs_tokens_quad_lo"), c.get("bs_tokens_quad_hi")),
     ):
         edge = (name == "lr" and lr_side) or (name == "bs" and bs_side)
         if width is None or not width > wide * step or edge or flags & {"not-convex", "no-quadratic"}:

@@ -741,7 +741,8 @@ def optima(
     ``cell`` and the cell keys (``by``, then any design column that split cells); ``runs``,
     ``lr_levels``, ``bs_levels``; ``loss_min`` with
     ``lr_grid``/``bs_tokens_grid`` (the grid minimum); ``near_optimal`` (rows within
-    ``threshold``); the plateau ``lr_lo/lr_hi/bs_lo/bs_hi`` within +0.25%, +0.5%, +1%;
+    ``threshold``); the plateau ``lr_lo_0.25%``, ``lr_hi_0.25%``, ``bs_tokens_lo_0.25%``, ``bs_tokens_hi_0.25%``
+    and the same within +0.5%, +1%;
     the quadratic fit of loss/min over (ln lr, ln bs_tokens) around the minimum (runs
     within ``fit_window``, diverged ones excluded): ``lr_quad``, ``bs_tokens_quad``,
     ``rel_loss_quad`` (vertex), their 95% bootstrap intervals and log-space SDs, the
@@ -795,7 +796,7 @@ def optima(
             inside = rel <= band
             tag = _fmt_band(band)
             row[f"lr_lo_{tag}"], row[f"lr_hi_{tag}"] = float(lr[inside].min()), float(lr[inside].max())
-            row[f"bs_lo_{tag}"], row[f"bs_hi_{tag}"] = float(bs[inside].min()), float(bs[inside].max())
+            row[f"bs_tokens_lo_{tag}"], row[f"bs_tokens_hi_{tag}"] = float(bs[inside].min()), float(bs[inside].max())
         flags = []
         row["lr_edge"], row["bs_edge"] = edge_side(lr_levels, lr[best]), edge_side(bs_levels, bs[best])
         row["lr_log_step"], row["bs_log_step"] = _log_step(lr_levels), _log_step(bs_levels)
@@ -869,7 +870,8 @@ def quadratic_surface(cell: pl.DataFrame, *, loss: str = "loss", fit_window: flo
 
 
 _QUAD_COLUMNS = (
-    "lr_quad", "bs_tokens_quad", "rel_loss_quad", "lr_quad_lo", "lr_quad_hi", "bs_quad_lo", "bs_quad_hi",
+    "lr_quad", "bs_tokens_quad", "rel_loss_quad", "lr_quad_lo", "lr_quad_hi",
+    "bs_tokens_quad_lo", "bs_tokens_quad_hi",
     "log_lr_sd", "log_bs_sd", "h_lr_lr", "h_lr_bs", "h_bs_bs", "quad_r2",
 )  # fmt: skip
 
@@ -901,11 +903,12 @@ def _quadratic_columns(fit: _CellFit | None, x: np.ndarray, y: np.ndarray, flags
         flags.append(f"bs-vertex-{bs_side}")
     if "sd" in fit:
         out.update(log_lr_sd=fit["sd"][0], log_bs_sd=fit["sd"][1])
-        for name, (lo, hi), bounds in (("lr", fit["x_interval"], lr_bounds), ("bs", fit["y_interval"], bs_bounds)):
+        axes = (("lr", "lr_quad", fit["x_interval"], lr_bounds), ("bs", "bs_tokens_quad", fit["y_interval"], bs_bounds))
+        for name, quad, (lo, hi), bounds in axes:  # quad: the vertex's column, whose interval ends these are
             out[f"{name}_log_width"] = hi - lo  # the interval's width in log space, as measured (the fit's weights)
             below, above = lo < bounds[0], hi > bounds[1]
-            out[f"{name}_quad_lo"] = 0.0 if below else math.exp(lo)
-            out[f"{name}_quad_hi"] = math.inf if above else math.exp(hi)
+            out[f"{quad}_lo"] = 0.0 if below else math.exp(lo)
+            out[f"{quad}_hi"] = math.inf if above else math.exp(hi)
             below = below or out[f"{name}_unbounded"] == "below"
             above = above or out[f"{name}_unbounded"] == "above"
             out[f"{name}_unbounded"] = "both" if below and above else "below" if below else "above" if above else None

@@ -123,11 +123,11 @@ def _vertex(ax: Axes, q: Mapping[str, Any]) -> list[str]:
         return [f"no quadratic vertex: {q['flags'] or 'the quadratic is not convex or leaves the grid'}"]
     xv, yv = float(q["lr_quad"]), float(q["bs_tokens_quad"])
     xerr = yerr = None
-    if q["lr_quad_lo"] is not None and q["bs_quad_lo"] is not None:
+    if q["lr_quad_lo"] is not None and q["bs_tokens_quad_lo"] is not None:
         # a bootstrap percentile interval need not hold the full-sample vertex: a bar cannot
         # leave its point, so the end on the vertex's near side is drawn at the vertex
         xerr = [[max(xv - q["lr_quad_lo"], 0.0)], [max(q["lr_quad_hi"] - xv, 0.0)]]
-        yerr = [[max(yv - q["bs_quad_lo"], 0.0)], [max(q["bs_quad_hi"] - yv, 0.0)]]
+        yerr = [[max(yv - q["bs_tokens_quad_lo"], 0.0)], [max(q["bs_tokens_quad_hi"] - yv, 0.0)]]
     ax.errorbar(xv, yv, xerr=xerr, yerr=yerr, fmt="D", color="#E69F00", mec="k", mew=0.5, ms=8, capsize=3,
                 zorder=6, label=f"quadratic vertex (95% CI): lr {st.sci(xv)}, {st.si(yv)} tokens")  # fmt: skip
     return []

@@ -290,8 +290,8 @@ def _cells(b: _Builder, final: pl.DataFrame, group: str | None) -> pl.DataFrame 
         lr_vertex=pl.struct("lr_quad", "lr_quad_lo", "lr_quad_hi").map_elements(
             lambda r: H.interval(r["lr_quad"], r["lr_quad_lo"], r["lr_quad_hi"], "lr"), return_dtype=pl.String
         ),
-        bs_vertex=pl.struct("bs_tokens_quad", "bs_quad_lo", "bs_quad_hi").map_elements(
-            lambda r: H.interval(r["bs_tokens_quad"], r["bs_quad_lo"], r["bs_quad_hi"], "tokens"),
+        bs_vertex=pl.struct("bs_tokens_quad", "bs_tokens_quad_lo", "bs_tokens_quad_hi").map_elements(
+            lambda r: H.interval(r["bs_tokens_quad"], r["bs_tokens_quad_lo"], r["bs_tokens_quad_hi"], "tokens"),
             return_dtype=pl.String,
         ),
         edges=pl.concat_str(

@@ -585,8 +585,8 @@ def _leave_one_cell_out(
                 "lr_pred": lr_pred,
                 "lr_opt": cell["lr_grid"],
                 "lr_log_error": math.log(lr_pred / cell["lr_grid"]) if lr_pred else None,
-                "bs_pred": bs_pred,
-                "bs_opt": cell["bs_tokens_grid"],
+                "bs_tokens_pred": bs_pred,
+                "bs_tokens_opt": cell["bs_tokens_grid"],
                 "bs_log_error": math.log(bs_pred / cell["bs_tokens_grid"]) if bs_pred else None,
                 "loss_penalty": float(scored["rel_error"][0]),
             }
