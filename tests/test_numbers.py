@@ -167,3 +167,16 @@ def test_every_batch_column_the_analyses_return_says_its_unit(synthetic_dense):
             in_tokens = v.abs().min() > 2e4
             assert (kind(c) == "tokens") == in_tokens, (name, c, kind(c), v.min(), v.max())
     assert {"bs_tokens_opt", "bs_tokens_quad_lo", "bs_tokens_pred", "bs_tokens_at"} <= seen
+
+
+def test_a_table_says_each_unit_once_in_the_header_or_the_cells():
+    """N's cells read ``215M``, so its header names the unit; D's and a batch's cells carry it
+    (``100B tokens``, ``2,440 seq``), so their headers do not (``D (tokens)`` said it twice)."""
+    df = pl.DataFrame({"N": [2.147e8], "D": [1e11], "bs": [2439.9], "bs_tokens": [4.99e6], "bs_tokens_grid": [4e5]})
+    html = _html.table(df)
+    heads = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", html)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", html)
+    assert list(zip(heads, cells, strict=True)) == [
+        ("N (params)", "215M"), ("D", "100B tokens"), ("batch", "2,440 seq"), ("batch", "4.99M tokens"),
+        ("bs_tokens_grid", "400k tokens"),
+    ]  # fmt: skip

@@ -132,9 +132,11 @@ def test_predictions_section(final):
     df = report.objects["predictions"]
     assert set(df["law"]) == {"fitted", "step-law", "openai"}
     fitted = df.filter(pl.col("law") == "fitted").row(0, named=True)
-    assert "[" in fitted["lr [95%]"] and "[" in fitted["batch (tokens) [95%]"]  # the interval
+    assert "[" in fitted["lr [95%]"] and "[" in fitted["batch [95%]"]  # the interval
     assert df.filter(pl.col("law") == "openai")["note"].item()  # needs a loss value: said
     assert "7B" in _section(report.html(), "predictions")
+    # the cells carry the unit ("5M [4.1M, 6.2M] tokens", "100B tokens"): the headers do not repeat it
+    assert "(tokens)" not in report.html()
 
 
 def _chromium() -> str | None:

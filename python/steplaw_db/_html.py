@@ -57,12 +57,12 @@ def fmt(column: str, v: Any) -> str:
     return esc(v)
 
 
-#: Column headers with their unit where the name alone leaves it open.
+#: Column headers, with their unit where the name leaves it open and the cells do not say it:
+#: N's cells read ``214M``; D's and a batch's carry theirs (``100B tokens``, ``2,440 seq``).
 HEADERS = {
     "N": "N (params)",
-    "D": "D (tokens)",
-    "bs_tokens": "batch (tokens)",
-    "bs": "batch (seq)",
+    "bs_tokens": "batch",
+    "bs": "batch",
     "lr": "lr",
     "rel_error": "loss error",
 }

@@ -322,11 +322,11 @@ def _cells(b: _Builder, final: pl.DataFrame, group: str | None) -> pl.DataFrame 
             columns,
             headers={
                 "lr_grid": "best lr",
-                "bs_tokens_grid": "best batch (tokens)",
+                "bs_tokens_grid": "best batch",
                 "loss_min": "best loss",
                 "near_optimal": "near-optimal runs",
                 "lr_vertex": "lr vertex [95%]",
-                "bs_vertex": "batch vertex (tokens) [95%]",
+                "bs_vertex": "batch vertex [95%]",
             },
             row_ids=ids,
         ),
@@ -614,7 +614,7 @@ def _predictions(b: _Builder, pairs: Sequence[tuple[float, float]], compare: Map
                     "D": float(d),
                     "law": name,
                     "lr [95%]": H.interval(p.get("lr"), p.get("lr_lo"), p.get("lr_hi"), "lr"),
-                    "batch (tokens) [95%]": H.interval(bs, p.get("bs_tokens_lo"), p.get("bs_tokens_hi"), "tokens"),
+                    "batch [95%]": H.interval(bs, p.get("bs_tokens_lo"), p.get("bs_tokens_hi"), "tokens"),
                     "batch (seq)": None
                     if bs is None
                     else f"{bs / DEFAULT_SEQ_LEN:,.1f} ≈ {round(bs / DEFAULT_SEQ_LEN):,}",
@@ -699,7 +699,7 @@ def _groups_section(b: _Builder, final: pl.DataFrame, stab: Any, group: str) -> 
         keep = [group, "N", "D", "runs", "loss_min", "lr_grid", "bs_tokens_grid", "optimum", "flags"]
         parts.append(
             H.table(cells.sort(group, "N", "D"), keep, headers={"loss_min": "best loss", "lr_grid": "best lr",
-                                                                "bs_tokens_grid": "best batch (tokens)"})
+                                                                "bs_tokens_grid": "best batch"})
         )  # fmt: skip
     b.add("groups", title, *parts)
 
