@@ -1,7 +1,8 @@
 """Every analysis command on small adversarial stores (issue 19, 2): one cell; every optimum
 beyond the grid's edges; a recipe of 2 cells; cells too small for a quadratic; a cell whose every
-run diverged; N nearly constant. Each command answers as far as the data allow: exit 0 (or 1 / 2
-with one readable line saying why), never an internal error (exit 3) or a traceback."""
+run diverged; N nearly constant. Each command answers as far as the data allow: exit 0, or 1 with
+one readable line saying why when the data cannot satisfy it (2 only for what was typed), never an
+internal error (exit 3) or a traceback."""
 
 from __future__ import annotations
 
@@ -76,45 +77,79 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return request.param, root
 
 
-def _commands(root: Path, by_recipe: bool) -> list[list[str]]:
+def _commands(root: Path, by_recipe: bool) -> dict[str, list[str]]:
     out = root / "out"
     out.mkdir(exist_ok=True)
     law = str(out / "law.json")
     by = ["--by", "recipe"] if by_recipe else []
-    return [
-        ["final"],
-        ["cells"],
-        ["optima"],
-        ["optima", "--method", "grid"],
-        ["near-optimal"],
-        ["fit", "lr-bs", "--bootstrap", "20", "-o", law],
-        ["fit", "lr-bs", "--method", "steplaw", "--bootstrap", "20"],
-        ["fit", "lr-bs", "--edges", "censor", "--bootstrap", "20"],
-        ["fit", "lr-bs", "--edges", "drop", "--bootstrap", "20"],
-        ["fit", "loss"],
-        ["evaluate", "--law", "step-law"],
-        ["evaluate", "--law", "all", "--method", "quadratic"],
-        ["predict", "7e9", "1.4e12", "--law", "step-law"],
-        ["stability", "--bootstrap", "20", "--smoothing", "robust", *by],
-        ["stability", "--bootstrap", "20", "--smoothing", "robust", "--table", "differences", "--format", "latex", *by],
-        ["plot", "law", "-o", str(out / "law.png"), "--bootstrap", "20"],
-        ["plot", "stability", "-o", str(out / "stability.png"), *by],
-        ["plot", "landscape", "--cell", "N=2.15e8,D=2e10", "-o", str(out / "landscape.png")],
-        ["report", "-o", str(out / "report.html"), *by],
-    ]
+    latex = ["--table", "differences", "--format", "latex"]
+    return {
+        "final": ["final"],
+        "cells": ["cells"],
+        "optima": ["optima"],
+        "optima-grid": ["optima", "--method", "grid"],
+        "near-optimal": ["near-optimal"],
+        "lr-bs": ["fit", "lr-bs", "--bootstrap", "20", "-o", law],
+        "lr-bs-steplaw": ["fit", "lr-bs", "--method", "steplaw", "--bootstrap", "20"],
+        "lr-bs-censor": ["fit", "lr-bs", "--edges", "censor", "--bootstrap", "20"],
+        "lr-bs-drop": ["fit", "lr-bs", "--edges", "drop", "--bootstrap", "20"],
+        "loss": ["fit", "loss"],
+        "evaluate": ["evaluate", "--law", "step-law"],
+        "evaluate-all": ["evaluate", "--law", "all", "--method", "quadratic"],
+        "predict": ["predict", "7e9", "1.4e12", "--law", "step-law"],
+        "stability": ["stability", "--bootstrap", "20", "--smoothing", "robust", *by],
+        "stability-latex": ["stability", "--bootstrap", "20", "--smoothing", "robust", *latex, *by],
+        "plot-law": ["plot", "law", "-o", str(out / "law.png"), "--bootstrap", "20"],
+        "plot-stability": ["plot", "stability", "-o", str(out / "stability.png"), *by],
+        "plot-landscape": ["plot", "landscape", "--cell", "N=2.15e8,D=2e10", "-o", str(out / "landscape.png")],
+        "report": ["report", "-o", str(out / "report.html"), *by],
+    }
 
 
-def test_every_command_answers_without_an_internal_error(store: tuple[str, Path]) -> None:
+# The commands each store cannot satisfy: the exit status and what its one error line says; every
+# other command exits 0. What the data lack exits 1 (too few cells for a law, no usable quadratic
+# vertex, too few points for the loss law, too few cells left once the edge-bound ones are censored
+# or dropped); 2 only for what was typed: a --cell that matches two recipes' cells must name one.
+_NO_VERTEX = "no usable quadratic vertex"
+_CENSORED = "cells with a measured optimum"
+_FEW_CELLS = "too few cells to fit"
+_CHINCHILLA = "too few points for the Chinchilla law"
+EXPECTED: dict[str, dict[str, tuple[int, str]]] = {
+    "one-cell": {
+        "lr-bs": (1, _NO_VERTEX), "lr-bs-steplaw": (1, _FEW_CELLS), "lr-bs-censor": (1, _CENSORED),
+        "lr-bs-drop": (1, _NO_VERTEX), "loss": (1, _CHINCHILLA), "plot-law": (1, _NO_VERTEX),
+    },
+    "edges-everywhere": {
+        "lr-bs": (1, _FEW_CELLS), "lr-bs-censor": (1, _CENSORED), "lr-bs-drop": (1, _FEW_CELLS),
+        "loss": (1, _CHINCHILLA), "plot-law": (1, _FEW_CELLS),
+    },
+    "recipe-of-two-cells": {
+        "lr-bs-censor": (1, "no design could be fitted"), "lr-bs-drop": (1, "no design could be fitted"),
+        "loss": (1, "the Chinchilla law needs at least 3 distinct values of N"),
+        "plot-landscape": (2, "matches 2 cells that differ in recipe"),  # --cell must name the recipe
+    },
+    "no-quadratic": {
+        "lr-bs": (1, _NO_VERTEX), "lr-bs-censor": (1, _CENSORED), "lr-bs-drop": (1, _NO_VERTEX),
+        "loss": (1, _CHINCHILLA), "plot-law": (1, _NO_VERTEX),
+    },
+    "a-cell-all-diverged": {"lr-bs-censor": (1, _CENSORED), "lr-bs-drop": (1, _FEW_CELLS), "loss": (1, _CHINCHILLA)},
+    "n-nearly-constant": {"lr-bs-censor": (1, _CENSORED), "lr-bs-drop": (1, _FEW_CELLS), "loss": (1, _CHINCHILLA)},
+}  # fmt: skip
+
+
+def test_every_command_answers_with_its_status_and_no_internal_error(store: tuple[str, Path]) -> None:
     name, root = store
     db = str(root / "steplaw.db")
     failures = []
-    for cmd in _commands(root, by_recipe=name == "recipe-of-two-cells"):
+    for key, cmd in _commands(root, by_recipe=name == "recipe-of-two-cells").items():
         r = CliRunner().invoke(app, ["--db", db, *cmd])
+        status, says = EXPECTED[name].get(key, (0, ""))
         text = r.output
-        if r.exit_code not in (0, 1, 2) or "Traceback" in text or "internal error" in text:
-            failures.append(f"{' '.join(cmd)}: exit {r.exit_code}\n{text[-1500:]}")
-        elif r.exit_code != 0 and not any(line.startswith("error: ") and len(line) > 20 for line in text.splitlines()):
-            failures.append(f"{' '.join(cmd)}: exit {r.exit_code} without a readable reason\n{text[-1500:]}")
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+        if r.exit_code != status or "Traceback" in text or "internal error" in text:
+            failures.append(f"{key} ({' '.join(cmd)}): exit {r.exit_code}, expected {status}\n{text[-1500:]}")
+        elif status and not (len(errors) == 1 and says in errors[0]):
+            failures.append(f"{key}: exit {status} without one line saying '{says}'\n{text[-1500:]}")
     assert not failures, f"{name}:\n" + "\n\n".join(failures)
 
 
