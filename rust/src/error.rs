@@ -24,6 +24,14 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// The call was well formed but the data cannot support it: too few cells or points for a
+    /// law's coefficients, a regressor that does not vary (or regressors that vary together),
+    /// a value a law cannot take the log of, a fit that fails from every start. More or other
+    /// data would satisfy it, so callers can tell it from a bad option (the command line exits
+    /// 1 for this, 2 for `Invalid`).
+    #[error("{0}")]
+    InsufficientData(String),
+
     /// A bug in steplaw-db (a worker panicked, an invariant broke): not the user's input.
     #[error("internal error (please report it): {0}")]
     Internal(String),

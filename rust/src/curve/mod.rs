@@ -279,12 +279,12 @@ const MPL_SHAPE_STARTS: [[f64; 3]; 3] = [[1.0, 0.5, 0.5], [3.0, 0.4, 0.7], [0.3,
 /// the lowest to convergence.
 pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult> {
     if curves.is_empty() {
-        return Err(Error::Invalid("no curves to fit".into()));
+        return Err(Error::InsufficientData("no curves to fit".into()));
     }
     let points: usize = curves.iter().map(|c| c.steps.len()).sum();
     let n = form.n_params();
     if points <= n {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InsufficientData(format!(
             "too few points to fit the law's {n} parameters: {points}"
         )));
     }
@@ -296,7 +296,7 @@ pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult>
         opts.starts.clone()
     };
     if starts.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::InsufficientData(
             "no usable start: the curves do not look like decreasing loss curves".into(),
         ));
     }
@@ -362,8 +362,9 @@ pub fn fit(form: Form, curves: &[Curve], opts: &FitOptions) -> Result<FitResult>
             screened = Some((index, r));
         }
     }
-    let (best_start, mut r) = screened
-        .ok_or_else(|| Error::Invalid("the fit failed from every start (the prediction was never positive)".into()))?;
+    let (best_start, mut r) = screened.ok_or_else(|| {
+        Error::InsufficientData("the fit failed from every start (the prediction was never positive)".into())
+    })?;
     if starts.len() > 1 && !r.converged {
         let x0 = r.x.clone();
         r = run(&x0, &lbfgs);

@@ -266,7 +266,7 @@ fn bad_curves_are_refused() {
         "wrong parameter count"
     );
     let few = fit(Form::Mpl(Method::Auto), &[ok], &FitOptions::default());
-    assert!(matches!(few, Err(Error::Invalid(m)) if m.contains("too few points")));
+    assert!(matches!(few, Err(Error::InsufficientData(m)) if m.contains("too few points")));
 }
 
 #[test]
@@ -284,4 +284,39 @@ fn vectorisable_exp_matches_the_library() {
     assert!(worst < 1e-15, "worst relative error {worst}");
     assert_eq!(mpl::exp_nonpositive(0.0), 1.0);
     assert_eq!(mpl::exp_nonpositive(-0.0), 1.0);
+}
+
+#[test]
+fn curves_the_law_cannot_be_fitted_on_are_a_data_refusal_and_bad_options_are_not() {
+    let lr = cosine(10, 200, 3e-4, 3e-5);
+    let steps: Vec<usize> = (20..200).step_by(10).collect();
+    let loss = steps.iter().map(|&s| 3.0 + 2.0 / (s as f64).sqrt()).collect::<Vec<_>>();
+    let curve = Curve::new(lr, steps, Some(loss)).unwrap();
+    let form = Form::Mpl(Method::Auto);
+    let data = |r: Result<FitResult>| match r {
+        Err(Error::InsufficientData(m)) => m,
+        other => panic!("expected Error::InsufficientData, got {other:?}"),
+    };
+    assert!(data(fit(form, &[], &FitOptions::default())).contains("no curves"));
+    // L0 far below zero: the prediction is never positive, from the one start given
+    let hopeless = FitOptions {
+        starts: vec![vec![-1e6, 1.0, 0.5, 1.0, 1.0, 0.5, 0.5]],
+        ..Default::default()
+    };
+    let e = data(fit(form, std::slice::from_ref(&curve), &hopeless));
+    assert!(e.contains("failed from every start"), "{e}");
+    // what the caller passed wrong stays Error::Invalid
+    let bad_delta = FitOptions {
+        delta: -1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        fit(form, std::slice::from_ref(&curve), &bad_delta),
+        Err(Error::Invalid(_))
+    ));
+    let bad_start = FitOptions {
+        starts: vec![vec![3.0, 1.0, 0.5]],
+        ..Default::default()
+    };
+    assert!(matches!(fit(form, &[curve], &bad_start), Err(Error::Invalid(_))));
 }

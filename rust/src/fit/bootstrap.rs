@@ -84,7 +84,7 @@ pub fn fit_models(models: &[Model], cells: &[usize], method: Method, boot: &Boot
         check_model(model, cells)?;
         let base: Vec<f64> = (0..n).map(|i| model.weights.as_ref().map_or(1.0, |w| w[i])).collect();
         let fit = fit_weighted(model, &base, method, &mut ws)
-            .ok_or_else(|| Error::Invalid(format!("{}: the design is singular", model.target)))?;
+            .ok_or_else(|| Error::InsufficientData(format!("{}: the design is singular", model.target)))?;
         fits.push(fit);
     }
     let per_draw: Vec<Vec<Option<Vec<f64>>>> = (0..boot.draws)
@@ -154,6 +154,28 @@ mod tests {
             weights: None,
         };
         (vec![lr, bs], cells)
+    }
+
+    #[test]
+    fn a_design_the_data_cannot_identify_is_a_data_refusal_and_a_bad_call_is_not() {
+        let (models, _) = sweep();
+        let boot = BootstrapOptions {
+            draws: 0,
+            resample: Resample::Cells,
+            seed: 1,
+        };
+        // every sample in one cell: too few cells for any coefficient
+        let one_cell = vec![0; models[0].rows()];
+        let r = fit_models(&models, &one_cell, Method::Ols, &boot);
+        assert!(
+            matches!(&r, Err(Error::InsufficientData(m)) if m.starts_with("lr: too few cells")),
+            "{r:?}"
+        );
+        assert!(matches!(
+            fit_models(&[], &one_cell, Method::Ols, &boot),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(Resample::from_name("nope"), Err(Error::Invalid(_))));
     }
 
     #[test]

@@ -31,10 +31,12 @@ impl LossData {
             return Err(Error::Invalid("N, D and loss must have one value per point".into()));
         }
         if n.iter().chain(d).chain(loss).any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(Error::Invalid("N, D and loss must be positive and finite".into()));
+            return Err(Error::InsufficientData(
+                "N, D and loss must be positive and finite".into(),
+            ));
         }
         if n.len() <= PARAMS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InsufficientData(format!(
                 "too few points for the Chinchilla law: {} (its 5 parameters need at least 6)",
                 n.len()
             )));
@@ -44,7 +46,7 @@ impl LossData {
             distinct.sort_by(f64::total_cmp);
             distinct.dedup();
             if distinct.len() < 3 {
-                return Err(Error::Invalid(format!(
+                return Err(Error::InsufficientData(format!(
                     "the Chinchilla law needs at least 3 distinct values of {name} (got {}): its coefficient, exponent and E are not identifiable",
                     distinct.len()
                 )));
@@ -201,9 +203,9 @@ pub fn fit(data: &LossData, starts: &[Params], opts: &ChinchillaOptions) -> Resu
     }
     let ones = vec![1.0; data.len()];
     let solutions: Vec<Solution> = starts.par_iter().map(|s| solve(data, &ones, s, opts)).collect();
-    let best = best_of(&solutions)
-        .cloned()
-        .ok_or_else(|| Error::Invalid("the Chinchilla fit diverged from every start (non-finite objective)".into()))?;
+    let best = best_of(&solutions).cloned().ok_or_else(|| {
+        Error::InsufficientData("the Chinchilla fit diverged from every start (non-finite objective)".into())
+    })?;
     let starts_converged = solutions.iter().filter(|s| s.converged).count();
 
     // Warm starts of the draws: the distinct local optima, best first.
@@ -340,19 +342,46 @@ mod tests {
         );
     }
 
+    /// The message of a refusal that blames the data (`Error::InsufficientData`: exit 1 on
+    /// the command line), failing on any other outcome.
+    fn data_refusal<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::InsufficientData(m)) => m,
+            other => panic!("expected Error::InsufficientData, got {other:?}"),
+        }
+    }
+
     #[test]
     fn refuses_unidentifiable_designs() {
         let n = [1e8, 1e8, 2e8, 2e8, 1e8, 2e8, 1e8];
         let d = [1e9, 2e9, 3e9, 4e9, 5e9, 6e9, 7e9];
-        let e = LossData::new(&n, &d, &[3.0; 7]).unwrap_err().to_string();
+        let e = data_refusal(LossData::new(&n, &d, &[3.0; 7]));
         assert!(e.contains("3 distinct values of N"), "{e}");
-        assert!(LossData::new(&[1e8, 2e8, 3e8], &[1e9, 2e9, 3e9], &[3.0; 3])
-            .unwrap_err()
-            .to_string()
-            .contains("too few points"));
-        assert!(LossData::new(&[1e8; 7], &d, &[-1.0; 7])
-            .unwrap_err()
-            .to_string()
-            .contains("positive"));
+        let e = data_refusal(LossData::new(&[1e8, 2e8, 3e8], &[1e9, 2e9, 3e9], &[3.0; 3]));
+        assert!(e.contains("too few points"), "{e}");
+        let e = data_refusal(LossData::new(&[1e8; 7], &d, &[-1.0; 7]));
+        assert!(e.contains("positive"), "{e}");
+    }
+
+    #[test]
+    fn a_fit_that_diverges_from_every_start_blames_the_data_and_bad_options_do_not() {
+        let data = synthetic(0.0);
+        // no start has a finite objective
+        let e = data_refusal(fit(&data, &[[f64::NAN; 5]], &ChinchillaOptions::default()));
+        assert!(e.contains("diverged from every start"), "{e}");
+        // what the caller passed stays Error::Invalid
+        let bad_delta = ChinchillaOptions {
+            delta: -1.0,
+            ..Default::default()
+        };
+        assert!(matches!(fit(&data, &[truth()], &bad_delta), Err(Error::Invalid(_))));
+        assert!(matches!(
+            fit(&data, &[], &ChinchillaOptions::default()),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            LossData::new(&[1e8; 7], &[1e9; 6], &[3.0; 7]),
+            Err(Error::Invalid(_))
+        ));
     }
 }

@@ -277,7 +277,7 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
         .chain(model.columns.iter().flatten())
         .any(|v| !v.is_finite())
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InsufficientData(format!(
             "{name}: a sample has a missing, zero, negative or infinite value (logs must be finite)"
         )));
     }
@@ -292,7 +292,7 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
     distinct_cells.dedup();
     let k = model.terms();
     if distinct_cells.len() <= k {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InsufficientData(format!(
             "{name}: too few cells to fit {k} coefficients (intercept + {}): {} cell(s) with samples; at least {} are needed",
             model.regressors.join(", "),
             distinct_cells.len(),
@@ -303,14 +303,14 @@ pub fn check_model(model: &Model, cells: &[usize]) -> Result<()> {
         let first = used.first().map(|&i| column[i]);
         if used.iter().all(|&i| Some(column[i]) == first) {
             let var = &model.regressors[j];
-            return Err(Error::Invalid(format!(
+            return Err(Error::InsufficientData(format!(
                 "{name}: every sample has the same {var}, so the exponent of {var} is not identifiable; drop {var} from the regressors or add cells with other values"
             )));
         }
     }
     let base: Vec<f64> = (0..n).map(|i| model.weight(i)).collect();
     if wls(model, &base, &mut Workspace::default()).is_none() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InsufficientData(format!(
             "{name}: the regressors {} are collinear over the samples (e.g. D proportional to N in every cell, or C = 6 N D with both N and D): their exponents are not separately identifiable",
             model.regressors.join(", ")
         )));
@@ -433,20 +433,18 @@ mod tests {
             vec![vec![20.0; 8], (0..8).map(|i| 22.0 + i as f64).collect()],
             vec![0.0; 8],
         );
-        let e = check_model(
+        let e = data_refusal(check_model(
             &Model {
                 regressors: vec!["N".into(), "D".into()],
                 ..same_n
             },
             &cells,
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(e.contains("same N") && e.contains("not identifiable"), "{e}");
 
         let few = model(vec![(0..8).map(|i| (i / 2) as f64).collect()], vec![0.0; 8]);
         let two_cells: Vec<usize> = (0..8).map(|i| i / 4).collect();
-        let e = check_model(&few, &two_cells).unwrap_err().to_string();
+        let e = data_refusal(check_model(&few, &two_cells));
         assert!(e.contains("too few cells"), "{e}");
 
         let n: Vec<f64> = (0..8).map(|i| 19.0 + (i / 2) as f64).collect();
@@ -455,13 +453,32 @@ mod tests {
             regressors: vec!["N".into(), "D".into()],
             ..model(vec![n.clone(), d], vec![1.0; 8])
         };
-        let e = check_model(&collinear, &cells).unwrap_err().to_string();
+        let e = data_refusal(check_model(&collinear, &cells));
         assert!(e.contains("collinear"), "{e}");
 
         let bad = model(
             vec![n],
             (0..8).map(|i| if i == 3 { f64::NEG_INFINITY } else { 0.0 }).collect(),
         );
-        assert!(check_model(&bad, &cells).unwrap_err().to_string().contains("infinite"));
+        assert!(data_refusal(check_model(&bad, &cells)).contains("infinite"));
+
+        // what the caller passed wrong (not the data) stays Error::Invalid
+        let m = model(vec![(0..8).map(|i| i as f64).collect()], vec![0.0; 8]);
+        assert!(matches!(check_model(&m, &cells[..7]), Err(Error::Invalid(_))));
+        let negative = Model {
+            weights: Some(vec![-1.0; 8]),
+            ..m
+        };
+        assert!(matches!(check_model(&negative, &cells), Err(Error::Invalid(_))));
+        assert!(matches!(Method::from_name("nope", HUBER_T), Err(Error::Invalid(_))));
+    }
+
+    /// The message of a refusal that blames the data (`Error::InsufficientData`: exit 1 on
+    /// the command line), failing on any other outcome.
+    fn data_refusal(r: Result<()>) -> String {
+        match r {
+            Err(Error::InsufficientData(m)) => m,
+            other => panic!("expected Error::InsufficientData, got {other:?}"),
+        }
     }
 }

@@ -29,6 +29,7 @@ impl From<Error> for PyErr {
             Error::Locked { .. } => "StoreLockedError",
             Error::Parse { .. } => "ParseError",
             Error::Invalid(_) => "InvalidArgumentError",
+            Error::InsufficientData(_) => "InsufficientDataError",
             Error::Internal(_) => "InternalError",
         };
         let message = e.to_string();
