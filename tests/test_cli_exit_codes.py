@@ -88,6 +88,7 @@ DATA_CASES = [
     ("four", ["optima", "--by", "N,D,recipe"], "column 'recipe' is empty for all 140 runs"),
     ("four", ["cells", "--by", "N,D,recipe"], "column 'recipe' is empty for all 140 runs"),
     ("four", ["fit", "lr-bs", "--by", "N,D,recipe", "--bootstrap", "0"], "column 'recipe' is empty for all 140"),
+    ("four", ["report", "--by", "recipe", "--bootstrap", "0", "-o", "{tmp}/r.html"], "'recipe' is empty for all 140"),
 ]
 
 
@@ -147,6 +148,11 @@ def test_a_by_column_some_runs_lack_leaves_them_out_saying_so_once(tmp_path):
         said = [line for line in r.stderr.splitlines() if "no recipe" in line]
         assert said == ["warning: 35 run(s) have no recipe: they belong to no cell and are left out"], r.stderr
         assert "None" not in r.output and "no runs to form cells from" not in r.stderr, r.output
+    # the report's fits per recipe: web's alone, no "recipe=None" one (whose fit said the column is empty)
+    r = CliRunner().invoke(
+        app, ["--db", db, "report", "--by", "recipe", "--bootstrap", "0", "-o", str(tmp_path / "r.html")]
+    )
+    assert r.exit_code == 0 and "recipe=None" not in (tmp_path / "r.html").read_text(), r.output
 
 
 # what the user typed wrong stays a usage error, on any store: these pass today and must go on

@@ -30,7 +30,7 @@ import polars as pl
 
 from . import _html as H
 from ._typing import LawMethod
-from .errors import InvalidArgumentError
+from .errors import InsufficientDataError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -169,6 +169,10 @@ def _group_column(final: pl.DataFrame, by: str | None) -> str | None:
     if by is not None:
         if by not in final.columns:
             raise InvalidArgumentError(f"no column '{by}' to group by (columns: {final.columns})")
+        if final.height and final[by].null_count() == final.height:  # as assign_cells says it, once
+            raise InsufficientDataError(
+                f"column '{by}' is empty for all {final.height} runs: no value to group them by"
+            )
         return by
     if "recipe" in final.columns and final["recipe"].drop_nulls().n_unique() > 1:
         return "recipe"
@@ -438,7 +442,8 @@ def _fitted_laws(
         if law is not None:
             out["fitted"] = law
         return out
-    for (value,), part in sorted(final.group_by(group), key=lambda kv: str(kv[0][0])):
+    # runs without a value of the group are in none (the cells' note says how many)
+    for (value,), part in sorted(final.drop_nulls(group).group_by(group), key=lambda kv: str(kv[0][0])):
         label = f"{group}={value}"
         law = b.attempt(
             f"fit {label}",
@@ -469,7 +474,9 @@ def _loss_law(b: _Builder, final: pl.DataFrame, group: str | None, bootstrap: in
         "cells.</p>"
     ]
     keys = ["N", "D", *([group] if group else [])]
-    parts_by = {"all": final} if group is None else {f"{group}={v}": p for (v,), p in final.group_by(group)}
+    parts_by = (
+        {"all": final} if group is None else {f"{group}={v}": p for (v,), p in final.drop_nulls(group).group_by(group)}
+    )
     fitted = {}
     for label, part in sorted(parts_by.items()):
         law = b.attempt(f"loss law {label}", partial(fit_loss_law, part, bootstrap=bootstrap, seed=seed, by=keys))
