@@ -273,19 +273,6 @@ def test_fit_lr_bs_by_a_design_alone_says_what_to_type(stores):
     assert r.exit_code == 2 and "--by N,D,recipe" in r.stderr, r.output
 
 
-def test_the_core_refusals_read_as_data_are_the_cores_messages():
-    # errors.py lists the starts of the core's messages that mean the data (until the core has
-    # an error variant of its own): each must still be a message the core raises
-    from pathlib import Path
-
-    from steplaw_db.errors import _CORE_DATA_MESSAGES
-
-    rust = Path(__file__).resolve().parents[1] / "rust" / "src"
-    text = "\n".join(p.read_text() for p in rust.rglob("*.rs") if p.name != "tests.rs")
-    # a message starts a string literal, or follows the target it names ("{name}: too few cells")
-    assert [m for m in _CORE_DATA_MESSAGES if f'"{m}' not in text and f": {m}" not in text] == []
-
-
 def test_the_report_states_a_failed_fit_once(tmp_path):
     # the law's fit failing was a note ("fit: ...", "fit recipe=code: ...") and then stability's
     # warning of the same fit ("warning: [recipe=code: ]no law: too few cells: ..."): once now

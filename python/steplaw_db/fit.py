@@ -59,7 +59,7 @@ from ._typing import (
     Resample,
     as_float,
 )
-from .errors import InsufficientDataError, InvalidArgumentError, core_data_errors
+from .errors import InsufficientDataError, InvalidArgumentError
 from .laws import VARIABLES, HparamLaw, Law, LossLaw, PowerLaw, _compute, resolve
 from .optima import (
     CELL_KEYS,
@@ -421,8 +421,9 @@ def fit_lr_bs(
     ]
     cells = samples.select(pl.struct(keys).hash(seed=0)).to_series().to_list()
     notes = _check_designs(inputs, cells)
-    with core_data_errors():
-        out = _native.fit_linear(models, cells, method, float(huber_t), int(bootstrap), resample, int(seed))
+    # the core's refusals that blame the data (too few cells, a constant regressor) arrive as
+    # InsufficientDataError, a bad option as InvalidArgumentError
+    out = _native.fit_linear(models, cells, method, float(huber_t), int(bootstrap), resample, int(seed))
 
     n_cells = len(set(cells))
     if out["failed"]:
@@ -1050,17 +1051,17 @@ def fit_loss_law(
     d = data["D"].cast(pl.Float64).to_list()
     y = data[loss].cast(pl.Float64).to_list()
     notes = _check_loss_design(n, d)
-    with core_data_errors():  # too few points, too few distinct N or D: exit 1, not a bad option
-        out = _native.fit_chinchilla(
-            n,
-            d,
-            y,
-            float(delta),
-            None if starts is None else [list(map(float, s)) for s in starts],
-            int(bootstrap),
-            int(seed),
-            int(bootstrap_starts),
-        )
+    # too few points, too few distinct N or D: the core raises InsufficientDataError (exit 1)
+    out = _native.fit_chinchilla(
+        n,
+        d,
+        y,
+        float(delta),
+        None if starts is None else [list(map(float, s)) for s in starts],
+        int(bootstrap),
+        int(seed),
+        int(bootstrap_starts),
+    )
     if out["failed"]:
         notes.append(f"{out['failed']} of {bootstrap} bootstrap draws gave no finite fit and were left out")
     params = _chinchilla_params(out["params"])

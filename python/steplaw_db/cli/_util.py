@@ -29,7 +29,7 @@ from typer.exceptions import TyperException
 from .. import _native
 from .._numbers import number
 from .._typing import Smoothing, WidthUnit
-from ..errors import InternalError, InvalidArgumentError, SteplawError, is_insufficient_data
+from ..errors import InsufficientDataError, InternalError, InvalidArgumentError, SteplawError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -67,7 +67,7 @@ def _failure(e: BaseException) -> tuple[str, int] | None:
     if isinstance(e, (typer.Exit, typer.Abort, TyperException)) or not isinstance(e, Exception):
         return None
     if isinstance(e, InvalidArgumentError):  # the data too thin (exit 1), else what was typed (2)
-        return str(e), EXIT_FAILED if is_insufficient_data(e) else EXIT_USAGE
+        return str(e), EXIT_FAILED if isinstance(e, InsufficientDataError) else EXIT_USAGE
     if isinstance(e, InternalError):  # a bug, not the input: its own status so scripts can tell
         return str(e), EXIT_INTERNAL
     if isinstance(e, SteplawError):  # StoreLockedError included: the store is busy, exit 1
