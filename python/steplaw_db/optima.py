@@ -397,6 +397,12 @@ def _mixed_recipe_note(df: pl.DataFrame, keys: Sequence[str]) -> list[str]:
     return [f"{mixed.height} cell(s) mix data recipes: their optima pool runs trained on different data"]
 
 
+def require_values(df: pl.DataFrame, column: str) -> None:
+    """Refuse to group the runs of ``df`` by a ``column`` that is empty (null) for all of them."""
+    if df.height and df[column].null_count() == df.height:
+        raise InsufficientDataError(f"column '{column}' is empty for all {df.height} runs: no value to group them by")
+
+
 def assign_cells(
     final: pl.DataFrame,
     by: str | Sequence[str] = CELL_KEYS,
@@ -438,8 +444,7 @@ def assign_cells(
     df = last_checkpoints(df.with_row_index("_row"), notes)
     numeric = [k for k in keys if df.schema[k].is_numeric()]
     for k in keys:  # a key no run has a value of (a --by recipe on runs without one) places nothing
-        if df[k].null_count() == df.height:
-            raise InsufficientDataError(f"column '{k}' is empty for all {df.height} runs: no value to group them by")
+        require_values(df, k)
     text = [k for k in keys if k not in numeric]  # a run without a text key's value is in no cell (no "None" one)
     unnamed = df.height - df.drop_nulls(text).height if text else 0
     if unnamed:

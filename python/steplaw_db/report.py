@@ -30,7 +30,7 @@ import polars as pl
 
 from . import _html as H
 from ._typing import LawMethod
-from .errors import InsufficientDataError, InvalidArgumentError
+from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -169,10 +169,9 @@ def _group_column(final: pl.DataFrame, by: str | None) -> str | None:
     if by is not None:
         if by not in final.columns:
             raise InvalidArgumentError(f"no column '{by}' to group by (columns: {final.columns})")
-        if final.height and final[by].null_count() == final.height:  # as assign_cells says it, once
-            raise InsufficientDataError(
-                f"column '{by}' is empty for all {final.height} runs: no value to group them by"
-            )
+        from .optima import require_values
+
+        require_values(final, by)  # as assign_cells says it, once
         return by
     if "recipe" in final.columns and final["recipe"].drop_nulls().n_unique() > 1:
         return "recipe"
