@@ -165,6 +165,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::curve::tests::cosine;
 
     /// The definition, step by step, as whole arrays (what numpy did).
     fn naive(lr: &[f64], lam: f64) -> (Vec<f64>, Vec<f64>) {
@@ -194,22 +195,9 @@ mod tests {
         (s[j + 1] - s[j]) * (x - j as f64) + s[j]
     }
 
-    fn cosine(n: usize, warmup: usize, peak: f64, floor: f64) -> Vec<f64> {
-        (0..n)
-            .map(|t| {
-                if t < warmup {
-                    peak * t as f64 / (warmup - 1) as f64
-                } else {
-                    let f = (t - warmup) as f64 / (n - warmup) as f64;
-                    floor + 0.5 * (peak - floor) * (1.0 + (std::f64::consts::PI * f).cos())
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn equals_the_naive_sums_at_steps_and_between() {
-        let lr = cosine(5000, 100, 3e-3, 3e-4);
+        let lr = cosine(100, 5000, 3e-3, 3e-4);
         let (s1, s2) = naive(&lr, 0.999);
         let at = [
             -2.0, 0.0, 0.25, 1.0, 99.5, 100.0, 2500.75, 4998.0, 4998.5, 4999.0, 6000.0,

@@ -465,4 +465,4 @@ fn automatic_starts(form: Form, curves: &[Curve]) -> Result<Vec<Vec<f64>>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

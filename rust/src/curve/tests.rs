@@ -11,7 +11,7 @@ const P_25M: [f64; 7] = [
 ];
 
 /// Warm-up 0 -> peak over `w` steps (numpy.linspace), then cosine to `floor` at `total`.
-fn cosine(w: usize, total: usize, peak: f64, floor: f64) -> Vec<f64> {
+pub(crate) fn cosine(w: usize, total: usize, peak: f64, floor: f64) -> Vec<f64> {
     (0..total)
         .map(|t| {
             if t < w {
